@@ -1,0 +1,1561 @@
+/**
+ * Gives every git worktree of a repository its own bundle of ports, even when
+ * many worktrees allocate at the same instant.
+ *
+ * Slot `k` shifts every base port by `k * stride`. The primary worktree owns
+ * slot 0; linked worktrees get the lowest slot that no sibling worktree's
+ * `.worktree-ports.json` reserves and whose ports are free on loopback. The
+ * scan, the choice and the write happen under one lock shared by all
+ * worktrees of the repository, so simultaneous allocations never collide.
+ *
+ * ```ts ignore
+ * import { allocate } from "@org/worktree-ports";
+ *
+ * const allocation = await allocate({ cwd: "/path/to/a/worktree" });
+ * console.log(allocation.slot, allocation.bundle);
+ * // 1 { port: 3100 }
+ * ```
+ *
+ * @module
+ */
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/** Machine-readable reason carried by {@linkcode WorktreePortsError}. */
+export type ErrorCode =
+  | "NO_FREE_SLOT"
+  | "LOCK_TIMEOUT"
+  | "NOT_A_WORKTREE"
+  | "GIT_FAILED"
+  | "INVALID_CONFIG";
+
+/**
+ * The error callers are expected to catch: every slot taken, the lock not
+ * acquired in time, not inside a git worktree, git failing, or a bad config.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { allocate, WorktreePortsError } from "@org/worktree-ports";
+ *
+ * try {
+ *   await allocate();
+ * } catch (error) {
+ *   if (error instanceof WorktreePortsError && error.code === "NO_FREE_SLOT") {
+ *     console.error("every slot is taken");
+ *   } else {
+ *     throw error;
+ *   }
+ * }
+ * ```
+ */
+export class WorktreePortsError extends Error {
+  /** Why the operation failed. */
+  readonly code: ErrorCode;
+
+  /**
+   * Creates an error with a code and a message that says what to do.
+   *
+   * @param code Why the operation failed.
+   * @param message What went wrong and how to fix it.
+   * @param options The underlying `cause`, if any.
+   */
+  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "WorktreePortsError";
+    this.code = code;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Names and defaults
+// ---------------------------------------------------------------------------
+
+/** Name of the port file written at the root of each worktree. */
+export const PORT_FILE_NAME = ".worktree-ports.json";
+/** Name of the optional config file at the root of a worktree. */
+export const CONFIG_FILE_NAME = "worktree-ports.config.json";
+/** Name of the lock file in the repository's common git directory. */
+export const LOCK_FILE_NAME = "worktree-ports.lock";
+/** Version of the `worktree_ports` metadata written into port files. */
+export const PORT_FILE_VERSION = 1;
+/** How long {@linkcode allocate} waits for the lock by default. */
+export const DEFAULT_LOCK_TIMEOUT_MS = 10_000;
+/**
+ * Addresses a port must be bindable on to count as free. `::1` is skipped on
+ * hosts without IPv6 loopback.
+ */
+export const PROBE_HOSTNAMES: readonly string[] = ["127.0.0.1", "::1", "0.0.0.0"];
+
+/** The config used when a worktree has no config file. */
+export const DEFAULT_CONFIG: Readonly<PortsConfig> = Object.freeze({
+  ports: Object.freeze({ port: 3000 }),
+  templates: Object.freeze({}),
+  stride: 100,
+  slots: 50,
+});
+
+const KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const PLACEHOLDER_PATTERN = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+const META_KEY = "worktree_ports";
+const MAX_PORT = 65535;
+
+// ---------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------
+
+/** Which ports a repository's worktrees share out, and how. */
+export interface PortsConfig {
+  /** Base port of each key: the ports of slot 0, the primary worktree. */
+  ports: Record<string, number>;
+  /** Extra values written beside the ports, with `{key}` replaced by that port. */
+  templates: Record<string, string>;
+  /** Distance between the ports of one slot and the next. */
+  stride: number;
+  /** How many slots linked worktrees can take: slots 1 to `slots`. */
+  slots: number;
+}
+
+/** Values that replace those of the config file, as the CLI's flags do. */
+export interface ConfigOverrides {
+  /**
+   * Replaces the config's `ports` entirely.
+   *
+   * @default {undefined}
+   */
+  ports?: Record<string, number>;
+  /**
+   * Replaces the config's `stride`.
+   *
+   * @default {undefined}
+   */
+  stride?: number;
+  /**
+   * Replaces the config's `slots`.
+   *
+   * @default {undefined}
+   */
+  slots?: number;
+}
+
+/** Options for {@linkcode parseConfig}. */
+export interface ParseConfigOptions extends ConfigOverrides {
+  /**
+   * Where the value came from, named in error messages, e.g. a quoted path.
+   *
+   * @default {undefined}
+   */
+  source?: string;
+}
+
+/**
+ * Validates a parsed config value, applies overrides and fills in defaults.
+ *
+ * Every problem is caught here, before anything is written: unknown keys,
+ * non-integer or out-of-range numbers, an empty `ports`, a template naming a
+ * missing key, a port of any slot outside 1..65535, and two (key, slot) pairs
+ * that land on the same port.
+ *
+ * @param value The parsed JSON of a config file, or `undefined` for none.
+ * @param options Overrides and the name of the source for messages.
+ * @returns The complete, validated config.
+ * @throws {WorktreePortsError} With code `INVALID_CONFIG`, naming the problem.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseConfig } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig({ ports: { web_port: 3000 } }, { stride: 10 });
+ * assert.deepEqual(config, {
+ *   ports: { web_port: 3000 },
+ *   templates: {},
+ *   stride: 10,
+ *   slots: 50,
+ * });
+ * ```
+ */
+export function parseConfig(
+  value: unknown,
+  options: ParseConfigOptions = {},
+): PortsConfig {
+  const fail = (problem: string): never => {
+    throw new WorktreePortsError(
+      "INVALID_CONFIG",
+      `Invalid config${options.source ? ` ${options.source}` : ""}: ${problem}`,
+    );
+  };
+  const raw = value ?? {};
+  if (!isPlainObject(raw)) fail("it must be a JSON object");
+  const record = raw as Record<string, unknown>;
+  for (const key of Object.keys(record)) {
+    if (!["ports", "templates", "stride", "slots"].includes(key)) {
+      fail(
+        `unknown key "${key}" (expected "ports", "templates", "stride" or "slots")`,
+      );
+    }
+  }
+
+  const ports = options.ports ??
+    (record.ports === undefined ? { ...DEFAULT_CONFIG.ports } : record.ports);
+  if (!isPlainObject(ports)) fail(`"ports" must be an object of key to base port`);
+  const portEntries = Object.entries(ports as Record<string, unknown>);
+  if (portEntries.length === 0) fail(`"ports" must name at least one port`);
+  for (const [key, base] of portEntries) {
+    checkKey(key, "ports", fail);
+    checkInteger(base, `port "${key}"`, 1, MAX_PORT, fail);
+  }
+
+  const templates = record.templates ?? {};
+  if (!isPlainObject(templates)) {
+    fail(`"templates" must be an object of key to string`);
+  }
+  for (const [key, template] of Object.entries(templates as object)) {
+    checkKey(key, "templates", fail);
+    if (Object.hasOwn(ports as object, key)) {
+      fail(`template "${key}" has the same name as a port`);
+    }
+    if (typeof template !== "string") {
+      fail(`template "${key}" must be a string`);
+    }
+    for (const [, name] of (template as string).matchAll(PLACEHOLDER_PATTERN)) {
+      if (!Object.hasOwn(ports as object, name)) {
+        fail(`template "${key}" names "{${name}}", which is not in "ports"`);
+      }
+    }
+  }
+
+  const stride = options.stride ?? record.stride ?? DEFAULT_CONFIG.stride;
+  checkInteger(stride, `"stride"`, 1, MAX_PORT, fail);
+  const slots = options.slots ?? record.slots ?? DEFAULT_CONFIG.slots;
+  checkInteger(slots, `"slots"`, 1, MAX_PORT, fail);
+
+  const config: PortsConfig = {
+    ports: ports as Record<string, number>,
+    templates: templates as Record<string, string>,
+    stride: stride as number,
+    slots: slots as number,
+  };
+  checkSlotPorts(config, fail);
+  return config;
+}
+
+function checkKey(key: string, section: string, fail: (p: string) => never) {
+  if (!KEY_PATTERN.test(key)) {
+    fail(
+      `key "${key}" in "${section}" must match ${KEY_PATTERN.source} (letters, digits, underscores)`,
+    );
+  }
+  if (key === META_KEY) {
+    fail(`"${META_KEY}" is reserved for the port file's own metadata`);
+  }
+}
+
+function checkInteger(
+  value: unknown,
+  name: string,
+  min: number,
+  max: number,
+  fail: (p: string) => never,
+) {
+  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
+    fail(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+}
+
+/** Every port of every slot must exist and belong to exactly one (key, slot). */
+function checkSlotPorts(config: PortsConfig, fail: (p: string) => never) {
+  const owners = new Map<number, [string, number]>();
+  for (let slot = 0; slot <= config.slots; slot++) {
+    for (const [key, port] of Object.entries(portsForSlot(config, slot))) {
+      if (port > MAX_PORT) {
+        fail(
+          `port "${key}" at slot ${slot} would be ${port}, above ${MAX_PORT} (lower "slots", "stride" or the base port)`,
+        );
+      }
+      const owner = owners.get(port);
+      if (owner) {
+        fail(
+          `port "${key}" at slot ${slot} and port "${owner[0]}" at slot ${
+            owner[1]
+          } both land on ${port} (change "stride" or a base port so the ranges do not overlap)`,
+        );
+      }
+      owners.set(port, [key, slot]);
+    }
+  }
+}
+
+/** Options for {@linkcode loadConfig}. */
+export interface LoadConfigOptions extends ConfigOverrides {
+  /**
+   * Path of the config file. When given, the file must exist; relative paths
+   * are resolved against the worktree root.
+   *
+   * @default {undefined} `worktree-ports.config.json` in the worktree root, if present
+   */
+  config?: string;
+}
+
+/**
+ * Reads and validates the config of a worktree.
+ *
+ * @param root The worktree root, where `worktree-ports.config.json` is looked for.
+ * @param options A config path and overrides.
+ * @returns The validated config; the defaults when there is no config file.
+ * @throws {WorktreePortsError} With code `INVALID_CONFIG` when the file is
+ * missing (if named), not JSON, or not valid.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { loadConfig } from "@org/worktree-ports";
+ *
+ * const config = await loadConfig("/path/to/worktree", { stride: 10 });
+ * console.log(config.ports);
+ * ```
+ */
+export async function loadConfig(
+  root: string,
+  options: LoadConfigOptions = {},
+): Promise<PortsConfig> {
+  const path = options.config === undefined
+    ? joinPath(root, CONFIG_FILE_NAME)
+    : resolvePath(root, options.config);
+  let text: string | undefined;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound) || options.config !== undefined) {
+      throw asConfigError(error, path);
+    }
+  }
+  let value: unknown;
+  if (text !== undefined) {
+    try {
+      value = JSON.parse(text);
+    } catch (error) {
+      throw new WorktreePortsError(
+        "INVALID_CONFIG",
+        `Invalid config "${path}": not valid JSON (${(error as Error).message})`,
+        { cause: error },
+      );
+    }
+  }
+  return parseConfig(value, {
+    ...options,
+    source: text === undefined ? undefined : `"${path}"`,
+  });
+}
+
+function asConfigError(error: unknown, path: string): unknown {
+  if (error instanceof Deno.errors.NotCapable) return error;
+  const reason = error instanceof Deno.errors.NotFound
+    ? "the file does not exist"
+    : (error as Error).message;
+  return new WorktreePortsError(
+    "INVALID_CONFIG",
+    `Cannot read config "${path}": ${reason}`,
+    { cause: error },
+  );
+}
+
+/**
+ * The port of every key at one slot: `base + slot * stride`.
+ *
+ * @param config The config to read base ports and stride from.
+ * @param slot The slot: 0 for the primary worktree.
+ * @returns Each key with its port, in config order.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseConfig, portsForSlot } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig({ ports: { web: 3000, db: 5432 } });
+ * assert.deepEqual(portsForSlot(config, 2), { web: 3200, db: 5632 });
+ * ```
+ */
+export function portsForSlot(
+  config: Pick<PortsConfig, "ports" | "stride">,
+  slot: number,
+): Record<string, number> {
+  const ports: Record<string, number> = {};
+  for (const [key, base] of Object.entries(config.ports)) {
+    ports[key] = base + slot * config.stride;
+  }
+  return ports;
+}
+
+/**
+ * The full bundle of a slot: its ports, then the templates filled from them.
+ *
+ * @param config The config to render.
+ * @param slot The slot to render.
+ * @returns Each port key and template key with its value, in config order.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseConfig, renderBundle } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig({
+ *   ports: { api: 8000 },
+ *   templates: { api_url: "http://127.0.0.1:{api}" },
+ * });
+ * assert.deepEqual(renderBundle(config, 1), {
+ *   api: 8100,
+ *   api_url: "http://127.0.0.1:8100",
+ * });
+ * ```
+ */
+export function renderBundle(
+  config: PortsConfig,
+  slot: number,
+): Record<string, number | string> {
+  const ports = portsForSlot(config, slot);
+  const bundle: Record<string, number | string> = { ...ports };
+  for (const [key, template] of Object.entries(config.templates)) {
+    bundle[key] = template.replace(
+      PLACEHOLDER_PATTERN,
+      (_, name: string) => String(ports[name]),
+    );
+  }
+  return bundle;
+}
+
+// ---------------------------------------------------------------------------
+// Worktrees
+// ---------------------------------------------------------------------------
+
+/** Runs git. Injected so that tests and embedders can replace it. */
+export interface GitRunner {
+  /**
+   * Runs `git` with `args` in `cwd`.
+   *
+   * @returns Its standard output.
+   * @throws {WorktreePortsError} With code `GIT_FAILED` when git cannot be
+   * run or exits with an error; the message includes git's own.
+   */
+  run(args: readonly string[], cwd: string): Promise<string>;
+}
+
+/** The real {@linkcode GitRunner}: spawns `git` with `Deno.Command`. */
+export const denoGit: GitRunner = {
+  async run(args: readonly string[], cwd: string): Promise<string> {
+    let output: Deno.CommandOutput;
+    try {
+      output = await new Deno.Command("git", {
+        args: [...args],
+        cwd,
+        // Messages are matched below, so keep them untranslated.
+        env: { LC_ALL: "C" },
+        stdin: "null",
+      }).output();
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) {
+        throw new WorktreePortsError(
+          "GIT_FAILED",
+          "Cannot run git: it is not installed or not on PATH",
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+    if (!output.success) {
+      const stderr = new TextDecoder().decode(output.stderr).trim();
+      throw new WorktreePortsError(
+        "GIT_FAILED",
+        `"git ${args.join(" ")}" failed with exit code ${output.code}: ${stderr}`,
+      );
+    }
+    return new TextDecoder().decode(output.stdout);
+  },
+};
+
+/** One entry of `git worktree list`. */
+export interface Worktree {
+  /** Directory of the worktree, as git reports it (for a bare repository, the repository itself). */
+  path: string;
+  /** Commit checked out, absent for a bare repository. */
+  head?: string;
+  /** Branch checked out, without `refs/heads/`; absent when detached or bare. */
+  branch?: string;
+  /** The entry is a bare repository: it has no files and no port file. */
+  bare: boolean;
+  /** HEAD is detached. */
+  detached: boolean;
+  /** The worktree is locked against pruning. */
+  locked: boolean;
+  /** Git reports the worktree's directory as gone. */
+  prunable: boolean;
+}
+
+/**
+ * Parses the output of `git worktree list --porcelain -z`.
+ *
+ * @param output The raw output: NUL-terminated attributes, records separated by an empty one.
+ * @returns The worktrees in git's order: the main worktree (or bare repository) first.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseWorktreeList } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * const output = "worktree /repo\0HEAD abc\0branch refs/heads/main\0\0" +
+ *   "worktree /repo wt\0HEAD abc\0detached\0\0";
+ * const [main, linked] = parseWorktreeList(output);
+ * assert.equal(main.branch, "main");
+ * assert.equal(linked.path, "/repo wt");
+ * assert.equal(linked.detached, true);
+ * ```
+ */
+export function parseWorktreeList(output: string): Worktree[] {
+  const worktrees: Worktree[] = [];
+  let current: Worktree | undefined;
+  for (const field of output.split("\0")) {
+    if (field === "") {
+      current = undefined;
+      continue;
+    }
+    const space = field.indexOf(" ");
+    const name = space === -1 ? field : field.slice(0, space);
+    const value = space === -1 ? "" : field.slice(space + 1);
+    if (name === "worktree") {
+      current = {
+        path: value,
+        bare: false,
+        detached: false,
+        locked: false,
+        prunable: false,
+      };
+      worktrees.push(current);
+    } else if (current === undefined) {
+      continue;
+    } else if (name === "HEAD") {
+      current.head = value;
+    } else if (name === "branch") {
+      current.branch = value.replace(/^refs\/heads\//, "");
+    } else if (name === "bare" || name === "detached" || name === "locked" || name === "prunable") {
+      current[name] = true;
+    }
+  }
+  return worktrees;
+}
+
+/** Options for {@linkcode listWorktrees}. */
+export interface ListWorktreesOptions {
+  /**
+   * A directory inside the repository.
+   *
+   * @default {Deno.cwd()}
+   */
+  cwd?: string;
+  /**
+   * How git is run.
+   *
+   * @default {denoGit}
+   */
+  git?: GitRunner;
+}
+
+/**
+ * Lists every worktree of the repository that contains `cwd`, with one
+ * `git worktree list --porcelain -z` call.
+ *
+ * @param options The directory and the git runner.
+ * @returns The worktrees in git's order: the main worktree (or bare repository) first.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE` outside a git
+ * repository, `GIT_FAILED` when git cannot be run.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { listWorktrees } from "@org/worktree-ports";
+ *
+ * for (const worktree of await listWorktrees()) console.log(worktree.path);
+ * ```
+ */
+export async function listWorktrees(
+  options: ListWorktreesOptions = {},
+): Promise<Worktree[]> {
+  const cwd = options.cwd ?? Deno.cwd();
+  const git = options.git ?? denoGit;
+  try {
+    return parseWorktreeList(
+      await git.run(["worktree", "list", "--porcelain", "-z"], cwd),
+    );
+  } catch (error) {
+    if (
+      error instanceof WorktreePortsError && error.code === "GIT_FAILED" &&
+      /not a git repository/i.test(error.message)
+    ) {
+      throw notAWorktree(cwd, error);
+    }
+    throw error;
+  }
+}
+
+function notAWorktree(dir: string, cause?: unknown): WorktreePortsError {
+  return new WorktreePortsError(
+    "NOT_A_WORKTREE",
+    `"${dir}" is not inside a git worktree (run this inside a git repository's working tree)`,
+    { cause },
+  );
+}
+
+/** The repository around a directory, as {@linkcode openRepository} finds it. */
+export interface Repository {
+  /** Every worktree of the repository, the main one (or the bare repository) first. */
+  worktrees: Worktree[];
+  /** The worktree containing the directory. */
+  current: Worktree;
+  /** The real path of the current worktree's root. */
+  root: string;
+  /** The current worktree is the main worktree, which owns slot 0. */
+  primary: boolean;
+  /** The git directory shared by all worktrees, where the lock lives. */
+  commonDir: string;
+}
+
+/**
+ * Finds the worktree containing a directory, its siblings and the shared git
+ * directory, with a single git call.
+ *
+ * @param options The directory and the git runner.
+ * @returns The repository as seen from that directory.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE` when the directory
+ * is not inside a worktree (including inside a bare repository), `GIT_FAILED`
+ * when git cannot be run.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { openRepository } from "@org/worktree-ports";
+ *
+ * const repository = await openRepository();
+ * console.log(repository.root, repository.primary);
+ * ```
+ */
+export async function openRepository(
+  options: ListWorktreesOptions = {},
+): Promise<Repository> {
+  const git = options.git ?? denoGit;
+  const start = options.cwd ?? Deno.cwd();
+  let dir: string;
+  try {
+    dir = await Deno.realPath(start);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    throw notAWorktree(start, error);
+  }
+  const worktrees = await listWorktrees({ cwd: dir, git });
+  const current = findContaining(worktrees, dir, (w) => w.path) ??
+    findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree;
+  if (current === undefined || current.bare) throw notAWorktree(dir);
+  const root = await Deno.realPath(current.path);
+  return {
+    worktrees,
+    current,
+    root,
+    primary: current === worktrees[0],
+    commonDir: await findCommonDir(root, git),
+  };
+}
+
+/** The entry whose path is the longest one containing `dir`: worktrees may nest. */
+function findContaining<T>(
+  entries: readonly T[],
+  dir: string,
+  pathOf: (entry: T) => string | undefined,
+): T | undefined {
+  let best: T | undefined;
+  let bestLength = -1;
+  const target = comparablePath(dir);
+  for (const entry of entries) {
+    const path = pathOf(entry);
+    if (path === undefined) continue;
+    const candidate = comparablePath(path).replace(/\/+$/, "");
+    if (
+      (target === candidate || target.startsWith(candidate + "/")) &&
+      candidate.length > bestLength
+    ) {
+      best = entry;
+      bestLength = candidate.length;
+    }
+  }
+  return best;
+}
+
+async function realPaths(
+  worktrees: readonly Worktree[],
+): Promise<{ worktree: Worktree; real?: string }[]> {
+  return await Promise.all(worktrees.map(async (worktree) => {
+    try {
+      return { worktree, real: await Deno.realPath(worktree.path) };
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      return { worktree };
+    }
+  }));
+}
+
+/**
+ * Follows `.git` the way git does (a directory, or a file saying `gitdir:`,
+ * then the `commondir` file of a linked worktree) so that finding the lock
+ * costs no second git process. Falls back to asking git.
+ */
+async function findCommonDir(root: string, git: GitRunner): Promise<string> {
+  try {
+    const dotGit = joinPath(root, ".git");
+    let gitDir = dotGit;
+    if ((await Deno.stat(dotGit)).isFile) {
+      const text = await Deno.readTextFile(dotGit);
+      if (!text.startsWith("gitdir: ")) throw new SyntaxError(`Unexpected "${dotGit}"`);
+      gitDir = resolvePath(root, text.slice("gitdir: ".length).replace(/\r?\n$/, ""));
+    }
+    try {
+      const common = await Deno.readTextFile(joinPath(gitDir, "commondir"));
+      return resolvePath(gitDir, common.replace(/\r?\n$/, ""));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return gitDir;
+      throw error;
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    const output = await git.run(["rev-parse", "--git-common-dir"], root);
+    return resolvePath(root, output.replace(/\r?\n$/, ""));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Reservations
+// ---------------------------------------------------------------------------
+
+/** The `worktree_ports` metadata that this tool writes into a port file. */
+export interface PortFileMeta {
+  /** Format version. */
+  version: number;
+  /** The slot the bundle belongs to. */
+  slot: number;
+  /** Real path of the worktree the file was written for. */
+  worktree: string;
+  /** When the slot was first given to that worktree (ISO 8601). */
+  allocated_at: string;
+}
+
+/** What {@linkcode readPortFile} found at a path. */
+export type PortFileRead =
+  | {
+    /** There is no file. */
+    state: "missing";
+  }
+  | {
+    /** The file exists but cannot be used. */
+    state: "unreadable";
+    /** Why, e.g. "not valid JSON". */
+    reason: string;
+  }
+  | {
+    /** The file was read. */
+    state: "read";
+    /** Its top-level values. */
+    data: Record<string, unknown>;
+    /** The ports it reserves, per {@linkcode reservedPortsOf}. */
+    ports: number[];
+    /** Its metadata, when this tool (or a compatible one) wrote it. */
+    meta?: PortFileMeta;
+  };
+
+/**
+ * Reads one port file, whatever tool wrote it.
+ *
+ * @param path The file to read.
+ * @returns Whether it is missing, unreadable (with the reason), or its values and reserved ports.
+ * @throws {Deno.errors.NotCapable} When read permission is missing: that is never "unreadable".
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { readPortFile } from "@org/worktree-ports";
+ *
+ * const file = await readPortFile("/path/to/worktree/.worktree-ports.json");
+ * if (file.state === "read") console.log(file.ports);
+ * ```
+ */
+export async function readPortFile(path: string): Promise<PortFileRead> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return { state: "missing" };
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return { state: "unreadable", reason: (error as Error).message };
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    return { state: "unreadable", reason: "not valid JSON" };
+  }
+  if (!isPlainObject(data)) {
+    return { state: "unreadable", reason: "not a JSON object" };
+  }
+  const record = data as Record<string, unknown>;
+  return {
+    state: "read",
+    data: record,
+    ports: reservedPortsOf(record),
+    meta: metaOf(record[META_KEY]),
+  };
+}
+
+function metaOf(value: unknown): PortFileMeta | undefined {
+  if (!isPlainObject(value)) return undefined;
+  const meta = value as Record<string, unknown>;
+  if (!Number.isInteger(meta.slot) || typeof meta.worktree !== "string") {
+    return undefined;
+  }
+  return {
+    version: Number.isInteger(meta.version) ? meta.version as number : PORT_FILE_VERSION,
+    slot: meta.slot as number,
+    worktree: meta.worktree,
+    allocated_at: typeof meta.allocated_at === "string" ? meta.allocated_at : "",
+  };
+}
+
+/**
+ * The ports a port file reserves, read liberally so that files written by
+ * older tools count: every top-level integer from 1 to 65535, and the explicit
+ * port of every top-level string that parses as a URL.
+ *
+ * @param data A parsed port file.
+ * @returns The reserved ports, without duplicates, in file order.
+ *
+ * @example Usage
+ * ```ts
+ * import { reservedPortsOf } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * const ports = reservedPortsOf({
+ *   cloud_port: 8100,
+ *   cloud_url: "http://127.0.0.1:8101",
+ *   name: "not a port",
+ * });
+ * assert.deepEqual(ports, [8100, 8101]);
+ * ```
+ */
+export function reservedPortsOf(data: Record<string, unknown>): number[] {
+  const ports = new Set<number>();
+  for (const value of Object.values(data)) {
+    if (Number.isInteger(value) && (value as number) >= 1 && (value as number) <= MAX_PORT) {
+      ports.add(value as number);
+    } else if (typeof value === "string" && value.includes(":")) {
+      const port = URL.parse(value)?.port;
+      if (port) ports.add(Number(port));
+    }
+  }
+  return [...ports];
+}
+
+/** The ports that other worktrees' files reserve. */
+export interface ReservedPorts {
+  /** Each reserved port and the file that reserves it. */
+  holders: Map<number, string>;
+  /** One line for each file that exists but could not be read. */
+  warnings: string[];
+}
+
+/**
+ * Reads the ports reserved by a set of port files. Missing files reserve
+ * nothing; unreadable ones are skipped with a warning, never an error.
+ *
+ * @param paths The port files to read.
+ * @returns Every reserved port with a file that holds it, and the warnings.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { readReservedPorts } from "@org/worktree-ports";
+ *
+ * const reserved = await readReservedPorts(["/repo-wt1/.worktree-ports.json"]);
+ * console.log(reserved.holders.has(3100));
+ * ```
+ */
+export async function readReservedPorts(
+  paths: readonly string[],
+): Promise<ReservedPorts> {
+  const files = await Promise.all(paths.map(readPortFile));
+  const holders = new Map<number, string>();
+  const warnings: string[] = [];
+  files.forEach((file, index) => {
+    if (file.state === "unreadable") {
+      warnings.push(`Skipped port file "${paths[index]}": ${file.reason}`);
+    } else if (file.state === "read") {
+      for (const port of file.ports) {
+        if (!holders.has(port)) holders.set(port, paths[index]);
+      }
+    }
+  });
+  return { holders, warnings };
+}
+
+// ---------------------------------------------------------------------------
+// Probing
+// ---------------------------------------------------------------------------
+
+/** Tells whether a port is free. Injected so that tests can replace it. */
+export interface PortProbe {
+  /**
+   * Checks one port.
+   *
+   * @returns `true` when no process listens on it.
+   */
+  isFree(port: number): boolean | Promise<boolean>;
+}
+
+/** Options for {@linkcode isPortFree}. */
+export interface IsPortFreeOptions {
+  /**
+   * The addresses to bind. An address the host lacks does not count.
+   *
+   * @default {PROBE_HOSTNAMES}
+   */
+  hostnames?: readonly string[];
+}
+
+/**
+ * Tells whether a TCP port is free by binding it on each address and
+ * releasing it at once.
+ *
+ * @param port The port to probe.
+ * @param options The addresses to bind.
+ * @returns `false` when any address has the port in use.
+ * @throws {Deno.errors.NotCapable} When net permission for an address is missing.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { isPortFree } from "@org/worktree-ports";
+ *
+ * console.log(isPortFree(3000));
+ * ```
+ */
+export function isPortFree(port: number, options: IsPortFreeOptions = {}): boolean {
+  for (const hostname of options.hostnames ?? PROBE_HOSTNAMES) {
+    try {
+      Deno.listen({ hostname, port }).close();
+    } catch (error) {
+      if (error instanceof Deno.errors.AddrInUse) return false;
+      // An address this host lacks (no IPv6 loopback, or no IPv6 at all) is
+      // not applicable rather than busy.
+      if (
+        error instanceof Deno.errors.AddrNotAvailable ||
+        (error as { code?: string }).code === "EAFNOSUPPORT"
+      ) continue;
+      throw error;
+    }
+  }
+  return true;
+}
+
+/** The real {@linkcode PortProbe}: {@linkcode isPortFree} with `Deno.listen`. */
+export const denoProbe: PortProbe = {
+  isFree(port: number): boolean {
+    return isPortFree(port);
+  },
+};
+
+// ---------------------------------------------------------------------------
+// The lock
+// ---------------------------------------------------------------------------
+
+/** Options for {@linkcode lockRepository}. */
+export interface LockOptions {
+  /**
+   * How long to wait for another holder before giving up, in milliseconds.
+   *
+   * @default {DEFAULT_LOCK_TIMEOUT_MS}
+   */
+  timeoutMs?: number;
+  /**
+   * Called once, with the lock's path, when another process holds the lock
+   * and waiting begins.
+   *
+   * @default {undefined}
+   */
+  onWait?: (path: string) => void;
+}
+
+/** A held repository lock. Released by `release()` or at the end of a `using` block. */
+export interface RepositoryLock extends Disposable {
+  /** The lock file. */
+  readonly path: string;
+  /** Releases the lock; calling it again does nothing. */
+  release(): void;
+}
+
+/**
+ * Takes the exclusive lock shared by every worktree of a repository: a kernel
+ * file lock on `worktree-ports.lock` in the common git directory, so a holder
+ * that dies releases it and no stale lock is ever left behind.
+ *
+ * @param commonDir The repository's common git directory.
+ * @param options How long to wait, and a callback for when waiting begins.
+ * @returns The held lock.
+ * @throws {WorktreePortsError} With code `LOCK_TIMEOUT` when it stays held past the timeout.
+ * @throws {RangeError} When the timeout is negative or not a number.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { lockRepository, openRepository } from "@org/worktree-ports";
+ *
+ * const { commonDir } = await openRepository();
+ * using lock = await lockRepository(commonDir, { timeoutMs: 2000 });
+ * console.log("holding", lock.path);
+ * ```
+ */
+export async function lockRepository(
+  commonDir: string,
+  options: LockOptions = {},
+): Promise<RepositoryLock> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
+  if (!(timeoutMs >= 0)) {
+    throw new RangeError(`Lock timeout must be 0 or more milliseconds, got ${timeoutMs}`);
+  }
+  const path = joinPath(commonDir, LOCK_FILE_NAME);
+  const file = await Deno.open(path, { read: true, write: true, create: true });
+  try {
+    if (!file.tryLockSync(true)) {
+      options.onWait?.(path);
+      const deadline = performance.now() + timeoutMs;
+      let pause = 1;
+      // Polling keeps the wait cancellable; the holders' critical section is
+      // a few milliseconds, so short pauses hand the lock over quickly.
+      while (!file.tryLockSync(true)) {
+        const left = deadline - performance.now();
+        if (left <= 0) {
+          throw new WorktreePortsError(
+            "LOCK_TIMEOUT",
+            `Timed out after ${timeoutMs / 1000} s waiting for the lock "${path}" ` +
+              `(another worktree-ports process holds it; it is released when that process exits)`,
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, Math.min(pause, left)));
+        pause = Math.min(pause * 2, 16);
+      }
+    }
+  } catch (error) {
+    file.close();
+    throw error;
+  }
+  let held = true;
+  const release = () => {
+    if (held) {
+      held = false;
+      file.close();
+    }
+  };
+  return { path, release, [Symbol.dispose]: release };
+}
+
+// ---------------------------------------------------------------------------
+// Choosing a slot
+// ---------------------------------------------------------------------------
+
+/** Options for {@linkcode chooseSlot}. */
+export interface ChooseSlotOptions {
+  /**
+   * The slot the worktree holds now, from its own port file.
+   *
+   * @default {undefined}
+   */
+  current?: number;
+  /**
+   * Choose afresh even when the current slot could be kept.
+   *
+   * @default {false}
+   */
+  force?: boolean;
+  /**
+   * The worktree is the main worktree, which always gets slot 0.
+   *
+   * @default {false}
+   */
+  primary?: boolean;
+  /**
+   * How ports are checked for listeners.
+   *
+   * @default {denoProbe}
+   */
+  probe?: PortProbe;
+}
+
+/** The slot {@linkcode chooseSlot} picked. */
+export interface SlotChoice {
+  /** The slot. */
+  slot: number;
+  /** It is the worktree's current slot, kept without probing. */
+  kept: boolean;
+}
+
+/**
+ * Picks a worktree's slot. The main worktree gets slot 0. A linked worktree
+ * keeps its current slot when it is in range and no sibling reserves any of
+ * its ports (without probing: its own services may be listening); otherwise
+ * it gets the lowest slot from 1 whose ports are all unreserved and free.
+ *
+ * @param config The config that defines the slots.
+ * @param reserved The ports that other worktrees reserve.
+ * @param options The current slot, `force`, `primary` and the probe.
+ * @returns The slot and whether it was kept.
+ * @throws {WorktreePortsError} With code `NO_FREE_SLOT` when every slot is reserved or busy.
+ *
+ * @example Usage
+ * ```ts
+ * import { chooseSlot, parseConfig } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig({ ports: { web: 3000 } });
+ * const reserved = new Set([3100]);
+ * const probe = { isFree: (port: number) => port !== 3200 };
+ * const choice = await chooseSlot(config, reserved, { probe });
+ * assert.deepEqual(choice, { slot: 3, kept: false });
+ * ```
+ */
+export async function chooseSlot(
+  config: PortsConfig,
+  reserved: Pick<ReadonlySet<number>, "has">,
+  options: ChooseSlotOptions = {},
+): Promise<SlotChoice> {
+  if (options.primary) return { slot: 0, kept: options.current === 0 };
+  const isReserved = (slot: number) =>
+    Object.values(portsForSlot(config, slot)).some((port) => reserved.has(port));
+  const { current } = options;
+  if (
+    !options.force && current !== undefined && current >= 1 &&
+    current <= config.slots && !isReserved(current)
+  ) {
+    return { slot: current, kept: true };
+  }
+  const probe = options.probe ?? denoProbe;
+  let busy = 0;
+  for (let slot = 1; slot <= config.slots; slot++) {
+    if (isReserved(slot)) continue;
+    if (await allFree(probe, Object.values(portsForSlot(config, slot)))) {
+      return { slot, kept: false };
+    }
+    busy++;
+  }
+  throw new WorktreePortsError(
+    "NO_FREE_SLOT",
+    `Cannot allocate ports: all ${config.slots} slots are taken ` +
+      `(${config.slots - busy} reserved by other worktrees, ${busy} in use by other processes; ` +
+      `run "git worktree list" and read each worktree's ${PORT_FILE_NAME} to see who holds them, ` +
+      `or raise "slots")`,
+  );
+}
+
+async function allFree(probe: PortProbe, ports: readonly number[]): Promise<boolean> {
+  for (const port of ports) {
+    if (!(await probe.isFree(port))) return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Writing the file
+// ---------------------------------------------------------------------------
+
+/**
+ * Writes a file atomically: a temporary file in the same directory, then a
+ * rename over the target. Readers see the old file or the new one, never a
+ * partial one, and a crash leaves the old file intact.
+ *
+ * @param path The file to write.
+ * @param text The whole content.
+ * @throws {Error} Naming the path when it cannot be written; no temporary file is left.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { writeFileAtomic } from "@org/worktree-ports";
+ *
+ * await writeFileAtomic("/tmp/ports.json", '{"port": 3100}\n');
+ * ```
+ */
+export async function writeFileAtomic(path: string, text: string): Promise<void> {
+  const temp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  try {
+    await Deno.writeTextFile(temp, text, { createNew: true });
+    await Deno.rename(temp, path);
+  } catch (error) {
+    await Deno.remove(temp).catch(() => {});
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    throw new Error(`Cannot write "${path}": ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/**
+ * The text of a port file: the bundle flat at the top level, so existing
+ * readers keep finding their keys, then the `worktree_ports` metadata.
+ *
+ * @param allocation The bundle and its metadata.
+ * @returns Pretty-printed JSON ending with a newline.
+ *
+ * @example Usage
+ * ```ts
+ * import { formatPortFile } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * const text = formatPortFile({
+ *   bundle: { port: 3100 },
+ *   slot: 1,
+ *   worktree: "/repo-feature",
+ *   allocatedAt: "2026-01-01T00:00:00.000Z",
+ * });
+ * assert.equal(JSON.parse(text).worktree_ports.slot, 1);
+ * ```
+ */
+export function formatPortFile(
+  allocation: Pick<Allocation, "bundle" | "slot" | "worktree" | "allocatedAt">,
+): string {
+  const meta: PortFileMeta = {
+    version: PORT_FILE_VERSION,
+    slot: allocation.slot,
+    worktree: allocation.worktree,
+    allocated_at: allocation.allocatedAt,
+  };
+  return JSON.stringify({ ...allocation.bundle, [META_KEY]: meta }, null, 2) + "\n";
+}
+
+// ---------------------------------------------------------------------------
+// Allocation
+// ---------------------------------------------------------------------------
+
+/** Options for {@linkcode allocate}. */
+export interface AllocateOptions extends ConfigOverrides {
+  /**
+   * A directory inside the worktree to allocate for.
+   *
+   * @default {Deno.cwd()}
+   */
+  cwd?: string;
+  /**
+   * The port file to write; relative paths are resolved against `cwd`.
+   * Sibling worktrees' files are read at the same path relative to their root.
+   *
+   * @default {undefined} `.worktree-ports.json` in the worktree root
+   */
+  output?: string;
+  /**
+   * Do not count the ports in the output file itself as reserved, so that
+   * rewriting a worktree's own file never blocks its own bundle.
+   *
+   * @default {true}
+   */
+  excludeOutput?: boolean;
+  /**
+   * The config file; relative paths are resolved against the worktree root.
+   *
+   * @default {undefined} `worktree-ports.config.json` in the worktree root, if present
+   */
+  config?: string;
+  /**
+   * Choose a slot afresh even when the current one could be kept.
+   *
+   * @default {false}
+   */
+  force?: boolean;
+  /**
+   * How long to wait for another allocation to release the lock.
+   *
+   * @default {DEFAULT_LOCK_TIMEOUT_MS}
+   */
+  lockTimeoutMs?: number;
+  /**
+   * Called with the lock's path when another process holds it and waiting begins.
+   *
+   * @default {undefined}
+   */
+  onLockWait?: (path: string) => void;
+  /**
+   * How git is run.
+   *
+   * @default {denoGit}
+   */
+  git?: GitRunner;
+  /**
+   * How ports are checked for listeners.
+   *
+   * @default {denoProbe}
+   */
+  probe?: PortProbe;
+}
+
+/** The result of {@linkcode allocate}. */
+export interface Allocation {
+  /** The slot: 0 for the main worktree, 1 or more for linked ones. */
+  slot: number;
+  /** The ports and filled-in templates, as written at the top level of the file. */
+  bundle: Record<string, number | string>;
+  /** Real path of the worktree root. */
+  worktree: string;
+  /** The port file. */
+  path: string;
+  /** When the worktree first got this slot (ISO 8601). */
+  allocatedAt: string;
+  /** The worktree kept the slot it already had. */
+  kept: boolean;
+  /** The file was written; `false` when it already held exactly this allocation. */
+  written: boolean;
+  /** Problems that did not stop the allocation, such as an unreadable sibling file. */
+  warnings: string[];
+}
+
+/**
+ * Allocates the current worktree's bundle of ports and writes its port file.
+ *
+ * Git is asked once for the worktrees; then, under the repository lock, the
+ * sibling worktrees' port files are scanned, a slot is chosen and the file is
+ * written atomically. Allocating again returns the same bundle.
+ *
+ * @param options Where, which config, and the injected git and probe.
+ * @returns The allocation that was written.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE`, `GIT_FAILED`,
+ * `INVALID_CONFIG`, `LOCK_TIMEOUT` or `NO_FREE_SLOT`.
+ * @throws {Error} When the port file cannot be written; nothing is changed then.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { allocate } from "@org/worktree-ports";
+ *
+ * const { slot, bundle, path } = await allocate({ ports: { web: 3000, api: 8000 } });
+ * console.log(`slot ${slot}: web on ${bundle.web}, written to ${path}`);
+ * ```
+ */
+export async function allocate(options: AllocateOptions = {}): Promise<Allocation> {
+  const git = options.git ?? denoGit;
+  const repository = await openRepository({ cwd: options.cwd, git });
+  const path = portFilePath(repository.root, {
+    output: options.output,
+    cwd: options.cwd,
+  });
+  const [config] = await Promise.all([
+    loadConfig(repository.root, options),
+    assertNotDirectory(path),
+  ]);
+  const scanned = siblingPortFiles(repository, path);
+  if (options.excludeOutput === false) scanned.push(path);
+
+  using _lock = await lockRepository(repository.commonDir, {
+    timeoutMs: options.lockTimeoutMs,
+    onWait: options.onLockWait,
+  });
+  const [own, reserved] = await Promise.all([
+    readPortFile(path),
+    readReservedPorts(scanned),
+  ]);
+  const warnings = [...reserved.warnings];
+  const current = ownSlot(own, repository.root, path, warnings);
+  const choice = await chooseSlot(config, reserved.holders, {
+    current: current?.slot,
+    force: options.force,
+    primary: repository.primary,
+    probe: options.probe,
+  });
+  const allocation: Allocation = {
+    slot: choice.slot,
+    bundle: renderBundle(config, choice.slot),
+    worktree: repository.root,
+    path,
+    allocatedAt: current?.slot === choice.slot && current.allocated_at
+      ? current.allocated_at
+      : new Date().toISOString(),
+    kept: choice.kept,
+    written: false,
+    warnings,
+  };
+  const text = formatPortFile(allocation);
+  if (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text) {
+    await writeFileAtomic(path, text);
+    allocation.written = true;
+  }
+  return allocation;
+}
+
+/** The metadata of the worktree's own file, if the file is really its own. */
+function ownSlot(
+  own: PortFileRead,
+  root: string,
+  path: string,
+  warnings: string[],
+): PortFileMeta | undefined {
+  if (own.state === "unreadable") {
+    warnings.push(
+      `This worktree's port file "${path}" is unusable (${own.reason}); replacing it with a fresh allocation`,
+    );
+    return undefined;
+  }
+  if (own.state !== "read" || own.meta === undefined) return undefined;
+  if (own.meta.worktree !== root) {
+    warnings.push(
+      `"${path}" was written for the worktree "${own.meta.worktree}" (copied?); allocating a fresh bundle for this one`,
+    );
+    return undefined;
+  }
+  return own.meta;
+}
+
+/** Options for {@linkcode portFilePath}. */
+export interface PortFilePathOptions {
+  /**
+   * An explicit port file, resolved against `cwd` when relative.
+   *
+   * @default {undefined}
+   */
+  output?: string;
+  /**
+   * The directory relative outputs are resolved against.
+   *
+   * @default {Deno.cwd()}
+   */
+  cwd?: string;
+}
+
+/**
+ * Where a worktree's port file lives.
+ *
+ * @param root The worktree root.
+ * @param options An explicit output path and the directory it is relative to.
+ * @returns The absolute path of the port file.
+ *
+ * @example Usage
+ * ```ts
+ * import { portFilePath } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(portFilePath("/repo"), "/repo/.worktree-ports.json");
+ * assert.equal(portFilePath("/repo", { output: "ports.json", cwd: "/repo/app" }), "/repo/app/ports.json");
+ * ```
+ */
+export function portFilePath(root: string, options: PortFilePathOptions = {}): string {
+  if (options.output === undefined) return joinPath(root, PORT_FILE_NAME);
+  return resolvePath(options.cwd ?? Deno.cwd(), options.output);
+}
+
+/** The port files of every other worktree, at the same place relative to their roots. */
+function siblingPortFiles(repository: Repository, path: string): string[] {
+  const inside = relativeInside(repository.root, path) ?? PORT_FILE_NAME;
+  const files: string[] = [];
+  for (const worktree of repository.worktrees) {
+    if (worktree === repository.current || worktree.bare || worktree.prunable) continue;
+    files.push(joinPath(worktree.path, inside));
+  }
+  return files;
+}
+
+async function assertNotDirectory(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw error;
+  }
+  if (info.isDirectory) {
+    throw new Error(`Cannot write "${path}": it is a directory`);
+  }
+}
+
+/** Options for {@linkcode readBundle}. */
+export interface ReadBundleOptions extends PortFilePathOptions {
+  /**
+   * How git is run.
+   *
+   * @default {denoGit}
+   */
+  git?: GitRunner;
+}
+
+/** The current worktree's port file, as {@linkcode readBundle} found it. */
+export interface CurrentBundle {
+  /** The port file. */
+  path: string;
+  /** Its top-level values, exactly as stored. */
+  data: Record<string, unknown>;
+  /** The file names another worktree: it was copied, and its ports are not this worktree's. */
+  foreign: boolean;
+}
+
+/**
+ * Reads the current worktree's port file without changing anything.
+ *
+ * @param options Where, which output file, and the git runner.
+ * @returns The file's values, or `undefined` when there is no file yet.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE` or `GIT_FAILED`.
+ * @throws {Error} When the file exists but cannot be read or parsed.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { readBundle } from "@org/worktree-ports";
+ *
+ * const bundle = await readBundle();
+ * console.log(bundle?.data.port);
+ * ```
+ */
+export async function readBundle(
+  options: ReadBundleOptions = {},
+): Promise<CurrentBundle | undefined> {
+  const repository = await openRepository({ cwd: options.cwd, git: options.git });
+  const path = portFilePath(repository.root, options);
+  const file = await readPortFile(path);
+  if (file.state === "missing") return undefined;
+  if (file.state === "unreadable") {
+    throw new Error(
+      `Cannot read "${path}": ${file.reason} (run "worktree-ports allocate" to replace it)`,
+    );
+  }
+  return {
+    path,
+    data: file.data,
+    foreign: file.meta !== undefined && file.meta.worktree !== repository.root,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------
+
+function isPlainObject(value: unknown): boolean {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+// Paths are joined by hand: importing node:path would load Deno's Node
+// compatibility layer, which costs every run several megabytes of memory.
+const IS_WINDOWS = Deno.build.os === "windows";
+
+function comparablePath(path: string): string {
+  return IS_WINDOWS ? path.replaceAll("\\", "/").toLowerCase() : path;
+}
+
+function isAbsolutePath(path: string): boolean {
+  return path.startsWith("/") || (IS_WINDOWS && /^([A-Za-z]:)?[\\/]/.test(path));
+}
+
+function joinPath(dir: string, name: string): string {
+  return /[\\/]$/.test(dir) ? dir + name : `${dir}/${name}`;
+}
+
+function resolvePath(base: string, path: string): string {
+  const joined = isAbsolutePath(path) ? path : joinPath(base, path);
+  const parts: string[] = [];
+  for (const part of joined.split(/[\\/]+/)) {
+    if (part === "..") {
+      if (parts.length > 1) parts.pop();
+    } else if (part !== "." && (part !== "" || parts.length === 0)) {
+      parts.push(part);
+    }
+  }
+  return parts.join("/") || "/";
+}
+
+/** `path` relative to `dir` when it lies inside it, else `undefined`. */
+function relativeInside(dir: string, path: string): string | undefined {
+  const prefix = comparablePath(dir).replace(/\/+$/, "") + "/";
+  return comparablePath(path).startsWith(prefix) ? path.slice(prefix.length) : undefined;
+}

@@ -1,0 +1,166 @@
+// Helpers shared by mod_test.ts and cli_test.ts: real git repositories in
+// temporary directories, the CLI as a real subprocess, and directory snapshots
+// that prove a failed command changed nothing.
+
+const CLI = new URL("./cli.ts", import.meta.url).pathname;
+
+/** The exact permissions the CLI documents; tests run it with these and no others. */
+export const CLI_FLAGS: readonly string[] = [
+  "--allow-run=git",
+  "--allow-read",
+  "--allow-write",
+  "--allow-net=127.0.0.1,[::1],0.0.0.0",
+];
+
+/** Git with no user or system config, so tests behave the same on every machine. */
+export const GIT_ENV: Record<string, string> = {
+  GIT_CONFIG_GLOBAL: "/dev/null",
+  GIT_CONFIG_NOSYSTEM: "1",
+  GIT_AUTHOR_NAME: "test",
+  GIT_AUTHOR_EMAIL: "test@example.com",
+  GIT_COMMITTER_NAME: "test",
+  GIT_COMMITTER_EMAIL: "test@example.com",
+};
+
+export interface Output {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command and collects its output; never throws on a non-zero exit. */
+export async function run(
+  command: string,
+  args: readonly string[],
+  options: { cwd?: string; env?: Record<string, string>; clearEnv?: boolean } = {},
+): Promise<Output> {
+  const output = await new Deno.Command(command, {
+    args: [...args],
+    cwd: options.cwd,
+    env: { ...GIT_ENV, ...options.env },
+    clearEnv: options.clearEnv,
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** Runs git and returns its stdout; throws with git's message when it fails. */
+export async function git(cwd: string, ...args: string[]): Promise<string> {
+  const output = await run("git", args, { cwd });
+  if (output.code !== 0) {
+    throw new Error(`git ${args.join(" ")} failed: ${output.stderr}`);
+  }
+  return output.stdout;
+}
+
+/** Runs `deno run <flags> cli.ts ...args` in `cwd`. */
+export function runCli(
+  cwd: string,
+  args: readonly string[],
+  options: { flags?: readonly string[]; env?: Record<string, string> } = {},
+): Promise<Output> {
+  return run(Deno.execPath(), ["run", ...(options.flags ?? CLI_FLAGS), CLI, ...args], {
+    cwd,
+    env: options.env,
+  });
+}
+
+/** Starts the CLI without waiting for it, for races and lock tests. */
+export function spawnCli(cwd: string, args: readonly string[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", ...CLI_FLAGS, CLI, ...args],
+    cwd,
+    env: GIT_ENV,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+/** A git repository with one commit in a temporary directory, removed on dispose. */
+export class TempRepo implements AsyncDisposable {
+  /** The temporary directory holding the repository and its worktrees. */
+  readonly base: string;
+  /** The main worktree. */
+  readonly root: string;
+
+  private constructor(base: string, root: string) {
+    this.base = base;
+    this.root = root;
+  }
+
+  /** Creates the repository, optionally bare (worktrees are then all linked). */
+  static async create(options: { bare?: boolean } = {}): Promise<TempRepo> {
+    const base = await Deno.realPath(await Deno.makeTempDir({ prefix: "worktree-ports-" }));
+    await git(base, "init", "-q", "-b", "main", "main");
+    await git(`${base}/main`, "commit", "-q", "--allow-empty", "-m", "initial");
+    if (!options.bare) return new TempRepo(base, `${base}/main`);
+    await git(base, "clone", "-q", "--bare", "main", "bare.git");
+    await Deno.remove(`${base}/main`, { recursive: true });
+    return new TempRepo(base, `${base}/bare.git`);
+  }
+
+  /** Adds a linked worktree next to the main one and returns its path. */
+  async addWorktree(name: string): Promise<string> {
+    const path = `${this.base}/${name}`;
+    await git(this.root, "worktree", "add", "-q", "--detach", path);
+    return path;
+  }
+
+  /** Adds `count` linked worktrees named `${prefix}0`, `${prefix}1`, ... */
+  async addWorktrees(prefix: string, count: number): Promise<string[]> {
+    const paths: string[] = [];
+    // Sequential: concurrent `git worktree add` calls contend on git's own locks.
+    for (let index = 0; index < count; index++) {
+      paths.push(await this.addWorktree(`${prefix}${index}`));
+    }
+    return paths;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await Deno.remove(this.base, { recursive: true });
+  }
+}
+
+/** Writes a JSON value the way a user or an older tool would. */
+export async function writeJson(path: string, value: unknown): Promise<void> {
+  await Deno.writeTextFile(path, JSON.stringify(value, null, 2) + "\n");
+}
+
+/** Reads and parses a JSON file. */
+export async function readJson(path: string): Promise<Record<string, unknown>> {
+  return JSON.parse(await Deno.readTextFile(path));
+}
+
+/** Every file under `dir` with its content, to show that a command changed nothing. */
+export async function snapshot(dir: string): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  async function walk(path: string) {
+    for await (const entry of Deno.readDir(path)) {
+      const child = `${path}/${entry.name}`;
+      if (entry.isDirectory) {
+        // Git's object store is large and no command of ours writes to it.
+        if (entry.name !== "objects") await walk(child);
+      } else if (entry.isFile) {
+        files.set(child, await Deno.readTextFile(child));
+      }
+    }
+  }
+  await walk(dir);
+  return files;
+}
+
+/** Whether this host can bind IPv6 loopback; probes treat it as not applicable otherwise. */
+export function hasIpv6Loopback(): boolean {
+  try {
+    Deno.listen({ hostname: "::1", port: 0 }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
