@@ -652,6 +652,8 @@ export async function openRepository(
     findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree;
   if (current === undefined || current.bare) throw notAWorktree(dir);
   const root = await Deno.realPath(current.path);
+  // Git's own directory sits inside the main worktree but is not part of it.
+  if (/^\.git(\/|$)/.test(relativeInside(root, dir) ?? "")) throw notAWorktree(dir);
   return {
     worktrees,
     current,
@@ -1455,7 +1457,8 @@ async function assertNotDirectory(path: string): Promise<void> {
     info = await Deno.stat(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return;
-    throw error;
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    throw new Error(`Cannot write "${path}": ${(error as Error).message}`, { cause: error });
   }
   if (info.isDirectory) {
     throw new Error(`Cannot write "${path}": it is a directory`);
