@@ -114,11 +114,13 @@ const PERMISSION_FLAGS: Record<Permission, string> = {
   net: `--allow-net=${NET_FLAG_HOSTS}`,
 };
 
-/** A mistake in how the command was called: exit code 2, with a pointer to the help. */
+/** A mistake in how the command was called: exit code 2, followed by the usage that applies. */
 class UsageError extends Error {
-  constructor(message: string) {
+  readonly usage: string;
+  constructor(message: string, usage: string) {
     super(message);
     this.name = "UsageError";
+    this.usage = usage;
   }
 }
 
@@ -149,10 +151,12 @@ function parseCommandArgs(command: string, args: string[]): ParsedArgs {
       : Object.keys(spec).find((key) => `-${spec[key].short}` === flag);
     const option = name === undefined ? undefined : spec[name];
     if (name === undefined || option === undefined) {
-      throw new UsageError(`Unknown option "${flag}" for "${command}"`);
+      throw new UsageError(`Unknown option "${flag}" for "${command}"`, commandUsage(command));
     }
     if (option.type === "boolean") {
-      if (equals !== -1) throw new UsageError(`Option "${flag}" takes no value`);
+      if (equals !== -1) {
+        throw new UsageError(`Option "${flag}" takes no value`, commandUsage(command));
+      }
       values[name] = true;
       continue;
     }
@@ -162,7 +166,10 @@ function parseCommandArgs(command: string, args: string[]): ParsedArgs {
     } else if (index + 1 < args.length) {
       value = args[++index];
     } else {
-      throw new UsageError(`Option "${flag}" needs a value (${option.value})`);
+      throw new UsageError(
+        `Option "${flag}" needs a value (${option.value})`,
+        commandUsage(command),
+      );
     }
     if (option.multiple) {
       values[name] = [...(values[name] as string[] | undefined ?? []), value];
@@ -171,7 +178,10 @@ function parseCommandArgs(command: string, args: string[]): ParsedArgs {
     }
   }
   if (positionals.length > COMMANDS[command].maxPositionals) {
-    throw new UsageError(`Unexpected argument "${positionals.at(-1)}" for "${command}"`);
+    throw new UsageError(
+      `Unexpected argument "${positionals.at(-1)}" for "${command}"`,
+      commandUsage(command),
+    );
   }
   return { values, positionals };
 }
@@ -280,6 +290,7 @@ async function runAllocate(values: ParsedArgs["values"]): Promise<number> {
         `Option "--lock-timeout" must be a number of seconds, 0 or more, got "${
           values["lock-timeout"]
         }"`,
+        commandUsage("allocate"),
       );
     }
     options.lockTimeoutMs = seconds * 1000;
@@ -306,7 +317,10 @@ function parsePortFlags(flags: readonly string[]): Record<string, number> {
   for (const flag of flags) {
     const match = /^([^=]+)=(\d+)$/.exec(flag);
     if (!match) {
-      throw new UsageError(`Option "--port" must look like KEY=BASE, e.g. web=3000, got "${flag}"`);
+      throw new UsageError(
+        `Option "--port" must look like KEY=BASE, e.g. web=3000, got "${flag}"`,
+        commandUsage("allocate"),
+      );
     }
     ports[match[1]] = Number(match[2]);
   }
@@ -315,7 +329,10 @@ function parsePortFlags(flags: readonly string[]): Record<string, number> {
 
 function parseCount(flag: string, value: unknown): number {
   if (typeof value !== "string" || !/^\d+$/.test(value)) {
-    throw new UsageError(`Option "${flag}" must be a whole number, got "${value}"`);
+    throw new UsageError(
+      `Option "${flag}" must be a whole number, got "${value}"`,
+      commandUsage("allocate"),
+    );
   }
   return Number(value);
 }
@@ -387,10 +404,7 @@ function exitCodeOf(error: unknown): number {
 export async function main(args: string[]): Promise<number> {
   try {
     const [command, ...rest] = args;
-    if (command === undefined) {
-      console.error(`error: Missing command\n\n${usage()}`);
-      return 2;
-    }
+    if (command === undefined) throw new UsageError("Missing command", usage());
     if (command === "--help" || command === "-h") {
       console.log(usage());
       return 0;
@@ -402,6 +416,7 @@ export async function main(args: string[]): Promise<number> {
     if (!Object.hasOwn(COMMANDS, command)) {
       throw new UsageError(
         command.startsWith("-") ? `Unknown option "${command}"` : `Unknown command "${command}"`,
+        usage(),
       );
     }
     const { values, positionals } = parseCommandArgs(command, rest);
@@ -421,9 +436,7 @@ export async function main(args: string[]): Promise<number> {
   } catch (error) {
     const code = exitCodeOf(error);
     console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
-    if (error instanceof UsageError) {
-      console.error(`Run "worktree-ports --help" for usage`);
-    }
+    if (error instanceof UsageError) console.error(`\n${error.usage}`);
     return code;
   }
 }

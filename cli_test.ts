@@ -127,8 +127,8 @@ Deno.test("cli show prints the bundle or one value and changes nothing", async (
   assert.deepEqual(await snapshot(repo.base), before);
 });
 
-Deno.test("cli allocate gives every one of 24 simultaneous fresh worktrees a distinct bundle, 3 rounds", async (t) => {
-  const worktreeCount = 24;
+Deno.test("cli allocate gives every one of 30 simultaneous fresh worktrees a distinct bundle, 3 rounds", async (t) => {
+  const worktreeCount = 30;
   for (let round = 1; round <= 3; round++) {
     await t.step(`round ${round}`, async () => {
       await using repo = await TempRepo.create();
@@ -197,6 +197,21 @@ Deno.test("cli allocate proceeds once a SIGKILLed lock holder is gone", async ()
   assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), printed);
 });
 
+Deno.test("cli allocate fails with exit 1 when every slot is taken, changing nothing", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const args = ["allocate", "--port", "web=42000", "--slots", "1"];
+  assert.equal((await runCli(a, args)).code, 0);
+  const before = await snapshot(repo.base);
+  const result = await runCli(b, args);
+  assert.equal(result.code, 1);
+  assert.match(
+    result.stderr,
+    /^error: Cannot allocate ports: all 1 slots are taken \(1 reserved by other worktrees, 0 in use/,
+  );
+  assert.deepEqual(await snapshot(repo.base), before);
+});
+
 Deno.test("cli allocate replaces this worktree's corrupt file with a warning", async () => {
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
@@ -238,13 +253,14 @@ Deno.test("cli rejects bad input with a clear error and changes nothing", async 
         name: "unknown command",
         args: ["alocate"],
         code: 2,
-        stderr: /Unknown command "alocate"[\s\S]*--help/,
+        stderr: /Unknown command "alocate"\n\nworktree-ports [\s\S]*Commands:\n {2}allocate/,
       },
       {
         name: "unknown flag",
         args: ["allocate", "--colour"],
         code: 2,
-        stderr: /Unknown option "--colour" for "allocate"/,
+        stderr:
+          /Unknown option "--colour" for "allocate"\n\nUsage: worktree-ports allocate [\s\S]*--lock-timeout/,
       },
       {
         name: "flag without value",
@@ -258,7 +274,12 @@ Deno.test("cli rejects bad input with a clear error and changes nothing", async 
         code: 2,
         stderr: /Unexpected argument "b"/,
       },
-      { name: "no command", args: [], code: 2, stderr: /Usage: worktree-ports COMMAND/ },
+      {
+        name: "no command",
+        args: [],
+        code: 2,
+        stderr: /^error: Missing command\n\n[\s\S]*Usage: worktree-ports COMMAND/,
+      },
       {
         name: "outside a git work tree",
         args: ["allocate"],
