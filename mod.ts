@@ -96,6 +96,7 @@ export const DEFAULT_CONFIG: Readonly<PortsConfig> = Object.freeze({
   slots: 50,
 });
 
+const IS_WINDOWS = Deno.build.os === "windows";
 const KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const PLACEHOLDER_PATTERN = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 const META_KEY = "worktree_ports";
@@ -1148,8 +1149,7 @@ export async function chooseSlot(
     "NO_FREE_SLOT",
     `Cannot allocate ports: all ${config.slots} slots are taken ` +
       `(${config.slots - busy} reserved by other worktrees, ${busy} in use by other processes; ` +
-      `run "git worktree list" and read each worktree's ${PORT_FILE_NAME} to see who holds them, ` +
-      `or raise "slots")`,
+      `run "worktree-ports list" to see who holds them, or raise "slots")`,
   );
 }
 
@@ -1276,6 +1276,14 @@ export interface AllocateOptions extends ConfigOverrides {
    */
   onLockWait?: (path: string) => void;
   /**
+   * After writing a port file inside the worktree, make sure git ignores it:
+   * when no ignore rule covers it, its path is added to `info/exclude` in the
+   * common git directory. A port file tracked by git gets a warning.
+   *
+   * @default {true}
+   */
+  ignoreOutput?: boolean;
+  /**
    * How git is run.
    *
    * @default {denoGit}
@@ -1332,39 +1340,85 @@ export interface Allocation {
  */
 export async function allocate(options: AllocateOptions = {}): Promise<Allocation> {
   const git = options.git ?? denoGit;
-  const repository = await openRepository({ cwd: options.cwd, git });
-  const path = portFilePath(repository.root, {
-    output: options.output,
-    cwd: options.cwd,
-  });
+  return await allocateIn(await openRepository({ cwd: options.cwd, git }), options, git);
+}
+
+async function allocateIn(
+  repository: Repository,
+  options: AllocateOptions,
+  git: GitRunner,
+): Promise<Allocation> {
+  const path = portFilePath(repository.root, options);
+  const inside = relativeInside(repository.root, path);
+  // Everything that can be known before the lock is read before it, so the
+  // critical section is only the scan, the choice and the write.
   const [config] = await Promise.all([
     loadConfig(repository.root, options),
     assertNotDirectory(path),
   ]);
-  const scanned = siblingPortFiles(repository, path);
+  const scanned = siblingPortFiles(repository, inside ?? PORT_FILE_NAME);
   if (options.excludeOutput === false) scanned.push(path);
+  const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
 
-  using _lock = await lockRepository(repository.commonDir, {
-    timeoutMs: options.lockTimeoutMs,
-    onWait: options.onLockWait,
-  });
-  const [own, reserved] = await Promise.all([
-    readPortFile(path),
-    readReservedPorts(scanned),
-  ]);
-  const warnings = [...reserved.warnings];
-  const current = ownSlot(own, repository.root, path, warnings);
-  const choice = await chooseSlot(config, reserved.holders, {
+  let allocation: Allocation;
+  let replacedOwnFile: boolean;
+  {
+    using _lock = await lockRepository(repository.commonDir, lockOptions);
+    const [own, reserved] = await Promise.all([
+      readPortFile(path),
+      readReservedPorts(scanned),
+    ]);
+    allocation = await allocateSlot(
+      { root: repository.root, path, primary: repository.primary },
+      config,
+      own,
+      reserved.holders,
+      { force: options.force, probe: options.probe },
+    );
+    allocation.warnings.unshift(...reserved.warnings);
+    replacedOwnFile = own.state === "read" && own.meta?.worktree === repository.root;
+  }
+  // A worktree's own file was dealt with when it was first written; a new,
+  // copied or corrupt one is checked now, outside the critical section.
+  if (
+    allocation.written && !replacedOwnFile && inside !== undefined && options.ignoreOutput !== false
+  ) {
+    await keepOutOfGit(git, repository, inside, lockOptions, allocation.warnings);
+  }
+  return allocation;
+}
+
+/** Where a port file goes: its worktree's root, its path, and whether it is the main worktree. */
+interface Target {
+  root: string;
+  path: string;
+  primary: boolean;
+}
+
+/**
+ * Chooses and writes the slot of one worktree. The caller holds the lock and
+ * has read the worktree's own file and the other worktrees' reservations.
+ */
+async function allocateSlot(
+  target: Target,
+  config: PortsConfig,
+  own: PortFileRead,
+  reserved: Pick<ReadonlySet<number>, "has">,
+  options: Pick<AllocateOptions, "force" | "probe">,
+): Promise<Allocation> {
+  const warnings: string[] = [];
+  const current = ownMeta(own, target, warnings);
+  const choice = await chooseSlot(config, reserved, {
     current: current?.slot,
     force: options.force,
-    primary: repository.primary,
+    primary: target.primary,
     probe: options.probe,
   });
   const allocation: Allocation = {
     slot: choice.slot,
     bundle: renderBundle(config, choice.slot),
-    worktree: repository.root,
-    path,
+    worktree: target.root,
+    path: target.path,
     allocatedAt: current?.slot === choice.slot && current.allocated_at
       ? current.allocated_at
       : new Date().toISOString(),
@@ -1374,33 +1428,86 @@ export async function allocate(options: AllocateOptions = {}): Promise<Allocatio
   };
   const text = formatPortFile(allocation);
   if (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text) {
-    await writeFileAtomic(path, text);
+    await writeFileAtomic(target.path, text);
     allocation.written = true;
   }
   return allocation;
 }
 
 /** The metadata of the worktree's own file, if the file is really its own. */
-function ownSlot(
+function ownMeta(
   own: PortFileRead,
-  root: string,
-  path: string,
+  target: Target,
   warnings: string[],
 ): PortFileMeta | undefined {
   if (own.state === "unreadable") {
     warnings.push(
-      `This worktree's port file "${path}" is unusable (${own.reason}); replacing it with a fresh allocation`,
+      `This worktree's port file "${target.path}" is unusable (${own.reason}); replacing it with a fresh allocation`,
     );
     return undefined;
   }
   if (own.state !== "read" || own.meta === undefined) return undefined;
-  if (own.meta.worktree !== root) {
+  if (own.meta.worktree !== target.root) {
     warnings.push(
-      `"${path}" was written for the worktree "${own.meta.worktree}" (copied?); allocating a fresh bundle for this one`,
+      `"${target.path}" was written for the worktree "${own.meta.worktree}" (copied?); allocating a fresh bundle for this one`,
     );
     return undefined;
   }
   return own.meta;
+}
+
+// ---------------------------------------------------------------------------
+// Keeping the file out of git
+// ---------------------------------------------------------------------------
+
+/**
+ * Makes git ignore a port file that was just written. One `git ls-files`
+ * call answers both questions, with the same ignore rules as
+ * `git check-ignore`: `H` marks a tracked file, `?` an untracked one that no
+ * rule ignores, and no output an ignored one.
+ */
+async function keepOutOfGit(
+  git: GitRunner,
+  repository: Repository,
+  inside: string,
+  lockOptions: LockOptions,
+  warnings: string[],
+): Promise<void> {
+  const output = await git.run(
+    ["ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard", "--", inside],
+    repository.root,
+  );
+  if (output.startsWith("H ")) {
+    warnings.push(
+      `"${joinPath(repository.root, inside)}" is tracked by git: every new worktree checks out ` +
+        `the same ports. Untrack it with "git rm --cached ${inside}" and commit`,
+    );
+  } else if (output !== "") {
+    using _lock = await lockRepository(repository.commonDir, lockOptions);
+    await excludeFromGit(repository.commonDir, inside);
+  }
+}
+
+/**
+ * Appends the port file's pattern to `info/exclude` in the common git
+ * directory, once (the caller holds the lock): it applies to every worktree
+ * and never touches a tracked `.gitignore`.
+ */
+async function excludeFromGit(commonDir: string, inside: string): Promise<void> {
+  const slashed = IS_WINDOWS ? inside.replaceAll("\\", "/") : inside;
+  const pattern = "/" + slashed.replace(/[\\*?[\]]/g, "\\$&").replace(/ $/, "\\ ");
+  const dir = joinPath(commonDir, "info");
+  const path = joinPath(dir, "exclude");
+  let text = "";
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    await Deno.mkdir(dir, { recursive: true });
+  }
+  if (text.split(/\r?\n/).includes(pattern)) return;
+  const separator = text === "" || text.endsWith("\n") ? "" : "\n";
+  await Deno.writeTextFile(path, `${separator}${pattern}\n`, { append: true });
 }
 
 /** Options for {@linkcode portFilePath}. */
@@ -1441,8 +1548,7 @@ export function portFilePath(root: string, options: PortFilePathOptions = {}): s
 }
 
 /** The port files of every other worktree, at the same place relative to their roots. */
-function siblingPortFiles(repository: Repository, path: string): string[] {
-  const inside = relativeInside(repository.root, path) ?? PORT_FILE_NAME;
+function siblingPortFiles(repository: Repository, inside: string): string[] {
   const files: string[] = [];
   for (const worktree of repository.worktrees) {
     if (worktree === repository.current || worktree.bare || worktree.prunable) continue;
@@ -1521,6 +1627,605 @@ export async function readBundle(
 }
 
 // ---------------------------------------------------------------------------
+// The state of every worktree
+// ---------------------------------------------------------------------------
+
+/**
+ * How a worktree's port file stands: `ok`; `none`, no file; `duplicate`, it
+ * shares a port with another worktree; `foreign`, the file names another
+ * worktree (it was copied); `unreadable`; `stale`, git reports the worktree's
+ * directory as gone (it reserves nothing).
+ */
+export type WorktreeState = "ok" | "none" | "duplicate" | "foreign" | "unreadable" | "stale";
+
+/** Ports that one worktree shares with another. */
+export interface PortConflict {
+  /** The other worktree's path. */
+  worktree: string;
+  /** The ports both reserve. */
+  ports: number[];
+}
+
+/** One row of {@linkcode inspectWorktrees}. */
+export interface WorktreeStatus {
+  /** The worktree's path, as git reports it. */
+  path: string;
+  /** The branch checked out, if any. */
+  branch?: string;
+  /** It is the main worktree. */
+  primary: boolean;
+  /** It is the worktree the inspection ran from. */
+  current: boolean;
+  /** How its port file stands. */
+  state: WorktreeState;
+  /** Its port file. */
+  file: string;
+  /** The slot the file records, if it records one. */
+  slot?: number;
+  /** Each top-level key of the file whose value is a port. */
+  ports: Record<string, number>;
+  /** For each key of `ports`, whether something listens on that port now. */
+  listening: Record<string, boolean>;
+  /** When the file's slot was allocated, if the file says. */
+  allocatedAt?: string;
+  /** For `duplicate`: every other worktree it shares ports with. */
+  conflicts: PortConflict[];
+  /** For `foreign`: the worktree the file names; for `unreadable`: why. */
+  detail?: string;
+}
+
+/** Options for {@linkcode inspectWorktrees}. */
+export interface InspectOptions extends PortFilePathOptions {
+  /**
+   * Probe every port to report whether it is listening now.
+   *
+   * @default {true}
+   */
+  listening?: boolean;
+  /**
+   * How git is run.
+   *
+   * @default {denoGit}
+   */
+  git?: GitRunner;
+  /**
+   * How ports are checked for listeners.
+   *
+   * @default {denoProbe}
+   */
+  probe?: PortProbe;
+}
+
+/**
+ * Reports every worktree of the repository: its port file's state, slot and
+ * ports, which of them are listening now, and the ports it shares with
+ * others. Changes nothing.
+ *
+ * @param options Where, which port file, and the injected git and probe.
+ * @returns One status per worktree, in git's order (bare repositories are left out).
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE` or `GIT_FAILED`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { inspectWorktrees } from "@org/worktree-ports";
+ *
+ * for (const status of await inspectWorktrees()) {
+ *   console.log(status.path, status.state, status.ports);
+ * }
+ * ```
+ */
+export async function inspectWorktrees(
+  options: InspectOptions = {},
+): Promise<WorktreeStatus[]> {
+  const repository = await openRepository({ cwd: options.cwd, git: options.git });
+  return await inspectRepository(repository, options);
+}
+
+async function inspectRepository(
+  repository: Repository,
+  options: InspectOptions,
+): Promise<WorktreeStatus[]> {
+  const ownPath = portFilePath(repository.root, options);
+  const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
+  const probe = options.probe ?? denoProbe;
+  const worktrees = repository.worktrees.filter((worktree) => !worktree.bare);
+  const statuses = await Promise.all(worktrees.map(async (worktree) => {
+    const current = worktree === repository.current;
+    const status: WorktreeStatus = {
+      path: worktree.path,
+      branch: worktree.branch,
+      primary: worktree === repository.worktrees[0],
+      current,
+      state: "ok",
+      file: current ? ownPath : joinPath(worktree.path, inside),
+      ports: {},
+      listening: {},
+      conflicts: [],
+    };
+    if (worktree.prunable) return { ...status, state: "stale" as const, reserved: [] };
+    const file = await readPortFile(status.file);
+    if (file.state === "missing") return { ...status, state: "none" as const, reserved: [] };
+    if (file.state === "unreadable") {
+      return { ...status, state: "unreadable" as const, detail: file.reason, reserved: [] };
+    }
+    for (const [key, value] of Object.entries(file.data)) {
+      if (isPort(value)) status.ports[key] = value;
+    }
+    status.slot = file.meta?.slot;
+    status.allocatedAt = file.meta?.allocated_at || undefined;
+    if (file.meta && !(await isSameDirectory(file.meta.worktree, worktree.path))) {
+      return { ...status, state: "foreign" as const, detail: file.meta.worktree, reserved: [] };
+    }
+    return { ...status, reserved: file.ports };
+  }));
+
+  // Foreign and unreadable files are reported as such, not as duplicates:
+  // a copied file shares its origin's ports by definition.
+  const holders = new Map<number, number[]>();
+  statuses.forEach((status, index) => {
+    for (const port of status.reserved) holders.set(port, [...(holders.get(port) ?? []), index]);
+  });
+  statuses.forEach((status, index) => {
+    const shared = new Map<number, number[]>();
+    for (const port of status.reserved) {
+      for (const other of holders.get(port)!) {
+        if (other !== index) shared.set(other, [...(shared.get(other) ?? []), port]);
+      }
+    }
+    for (const [other, ports] of shared) {
+      status.conflicts.push({ worktree: statuses[other].path, ports });
+    }
+    if (status.conflicts.length > 0) status.state = "duplicate";
+  });
+
+  if (options.listening !== false) {
+    for (const status of statuses) {
+      for (const [key, port] of Object.entries(status.ports)) {
+        status.listening[key] = !(await probe.isFree(port));
+      }
+    }
+  }
+  return statuses.map(({ reserved: _, ...status }) => status);
+}
+
+function isPort(value: unknown): value is number {
+  return Number.isInteger(value) && (value as number) >= 1 && (value as number) <= MAX_PORT;
+}
+
+/** Compares two spellings of a directory, resolving symbolic links only when they differ. */
+async function isSameDirectory(a: string, b: string): Promise<boolean> {
+  if (comparablePath(a) === comparablePath(b)) return true;
+  const real = async (path: string) => {
+    try {
+      return comparablePath(await Deno.realPath(path));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      return undefined;
+    }
+  };
+  const [realA, realB] = await Promise.all([real(a), real(b)]);
+  return realA !== undefined && realA === realB;
+}
+
+// ---------------------------------------------------------------------------
+// Repairing
+// ---------------------------------------------------------------------------
+
+/** Options for {@linkcode fixWorktrees}. */
+export interface FixOptions extends ConfigOverrides, PortFilePathOptions {
+  /**
+   * How long to wait for another allocation to release the lock.
+   *
+   * @default {DEFAULT_LOCK_TIMEOUT_MS}
+   */
+  lockTimeoutMs?: number;
+  /**
+   * Called with the lock's path when another process holds it and waiting begins.
+   *
+   * @default {undefined}
+   */
+  onLockWait?: (path: string) => void;
+  /**
+   * How git is run.
+   *
+   * @default {denoGit}
+   */
+  git?: GitRunner;
+  /**
+   * How ports are checked for listeners.
+   *
+   * @default {denoProbe}
+   */
+  probe?: PortProbe;
+}
+
+/** One worktree moved by {@linkcode fixWorktrees}. */
+export interface Move {
+  /** The worktree's path, as git reports it. */
+  worktree: string;
+  /** Why it moved. */
+  reason: "duplicate" | "foreign" | "unreadable";
+  /** Its ports before (empty for an unreadable file). */
+  from: Record<string, number>;
+  /** The slot it was given. */
+  slot: number;
+  /** Its ports now. */
+  to: Record<string, number>;
+}
+
+/**
+ * Repairs what {@linkcode inspectWorktrees} finds, under the same lock as
+ * {@linkcode allocate}. Of two worktrees that share ports, the one whose
+ * services are not listening moves; when neither or both are, the one
+ * allocated later moves. Foreign and unreadable files are reallocated for
+ * their own worktree. Running it again changes nothing.
+ *
+ * A port both files hold cannot tell whose service listens on it (finding
+ * the owning process needs `/proc`, which Deno opens only with
+ * `--allow-all`), so only the ports a worktree holds alone count as its
+ * services listening.
+ *
+ * @param options Where, config overrides, the lock timeout, and the injected git and probe.
+ * @returns Every move made, in git's order of worktrees.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE`, `GIT_FAILED`,
+ * `INVALID_CONFIG`, `LOCK_TIMEOUT` or `NO_FREE_SLOT`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { fixWorktrees } from "@org/worktree-ports";
+ *
+ * for (const move of await fixWorktrees()) {
+ *   console.log(move.worktree, move.from, "->", move.to);
+ * }
+ * ```
+ */
+export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
+  const repository = await openRepository({ cwd: options.cwd, git: options.git });
+  using _lock = await lockRepository(repository.commonDir, {
+    timeoutMs: options.lockTimeoutMs,
+    onWait: options.onLockWait,
+  });
+  const statuses = await inspectRepository(repository, options);
+  const movers = new Map<WorktreeStatus, Move["reason"]>();
+  for (const status of statuses) {
+    if (status.state === "foreign" || status.state === "unreadable") {
+      movers.set(status, status.state);
+    }
+  }
+  for (const status of statuses) {
+    for (const conflict of status.conflicts) {
+      const other = statuses.find((candidate) => candidate.path === conflict.worktree)!;
+      if (movers.has(status) || movers.has(other)) continue;
+      movers.set(await chooseMover(status, other), "duplicate");
+    }
+  }
+
+  const reserved = new Set<number>();
+  for (const status of statuses) {
+    if (!movers.has(status)) { for (const port of Object.values(status.ports)) reserved.add(port); }
+  }
+  const moves: Move[] = [];
+  for (const [status, reason] of movers) {
+    const root = await Deno.realPath(status.path);
+    const config = await loadConfig(root, options);
+    const allocation = await allocateSlot(
+      { root, path: status.file, primary: status.primary },
+      config,
+      { state: "missing" },
+      reserved,
+      { force: true, probe: options.probe },
+    );
+    const to = portsForSlot(config, allocation.slot);
+    for (const port of Object.values(to)) reserved.add(port);
+    moves.push({ worktree: status.path, reason, from: status.ports, slot: allocation.slot, to });
+  }
+  return moves;
+}
+
+/** Of two worktrees that share ports, the one that should move. */
+async function chooseMover(a: WorktreeStatus, b: WorktreeStatus): Promise<WorktreeStatus> {
+  const listensAlone = (status: WorktreeStatus, other: WorktreeStatus) =>
+    Object.entries(status.ports).some(([key, port]) =>
+      status.listening[key] && !Object.values(other.ports).includes(port)
+    );
+  const aListens = listensAlone(a, b);
+  if (aListens !== listensAlone(b, a)) return aListens ? b : a;
+  const [aTime, bTime] = await Promise.all([allocationTime(a), allocationTime(b)]);
+  return aTime > bTime ? a : b;
+}
+
+/** When a file's slot was allocated: its metadata, or the file's modification time for older files. */
+async function allocationTime(status: WorktreeStatus): Promise<number> {
+  if (status.allocatedAt !== undefined) return Date.parse(status.allocatedAt) || 0;
+  try {
+    return (await Deno.stat(status.file)).mtime?.getTime() ?? 0;
+  } catch {
+    return 0;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Releasing
+// ---------------------------------------------------------------------------
+
+/** Options for {@linkcode releasePorts}. */
+export interface ReleaseOptions extends PortFilePathOptions {
+  /**
+   * How long to wait for another allocation to release the lock.
+   *
+   * @default {DEFAULT_LOCK_TIMEOUT_MS}
+   */
+  lockTimeoutMs?: number;
+  /**
+   * How git is run.
+   *
+   * @default {denoGit}
+   */
+  git?: GitRunner;
+}
+
+/** What {@linkcode releasePorts} did. */
+export interface Release {
+  /** The port file. */
+  path: string;
+  /** The file existed and was deleted. */
+  released: boolean;
+}
+
+/**
+ * Deletes the current worktree's port file under the lock, so that its slot
+ * is free for the next allocation. A missing file is not an error.
+ *
+ * @param options Where, which port file, the lock timeout and the git runner.
+ * @returns The path and whether a file was deleted.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE`, `GIT_FAILED` or `LOCK_TIMEOUT`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { releasePorts } from "@org/worktree-ports";
+ *
+ * const { released, path } = await releasePorts();
+ * console.log(released ? `deleted ${path}` : "nothing to release");
+ * ```
+ */
+export async function releasePorts(options: ReleaseOptions = {}): Promise<Release> {
+  const repository = await openRepository({ cwd: options.cwd, git: options.git });
+  const path = portFilePath(repository.root, options);
+  await assertNotDirectory(path);
+  using _lock = await lockRepository(repository.commonDir, { timeoutMs: options.lockTimeoutMs });
+  try {
+    await Deno.remove(path);
+    return { path, released: true };
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return { path, released: false };
+    throw error;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Environment variables
+// ---------------------------------------------------------------------------
+
+/** How {@linkcode formatEnv} writes variables. */
+export type EnvFormat = "shell" | "dotenv" | "json";
+
+/**
+ * A bundle's values as environment variables: each key upper-cased
+ * (`cloud_port` becomes `CLOUD_PORT`). Only keys that are valid variable
+ * names with number or string values are kept; the metadata is left out.
+ *
+ * @param bundle The top-level values of a port file.
+ * @returns Variable names and their values as strings.
+ *
+ * @example Usage
+ * ```ts
+ * import { bundleEnv } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(
+ *   bundleEnv({ web_port: 3100, web_url: "http://127.0.0.1:3100", worktree_ports: {} }),
+ *   { WEB_PORT: "3100", WEB_URL: "http://127.0.0.1:3100" },
+ * );
+ * ```
+ */
+export function bundleEnv(bundle: Record<string, unknown>): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(bundle)) {
+    if (key === META_KEY || !KEY_PATTERN.test(key)) continue;
+    if (typeof value === "number" || typeof value === "string") {
+      env[key.toUpperCase()] = String(value);
+    }
+  }
+  return env;
+}
+
+/**
+ * Writes environment variables for a shell, a dotenv file or JSON.
+ *
+ * `shell` prints `export NAME='value'` lines that are safe to `eval`: every
+ * value is single-quoted, so no value can run a command. `dotenv` prints
+ * `NAME=value` lines that `docker compose --env-file` and direnv's `dotenv`
+ * read, quoting values that need it. `json` prints one object.
+ *
+ * @param env Variable names and values.
+ * @param format The output format.
+ * @returns The text, ending with a newline.
+ * @throws {TypeError} When the format is unknown.
+ *
+ * @example Usage
+ * ```ts
+ * import { formatEnv } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(formatEnv({ NAME: "it's" }, "shell"), "export NAME='it'\\''s'\n");
+ * assert.equal(formatEnv({ PORT: "3100" }, "dotenv"), "PORT=3100\n");
+ * ```
+ */
+export function formatEnv(env: Record<string, string>, format: EnvFormat): string {
+  const entries = Object.entries(env);
+  switch (format) {
+    case "shell":
+      return entries.map(([name, value]) => `export ${name}=${shellQuote(value)}\n`).join("");
+    case "dotenv":
+      return entries.map(([name, value]) => `${name}=${dotenvQuote(value)}\n`).join("");
+    case "json":
+      return JSON.stringify(env, null, 2) + "\n";
+    default:
+      throw new TypeError(
+        `Unknown env format "${format}" (expected "shell", "dotenv" or "json")`,
+      );
+  }
+}
+
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * Values of plain characters go bare. Others are single-quoted, which both
+ * docker compose and direnv take literally, with no interpolation; a value
+ * holding a single quote or a newline is double-quoted with escapes instead.
+ */
+function dotenvQuote(value: string): string {
+  if (/^[\w.:/@+,=-]*$/.test(value)) return value;
+  if (!/['\n\r]/.test(value)) return `'${value}'`;
+  return `"${value.replace(/[\\"$`]/g, "\\$&").replaceAll("\n", "\\n").replaceAll("\r", "\\r")}"`;
+}
+
+/** The current worktree's bundle, as {@linkcode loadBundle} found or made it. */
+export interface LoadedBundle {
+  /** The port file. */
+  path: string;
+  /** The bundle's top-level values. */
+  data: Record<string, unknown>;
+  /** The allocation made because the worktree had no port file of its own, if one was made. */
+  allocation?: Allocation;
+}
+
+/**
+ * The current worktree's bundle: its own port file when it has one,
+ * otherwise a fresh allocation (a missing, unreadable or copied file).
+ *
+ * @param options The same options as {@linkcode allocate}, used when allocating.
+ * @returns The bundle's values, and the allocation if one was made.
+ * @throws {WorktreePortsError} As {@linkcode allocate} does, when it allocates.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { bundleEnv, loadBundle } from "@org/worktree-ports";
+ *
+ * const { data } = await loadBundle();
+ * console.log(bundleEnv(data));
+ * ```
+ */
+export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedBundle> {
+  const git = options.git ?? denoGit;
+  const repository = await openRepository({ cwd: options.cwd, git });
+  const path = portFilePath(repository.root, options);
+  const file = await readPortFile(path);
+  if (
+    file.state === "read" && (file.meta === undefined || file.meta.worktree === repository.root)
+  ) {
+    return { path, data: file.data };
+  }
+  const allocation = await allocateIn(repository, options, git);
+  return {
+    path,
+    data: JSON.parse(formatPortFile(allocation)),
+    allocation,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Running a command with the ports
+// ---------------------------------------------------------------------------
+
+/** Signals passed on to the child while it runs (Windows delivers only these two). */
+const FORWARDED_SIGNALS: readonly Deno.Signal[] = IS_WINDOWS
+  ? ["SIGINT", "SIGBREAK"]
+  : ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
+
+/** How a command run by {@linkcode runWithPorts} ended. */
+export interface RunResult {
+  /** The exit code; for a child killed by a signal, 128 plus the signal's number. */
+  code: number;
+  /** The signal that killed the child, if one did. */
+  signal: Deno.Signal | null;
+  /** The allocation made first, if the worktree had no port file of its own. */
+  allocation?: Allocation;
+}
+
+/**
+ * Runs a command with the current worktree's bundle added to its environment,
+ * allocating first if needed. No shell is involved: the arguments reach the
+ * command exactly as given. Standard input and output pass through, and
+ * SIGINT, SIGTERM, SIGHUP and SIGQUIT received meanwhile are passed on to it.
+ *
+ * @param command The program to run, looked up on `PATH`.
+ * @param args Its arguments.
+ * @param options The same options as {@linkcode allocate}, used when allocating.
+ * @returns How the command ended.
+ * @throws {Deno.errors.NotFound} When the program does not exist.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { runWithPorts } from "@org/worktree-ports";
+ *
+ * const { code } = await runWithPorts("npm", ["run", "dev"]);
+ * Deno.exitCode = code;
+ * ```
+ */
+export async function runWithPorts(
+  command: string,
+  args: readonly string[],
+  options: AllocateOptions = {},
+): Promise<RunResult> {
+  const bundle = await loadBundle(options);
+  const child = new Deno.Command(command, {
+    args: [...args],
+    cwd: options.cwd,
+    env: bundleEnv(bundle.data),
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  const forwarders = FORWARDED_SIGNALS.map((signal) => {
+    const forward = () => {
+      try {
+        child.kill(signal);
+      } catch {
+        // The child has exited already.
+      }
+    };
+    Deno.addSignalListener(signal, forward);
+    return [signal, forward] as const;
+  });
+  try {
+    const status = await child.status;
+    const code = status.signal === null ? status.code : 128 + (SIGNAL_NUMBERS[status.signal] ?? 0);
+    return { code, signal: status.signal, allocation: bundle.allocation };
+  } finally {
+    for (const [signal, forward] of forwarders) Deno.removeSignalListener(signal, forward);
+  }
+}
+
+/** The POSIX signal numbers that are the same on Linux and macOS. */
+const SIGNAL_NUMBERS: Partial<Record<Deno.Signal, number>> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGILL: 4,
+  SIGTRAP: 5,
+  SIGABRT: 6,
+  SIGFPE: 8,
+  SIGKILL: 9,
+  SIGSEGV: 11,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
+};
+
+// ---------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------
 
@@ -1530,7 +2235,6 @@ function isPlainObject(value: unknown): boolean {
 
 // Paths are joined by hand: importing node:path would load Deno's Node
 // compatibility layer, which costs every run several megabytes of memory.
-const IS_WINDOWS = Deno.build.os === "windows";
 
 function comparablePath(path: string): string {
   return IS_WINDOWS ? path.replaceAll("\\", "/").toLowerCase() : path;

@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import {
   allocate,
   type AllocateOptions,
+  bundleEnv,
   chooseSlot,
+  type EnvFormat,
+  fixWorktrees,
+  formatEnv,
+  inspectWorktrees,
   isPortFree,
   lockRepository,
   openRepository,
@@ -524,4 +529,113 @@ Deno.test("allocate() gives distinct bundles to simultaneous allocations in one 
   const slots = allocations.map((allocation) => allocation.slot);
   assert.equal(new Set(slots).size, worktrees.length, `slots: ${slots}`);
   assert.ok(!slots.includes(0));
+});
+
+// ---------------------------------------------------------------------------
+// Environment, git ignore, inspection and repair
+// ---------------------------------------------------------------------------
+
+Deno.test("bundleEnv() upper-cases keys and keeps only scalar values with valid names", () => {
+  assert.deepEqual(
+    bundleEnv({
+      cloud_port: 8100,
+      cloud_url: "http://127.0.0.1:8100",
+      "web-port": 3100,
+      nested: { a: 1 },
+      flag: true,
+      worktree_ports: { slot: 1 },
+    }),
+    { CLOUD_PORT: "8100", CLOUD_URL: "http://127.0.0.1:8100" },
+  );
+});
+
+Deno.test("formatEnv() quotes each format so values stay literal", async (t) => {
+  const env = { PORT: "3100", URL: "http://127.0.0.1:3100/a?b=c", ODD: `it's $(id) "q"` };
+  await t.step("shell", () => {
+    assert.equal(
+      formatEnv(env, "shell"),
+      `export PORT='3100'\nexport URL='http://127.0.0.1:3100/a?b=c'\nexport ODD='it'\\''s $(id) "q"'\n`,
+    );
+  });
+  await t.step("dotenv", () => {
+    assert.equal(
+      formatEnv({ ...env, SPACE: "a b" }, "dotenv"),
+      `PORT=3100\nURL='http://127.0.0.1:3100/a?b=c'\nODD="it's \\$(id) \\"q\\""\nSPACE='a b'\n`,
+    );
+  });
+  await t.step("json", () => {
+    assert.deepEqual(JSON.parse(formatEnv(env, "json")), env);
+  });
+  await t.step("unknown format", () => {
+    assert.throws(() => formatEnv(env, "yaml" as EnvFormat), TypeError);
+  });
+});
+
+Deno.test("allocate() makes git ignore the port file without touching .gitignore", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  await allocateIn(a);
+  await allocateIn(b);
+  await allocateIn(repo.root);
+  for (const dir of [repo.root, a, b]) assert.equal(await git(dir, "status", "--porcelain"), "");
+  const exclude = await Deno.readTextFile(`${repo.root}/.git/info/exclude`);
+  assert.equal(exclude.split("\n").filter((line) => line === "/.worktree-ports.json").length, 1);
+  await assert.rejects(Deno.stat(`${repo.root}/.gitignore`), Deno.errors.NotFound);
+});
+
+Deno.test("allocate() leaves the exclude file alone when a .gitignore already covers the file", async () => {
+  await using repo = await TempRepo.create();
+  await Deno.writeTextFile(`${repo.root}/.gitignore`, ".worktree-ports.json\n");
+  await git(repo.root, "add", ".gitignore");
+  await git(repo.root, "commit", "-q", "-m", "ignore");
+  const [a] = await repo.addWorktrees("wt", 1);
+  const exclude = await Deno.readTextFile(`${repo.root}/.git/info/exclude`);
+  await allocateIn(a);
+  assert.equal(await Deno.readTextFile(`${repo.root}/.git/info/exclude`), exclude);
+  assert.equal(await git(a, "status", "--porcelain"), "");
+});
+
+Deno.test("allocate() warns loudly when the port file is tracked by git", async () => {
+  await using repo = await TempRepo.create();
+  await allocateIn(repo.root);
+  await git(repo.root, "add", "-f", ".worktree-ports.json");
+  await git(repo.root, "commit", "-q", "-m", "commit the port file by mistake");
+  const [a] = await repo.addWorktrees("wt", 1);
+  const allocation = await allocateIn(a);
+  assert.equal(allocation.slot, 1);
+  assert.match(allocation.warnings.join("\n"), /was written for the worktree/);
+  assert.match(
+    allocation.warnings.join("\n"),
+    /".*wt0\/\.worktree-ports\.json" is tracked by git: every new worktree checks out the same ports/,
+  );
+});
+
+Deno.test("fixWorktrees() moves the later of two equally idle duplicates, then has nothing to do", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const older = {
+    web: 41010,
+    worktree_ports: { slot: 1, worktree: a, allocated_at: "2026-01-01T00:00:00Z" },
+  };
+  const newer = {
+    web: 41010,
+    worktree_ports: { slot: 1, worktree: b, allocated_at: "2026-02-01T00:00:00Z" },
+  };
+  await writeJson(`${a}/.worktree-ports.json`, older);
+  await writeJson(`${b}/.worktree-ports.json`, newer);
+  const statuses = await inspectWorktrees({ cwd: a });
+  assert.deepEqual(statuses.map((s) => s.state), ["none", "duplicate", "duplicate"]);
+  const moves = await fixWorktrees({ cwd: a, ...TEST_PORTS, ports: { ...TEST_PORTS.ports } });
+  assert.deepEqual(moves, [{
+    worktree: b,
+    reason: "duplicate",
+    from: { web: 41010 },
+    slot: 2,
+    to: { web: 41020 },
+  }]);
+  assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), older);
+  assert.deepEqual(
+    await fixWorktrees({ cwd: a, ...TEST_PORTS, ports: { ...TEST_PORTS.ports } }),
+    [],
+  );
 });
