@@ -1,7 +1,8 @@
 #!/usr/bin/env -S deno run --allow-run=git --allow-read --allow-write --allow-net=127.0.0.1,[::1],0.0.0.0
 /**
- * The `worktree-ports` command line: allocates the current worktree's ports
- * and shows them.
+ * The `worktree-ports` command line: allocates the current worktree's ports,
+ * shows them, exports them as environment variables, runs commands with
+ * them, and lists, checks, repairs and releases the bundles of every worktree.
  *
  * ```sh
  * deno run --allow-run=git --allow-read --allow-write \
@@ -21,12 +22,28 @@
 import {
   allocate,
   type AllocateOptions,
+  bundleEnv,
+  type EnvFormat,
+  fixWorktrees,
+  formatEnv,
   formatPortFile,
+  inspectWorktrees,
+  listWorktrees,
+  loadBundle,
+  type LoadedBundle,
+  type Move,
   PROBE_HOSTNAMES,
   readBundle,
+  releasePorts,
+  runWithPorts,
   WorktreePortsError,
+  type WorktreeStatus,
 } from "./mod.ts";
 import denoJson from "./deno.json" with { type: "json" };
+
+// ---------------------------------------------------------------------------
+// Commands and their options
+// ---------------------------------------------------------------------------
 
 type OptionSpec = {
   type: "string" | "boolean";
@@ -36,83 +53,155 @@ type OptionSpec = {
   help: string;
 };
 
-type Permission = "run" | "read" | "write" | "net";
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+type Permission = "git" | "read" | "write" | "net";
 
 interface CommandSpec {
   usage: string;
   summary: string;
   options: Record<string, OptionSpec>;
+  /** How many positionals it takes; `Infinity` stops option parsing at the first one. */
   maxPositionals: number;
-  permissions: Permission[];
+  permissions: (values: Values) => Permission[];
+  run: (values: Values, positionals: string[]) => Promise<number>;
 }
 
-const HELP_OPTION: OptionSpec = {
-  type: "boolean",
-  short: "h",
-  help: "Show help for this command",
+const OPTIONS = {
+  config: {
+    type: "string",
+    value: "FILE",
+    help: "Config file (default: worktree-ports.config.json in the worktree root, if any)",
+  },
+  port: {
+    type: "string",
+    multiple: true,
+    value: "KEY=BASE",
+    help: "Base port of KEY; repeat for more keys (replaces the config's ports)",
+  },
+  stride: { type: "string", value: "N", help: "Distance between slots (default: 100)" },
+  slots: { type: "string", value: "N", help: "Slots for linked worktrees, 1 to N (default: 50)" },
+  output: {
+    type: "string",
+    value: "FILE",
+    help: "The port file (default: .worktree-ports.json in the worktree root)",
+  },
+  "lock-timeout": {
+    type: "string",
+    value: "SECONDS",
+    help: "How long to wait for another allocation to finish (default: 10)",
+  },
+  help: { type: "boolean", short: "h", help: "Show help for this command" },
+} satisfies Record<string, OptionSpec>;
+
+/** The options of every command that may allocate. */
+const ALLOCATION_OPTIONS = {
+  config: OPTIONS.config,
+  port: OPTIONS.port,
+  stride: OPTIONS.stride,
+  slots: OPTIONS.slots,
+  output: OPTIONS.output,
+  "lock-timeout": OPTIONS["lock-timeout"],
 };
 
-const OUTPUT_OPTION: OptionSpec = {
-  type: "string",
-  value: "FILE",
-  help: "The port file (default: .worktree-ports.json in the worktree root)",
-};
+const ALLOCATING: Permission[] = ["git", "read", "write", "net"];
 
 const COMMANDS: Record<string, CommandSpec> = {
   allocate: {
     usage: "allocate [options]",
     summary: "Give this worktree its bundle of ports, write it to the port file and print it",
     options: {
-      config: {
-        type: "string",
-        value: "FILE",
-        help: "Config file (default: worktree-ports.config.json in the worktree root, if any)",
-      },
-      port: {
-        type: "string",
-        multiple: true,
-        value: "KEY=BASE",
-        help: "Base port of KEY; repeat for more keys (replaces the config's ports)",
-      },
-      stride: { type: "string", value: "N", help: "Distance between slots (default: 100)" },
-      slots: {
-        type: "string",
-        value: "N",
-        help: "Slots for linked worktrees, 1 to N (default: 50)",
-      },
-      output: OUTPUT_OPTION,
+      ...ALLOCATION_OPTIONS,
       force: {
         type: "boolean",
         help: "Choose a slot afresh even when the current one could be kept",
       },
-      "lock-timeout": {
-        type: "string",
-        value: "SECONDS",
-        help: "How long to wait for another allocation to finish (default: 10)",
-      },
-      help: HELP_OPTION,
+      help: OPTIONS.help,
     },
     maxPositionals: 0,
-    permissions: ["run", "read", "write", "net"],
+    permissions: () => ALLOCATING,
+    run: runAllocate,
   },
   show: {
     usage: "show [KEY] [options]",
     summary: "Print this worktree's bundle, or just the value of KEY, without changing anything",
-    options: { output: OUTPUT_OPTION, help: HELP_OPTION },
+    options: { output: OPTIONS.output, help: OPTIONS.help },
     maxPositionals: 1,
-    permissions: ["run", "read"],
+    permissions: () => ["git", "read"],
+    run: runShow,
+  },
+  env: {
+    usage: "env [options]",
+    summary: "Print this worktree's ports as environment variables (allocating first if needed)",
+    options: {
+      format: {
+        type: "string",
+        value: "FORMAT",
+        help: "shell (export lines to eval, the default), dotenv or json",
+      },
+      ...ALLOCATION_OPTIONS,
+      help: OPTIONS.help,
+    },
+    maxPositionals: 0,
+    permissions: () => ALLOCATING,
+    run: runEnv,
+  },
+  exec: {
+    usage: "exec [options] [--] COMMAND [ARGS...]",
+    summary: "Run COMMAND with this worktree's ports in its environment (allocating if needed)",
+    options: { ...ALLOCATION_OPTIONS, help: OPTIONS.help },
+    maxPositionals: Infinity,
+    permissions: () => ALLOCATING,
+    run: runExec,
+  },
+  list: {
+    usage: "list [options]",
+    summary: "Show every worktree's slot, ports, state and which ports are listening",
+    options: {
+      json: { type: "boolean", help: "Print a JSON array instead of a table" },
+      output: OPTIONS.output,
+      help: OPTIONS.help,
+    },
+    maxPositionals: 0,
+    permissions: () => ["git", "read", "net"],
+    run: runList,
+  },
+  check: {
+    usage: "check [--fix] [options]",
+    summary: "Exit 1 if two worktrees share a port or a port file is copied or unreadable",
+    options: {
+      fix: {
+        type: "boolean",
+        help: "Repair what check finds, moving one worktree of each conflicting pair",
+      },
+      ...ALLOCATION_OPTIONS,
+      help: OPTIONS.help,
+    },
+    maxPositionals: 0,
+    permissions: (values) => values.fix ? ALLOCATING : ["git", "read"],
+    run: runCheck,
+  },
+  release: {
+    usage: "release [options]",
+    summary: "Delete this worktree's port file so that its slot is free again",
+    options: {
+      "all-stale": {
+        type: "boolean",
+        help: "Instead, list worktrees whose directory is gone (they already reserve nothing)",
+      },
+      output: OPTIONS.output,
+      "lock-timeout": OPTIONS["lock-timeout"],
+      help: OPTIONS.help,
+    },
+    maxPositionals: 0,
+    permissions: (values) => values["all-stale"] ? ["git", "read"] : ["git", "read", "write"],
+    run: runRelease,
   },
 };
 
-const NET_FLAG_HOSTS = PROBE_HOSTNAMES.map((host) => host.includes(":") ? `[${host}]` : host)
-  .join(",");
-
-const PERMISSION_FLAGS: Record<Permission, string> = {
-  run: "--allow-run=git",
-  read: "--allow-read",
-  write: "--allow-write",
-  net: `--allow-net=${NET_FLAG_HOSTS}`,
-};
+// ---------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------
 
 /** A mistake in how the command was called: exit code 2, followed by the usage that applies. */
 class UsageError extends Error {
@@ -124,15 +213,12 @@ class UsageError extends Error {
   }
 }
 
-/** Parsed command line of one command. */
-interface ParsedArgs {
-  values: Record<string, string | boolean | string[] | undefined>;
-  positionals: string[];
-}
-
-function parseCommandArgs(command: string, args: string[]): ParsedArgs {
-  const spec = COMMANDS[command].options;
-  const values: ParsedArgs["values"] = {};
+function parseCommandArgs(
+  command: string,
+  args: string[],
+): { values: Values; positionals: string[] } {
+  const spec = COMMANDS[command];
+  const values: Values = {};
   const positionals: string[] = [];
   for (let index = 0; index < args.length; index++) {
     const arg = args[index];
@@ -141,6 +227,10 @@ function parseCommandArgs(command: string, args: string[]): ParsedArgs {
       break;
     }
     if (!arg.startsWith("-") || arg === "-") {
+      if (spec.maxPositionals === Infinity) {
+        positionals.push(...args.slice(index));
+        break;
+      }
       positionals.push(arg);
       continue;
     }
@@ -148,8 +238,8 @@ function parseCommandArgs(command: string, args: string[]): ParsedArgs {
     const flag = equals === -1 ? arg : arg.slice(0, equals);
     const name = flag.startsWith("--")
       ? flag.slice(2)
-      : Object.keys(spec).find((key) => `-${spec[key].short}` === flag);
-    const option = name === undefined ? undefined : spec[name];
+      : Object.keys(spec.options).find((key) => `-${spec.options[key].short}` === flag);
+    const option = name === undefined ? undefined : spec.options[name];
     if (name === undefined || option === undefined) {
       throw new UsageError(`Unknown option "${flag}" for "${command}"`, commandUsage(command));
     }
@@ -171,13 +261,11 @@ function parseCommandArgs(command: string, args: string[]): ParsedArgs {
         commandUsage(command),
       );
     }
-    if (option.multiple) {
-      values[name] = [...(values[name] as string[] | undefined ?? []), value];
-    } else {
-      values[name] = value;
-    }
+    values[name] = option.multiple
+      ? [...(values[name] as string[] | undefined ?? []), value]
+      : value;
   }
-  if (positionals.length > COMMANDS[command].maxPositionals) {
+  if (positionals.length > spec.maxPositionals) {
     throw new UsageError(
       `Unexpected argument "${positionals.at(-1)}" for "${command}"`,
       commandUsage(command),
@@ -188,7 +276,7 @@ function parseCommandArgs(command: string, args: string[]): ParsedArgs {
 
 function usage(): string {
   const commands = Object.values(COMMANDS).map((spec) =>
-    `  ${spec.usage.padEnd(24)} ${spec.summary}`
+    `  ${spec.usage.padEnd(38)} ${spec.summary}`
   );
   return [
     `worktree-ports ${denoJson.version}: a distinct bundle of ports for every git worktree`,
@@ -199,10 +287,10 @@ function usage(): string {
     ...commands,
     "",
     "Options:",
-    "  -h, --help               Show this help (and COMMAND --help for a command's options)",
-    "  -V, --version            Print the version",
+    `  ${"-h, --help".padEnd(38)} Show this help (and COMMAND --help for a command's options)`,
+    `  ${"-V, --version".padEnd(38)} Print the version`,
     "",
-    "Permissions: " + requiredFlags(COMMANDS.allocate.permissions),
+    "Permissions: " + requiredFlags(ALLOCATING),
   ].join("\n");
 }
 
@@ -221,17 +309,81 @@ function commandUsage(command: string): string {
     "Options:",
     ...options,
     "",
-    "Permissions: " + requiredFlags(spec.permissions),
+    "Permissions: " + requiredFlags(spec.permissions({})),
   ].join("\n");
 }
+
+function allocateOptions(values: Values, command: string): AllocateOptions {
+  const options: AllocateOptions = {
+    config: values.config as string | undefined,
+    output: values.output as string | undefined,
+    force: values.force === true,
+  };
+  if (values.port !== undefined) options.ports = parsePortFlags(values.port as string[], command);
+  if (values.stride !== undefined) {
+    options.stride = parseCount("--stride", values.stride, command);
+  }
+  if (values.slots !== undefined) options.slots = parseCount("--slots", values.slots, command);
+  if (values["lock-timeout"] !== undefined) {
+    const text = values["lock-timeout"] as string;
+    const seconds = Number(text);
+    if (text.trim() === "" || !(seconds >= 0)) {
+      throw new UsageError(
+        `Option "--lock-timeout" must be a number of seconds, 0 or more, got "${text}"`,
+        commandUsage(command),
+      );
+    }
+    options.lockTimeoutMs = seconds * 1000;
+  }
+  return options;
+}
+
+function parsePortFlags(flags: readonly string[], command: string): Record<string, number> {
+  const ports: Record<string, number> = {};
+  for (const flag of flags) {
+    const match = /^([^=]+)=(\d+)$/.exec(flag);
+    if (!match) {
+      throw new UsageError(
+        `Option "--port" must look like KEY=BASE, e.g. web=3000, got "${flag}"`,
+        commandUsage(command),
+      );
+    }
+    ports[match[1]] = Number(match[2]);
+  }
+  return ports;
+}
+
+function parseCount(flag: string, value: unknown, command: string): number {
+  if (typeof value !== "string" || !/^\d+$/.test(value)) {
+    throw new UsageError(
+      `Option "${flag}" must be a whole number, got "${value}"`,
+      commandUsage(command),
+    );
+  }
+  return Number(value);
+}
+
+// ---------------------------------------------------------------------------
+// Permissions
+// ---------------------------------------------------------------------------
+
+const NET_FLAG_HOSTS = PROBE_HOSTNAMES.map((host) => host.includes(":") ? `[${host}]` : host)
+  .join(",");
+
+const PERMISSION_FLAGS: Record<Permission, string> = {
+  git: "--allow-run=git",
+  read: "--allow-read",
+  write: "--allow-write",
+  net: `--allow-net=${NET_FLAG_HOSTS}`,
+};
 
 function requiredFlags(permissions: readonly Permission[]): string {
   return permissions.map((permission) => PERMISSION_FLAGS[permission]).join(" ");
 }
 
 /**
- * Returns the flags of the permissions that are not granted. Asks with
- * `Deno.permissions.query`, so nothing prompts.
+ * The permissions that are not granted, asked with `Deno.permissions.query`
+ * so that nothing prompts.
  */
 async function missingPermissions(
   permissions: readonly Permission[],
@@ -243,13 +395,12 @@ async function missingPermissions(
         name: "net",
         host: host.includes(":") ? `[${host}]` : host,
       }))
-      : permission === "run"
+      : permission === "git"
       ? [{ name: "run", command: "git" }]
       : [{ name: permission }];
     for (const descriptor of descriptors) {
-      const { state } = await Deno.permissions.query(descriptor);
-      if (state !== "granted") {
-        if (permission !== "run" || !(await gitIsMissing())) missing.push(permission);
+      if ((await Deno.permissions.query(descriptor)).state !== "granted") {
+        if (permission !== "git" || !(await isMissingProgram("git"))) missing.push(permission);
         break;
       }
     }
@@ -258,89 +409,59 @@ async function missingPermissions(
 }
 
 /**
- * Deno reports `--allow-run=git` as not granted when git is not on PATH, the
- * same as when the flag is missing. Spawning git tells the two apart: a
- * missing binary fails before any permission check. It is only tried where
- * Deno cannot prompt, so asking never turns into an interactive question.
+ * Deno reports `--allow-run=PROGRAM` as not granted when the program is not
+ * on PATH, the same as when the flag is missing. Spawning it tells the two
+ * apart: a missing program fails before any permission check. It is only
+ * tried where Deno cannot prompt, so asking never turns into a question.
  */
-async function gitIsMissing(): Promise<boolean> {
+async function isMissingProgram(program: string): Promise<boolean> {
   if (Deno.stdin.isTerminal() && Deno.stderr.isTerminal()) return false;
   try {
-    await new Deno.Command("git", { args: ["--version"], stdout: "null", stderr: "null" })
-      .output();
+    const child = new Deno.Command(program, { stdin: "null", stdout: "null", stderr: "null" })
+      .spawn();
+    child.kill();
+    await child.status;
     return false;
   } catch (error) {
     return error instanceof Deno.errors.NotFound;
   }
 }
 
-async function runAllocate(values: ParsedArgs["values"]): Promise<number> {
-  const options: AllocateOptions = {
-    config: values.config as string | undefined,
-    output: values.output as string | undefined,
-    force: values.force === true,
-  };
-  if (values.port !== undefined) options.ports = parsePortFlags(values.port as string[]);
-  if (values.stride !== undefined) options.stride = parseCount("--stride", values.stride);
-  if (values.slots !== undefined) options.slots = parseCount("--slots", values.slots);
-  if (values["lock-timeout"] !== undefined) {
-    const seconds = Number(values["lock-timeout"]);
-    if (values["lock-timeout"] === "" || !(seconds >= 0)) {
-      throw new UsageError(
-        `Option "--lock-timeout" must be a number of seconds, 0 or more, got "${
-          values["lock-timeout"]
-        }"`,
-        commandUsage("allocate"),
-      );
-    }
-    options.lockTimeoutMs = seconds * 1000;
-  }
+// ---------------------------------------------------------------------------
+// Running the commands
+// ---------------------------------------------------------------------------
+
+async function runAllocate(values: Values): Promise<number> {
+  const allocation = await withLockNotice(allocateOptions(values, "allocate"), allocate);
+  for (const warning of allocation.warnings) console.error(`warning: ${warning}`);
+  await writeStdout(formatPortFile(allocation));
+  return 0;
+}
+
+/**
+ * Runs an operation that may wait for the lock, printing a line if the wait
+ * grows long: most waits last milliseconds and deserve no line at all.
+ */
+async function withLockNotice<T>(
+  options: AllocateOptions,
+  operation: (options: AllocateOptions) => Promise<T>,
+): Promise<T> {
   let notice: ReturnType<typeof setTimeout> | undefined;
-  options.onLockWait = (path) => {
-    // Most waits last milliseconds; only a long one deserves a line.
-    notice = setTimeout(() => {
-      console.error(`waiting for "${path}": another worktree-ports process holds the lock`);
-    }, 1000);
-  };
   try {
-    const allocation = await allocate(options);
-    for (const warning of allocation.warnings) console.error(`warning: ${warning}`);
-    await writeStdout(formatPortFile(allocation));
-    return 0;
+    return await operation({
+      ...options,
+      onLockWait: (path) => {
+        notice = setTimeout(() => {
+          console.error(`waiting for "${path}": another worktree-ports process holds the lock`);
+        }, 1000);
+      },
+    });
   } finally {
     clearTimeout(notice);
   }
 }
 
-function parsePortFlags(flags: readonly string[]): Record<string, number> {
-  const ports: Record<string, number> = {};
-  for (const flag of flags) {
-    const match = /^([^=]+)=(\d+)$/.exec(flag);
-    if (!match) {
-      throw new UsageError(
-        `Option "--port" must look like KEY=BASE, e.g. web=3000, got "${flag}"`,
-        commandUsage("allocate"),
-      );
-    }
-    ports[match[1]] = Number(match[2]);
-  }
-  return ports;
-}
-
-function parseCount(flag: string, value: unknown): number {
-  if (typeof value !== "string" || !/^\d+$/.test(value)) {
-    throw new UsageError(
-      `Option "${flag}" must be a whole number, got "${value}"`,
-      commandUsage("allocate"),
-    );
-  }
-  return Number(value);
-}
-
-async function runShow(
-  values: ParsedArgs["values"],
-  positionals: string[],
-): Promise<number> {
+async function runShow(values: Values, positionals: string[]): Promise<number> {
   const bundle = await readBundle({ output: values.output as string | undefined });
   if (bundle === undefined) {
     console.error(`error: This worktree has no ports yet (run "worktree-ports allocate")`);
@@ -370,6 +491,199 @@ async function runShow(
   return 0;
 }
 
+const ENV_FORMATS: readonly EnvFormat[] = ["shell", "dotenv", "json"];
+
+async function runEnv(values: Values): Promise<number> {
+  const format = (values.format ?? "shell") as EnvFormat;
+  if (!ENV_FORMATS.includes(format)) {
+    throw new UsageError(
+      `Option "--format" must be shell, dotenv or json, got "${format}"`,
+      commandUsage("env"),
+    );
+  }
+  const bundle = await withLockNotice(allocateOptions(values, "env"), loadBundle);
+  reportAllocation(bundle);
+  await writeStdout(formatEnv(bundleEnv(bundle.data), format));
+  return 0;
+}
+
+async function runExec(values: Values, positionals: string[]): Promise<number> {
+  const [command, ...args] = positionals;
+  if (command === undefined) {
+    throw new UsageError(`Missing the command to run`, commandUsage("exec"));
+  }
+  const { state } = await Deno.permissions.query({ name: "run", command });
+  if (state !== "granted" && !(await isMissingProgram(command))) {
+    console.error(
+      `error: Missing permission: run again with --allow-run=git,${command} (or --allow-run) ` +
+        `("exec" needs ${requiredFlags(ALLOCATING)} and permission to run the command)`,
+    );
+    return 2;
+  }
+  const options = allocateOptions(values, "exec");
+  let result;
+  try {
+    result = await withLockNotice(options, (options) => runWithPorts(command, args, options));
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    console.error(`error: Cannot run "${command}": no such program`);
+    return 127;
+  }
+  if (result.allocation) reportAllocation({ allocation: result.allocation });
+  return result.code;
+}
+
+function reportAllocation(bundle: Pick<LoadedBundle, "allocation">): void {
+  if (bundle.allocation === undefined) return;
+  for (const warning of bundle.allocation.warnings) console.error(`warning: ${warning}`);
+  console.error(
+    `allocated slot ${bundle.allocation.slot} to this worktree ("${bundle.allocation.path}")`,
+  );
+}
+
+async function runList(values: Values): Promise<number> {
+  const statuses = await inspectWorktrees({ output: values.output as string | undefined });
+  if (values.json) {
+    await writeStdout(JSON.stringify(statuses, null, 2) + "\n");
+  } else {
+    await writeStdout(formatTable(statuses, Deno.stdout.isTerminal() && !Deno.noColor));
+  }
+  return 0;
+}
+
+const STATE_COLORS: Record<WorktreeStatus["state"], string> = {
+  ok: "32",
+  none: "2",
+  duplicate: "31",
+  foreign: "33",
+  unreadable: "31",
+  stale: "2",
+};
+
+function formatTable(statuses: readonly WorktreeStatus[], color: boolean): string {
+  const paint = (code: string, text: string) => color ? `\x1b[${code}m${text}\x1b[0m` : text;
+  const rows = statuses.map((status) => [
+    (status.current ? "* " : "  ") + printable(status.path),
+    status.branch ?? "-",
+    status.slot === undefined ? "-" : String(status.slot),
+    status.state,
+    Object.entries(status.ports)
+      .map(([key, port]) => `${key}=${port}${status.listening[key] ? " (listening)" : ""}`)
+      .join(" "),
+    noteOf(status),
+  ]);
+  const header = ["  WORKTREE", "BRANCH", "SLOT", "STATE", "PORTS", "NOTE"];
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => row[column].length))
+  );
+  // Colour goes on after padding, so the columns line up either way.
+  const line = (cells: string[]) =>
+    cells.map((cell, column) => {
+      const padded = cell.padEnd(widths[column]);
+      if (column === 3) return paint(STATE_COLORS[cell as WorktreeStatus["state"]], padded);
+      return padded.replaceAll("(listening)", paint("32", "(listening)"));
+    }).join("  ").trimEnd();
+  const title = header.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd();
+  return [paint("1", title), ...rows.map(line)].join("\n") + "\n";
+}
+
+/** A path as one table cell: quoted, with escapes, when it holds control characters. */
+function printable(text: string): string {
+  return /[\p{Cc}]/u.test(text) ? JSON.stringify(text) : text;
+}
+
+function noteOf(status: WorktreeStatus): string {
+  switch (status.state) {
+    case "duplicate":
+      return status.conflicts.map((c) =>
+        `shares ${c.ports.join(", ")} with ${printable(c.worktree)}`
+      )
+        .join("; ");
+    case "foreign":
+      return `file written for ${printable(status.detail ?? "")}`;
+    case "unreadable":
+      return status.detail ?? "";
+    case "stale":
+      return "directory gone";
+    case "none":
+      return "no port file";
+    default:
+      return "";
+  }
+}
+
+async function runCheck(values: Values): Promise<number> {
+  const options = allocateOptions(values, "check");
+  if (values.fix) {
+    const moves = await withLockNotice(options, fixWorktrees);
+    for (const move of moves) await writeStdout(formatMove(move) + "\n");
+    if (moves.length === 0) await writeStdout("nothing to fix\n");
+  }
+  const statuses = await inspectWorktrees({ output: options.output, listening: false });
+  const problems = problemsOf(statuses);
+  for (const problem of problems) await writeStdout(problem + "\n");
+  if (problems.length === 0) {
+    await writeStdout(`ok: ${statuses.length} worktrees, no shared ports\n`);
+    return 0;
+  }
+  if (!values.fix) console.error(`run "worktree-ports check --fix" to repair`);
+  return 1;
+}
+
+function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
+  const problems: string[] = [];
+  statuses.forEach((status, index) => {
+    if (status.state === "foreign") {
+      problems.push(`foreign: "${status.file}" was written for "${status.detail}"`);
+    } else if (status.state === "unreadable") {
+      problems.push(`unreadable: "${status.file}": ${status.detail}`);
+    }
+    for (const conflict of status.conflicts) {
+      // Each pair once: from the worktree that comes first.
+      if (statuses.findIndex((other) => other.path === conflict.worktree) > index) {
+        problems.push(
+          `conflict: "${status.path}" and "${conflict.worktree}" share ports ${
+            conflict.ports.join(", ")
+          }`,
+        );
+      }
+    }
+  });
+  return problems;
+}
+
+function formatMove(move: Move): string {
+  const ports = (ports: Record<string, number>) =>
+    Object.entries(ports).map(([key, port]) => `${key}=${port}`).join(" ") || "(none)";
+  return `moved "${move.worktree}" (${move.reason}): ${ports(move.from)} -> ${
+    ports(move.to)
+  } (slot ${move.slot})`;
+}
+
+async function runRelease(values: Values): Promise<number> {
+  if (values["all-stale"]) {
+    const stale = (await listWorktrees()).filter((worktree) => worktree.prunable);
+    if (stale.length === 0) {
+      await writeStdout("no stale worktrees\n");
+      return 0;
+    }
+    await writeStdout(
+      `${stale.length} stale worktree(s), whose directory is gone, reserve no ports already; ` +
+        `nothing to release ("git worktree prune" forgets them):\n` +
+        stale.map((worktree) => `  ${worktree.path}\n`).join(""),
+    );
+    return 0;
+  }
+  const options = allocateOptions(values, "release");
+  const release = await releasePorts(options);
+  await writeStdout(
+    release.released
+      ? `released "${release.path}"\n`
+      : `nothing to release: "${release.path}" does not exist\n`,
+  );
+  return 0;
+}
+
 async function writeStdout(text: string): Promise<void> {
   const bytes = new TextEncoder().encode(text);
   for (let written = 0; written < bytes.length;) {
@@ -388,8 +702,9 @@ function exitCodeOf(error: unknown): number {
 
 /**
  * Runs the command line and returns its exit code: 0 success, 1 the
- * operation failed, 2 a usage, permission or configuration error. Results go
- * to stdout; errors and warnings go to stderr.
+ * operation failed, 2 a usage, permission or configuration error; `exec`
+ * returns its command's exit code. Results go to stdout; errors and warnings
+ * go to stderr.
  *
  * @param args The arguments after the program name, e.g. `["show", "port"]`.
  * @returns The exit code.
@@ -424,20 +739,20 @@ export async function main(args: string[]): Promise<number> {
       console.log(commandUsage(command));
       return 0;
     }
-    const missing = await missingPermissions(COMMANDS[command].permissions);
+    const needed = COMMANDS[command].permissions(values);
+    const missing = await missingPermissions(needed);
     if (missing.length > 0) {
       console.error(
         `error: Missing permission: run again with ${requiredFlags(missing)} ` +
-          `("${command}" needs ${requiredFlags(COMMANDS[command].permissions)})`,
+          `("${command}" needs ${requiredFlags(needed)})`,
       );
       return 2;
     }
-    return command === "allocate" ? await runAllocate(values) : await runShow(values, positionals);
+    return await COMMANDS[command].run(values, positionals);
   } catch (error) {
-    const code = exitCodeOf(error);
     console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
     if (error instanceof UsageError) console.error(`\n${error.usage}`);
-    return code;
+    return exitCodeOf(error);
   }
 }
 

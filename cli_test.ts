@@ -4,6 +4,7 @@ import {
   CLI_FLAGS,
   git,
   readJson,
+  run,
   runCli,
   snapshot,
   spawnCli,
@@ -147,6 +148,12 @@ Deno.test("cli allocate gives every one of 30 simultaneous fresh worktrees a dis
       for (const [index, cwd] of worktrees.entries()) {
         assert.deepEqual(await readJson(`${cwd}/.worktree-ports.json`), bundles[index]);
       }
+      // Every one of them made sure git ignores its file; the rule was added once.
+      const exclude = await Deno.readTextFile(`${repo.root}/.git/info/exclude`);
+      assert.equal(
+        exclude.split("\n").filter((line) => line === "/.worktree-ports.json").length,
+        1,
+      );
     });
   }
 });
@@ -453,4 +460,327 @@ Deno.test("cli prints help and version", async (t) => {
   });
   // The main worktree is untouched by all of the above.
   assert.equal(await git(repo.root, "status", "--porcelain"), "");
+});
+
+// ---------------------------------------------------------------------------
+// env, exec, list, check, release
+// ---------------------------------------------------------------------------
+
+/** A repository whose committed config has a template holding a quote and a command substitution. */
+async function repoWithOddTemplate(): Promise<TempRepo> {
+  const repo = await TempRepo.create();
+  await writeJson(`${repo.root}/worktree-ports.config.json`, {
+    ports: { web_port: 42000 },
+    templates: { odd: 'it\'s $(touch pwned) `touch pwned2` "{web_port}" $HOME \\ end' },
+    stride: 10,
+    slots: 50,
+  });
+  await git(repo.root, "add", "worktree-ports.config.json");
+  await git(repo.root, "commit", "-q", "-m", "config");
+  return repo;
+}
+
+const ODD_VALUE = 'it\'s $(touch pwned) `touch pwned2` "42010" $HOME \\ end';
+
+Deno.test("cli env prints shell lines that bash evaluates to exactly the values, running nothing", async () => {
+  await using repo = await repoWithOddTemplate();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const env = await runCli(a, ["env"]);
+  assert.equal(env.code, 0, env.stderr);
+  assert.match(env.stderr, /allocated slot 1 to this worktree/);
+  const script = `eval "$(cat)"; printf '%s\\n%s' "$WEB_PORT" "$ODD"`;
+  const evaluated = await new Deno.Command("bash", {
+    args: ["-c", script],
+    cwd: a,
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const writer = evaluated.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(env.stdout));
+  await writer.close();
+  const output = await evaluated.output();
+  assert.equal(new TextDecoder().decode(output.stdout), `42010\n${ODD_VALUE}`);
+  await assert.rejects(Deno.stat(`${a}/pwned`), Deno.errors.NotFound);
+  await assert.rejects(Deno.stat(`${a}/pwned2`), Deno.errors.NotFound);
+  // The second call finds the file and says nothing on stderr.
+  const again = await runCli(a, ["env"]);
+  assert.deepEqual([again.stdout, again.stderr], [env.stdout, ""]);
+});
+
+Deno.test("cli env prints dotenv and json formats", async (t) => {
+  await using repo = await repoWithOddTemplate();
+  const [a] = await repo.addWorktrees("wt", 1);
+  await t.step("dotenv", async () => {
+    const result = await runCli(a, ["env", "--format", "dotenv"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(
+      result.stdout,
+      `WEB_PORT=42010\nODD="it's \\$(touch pwned) \\\`touch pwned2\\\` \\"42010\\" \\$HOME \\\\ end"\n`,
+    );
+  });
+  await t.step("json", async () => {
+    const result = await runCli(a, ["env", "--format=json"]);
+    assert.deepEqual(JSON.parse(result.stdout), { WEB_PORT: "42010", ODD: ODD_VALUE });
+  });
+  await t.step("unknown format", async () => {
+    const result = await runCli(a, ["env", "--format", "yaml"]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /"--format" must be shell, dotenv or json, got "yaml"/);
+  });
+});
+
+Deno.test("cli exec passes arguments unchanged, the variables, and the exit code", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const args = ["a b", "c'd", '"e"', "$(touch pwned)", "--port", ""];
+  const result = await runCli(
+    a,
+    [
+      "exec",
+      ...PORT_ARGS,
+      "--",
+      "bash",
+      "-c",
+      'printf "<%s>\\n" "$@"; echo "web=$WEB api=$API"; exit 3',
+      "script",
+      ...args,
+    ],
+    { flags: ["--allow-run", ...CLI_FLAGS.slice(1)] },
+  );
+  assert.equal(result.code, 3, result.stderr);
+  assert.equal(
+    result.stdout,
+    args.map((arg) => `<${arg}>\n`).join("") + "web=42010 api=43010\n",
+  );
+  assert.match(result.stderr, /allocated slot 1 to this worktree/);
+  await assert.rejects(Deno.stat(`${a}/pwned`), Deno.errors.NotFound);
+});
+
+Deno.test("cli exec passes back a signal that killed the command as 128 + its number", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const result = await runCli(a, ["exec", ...PORT_ARGS, "bash", "-c", "kill -TERM $$"], {
+    flags: ["--allow-run", ...CLI_FLAGS.slice(1)],
+  });
+  assert.equal(result.code, 128 + 15);
+});
+
+Deno.test("cli exec needs permission to run the command", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const result = await runCli(a, ["exec", "bash", "-c", "true"]);
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /run again with --allow-run=git,bash \(or --allow-run\)/);
+});
+
+Deno.test("cli list --json reports every state", async () => {
+  await using repo = await TempRepo.create();
+  const [okTree, none, dupA, dupB, foreign, unreadable, gone] = await repo.addWorktrees("wt", 7);
+  assert.equal((await runCli(okTree, ["allocate", ...PORT_ARGS])).code, 0);
+  const older = { cloud_port: 48100, cloud_url: "http://127.0.0.1:48100" };
+  await writeJson(`${dupA}/.worktree-ports.json`, older);
+  await writeJson(`${dupB}/.worktree-ports.json`, older);
+  await Deno.copyFile(`${okTree}/.worktree-ports.json`, `${foreign}/.worktree-ports.json`);
+  await Deno.writeTextFile(`${unreadable}/.worktree-ports.json`, "{ not json");
+  assert.equal((await runCli(gone, ["allocate", ...PORT_ARGS])).code, 0);
+  await Deno.remove(gone, { recursive: true });
+  using _listener = Deno.listen({ hostname: "127.0.0.1", port: 43010 });
+
+  const result = await runCli(none, ["list", "--json"]);
+  assert.equal(result.code, 0, result.stderr);
+  const rows = JSON.parse(result.stdout) as Record<string, unknown>[];
+  const byPath = new Map(rows.map((row) => [row.path, row]));
+  assert.deepEqual(rows.map((row) => [row.path, row.state]), [
+    [repo.root, "none"],
+    [okTree, "ok"],
+    [none, "none"],
+    [dupA, "duplicate"],
+    [dupB, "duplicate"],
+    [foreign, "foreign"],
+    [unreadable, "unreadable"],
+    [gone, "stale"],
+  ]);
+  assert.deepEqual(byPath.get(okTree), {
+    path: okTree,
+    primary: false,
+    current: false,
+    state: "ok",
+    file: `${okTree}/.worktree-ports.json`,
+    slot: 1,
+    ports: { web: 42010, api: 43010 },
+    listening: { web: false, api: true },
+    allocatedAt: (await readJson(`${okTree}/.worktree-ports.json`) as {
+      worktree_ports: { allocated_at: string };
+    }).worktree_ports.allocated_at,
+    conflicts: [],
+  });
+  assert.deepEqual(byPath.get(dupA)!.conflicts, [{ worktree: dupB, ports: [48100] }]);
+  assert.equal(byPath.get(foreign)!.detail, okTree);
+  assert.equal(byPath.get(unreadable)!.detail, "not valid JSON");
+  assert.equal(byPath.get(none)!.current, true);
+});
+
+Deno.test("cli list prints an aligned table, coloured only on a terminal without NO_COLOR", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  await runCli(a, ["allocate", ...PORT_ARGS]);
+  await t.step("piped: plain text", async () => {
+    const result = await runCli(a, ["list"]);
+    assert.equal(result.code, 0, result.stderr);
+    const lines = result.stdout.trimEnd().split("\n");
+    assert.match(lines[0], /^ {2}WORKTREE +BRANCH +SLOT +STATE +PORTS +NOTE$/);
+    assert.match(lines[2], /^\* .*wt0 +- +1 +ok +web=42010 api=43010$/);
+    assert.equal(lines[0].indexOf("STATE"), lines[2].indexOf("ok"));
+    assert.ok(!result.stdout.includes("\x1b["));
+  });
+  // script(1) gives the CLI a real terminal.
+  const command = [
+    "deno",
+    "run",
+    ...CLI_FLAGS,
+    new URL("./cli.ts", import.meta.url).pathname,
+    "list",
+  ]
+    .map((word) => `'${word}'`).join(" ");
+  for (
+    const [name, env, colored] of [["terminal", {}, true], ["terminal with NO_COLOR", {
+      NO_COLOR: "1",
+    }, false]] as const
+  ) {
+    await t.step(name, async () => {
+      const result = await run("script", ["-qec", command, "/dev/null"], { cwd: a, env });
+      assert.equal(result.code, 0, result.stdout);
+      assert.match(result.stdout, /WORKTREE/);
+      assert.equal(result.stdout.includes("\x1b[32mok"), colored);
+    });
+  }
+});
+
+/** A repository with a committed config matching the older allocator's keys. */
+async function repoWithCloudConfig(): Promise<TempRepo> {
+  const repo = await TempRepo.create();
+  await writeJson(`${repo.root}/worktree-ports.config.json`, {
+    ports: { cloud_port: 48000, web_port: 43000 },
+    templates: { cloud_url: "http://127.0.0.1:{cloud_port}" },
+    stride: 100,
+    slots: 20,
+  });
+  await git(repo.root, "add", "worktree-ports.config.json");
+  await git(repo.root, "commit", "-q", "-m", "config");
+  return repo;
+}
+
+Deno.test("cli check exits 0 on a clean repository and 1 naming each conflict", async () => {
+  await using repo = await repoWithCloudConfig();
+  const [a, b, c] = await repo.addWorktrees("wt", 3);
+  for (const dir of [a, b]) assert.equal((await runCli(dir, ["allocate"])).code, 0);
+  const clean = await runCli(c, ["check"]);
+  assert.deepEqual([clean.code, clean.stdout], [0, "ok: 4 worktrees, no shared ports\n"]);
+
+  await Deno.copyFile(`${a}/.worktree-ports.json`, `${c}/.worktree-ports.json`);
+  const older = { cloud_url: "http://127.0.0.1:48900" };
+  await writeJson(`${repo.root}/.worktree-ports.json`, older);
+  await writeJson(`${b}/.worktree-ports.json`, { ...older, web_port: 43200 });
+  const conflicted = await runCli(c, ["check"]);
+  assert.equal(conflicted.code, 1);
+  assert.equal(
+    conflicted.stdout,
+    `conflict: "${repo.root}" and "${b}" share ports 48900\n` +
+      `foreign: "${c}/.worktree-ports.json" was written for "${a}"\n`,
+  );
+  assert.match(conflicted.stderr, /check --fix/);
+});
+
+Deno.test("cli check --fix moves the non-listening one of an older allocator's duplicate pair, once", async () => {
+  await using repo = await repoWithCloudConfig();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  // The older allocator's bug: both worktrees got cloud 48100. b's file is
+  // older, so only the listening rule can keep a's... a listens; b must move.
+  const shared = { cloud_port: 48100, cloud_url: "http://127.0.0.1:48100" };
+  await writeJson(`${b}/.worktree-ports.json`, { ...shared, web_port: 43200 });
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  await writeJson(`${a}/.worktree-ports.json`, { ...shared, web_port: 43100 });
+  using _aServes = Deno.listen({ hostname: "127.0.0.1", port: 43100 });
+
+  const fixed = await runCli(a, ["check", "--fix"]);
+  assert.equal(fixed.code, 0, fixed.stdout + fixed.stderr);
+  assert.equal(
+    fixed.stdout,
+    `moved "${b}" (duplicate): cloud_port=48100 web_port=43200 -> cloud_port=48200 web_port=43200 (slot 2)\n` +
+      "ok: 3 worktrees, no shared ports\n",
+  );
+  assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), { ...shared, web_port: 43100 });
+  const moved = await readJson(`${b}/.worktree-ports.json`);
+  assert.equal(moved.cloud_url, "http://127.0.0.1:48200");
+
+  const again = await runCli(a, ["check", "--fix"]);
+  assert.equal(again.code, 0);
+  assert.equal(again.stdout, "nothing to fix\nok: 3 worktrees, no shared ports\n");
+  assert.deepEqual(await readJson(`${b}/.worktree-ports.json`), moved);
+});
+
+Deno.test("cli check --fix reallocates a copied file for its own worktree", async () => {
+  await using repo = await repoWithCloudConfig();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  await Deno.copyFile(`${a}/.worktree-ports.json`, `${b}/.worktree-ports.json`);
+  const fixed = await runCli(b, ["check", "--fix"]);
+  assert.equal(fixed.code, 0, fixed.stdout + fixed.stderr);
+  assert.match(
+    fixed.stdout,
+    /^moved ".*wt1" \(foreign\): cloud_port=48100 web_port=43100 -> cloud_port=48200 web_port=43200 \(slot 2\)\n/,
+  );
+  assert.equal(slotOf(await readJson(`${b}/.worktree-ports.json`)), 2);
+  assert.equal(
+    ((await readJson(`${b}/.worktree-ports.json`)).worktree_ports as { worktree: string }).worktree,
+    b,
+  );
+});
+
+Deno.test("cli release frees the slot for the next fresh worktree", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  assert.equal(slotOf(JSON.parse((await runCli(a, ["allocate", ...PORT_ARGS])).stdout)), 1);
+  assert.equal(slotOf(JSON.parse((await runCli(b, ["allocate", ...PORT_ARGS])).stdout)), 2);
+  const released = await runCli(a, ["release"]);
+  assert.deepEqual([released.code, released.stdout], [0, `released "${a}/.worktree-ports.json"\n`]);
+  await assert.rejects(Deno.stat(`${a}/.worktree-ports.json`), Deno.errors.NotFound);
+  const again = await runCli(a, ["release"]);
+  assert.deepEqual([again.code, again.stdout], [
+    0,
+    `nothing to release: "${a}/.worktree-ports.json" does not exist\n`,
+  ]);
+  const fresh = await repo.addWorktree("fresh");
+  assert.equal(slotOf(JSON.parse((await runCli(fresh, ["allocate", ...PORT_ARGS])).stdout)), 1);
+});
+
+Deno.test("cli release --all-stale lists worktrees whose directory is gone and removes nothing", async () => {
+  await using repo = await TempRepo.create();
+  const [a, gone] = await repo.addWorktrees("wt", 2);
+  await runCli(a, ["allocate", ...PORT_ARGS]);
+  await Deno.remove(gone, { recursive: true });
+  const before = await snapshot(repo.base);
+  const result = await runCli(a, ["release", "--all-stale"]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /^1 stale worktree\(s\).*reserve no ports already.*\n {2}.*wt1\n$/);
+  assert.deepEqual(await snapshot(repo.base), before);
+});
+
+Deno.test("cli allocate from a post-checkout hook gives each new worktree its ports", async () => {
+  await using repo = await TempRepo.create();
+  const cli = new URL("./cli.ts", import.meta.url).pathname;
+  // The hook the README shows, with this checkout's cli.ts in place of the installed command.
+  const hook = `#!/bin/sh
+# $1 is the previous HEAD: all zeros when "git worktree add" creates the worktree.
+if [ "$1" = "0000000000000000000000000000000000000000" ]; then
+  '${Deno.execPath()}' run ${
+    CLI_FLAGS.map((flag) => `'${flag}'`).join(" ")
+  } '${cli}' allocate >/dev/null
+fi
+`;
+  await Deno.writeTextFile(`${repo.root}/.git/hooks/post-checkout`, hook, { mode: 0o755 });
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  assert.equal(slotOf(await readJson(`${a}/.worktree-ports.json`)), 1);
+  assert.equal(slotOf(await readJson(`${b}/.worktree-ports.json`)), 2);
+  assert.equal(await git(b, "status", "--porcelain"), "");
 });
