@@ -565,6 +565,25 @@ Deno.test("cli exec passes back a signal that killed the command as 128 + its nu
   assert.equal(result.code, 128 + 15);
 });
 
+Deno.test("cli exec passes a SIGTERM it receives on to the command", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  // Bounded, so that a broken forwarder fails the test instead of leaving bash behind.
+  const script =
+    'trap "echo got TERM; exit 7" TERM; echo ready; for i in $(seq 100); do sleep 0.05; done';
+  const child = spawnCli(a, ["exec", ...PORT_ARGS, "bash", "-c", script], {
+    flags: ["--allow-run", ...CLI_FLAGS.slice(1)],
+  });
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stderr = new Response(child.stderr).text();
+  const seen = await readUntil(stdout, "ready\n");
+  child.kill("SIGTERM");
+  const rest = await readUntil(stdout, "got TERM\n");
+  assert.equal((await child.status).code, 7, await stderr);
+  assert.equal(seen + rest, "ready\ngot TERM\n");
+  await stdout.cancel();
+});
+
 Deno.test("cli exec needs permission to run the command", async () => {
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);

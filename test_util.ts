@@ -70,10 +70,14 @@ export function runCli(
   });
 }
 
-/** Starts the CLI without waiting for it, for races and lock tests. */
-export function spawnCli(cwd: string, args: readonly string[]): Deno.ChildProcess {
+/** Starts the CLI without waiting for it, for races, lock and signal tests. */
+export function spawnCli(
+  cwd: string,
+  args: readonly string[],
+  options: { flags?: readonly string[] } = {},
+): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", ...CLI_FLAGS, CLI, ...args],
+    args: ["run", ...(options.flags ?? CLI_FLAGS), CLI, ...args],
     cwd,
     env: GIT_ENV,
     stdin: "null",
