@@ -265,26 +265,43 @@ function checkInteger(
   }
 }
 
-/** Every port of every slot must exist and belong to exactly one (key, slot). */
+/**
+ * Every port of every slot must exist and belong to exactly one (key, slot).
+ * Both follow from the base ports without listing the slots: a key's highest
+ * port is at the last slot, and two keys collide exactly when their bases are
+ * a whole number of strides apart, no more than `slots` strides.
+ */
 function checkSlotPorts(config: PortsConfig, fail: (p: string) => never) {
-  const owners = new Map<number, [string, number]>();
-  for (let slot = 0; slot <= config.slots; slot++) {
-    for (const [key, port] of Object.entries(portsForSlot(config, slot))) {
-      if (port > MAX_PORT) {
-        fail(
-          `port "${key}" at slot ${slot} would be ${port}, above ${MAX_PORT} (lower "slots", "stride" or the base port)`,
-        );
-      }
-      const owner = owners.get(port);
-      if (owner) {
-        fail(
-          `port "${key}" at slot ${slot} and port "${owner[0]}" at slot ${
-            owner[1]
-          } both land on ${port} (change "stride" or a base port so the ranges do not overlap)`,
-        );
-      }
-      owners.set(port, [key, slot]);
+  const { stride, slots } = config;
+  const entries = Object.entries(config.ports);
+  let highest: [string, number] | undefined;
+  for (const [key, base] of entries) {
+    const slot = Math.ceil((MAX_PORT + 1 - base) / stride);
+    if (slot <= slots && (highest === undefined || slot < highest[1])) highest = [key, slot];
+  }
+  if (highest) {
+    const [key, slot] = highest;
+    fail(
+      `port "${key}" at slot ${slot} would be ${
+        config.ports[key] + slot * stride
+      }, above ${MAX_PORT} (lower "slots", "stride" or the base port)`,
+    );
+  }
+  let first: { low: string; high: string; slot: number; port: number } | undefined;
+  entries.forEach(([keyA, baseA], index) => {
+    for (const [keyB, baseB] of entries.slice(index + 1)) {
+      const distance = Math.abs(baseA - baseB);
+      const slot = distance / stride;
+      if (distance % stride !== 0 || slot > slots || (first && first.slot <= slot)) continue;
+      // The key with the lower base climbs onto the other's base port.
+      const [low, high] = baseA < baseB ? [keyA, keyB] : [keyB, keyA];
+      first = { low, high, slot, port: Math.max(baseA, baseB) };
     }
+  });
+  if (first) {
+    fail(
+      `port "${first.low}" at slot ${first.slot} and port "${first.high}" at slot 0 both land on ${first.port} (change "stride" or a base port so the ranges do not overlap)`,
+    );
   }
 }
 
@@ -312,20 +329,17 @@ export interface LoadConfigOptions extends ConfigOverrides {
  * ```ts ignore
  * import { loadConfig } from "@org/worktree-ports";
  *
- * const config = await loadConfig("/path/to/worktree", { stride: 10 });
+ * const config = loadConfig("/path/to/worktree", { stride: 10 });
  * console.log(config.ports);
  * ```
  */
-export async function loadConfig(
-  root: string,
-  options: LoadConfigOptions = {},
-): Promise<PortsConfig> {
+export function loadConfig(root: string, options: LoadConfigOptions = {}): PortsConfig {
   const path = options.config === undefined
     ? joinPath(root, CONFIG_FILE_NAME)
     : resolvePath(root, options.config);
   let text: string | undefined;
   try {
-    text = await Deno.readTextFile(path);
+    text = Deno.readTextFileSync(path);
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound) || options.config !== undefined) {
       throw asConfigError(error, path);
@@ -441,38 +455,52 @@ export interface GitRunner {
   run(args: readonly string[], cwd: string): Promise<string>;
 }
 
-/** The real {@linkcode GitRunner}: spawns `git` with `Deno.Command`. */
+/**
+ * The real {@linkcode GitRunner}: runs `git` with `Deno.Command`. It waits
+ * for git synchronously: collecting the output as streams loads machinery
+ * that costs a short-lived process about 2 MB and a few milliseconds, more
+ * than git itself takes. Inject an asynchronous runner where blocking the
+ * event loop for one git call matters.
+ */
 export const denoGit: GitRunner = {
-  async run(args: readonly string[], cwd: string): Promise<string> {
-    let output: Deno.CommandOutput;
+  run(args: readonly string[], cwd: string): Promise<string> {
     try {
-      output = await new Deno.Command("git", {
-        args: [...args],
-        cwd,
-        // Messages are matched below, so keep them untranslated.
-        env: { LC_ALL: "C" },
-        stdin: "null",
-      }).output();
+      return Promise.resolve(runGitSync(args, cwd));
     } catch (error) {
-      if (error instanceof Deno.errors.NotFound) {
-        throw new WorktreePortsError(
-          "GIT_FAILED",
-          "Cannot run git: it is not installed or not on PATH",
-          { cause: error },
-        );
-      }
-      throw error;
+      return Promise.reject(error);
     }
-    if (!output.success) {
-      const stderr = new TextDecoder().decode(output.stderr).trim();
-      throw new WorktreePortsError(
-        "GIT_FAILED",
-        `"git ${args.join(" ")}" failed with exit code ${output.code}: ${stderr}`,
-      );
-    }
-    return new TextDecoder().decode(output.stdout);
   },
 };
+
+function runGitSync(args: readonly string[], cwd: string): string {
+  let output: Deno.CommandOutput;
+  try {
+    output = new Deno.Command("git", {
+      args: [...args],
+      cwd,
+      // Messages are matched below, so keep them untranslated.
+      env: { LC_ALL: "C" },
+      stdin: "null",
+    }).outputSync();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new WorktreePortsError(
+        "GIT_FAILED",
+        "Cannot run git: it is not installed or not on PATH",
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+  if (!output.success) {
+    const stderr = new TextDecoder().decode(output.stderr).trim();
+    throw new WorktreePortsError(
+      "GIT_FAILED",
+      `"git ${args.join(" ")}" failed with exit code ${output.code}: ${stderr}`,
+    );
+  }
+  return new TextDecoder().decode(output.stdout);
+}
 
 /** One entry of `git worktree list`. */
 export interface Worktree {
@@ -643,7 +671,7 @@ export async function openRepository(
   const start = options.cwd ?? Deno.cwd();
   let dir: string;
   try {
-    dir = await Deno.realPath(start);
+    dir = Deno.realPathSync(start);
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) throw error;
     throw notAWorktree(start, error);
@@ -652,7 +680,7 @@ export async function openRepository(
   const current = findContaining(worktrees, dir, (w) => w.path) ??
     findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree;
   if (current === undefined || current.bare) throw notAWorktree(dir);
-  const root = await Deno.realPath(current.path);
+  const root = Deno.realPathSync(current.path);
   // Git's own directory sits inside the main worktree but is not part of it.
   if (/^\.git(\/|$)/.test(relativeInside(root, dir) ?? "")) throw notAWorktree(dir);
   return {
@@ -710,13 +738,13 @@ async function findCommonDir(root: string, git: GitRunner): Promise<string> {
   try {
     const dotGit = joinPath(root, ".git");
     let gitDir = dotGit;
-    if ((await Deno.stat(dotGit)).isFile) {
-      const text = await Deno.readTextFile(dotGit);
+    if (Deno.statSync(dotGit).isFile) {
+      const text = Deno.readTextFileSync(dotGit);
       if (!text.startsWith("gitdir: ")) throw new SyntaxError(`Unexpected "${dotGit}"`);
       gitDir = resolvePath(root, text.slice("gitdir: ".length).replace(/\r?\n$/, ""));
     }
     try {
-      const common = await Deno.readTextFile(joinPath(gitDir, "commondir"));
+      const common = Deno.readTextFileSync(joinPath(gitDir, "commondir"));
       return resolvePath(gitDir, common.replace(/\r?\n$/, ""));
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return gitDir;
@@ -779,14 +807,14 @@ export type PortFileRead =
  * ```ts ignore
  * import { readPortFile } from "@org/worktree-ports";
  *
- * const file = await readPortFile("/path/to/worktree/.worktree-ports.json");
+ * const file = readPortFile("/path/to/worktree/.worktree-ports.json");
  * if (file.state === "read") console.log(file.ports);
  * ```
  */
-export async function readPortFile(path: string): Promise<PortFileRead> {
+export function readPortFile(path: string): PortFileRead {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = Deno.readTextFileSync(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return { state: "missing" };
     if (error instanceof Deno.errors.NotCapable) throw error;
@@ -877,14 +905,12 @@ export interface ReservedPorts {
  * ```ts ignore
  * import { readReservedPorts } from "@org/worktree-ports";
  *
- * const reserved = await readReservedPorts(["/repo-wt1/.worktree-ports.json"]);
+ * const reserved = readReservedPorts(["/repo-wt1/.worktree-ports.json"]);
  * console.log(reserved.holders.has(3100));
  * ```
  */
-export async function readReservedPorts(
-  paths: readonly string[],
-): Promise<ReservedPorts> {
-  const files = await Promise.all(paths.map(readPortFile));
+export function readReservedPorts(paths: readonly string[]): ReservedPorts {
+  const files = paths.map(readPortFile);
   const holders = new Map<number, string>();
   const warnings: string[] = [];
   files.forEach((file, index) => {
@@ -1022,7 +1048,7 @@ export async function lockRepository(
     throw new RangeError(`Lock timeout must be 0 or more milliseconds, got ${timeoutMs}`);
   }
   const path = joinPath(commonDir, LOCK_FILE_NAME);
-  const file = await Deno.open(path, { read: true, write: true, create: true });
+  const file = Deno.openSync(path, { read: true, write: true, create: true });
   try {
     if (!file.tryLockSync(true)) {
       options.onWait?.(path);
@@ -1127,8 +1153,9 @@ export async function chooseSlot(
   options: ChooseSlotOptions = {},
 ): Promise<SlotChoice> {
   if (options.primary) return { slot: 0, kept: options.current === 0 };
+  const bases = Object.values(config.ports);
   const isReserved = (slot: number) =>
-    Object.values(portsForSlot(config, slot)).some((port) => reserved.has(port));
+    bases.some((base) => reserved.has(base + slot * config.stride));
   const { current } = options;
   if (
     !options.force && current !== undefined && current >= 1 &&
@@ -1177,16 +1204,21 @@ async function allFree(probe: PortProbe, ports: readonly number[]): Promise<bool
  * ```ts ignore
  * import { writeFileAtomic } from "@org/worktree-ports";
  *
- * await writeFileAtomic("/tmp/ports.json", '{"port": 3100}\n');
+ * writeFileAtomic("/tmp/ports.json", '{"port": 3100}\n');
  * ```
  */
-export async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const temp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+export function writeFileAtomic(path: string, text: string): void {
+  // Unique per process and call; Web Crypto would cost a cold process milliseconds to load.
+  const temp = `${path}.${Deno.pid}-${Math.random().toString(36).slice(2, 10)}.tmp`;
   try {
-    await Deno.writeTextFile(temp, text, { createNew: true });
-    await Deno.rename(temp, path);
+    Deno.writeTextFileSync(temp, text, { createNew: true });
+    Deno.renameSync(temp, path);
   } catch (error) {
-    await Deno.remove(temp).catch(() => {});
+    try {
+      Deno.removeSync(temp);
+    } catch {
+      // It was never created.
+    }
     if (error instanceof Deno.errors.NotCapable) throw error;
     throw new Error(`Cannot write "${path}": ${(error as Error).message}`, { cause: error });
   }
@@ -1315,6 +1347,20 @@ export interface Allocation {
   written: boolean;
   /** Problems that did not stop the allocation, such as an unreadable sibling file. */
   warnings: string[];
+  /** Where the time went, for diagnosing slow or contended allocations. */
+  timings: AllocationTimings;
+}
+
+/** Milliseconds spent in each stage of {@linkcode allocate}. */
+export interface AllocationTimings {
+  /** Asking git for the worktrees and finding this one. */
+  git: number;
+  /** Waiting for another process to release the lock. */
+  lockWait: number;
+  /** Holding the lock: the scan, the choice and the write. */
+  locked: number;
+  /** The whole allocation. */
+  total: number;
 }
 
 /**
@@ -1339,35 +1385,40 @@ export interface Allocation {
  * ```
  */
 export async function allocate(options: AllocateOptions = {}): Promise<Allocation> {
+  const start = performance.now();
   const git = options.git ?? denoGit;
-  return await allocateIn(await openRepository({ cwd: options.cwd, git }), options, git);
+  const repository = await openRepository({ cwd: options.cwd, git });
+  return await allocateIn(repository, options, git, start);
 }
 
 async function allocateIn(
   repository: Repository,
   options: AllocateOptions,
   git: GitRunner,
+  start: number,
 ): Promise<Allocation> {
+  const gitDone = performance.now();
   const path = portFilePath(repository.root, options);
   const inside = relativeInside(repository.root, path);
   // Everything that can be known before the lock is read before it, so the
   // critical section is only the scan, the choice and the write.
-  const [config] = await Promise.all([
-    loadConfig(repository.root, options),
-    assertNotDirectory(path),
-  ]);
+  const config = loadConfig(repository.root, options);
+  assertNotDirectory(path);
   const scanned = siblingPortFiles(repository, inside ?? PORT_FILE_NAME);
   if (options.excludeOutput === false) scanned.push(path);
   const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
 
-  let allocation: Allocation;
-  let replacedOwnFile: boolean;
+  let allocation: Omit<Allocation, "timings">;
+  let previous: PortFileRead;
+  let lockWait: number;
+  let locked: number;
   {
+    const waitStart = performance.now();
     using _lock = await lockRepository(repository.commonDir, lockOptions);
-    const [own, reserved] = await Promise.all([
-      readPortFile(path),
-      readReservedPorts(scanned),
-    ]);
+    const lockedStart = performance.now();
+    lockWait = lockedStart - waitStart;
+    const own = readPortFile(path);
+    const reserved = readReservedPorts(scanned);
     allocation = await allocateSlot(
       { root: repository.root, path, primary: repository.primary },
       config,
@@ -1376,16 +1427,24 @@ async function allocateIn(
       { force: options.force, probe: options.probe },
     );
     allocation.warnings.unshift(...reserved.warnings);
-    replacedOwnFile = own.state === "read" && own.meta?.worktree === repository.root;
+    previous = own;
+    locked = performance.now() - lockedStart;
   }
   // A worktree's own file was dealt with when it was first written; a new,
   // copied or corrupt one is checked now, outside the critical section.
+  const replacedOwnFile = previous.state === "read" &&
+    previous.meta?.worktree === repository.root;
   if (
     allocation.written && !replacedOwnFile && inside !== undefined && options.ignoreOutput !== false
   ) {
-    await keepOutOfGit(git, repository, inside, lockOptions, allocation.warnings);
+    await keepOutOfGit(git, repository, inside, {
+      isNew: previous.state === "missing",
+      lockOptions,
+      warnings: allocation.warnings,
+    });
   }
-  return allocation;
+  const total = performance.now() - start;
+  return { ...allocation, timings: { git: gitDone - start, lockWait, locked, total } };
 }
 
 /** Where a port file goes: its worktree's root, its path, and whether it is the main worktree. */
@@ -1405,7 +1464,7 @@ async function allocateSlot(
   own: PortFileRead,
   reserved: Pick<ReadonlySet<number>, "has">,
   options: Pick<AllocateOptions, "force" | "probe">,
-): Promise<Allocation> {
+): Promise<Omit<Allocation, "timings">> {
   const warnings: string[] = [];
   const current = ownMeta(own, target, warnings);
   const choice = await chooseSlot(config, reserved, {
@@ -1414,7 +1473,7 @@ async function allocateSlot(
     primary: target.primary,
     probe: options.probe,
   });
-  const allocation: Allocation = {
+  const allocation: Omit<Allocation, "timings"> = {
     slot: choice.slot,
     bundle: renderBundle(config, choice.slot),
     worktree: target.root,
@@ -1428,7 +1487,7 @@ async function allocateSlot(
   };
   const text = formatPortFile(allocation);
   if (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text) {
-    await writeFileAtomic(target.path, text);
+    writeFileAtomic(target.path, text);
     allocation.written = true;
   }
   return allocation;
@@ -1464,15 +1523,21 @@ function ownMeta(
  * Makes git ignore a port file that was just written. One `git ls-files`
  * call answers both questions, with the same ignore rules as
  * `git check-ignore`: `H` marks a tracked file, `?` an untracked one that no
- * rule ignores, and no output an ignored one.
+ * rule ignores, and no output an ignored one. A file that did not exist
+ * before cannot be tracked, so when the exclude rule is already in place
+ * there is nothing to ask.
  */
 async function keepOutOfGit(
   git: GitRunner,
   repository: Repository,
   inside: string,
-  lockOptions: LockOptions,
-  warnings: string[],
+  { isNew, lockOptions, warnings }: {
+    isNew: boolean;
+    lockOptions: LockOptions;
+    warnings: string[];
+  },
 ): Promise<void> {
+  if (isNew && readExcludes(repository.commonDir).includes(excludePattern(inside))) return;
   const output = await git.run(
     ["ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard", "--", inside],
     repository.root,
@@ -1484,7 +1549,7 @@ async function keepOutOfGit(
     );
   } else if (output !== "") {
     using _lock = await lockRepository(repository.commonDir, lockOptions);
-    await excludeFromGit(repository.commonDir, inside);
+    excludeFromGit(repository.commonDir, inside);
   }
 }
 
@@ -1493,21 +1558,30 @@ async function keepOutOfGit(
  * directory, once (the caller holds the lock): it applies to every worktree
  * and never touches a tracked `.gitignore`.
  */
-async function excludeFromGit(commonDir: string, inside: string): Promise<void> {
-  const slashed = IS_WINDOWS ? inside.replaceAll("\\", "/") : inside;
-  const pattern = "/" + slashed.replace(/[\\*?[\]]/g, "\\$&").replace(/ $/, "\\ ");
+function excludeFromGit(commonDir: string, inside: string): void {
+  const pattern = excludePattern(inside);
+  const lines = readExcludes(commonDir);
+  if (lines.includes(pattern)) return;
   const dir = joinPath(commonDir, "info");
-  const path = joinPath(dir, "exclude");
-  let text = "";
+  Deno.mkdirSync(dir, { recursive: true });
+  const separator = lines.length === 0 || lines.at(-1) === "" ? "" : "\n";
+  Deno.writeTextFileSync(joinPath(dir, "exclude"), `${separator}${pattern}\n`, { append: true });
+}
+
+/** The lines of `info/exclude` in the common git directory; none when it does not exist. */
+function readExcludes(commonDir: string): string[] {
   try {
-    text = await Deno.readTextFile(path);
+    return Deno.readTextFileSync(joinPath(commonDir, "info/exclude")).split(/\r?\n/);
   } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-    await Deno.mkdir(dir, { recursive: true });
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
   }
-  if (text.split(/\r?\n/).includes(pattern)) return;
-  const separator = text === "" || text.endsWith("\n") ? "" : "\n";
-  await Deno.writeTextFile(path, `${separator}${pattern}\n`, { append: true });
+}
+
+/** The gitignore pattern that matches exactly one path relative to the worktree root. */
+function excludePattern(inside: string): string {
+  const slashed = IS_WINDOWS ? inside.replaceAll("\\", "/") : inside;
+  return "/" + slashed.replace(/[\\*?[\]]/g, "\\$&").replace(/ $/, "\\ ");
 }
 
 /** Options for {@linkcode portFilePath}. */
@@ -1557,10 +1631,10 @@ function siblingPortFiles(repository: Repository, inside: string): string[] {
   return files;
 }
 
-async function assertNotDirectory(path: string): Promise<void> {
+function assertNotDirectory(path: string): void {
   let info: Deno.FileInfo;
   try {
-    info = await Deno.stat(path);
+    info = Deno.statSync(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return;
     if (error instanceof Deno.errors.NotCapable) throw error;
@@ -1612,7 +1686,7 @@ export async function readBundle(
 ): Promise<CurrentBundle | undefined> {
   const repository = await openRepository({ cwd: options.cwd, git: options.git });
   const path = portFilePath(repository.root, options);
-  const file = await readPortFile(path);
+  const file = readPortFile(path);
   if (file.state === "missing") return undefined;
   if (file.state === "unreadable") {
     throw new Error(
@@ -1743,7 +1817,7 @@ async function inspectRepository(
       conflicts: [],
     };
     if (worktree.prunable) return { ...status, state: "stale" as const, reserved: [] };
-    const file = await readPortFile(status.file);
+    const file = readPortFile(status.file);
     if (file.state === "missing") return { ...status, state: "none" as const, reserved: [] };
     if (file.state === "unreadable") {
       return { ...status, state: "unreadable" as const, detail: file.reason, reserved: [] };
@@ -1907,7 +1981,7 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
   const moves: Move[] = [];
   for (const [status, reason] of movers) {
     const root = await Deno.realPath(status.path);
-    const config = await loadConfig(root, options);
+    const config = loadConfig(root, options);
     const allocation = await allocateSlot(
       { root, path: status.file, primary: status.primary },
       config,
@@ -1991,7 +2065,7 @@ export interface Release {
 export async function releasePorts(options: ReleaseOptions = {}): Promise<Release> {
   const repository = await openRepository({ cwd: options.cwd, git: options.git });
   const path = portFilePath(repository.root, options);
-  await assertNotDirectory(path);
+  assertNotDirectory(path);
   using _lock = await lockRepository(repository.commonDir, { timeoutMs: options.lockTimeoutMs });
   try {
     await Deno.remove(path);
@@ -2119,16 +2193,17 @@ export interface LoadedBundle {
  * ```
  */
 export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedBundle> {
+  const start = performance.now();
   const git = options.git ?? denoGit;
   const repository = await openRepository({ cwd: options.cwd, git });
   const path = portFilePath(repository.root, options);
-  const file = await readPortFile(path);
+  const file = readPortFile(path);
   if (
     file.state === "read" && (file.meta === undefined || file.meta.worktree === repository.root)
   ) {
     return { path, data: file.data };
   }
-  const allocation = await allocateIn(repository, options, git);
+  const allocation = await allocateIn(repository, options, git, start);
   return {
     path,
     data: JSON.parse(formatPortFile(allocation)),

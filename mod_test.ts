@@ -93,6 +93,11 @@ Deno.test("parseConfig() rejects each invalid config with a message naming the p
       { ports: { cloud_port: 8000, web_port: 3000 }, stride: 100, slots: 50 },
       /port "web_port" at slot 50 and port "cloud_port" at slot 0 both land on 8000/,
     ],
+    [
+      "two keys with the same base",
+      { ports: { a: 3000, b: 3000 } },
+      /port "b" at slot 0 and port "a" at slot 0 both land on 3000/,
+    ],
   ];
   for (const [name, value, message] of cases) {
     await t.step(name, () => {
@@ -103,6 +108,42 @@ Deno.test("parseConfig() rejects each invalid config with a message naming the p
       });
     });
   }
+});
+
+Deno.test("parseConfig() finds exactly the configs that listing every slot would reject", () => {
+  // The check is arithmetic; this compares it with the obvious enumeration.
+  let seed = 7;
+  const random = (max: number) => (seed = (seed * 48271) % 2147483647) % max;
+  const outcomes = { valid: 0, invalid: 0 };
+  for (let trial = 0; trial < 2000; trial++) {
+    const stride = 1 + random(40);
+    const slots = 1 + random(30);
+    const ports: Record<string, number> = {};
+    const keys = 1 + random(4);
+    for (let key = 0; key < keys; key++) ports[`k${key}`] = 64000 + random(1500);
+    const seen = new Set<number>();
+    let valid = true;
+    for (let slot = 0; slot <= slots && valid; slot++) {
+      for (const base of Object.values(ports)) {
+        const port = base + slot * stride;
+        if (port > 65535 || seen.has(port)) valid = false;
+        seen.add(port);
+      }
+    }
+    const config = { ports, stride, slots };
+    if (valid) {
+      parseConfig(config);
+    } else {
+      assert.throws(
+        () => parseConfig(config),
+        assertCode("INVALID_CONFIG"),
+        JSON.stringify(config),
+      );
+    }
+    outcomes[valid ? "valid" : "invalid"]++;
+  }
+  // Both kinds were really tried.
+  assert.ok(outcomes.valid > 200 && outcomes.invalid > 200, JSON.stringify(outcomes));
 });
 
 // ---------------------------------------------------------------------------
@@ -200,7 +241,7 @@ Deno.test("readReservedPorts() skips unreadable files with a warning and ignores
     await writeJson(`${dir}/good.json`, { web: 41010 });
     await Deno.writeTextFile(`${dir}/bad.json`, "{ not json");
     await Deno.mkdir(`${dir}/dir.json`);
-    const reserved = await readReservedPorts([
+    const reserved = readReservedPorts([
       `${dir}/good.json`,
       `${dir}/bad.json`,
       `${dir}/dir.json`,
@@ -322,10 +363,10 @@ Deno.test("writeFileAtomic() replaces the file whole and leaves no temporary fil
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/f.json`, "old\n");
-    await writeFileAtomic(`${dir}/f.json`, "new\n");
+    writeFileAtomic(`${dir}/f.json`, "new\n");
     assert.equal(await Deno.readTextFile(`${dir}/f.json`), "new\n");
     await Deno.mkdir(`${dir}/d`);
-    await assert.rejects(writeFileAtomic(`${dir}/d`, "x"), /Cannot write ".*\/d"/);
+    assert.throws(() => writeFileAtomic(`${dir}/d`, "x"), /Cannot write ".*\/d"/);
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["d", "f.json"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
