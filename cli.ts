@@ -39,7 +39,6 @@ import {
   WorktreePortsError,
   type WorktreeStatus,
 } from "./mod.ts";
-import denoJson from "./deno.json" with { type: "json" };
 
 // ---------------------------------------------------------------------------
 // Commands and their options
@@ -115,6 +114,10 @@ const COMMANDS: Record<string, CommandSpec> = {
       force: {
         type: "boolean",
         help: "Choose a slot afresh even when the current one could be kept",
+      },
+      timings: {
+        type: "boolean",
+        help: "Print where the time went (git, lock wait, locked, total) to stderr",
       },
       help: OPTIONS.help,
     },
@@ -274,12 +277,22 @@ function parseCommandArgs(
   return { values, positionals };
 }
 
+/**
+ * The version in deno.json, imported as JSON so that it is built into a
+ * compiled binary, and only when asked: a JSON module costs every run of
+ * the CLI most of a megabyte.
+ */
+async function version(): Promise<string> {
+  const { default: config } = await import("./deno.json", { with: { type: "json" } });
+  return config.version;
+}
+
 function usage(): string {
   const commands = Object.values(COMMANDS).map((spec) =>
     `  ${spec.usage.padEnd(38)} ${spec.summary}`
   );
   return [
-    `worktree-ports ${denoJson.version}: a distinct bundle of ports for every git worktree`,
+    "worktree-ports: a distinct bundle of ports for every git worktree",
     "",
     "Usage: worktree-ports COMMAND [options]",
     "",
@@ -399,7 +412,7 @@ async function missingPermissions(
       ? [{ name: "run", command: "git" }]
       : [{ name: permission }];
     for (const descriptor of descriptors) {
-      if ((await Deno.permissions.query(descriptor)).state !== "granted") {
+      if (Deno.permissions.querySync(descriptor).state !== "granted") {
         if (permission !== "git" || !(await isMissingProgram("git"))) missing.push(permission);
         break;
       }
@@ -434,7 +447,14 @@ async function isMissingProgram(program: string): Promise<boolean> {
 async function runAllocate(values: Values): Promise<number> {
   const allocation = await withLockNotice(allocateOptions(values, "allocate"), allocate);
   for (const warning of allocation.warnings) console.error(`warning: ${warning}`);
-  await writeStdout(formatPortFile(allocation));
+  if (values.timings) {
+    const { git, lockWait, locked, total } = allocation.timings;
+    console.error(
+      `timings: git ${git.toFixed(1)} ms, lock wait ${lockWait.toFixed(1)} ms, ` +
+        `locked ${locked.toFixed(1)} ms, total ${total.toFixed(1)} ms`,
+    );
+  }
+  writeStdout(formatPortFile(allocation));
   return 0;
 }
 
@@ -457,7 +477,8 @@ async function withLockNotice<T>(
       },
     });
   } finally {
-    clearTimeout(notice);
+    // Touching the timers at all costs a cold process milliseconds.
+    if (notice !== undefined) clearTimeout(notice);
   }
 }
 
@@ -474,7 +495,7 @@ async function runShow(values: Values, positionals: string[]): Promise<number> {
   }
   const [key] = positionals;
   if (key === undefined) {
-    await writeStdout(JSON.stringify(bundle.data, null, 2) + "\n");
+    writeStdout(JSON.stringify(bundle.data, null, 2) + "\n");
     return 0;
   }
   if (!Object.hasOwn(bundle.data, key)) {
@@ -487,7 +508,7 @@ async function runShow(values: Values, positionals: string[]): Promise<number> {
     return 1;
   }
   const value = bundle.data[key];
-  await writeStdout((typeof value === "string" ? value : JSON.stringify(value)) + "\n");
+  writeStdout((typeof value === "string" ? value : JSON.stringify(value)) + "\n");
   return 0;
 }
 
@@ -503,7 +524,7 @@ async function runEnv(values: Values): Promise<number> {
   }
   const bundle = await withLockNotice(allocateOptions(values, "env"), loadBundle);
   reportAllocation(bundle);
-  await writeStdout(formatEnv(bundleEnv(bundle.data), format));
+  writeStdout(formatEnv(bundleEnv(bundle.data), format));
   return 0;
 }
 
@@ -544,9 +565,9 @@ function reportAllocation(bundle: Pick<LoadedBundle, "allocation">): void {
 async function runList(values: Values): Promise<number> {
   const statuses = await inspectWorktrees({ output: values.output as string | undefined });
   if (values.json) {
-    await writeStdout(JSON.stringify(statuses, null, 2) + "\n");
+    writeStdout(JSON.stringify(statuses, null, 2) + "\n");
   } else {
-    await writeStdout(formatTable(statuses, Deno.stdout.isTerminal() && !Deno.noColor));
+    writeStdout(formatTable(statuses, Deno.stdout.isTerminal() && !Deno.noColor));
   }
   return 0;
 }
@@ -616,14 +637,14 @@ async function runCheck(values: Values): Promise<number> {
   const options = allocateOptions(values, "check");
   if (values.fix) {
     const moves = await withLockNotice(options, fixWorktrees);
-    for (const move of moves) await writeStdout(formatMove(move) + "\n");
-    if (moves.length === 0) await writeStdout("nothing to fix\n");
+    for (const move of moves) writeStdout(formatMove(move) + "\n");
+    if (moves.length === 0) writeStdout("nothing to fix\n");
   }
   const statuses = await inspectWorktrees({ output: options.output, listening: false });
   const problems = problemsOf(statuses);
-  for (const problem of problems) await writeStdout(problem + "\n");
+  for (const problem of problems) writeStdout(problem + "\n");
   if (problems.length === 0) {
-    await writeStdout(`ok: ${statuses.length} worktrees, no shared ports\n`);
+    writeStdout(`ok: ${statuses.length} worktrees, no shared ports\n`);
     return 0;
   }
   if (!values.fix) console.error(`run "worktree-ports check --fix" to repair`);
@@ -664,10 +685,10 @@ async function runRelease(values: Values): Promise<number> {
   if (values["all-stale"]) {
     const stale = (await listWorktrees()).filter((worktree) => worktree.prunable);
     if (stale.length === 0) {
-      await writeStdout("no stale worktrees\n");
+      writeStdout("no stale worktrees\n");
       return 0;
     }
-    await writeStdout(
+    writeStdout(
       `${stale.length} stale worktree(s), whose directory is gone, reserve no ports already; ` +
         `nothing to release ("git worktree prune" forgets them):\n` +
         stale.map((worktree) => `  ${worktree.path}\n`).join(""),
@@ -676,7 +697,7 @@ async function runRelease(values: Values): Promise<number> {
   }
   const options = allocateOptions(values, "release");
   const release = await releasePorts(options);
-  await writeStdout(
+  writeStdout(
     release.released
       ? `released "${release.path}"\n`
       : `nothing to release: "${release.path}" does not exist\n`,
@@ -684,10 +705,11 @@ async function runRelease(values: Values): Promise<number> {
   return 0;
 }
 
-async function writeStdout(text: string): Promise<void> {
+/** Writes synchronously: the first asynchronous write to a pipe costs a process milliseconds. */
+function writeStdout(text: string): void {
   const bytes = new TextEncoder().encode(text);
   for (let written = 0; written < bytes.length;) {
-    written += await Deno.stdout.write(bytes.subarray(written));
+    written += Deno.stdout.writeSync(bytes.subarray(written));
   }
 }
 
@@ -725,7 +747,7 @@ export async function main(args: string[]): Promise<number> {
       return 0;
     }
     if (command === "--version" || command === "-V") {
-      console.log(denoJson.version);
+      console.log(await version());
       return 0;
     }
     if (!Object.hasOwn(COMMANDS, command)) {

@@ -260,7 +260,7 @@ Deno.test("cli rejects bad input with a clear error and changes nothing", async 
         name: "unknown command",
         args: ["alocate"],
         code: 2,
-        stderr: /Unknown command "alocate"\n\nworktree-ports [\s\S]*Commands:\n {2}allocate/,
+        stderr: /Unknown command "alocate"\n\nworktree-ports: [\s\S]*Commands:\n {2}allocate/,
       },
       {
         name: "unknown flag",
