@@ -555,6 +555,32 @@ Deno.test("allocate() changes nothing when the config is invalid", async () => {
   assert.deepEqual(await snapshot(repo.base), before);
 });
 
+Deno.test("allocate() asks git once, however many worktrees there are", async () => {
+  await using repo = await TempRepo.create();
+  const worktrees = await repo.addWorktrees("wt", 6);
+  const calls: string[] = [];
+  const git = {
+    async run(args: readonly string[], cwd: string) {
+      calls.push(args.join(" "));
+      return (await run("git", args, { cwd })).stdout;
+    },
+  };
+  // The first allocation in a repository also asks whether git ignores the new file.
+  await allocateIn(worktrees[0], { git });
+  assert.deepEqual(calls, [
+    "worktree list --porcelain -z",
+    `ls-files -z -t --cached --others --exclude-standard -- .worktree-ports.json`,
+  ]);
+  for (const cwd of worktrees.slice(1)) {
+    calls.length = 0;
+    await allocateIn(cwd, { git });
+    assert.deepEqual(calls, ["worktree list --porcelain -z"], "a fresh worktree");
+    calls.length = 0;
+    await allocateIn(cwd, { git });
+    assert.deepEqual(calls, ["worktree list --porcelain -z"], "a worktree keeping its slot");
+  }
+});
+
 Deno.test("allocate() gives distinct bundles to simultaneous allocations in one process", async () => {
   await using repo = await TempRepo.create();
   const worktrees = await repo.addWorktrees("wt", 24);

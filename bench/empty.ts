@@ -1,0 +1,1 @@
+// Baseline (a): the cost of starting Deno at all.
