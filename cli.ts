@@ -9,12 +9,14 @@
  *   --allow-net='127.0.0.1,[::1],0.0.0.0' jsr:@org/worktree-ports/cli allocate
  * ```
  *
- * It can also be called in-process:
+ * It can also be called in-process, where it returns the exit code:
  *
- * ```ts ignore
+ * ```ts
  * import { main } from "@org/worktree-ports/cli";
+ * import assert from "node:assert/strict";
  *
- * const exitCode = await main(["show", "port"]);
+ * assert.equal(await main(["--version"]), 0);
+ * assert.equal(await main(["no-such-command"]), 2);
  * ```
  *
  * @module
@@ -199,6 +201,14 @@ const COMMANDS: Record<string, CommandSpec> = {
     maxPositionals: 0,
     permissions: (values) => values["all-stale"] ? ["git", "read"] : ["git", "read", "write"],
     run: runRelease,
+  },
+  completions: {
+    usage: "completions bash|zsh|fish",
+    summary: "Print a shell completion script for the commands and their options",
+    options: { help: OPTIONS.help },
+    maxPositionals: 1,
+    permissions: () => [],
+    run: runCompletions,
   },
 };
 
@@ -703,6 +713,151 @@ async function runRelease(values: Values): Promise<number> {
       : `nothing to release: "${release.path}" does not exist\n`,
   );
   return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Shell completions, generated from the command table above
+// ---------------------------------------------------------------------------
+
+const SHELLS = ["bash", "zsh", "fish"] as const;
+
+/** Values an option takes, for completion: a fixed list, files, or anything. */
+function optionValues(name: string): readonly string[] | "files" | undefined {
+  if (name === "format") return ENV_FORMATS;
+  if (name === "config" || name === "output") return "files";
+  return undefined;
+}
+
+function runCompletions(_values: Values, positionals: string[]): Promise<number> {
+  const [shell] = positionals;
+  const generators = { bash: bashCompletion, zsh: zshCompletion, fish: fishCompletion };
+  if (!SHELLS.includes(shell as typeof SHELLS[number])) {
+    throw new UsageError(
+      shell === undefined
+        ? "Missing the shell: bash, zsh or fish"
+        : `Unknown shell "${shell}" (expected bash, zsh or fish)`,
+      commandUsage("completions"),
+    );
+  }
+  writeStdout(generators[shell as typeof SHELLS[number]]());
+  return Promise.resolve(0);
+}
+
+function bashCompletion(): string {
+  const commands = Object.keys(COMMANDS).join(" ");
+  const cases = Object.entries(COMMANDS).map(([name, spec]) =>
+    `    ${name}) words="${Object.keys(spec.options).map((option) => `--${option}`).join(" ")}" ;;`
+  );
+  return `# bash completion for worktree-ports: eval "$(worktree-ports completions bash)"
+_worktree_ports() {
+  local cur=\${COMP_WORDS[COMP_CWORD]} prev=\${COMP_WORDS[COMP_CWORD-1]} words
+  if [[ $COMP_CWORD -eq 1 ]]; then
+    COMPREPLY=($(compgen -W "${commands} --help --version" -- "$cur"))
+    return
+  fi
+  case $prev in
+    --format) COMPREPLY=($(compgen -W "${ENV_FORMATS.join(" ")}" -- "$cur")); return ;;
+    --config|--output) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+  esac
+  case \${COMP_WORDS[1]} in
+${cases.join("\n")}
+  esac
+  if [[ \${COMP_WORDS[1]} == completions && $COMP_CWORD -eq 2 ]]; then
+    words="${SHELLS.join(" ")}"
+  elif [[ \${COMP_WORDS[1]} == exec && $cur != -* ]]; then
+    COMPREPLY=($(compgen -c -- "$cur"))
+    return
+  fi
+  COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}
+complete -F _worktree_ports worktree-ports
+`;
+}
+
+function zshCompletion(): string {
+  const quote = (text: string) => `'${text.replaceAll("'", `'\\''`)}'`;
+  const describe = (text: string) =>
+    text.replaceAll(":", "\\:").replaceAll("[", "\\[").replaceAll("]", "\\]");
+  const commands = Object.entries(COMMANDS).map(([name, spec]) =>
+    `    ${quote(`${name}:${describe(spec.summary)}`)}`
+  );
+  const cases = Object.entries(COMMANDS).map(([name, spec]) => {
+    const options = Object.entries(spec.options).map(([option, { help }]) => {
+      const values = optionValues(option);
+      const action = values === "files"
+        ? ":file:_files"
+        : Array.isArray(values)
+        ? `:${option}:(${values.join(" ")})`
+        : spec.options[option].type === "string"
+        ? `:${option}: `
+        : "";
+      return quote(`--${option}[${describe(help)}]${action}`);
+    });
+    const extra = name === "completions"
+      ? ` ${quote(`1:shell:(${SHELLS.join(" ")})`)}`
+      : name === "exec"
+      ? ` ${quote("*::command:_normal")}`
+      : "";
+    return `    ${name}) _arguments ${options.join(" ")}${extra} ;;`;
+  });
+  return `#compdef worktree-ports
+# zsh completion for worktree-ports: source <(worktree-ports completions zsh), after compinit
+_worktree_ports() {
+  local -a commands
+  commands=(
+${commands.join("\n")}
+  )
+  if (( CURRENT == 2 )); then
+    _describe command commands
+    return
+  fi
+  words=(\${words[2,-1]})
+  (( CURRENT-- ))
+  case \${words[1]} in
+${cases.join("\n")}
+  esac
+}
+if [[ \${funcstack[1]} == _worktree_ports ]]; then
+  _worktree_ports "$@"
+else
+  compdef _worktree_ports worktree-ports
+fi
+`;
+}
+
+function fishCompletion(): string {
+  const quote = (text: string) => `'${text.replaceAll("\\", "\\\\").replaceAll("'", "\\'")}'`;
+  const lines = [
+    "# fish completion for worktree-ports: worktree-ports completions fish | source",
+    "complete -c worktree-ports -f",
+  ];
+  for (const [name, spec] of Object.entries(COMMANDS)) {
+    lines.push(
+      `complete -c worktree-ports -n __fish_use_subcommand -a ${name} -d ${quote(spec.summary)}`,
+    );
+    for (const [option, { help, type }] of Object.entries(spec.options)) {
+      const values = optionValues(option);
+      const argument = values === "files"
+        ? " -r -F"
+        : Array.isArray(values)
+        ? ` -x -a ${quote(values.join(" "))}`
+        : type === "string"
+        ? " -x"
+        : "";
+      lines.push(
+        `complete -c worktree-ports -n '__fish_seen_subcommand_from ${name}' -l ${option}${argument} -d ${
+          quote(help)
+        }`,
+      );
+    }
+  }
+  lines.push(
+    `complete -c worktree-ports -n '__fish_seen_subcommand_from completions' -a ${
+      quote(SHELLS.join(" "))
+    }`,
+    "complete -c worktree-ports -n '__fish_seen_subcommand_from exec' -a '(__fish_complete_subcommand --fcs-skip=2)'",
+  );
+  return lines.join("\n") + "\n";
 }
 
 /** Writes synchronously: the first asynchronous write to a pipe costs a process milliseconds. */

@@ -8,12 +8,24 @@
  * scan, the choice and the write happen under one lock shared by all
  * worktrees of the repository, so simultaneous allocations never collide.
  *
- * ```ts ignore
+ * ```ts
  * import { allocate } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
  *
- * const allocation = await allocate({ cwd: "/path/to/a/worktree" });
- * console.log(allocation.slot, allocation.bundle);
- * // 1 { port: 3100 }
+ * const dir = await Deno.makeTempDir();
+ * await new Deno.Command("git", { args: ["init", "-q", dir] }).output();
+ * try {
+ *   const allocation = await allocate({
+ *     cwd: dir,
+ *     ports: { web_port: 3000, api_port: 9000 },
+ *   });
+ *   // The main worktree owns slot 0, the base ports; linked worktrees get 1, 2, ...
+ *   assert.equal(allocation.slot, 0);
+ *   assert.deepEqual(allocation.bundle, { web_port: 3000, api_port: 9000 });
+ *   assert.equal(allocation.path, `${await Deno.realPath(dir)}/.worktree-ports.json`);
+ * } finally {
+ *   await Deno.remove(dir, { recursive: true });
+ * }
  * ```
  *
  * @module
@@ -1380,7 +1392,7 @@ export interface AllocationTimings {
  * ```ts ignore
  * import { allocate } from "@org/worktree-ports";
  *
- * const { slot, bundle, path } = await allocate({ ports: { web: 3000, api: 8000 } });
+ * const { slot, bundle, path } = await allocate({ ports: { web: 3000, api: 9000 } });
  * console.log(`slot ${slot}: web on ${bundle.web}, written to ${path}`);
  * ```
  */
