@@ -803,3 +803,245 @@ fi
   assert.equal(slotOf(await readJson(`${b}/.worktree-ports.json`)), 2);
   assert.equal(await git(b, "status", "--porcelain"), "");
 });
+
+// ---------------------------------------------------------------------------
+// Distribution: permissions, shebang, install, compile, completions, publish
+// ---------------------------------------------------------------------------
+
+const ROOT = new URL(".", import.meta.url).pathname;
+
+/** The CLI's flags, from their one source: the permission set in deno.json. */
+function permissionSetFlags(): string[] {
+  const set = (denoJson as { permissions: Record<string, Record<string, true | string[]>> })
+    .permissions["worktree-ports"];
+  return Object.entries(set).map(([name, value]) =>
+    value === true ? `--allow-${name}` : `--allow-${name}=${value.join(",")}`
+  );
+}
+
+Deno.test("cli flags everywhere match the permission set in deno.json", async () => {
+  const flags = permissionSetFlags();
+  assert.deepEqual([...flags].sort(), [...CLI_FLAGS].sort());
+  const cli = await Deno.readTextFile(`${ROOT}cli.ts`);
+  const shebang = cli.split("\n")[0];
+  assert.match(shebang, /^#!\/usr\/bin\/env -S deno run /);
+  assert.deepEqual(shebang.split(" ").slice(4).sort(), [...flags].sort());
+  const help = await runCli(ROOT, ["--help"]);
+  assert.deepEqual(
+    /Permissions: (.*)/.exec(help.stdout)![1].split(" ").sort(),
+    [...flags].sort(),
+  );
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  const install = /deno install -g -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
+  assert.deepEqual(
+    install.replace("\\\n", " ").split(/\s+/).filter(Boolean).map((flag) =>
+      flag.replaceAll("'", "")
+    )
+      .sort(),
+    [...flags].sort(),
+  );
+});
+
+Deno.test("cli allocate runs with exactly the permission set and fails naming any one left out", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const flags = permissionSetFlags();
+  await t.step("all of them, and nothing else", async () => {
+    const result = await runCli(a, ["allocate", ...PORT_ARGS], {
+      flags: ["--no-prompt", ...flags],
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+  });
+  for (const missing of flags) {
+    await t.step(`without ${missing}`, async () => {
+      const before = await snapshot(repo.base);
+      const result = await runCli(a, ["allocate", ...PORT_ARGS], {
+        flags: flags.filter((flag) => flag !== missing),
+      });
+      assert.equal(result.code, 2);
+      assert.match(
+        result.stderr,
+        new RegExp(`Missing permission: run again with ${RegExp.escape(missing)} \\(`),
+      );
+      assert.deepEqual(await snapshot(repo.base), before);
+    });
+  }
+});
+
+Deno.test("./cli.ts runs through its shebang", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const result = await run(`${ROOT}cli.ts`, ["allocate", ...PORT_ARGS], { cwd: a });
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+});
+
+Deno.test("deno install from this checkout gives a working worktree-ports command", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const root = await Deno.makeTempDir({ prefix: "worktree-ports-install-" });
+  try {
+    const install = await run(Deno.execPath(), [
+      "install",
+      "-g",
+      "--root",
+      root,
+      "-n",
+      "worktree-ports",
+      ...permissionSetFlags(),
+      `${ROOT}cli.ts`,
+    ]);
+    assert.equal(install.code, 0, install.stderr);
+    const installed = `${root}/bin/worktree-ports`;
+    const result = await run(installed, ["allocate", ...PORT_ARGS], { cwd: a });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), JSON.parse(result.stdout));
+    const version = await run(installed, ["--version"], { cwd: a });
+    assert.equal(version.stdout, `${denoJson.version}\n`);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+/**
+ * The compile task, pointed at a temporary output. Building needs Deno's
+ * runtime for the target, which `deno compile` downloads: where it cannot,
+ * the test below is reported as ignored, with the reason in its name.
+ */
+const compiled: { binary: string; dir: string } | { reason: string } = await (async () => {
+  const task = (denoJson as { tasks: Record<string, string> }).tasks.compile.split(" ");
+  const dir = await Deno.makeTempDir({ prefix: "worktree-ports-compile-" });
+  const output = `${dir}/worktree-ports`;
+  const args = task.slice(1).map((word, index, words) =>
+    words[index - 1] === "--output" ? output : word
+  );
+  const result = await run(Deno.execPath(), args, { cwd: ROOT });
+  if (result.code === 0) return { binary: output, dir };
+  await Deno.remove(dir, { recursive: true });
+  const reason = /error sending request|dns error|Download/.test(result.stderr)
+    ? "deno compile could not download its runtime (no network here)"
+    : `deno compile failed: ${result.stderr.trim().split("\n").at(-1)}`;
+  console.log(`compile test skipped: ${reason}`);
+  return { reason };
+})();
+
+Deno.test({
+  name: `the compiled binary allocates${
+    "reason" in compiled ? ` (skipped: ${compiled.reason})` : ""
+  }`,
+  ignore: "reason" in compiled,
+  fn: async () => {
+    if (!("binary" in compiled)) return;
+    try {
+      await using repo = await TempRepo.create();
+      const [a] = await repo.addWorktrees("wt", 1);
+      const result = await run(compiled.binary, ["allocate", ...PORT_ARGS], { cwd: a });
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(slotOf(await readJson(`${a}/.worktree-ports.json`)), 1);
+      const version = await run(compiled.binary, ["--version"], { cwd: a });
+      assert.equal(version.stdout, `${denoJson.version}\n`);
+    } finally {
+      await Deno.remove(compiled.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("cli completions bash loads in bash and completes commands, options and values", async () => {
+  const script = (await runCli(ROOT, ["completions", "bash"], { flags: [] })).stdout;
+  const complete = async (...words: string[]) => {
+    const line = `COMP_WORDS=(${words.map((word) => `'${word}'`).join(" ")}); COMP_CWORD=${
+      words.length - 1
+    }; _worktree_ports; printf '%s\\n' "\${COMPREPLY[@]}"`;
+    const result = await run("bash", ["-c", `${script}\n${line}`]);
+    assert.equal(result.code, 0, result.stderr);
+    return result.stdout.trim().split("\n");
+  };
+  assert.deepEqual(await complete("worktree-ports", "al"), ["allocate"]);
+  assert.deepEqual(await complete("worktree-ports", "c"), ["check", "completions"]);
+  assert.deepEqual(await complete("worktree-ports", "allocate", "--lo"), ["--lock-timeout"]);
+  assert.deepEqual(await complete("worktree-ports", "env", "--format", ""), [
+    "shell",
+    "dotenv",
+    "json",
+  ]);
+  assert.deepEqual(await complete("worktree-ports", "completions", "z"), ["zsh"]);
+  assert.ok((await complete("worktree-ports", "exec", "bas")).includes("bash"));
+});
+
+function installed(shell: string): boolean {
+  try {
+    return new Deno.Command(shell, { args: ["-c", "true"] }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+const hasZsh = installed("zsh");
+Deno.test({
+  name: `cli completions zsh registers and completes in zsh${
+    hasZsh ? "" : " (skipped: zsh is not installed)"
+  }`,
+  ignore: !hasZsh,
+  fn: async () => {
+    const script = (await runCli(ROOT, ["completions", "zsh"], { flags: [] })).stdout;
+    const file = await Deno.makeTempFile({ suffix: ".zsh" });
+    try {
+      await Deno.writeTextFile(file, script);
+      assert.equal((await run("zsh", ["-n", file])).code, 0);
+      // A real interactive zsh on a pseudo-terminal, completing "allo<TAB>".
+      const driver = [
+        "zmodload zsh/zpty",
+        "zpty z zsh -f -i",
+        `zpty -w z 'PS1="> "; autoload -U compinit; compinit -u -D; source ${file}; worktree-ports() { :; }'`,
+        "zpty -w z $'worktree-ports allo\\t'",
+        "zpty -r -t z out '*allocate*' || { sleep 1; zpty -r z out '*allocate*'; }",
+        'print -r -- "$out" | grep -c allocate',
+        "zpty -d z",
+      ].join("\n");
+      const result = await run("zsh", ["-f", "-c", driver]);
+      assert.match(result.stdout, /^[1-9]/m, result.stdout + result.stderr);
+    } finally {
+      await Deno.remove(file);
+    }
+  },
+});
+
+const hasFish = installed("fish");
+Deno.test({
+  name: `cli completions fish completes in fish${
+    hasFish ? "" : " (skipped: fish is not installed)"
+  }`,
+  ignore: !hasFish,
+  fn: async () => {
+    const script = (await runCli(ROOT, ["completions", "fish"], { flags: [] })).stdout;
+    const file = await Deno.makeTempFile({ suffix: ".fish" });
+    try {
+      await Deno.writeTextFile(file, script);
+      const result = await run("fish", [
+        "-c",
+        `source ${file}; complete -C'worktree-ports al'; complete -C'worktree-ports env --format '`,
+      ]);
+      assert.equal(result.code, 0, result.stderr);
+      const lines = result.stdout.trim().split("\n").map((line) => line.split("\t")[0]);
+      assert.deepEqual(lines, ["allocate", "dotenv", "json", "shell"]);
+    } finally {
+      await Deno.remove(file);
+    }
+  },
+});
+
+Deno.test("cli completions rejects an unknown shell", async () => {
+  const result = await runCli(ROOT, ["completions", "powershell"], { flags: [] });
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /Unknown shell "powershell" \(expected bash, zsh or fish\)/);
+});
+
+Deno.test("deno publish ships only the package files", async () => {
+  const result = await run(Deno.execPath(), ["publish", "--dry-run", "--allow-dirty"], {
+    cwd: ROOT,
+  });
+  assert.equal(result.code, 0, result.stderr);
+  const files = [...result.stderr.matchAll(/file:\/\/\S*\/([^/\s]+) \(/g)].map((match) => match[1]);
+  assert.deepEqual(files.sort(), ["LICENSE", "README.md", "cli.ts", "deno.json", "mod.ts"]);
+});

@@ -706,3 +706,10 @@ Deno.test("fixWorktrees() moves the later of two equally idle duplicates, then h
     [],
   );
 });
+
+Deno.test("the README's config example is a valid config", async () => {
+  const readme = await Deno.readTextFile(new URL("./README.md", import.meta.url));
+  const example = /## Configuration[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)![1];
+  const config = parseConfig(JSON.parse(example));
+  assert.deepEqual(Object.keys(config.ports), ["cloud_port", "web_port", "db_port"]);
+});
