@@ -467,17 +467,15 @@ Deno.test("cli prints help and version", async (t) => {
 // ---------------------------------------------------------------------------
 
 /** A repository whose committed config has a template holding a quote and a command substitution. */
-async function repoWithOddTemplate(): Promise<TempRepo> {
-  const repo = await TempRepo.create();
-  await writeJson(`${repo.root}/worktree-ports.config.json`, {
-    ports: { web_port: 42000 },
-    templates: { odd: 'it\'s $(touch pwned) `touch pwned2` "{web_port}" $HOME \\ end' },
-    stride: 10,
-    slots: 50,
+function repoWithOddTemplate(): Promise<TempRepo> {
+  return TempRepo.create({
+    config: {
+      ports: { web_port: 42000 },
+      templates: { odd: 'it\'s $(touch pwned) `touch pwned2` "{web_port}" $HOME \\ end' },
+      stride: 10,
+      slots: 50,
+    },
   });
-  await git(repo.root, "add", "worktree-ports.config.json");
-  await git(repo.root, "commit", "-q", "-m", "config");
-  return repo;
 }
 
 const ODD_VALUE = 'it\'s $(touch pwned) `touch pwned2` "42010" $HOME \\ end';
@@ -676,17 +674,15 @@ Deno.test("cli list prints an aligned table, coloured only on a terminal without
 });
 
 /** A repository with a committed config matching the older allocator's keys. */
-async function repoWithCloudConfig(): Promise<TempRepo> {
-  const repo = await TempRepo.create();
-  await writeJson(`${repo.root}/worktree-ports.config.json`, {
-    ports: { cloud_port: 48000, web_port: 43000 },
-    templates: { cloud_url: "http://127.0.0.1:{cloud_port}" },
-    stride: 100,
-    slots: 20,
+function repoWithCloudConfig(): Promise<TempRepo> {
+  return TempRepo.create({
+    config: {
+      ports: { cloud_port: 48000, web_port: 43000 },
+      templates: { cloud_url: "http://127.0.0.1:{cloud_port}" },
+      stride: 100,
+      slots: 20,
+    },
   });
-  await git(repo.root, "add", "worktree-ports.config.json");
-  await git(repo.root, "commit", "-q", "-m", "config");
-  return repo;
 }
 
 Deno.test("cli check exits 0 on a clean repository and 1 naming each conflict", async () => {
@@ -977,17 +973,26 @@ function installed(shell: string): boolean {
   }
 }
 
+/** Writes the CLI's completion script for a shell to a temporary file for `fn`. */
+async function withCompletionScript(shell: string, fn: (file: string) => Promise<void>) {
+  const script = (await runCli(ROOT, ["completions", shell], { flags: [] })).stdout;
+  const file = await Deno.makeTempFile({ suffix: `.${shell}` });
+  try {
+    await Deno.writeTextFile(file, script);
+    await fn(file);
+  } finally {
+    await Deno.remove(file);
+  }
+}
+
 const hasZsh = installed("zsh");
 Deno.test({
   name: `cli completions zsh registers and completes in zsh${
     hasZsh ? "" : " (skipped: zsh is not installed)"
   }`,
   ignore: !hasZsh,
-  fn: async () => {
-    const script = (await runCli(ROOT, ["completions", "zsh"], { flags: [] })).stdout;
-    const file = await Deno.makeTempFile({ suffix: ".zsh" });
-    try {
-      await Deno.writeTextFile(file, script);
+  fn: () =>
+    withCompletionScript("zsh", async (file) => {
       assert.equal((await run("zsh", ["-n", file])).code, 0);
       // A real interactive zsh on a pseudo-terminal, completing "allo<TAB>".
       const driver = [
@@ -1001,10 +1006,7 @@ Deno.test({
       ].join("\n");
       const result = await run("zsh", ["-f", "-c", driver]);
       assert.match(result.stdout, /^[1-9]/m, result.stdout + result.stderr);
-    } finally {
-      await Deno.remove(file);
-    }
-  },
+    }),
 });
 
 const hasFish = installed("fish");
@@ -1013,11 +1015,8 @@ Deno.test({
     hasFish ? "" : " (skipped: fish is not installed)"
   }`,
   ignore: !hasFish,
-  fn: async () => {
-    const script = (await runCli(ROOT, ["completions", "fish"], { flags: [] })).stdout;
-    const file = await Deno.makeTempFile({ suffix: ".fish" });
-    try {
-      await Deno.writeTextFile(file, script);
+  fn: () =>
+    withCompletionScript("fish", async (file) => {
       const result = await run("fish", [
         "-c",
         `source ${file}; complete -C'worktree-ports al'; complete -C'worktree-ports env --format '`,
@@ -1025,10 +1024,7 @@ Deno.test({
       assert.equal(result.code, 0, result.stderr);
       const lines = result.stdout.trim().split("\n").map((line) => line.split("\t")[0]);
       assert.deepEqual(lines, ["allocate", "dotenv", "json", "shell"]);
-    } finally {
-      await Deno.remove(file);
-    }
-  },
+    }),
 });
 
 Deno.test("cli completions rejects an unknown shell", async () => {

@@ -18,7 +18,7 @@ import {
   WorktreePortsError,
   writeFileAtomic,
 } from "./mod.ts";
-import { git, hasIpv6Loopback, readJson, run, snapshot, TempRepo, writeJson } from "./test_util.ts";
+import { forEachLoopback, git, readJson, run, snapshot, TempRepo, writeJson } from "./test_util.ts";
 
 // Ports far from common services, with a small stride, so tests do not trip
 // over whatever else this machine runs.
@@ -261,22 +261,13 @@ Deno.test("readReservedPorts() skips unreadable files with a warning and ignores
 // ---------------------------------------------------------------------------
 
 Deno.test("isPortFree() sees a listener on each loopback address", async (t) => {
-  const ipv6 = hasIpv6Loopback();
-  for (const hostname of ["127.0.0.1", "0.0.0.0", "::1"]) {
-    await t.step({
-      name: `listener on ${hostname}${
-        hostname === "::1" && !ipv6 ? " (skipped: no IPv6 loopback)" : ""
-      }`,
-      ignore: hostname === "::1" && !ipv6,
-      fn: () => {
-        using listener = Deno.listen({ hostname, port: 0 });
-        const { port } = listener.addr as Deno.NetAddr;
-        assert.equal(isPortFree(port), false);
-        listener.close();
-        assert.equal(isPortFree(port), true);
-      },
-    });
-  }
+  await forEachLoopback(t, (hostname) => {
+    using listener = Deno.listen({ hostname, port: 0 });
+    const { port } = listener.addr as Deno.NetAddr;
+    assert.equal(isPortFree(port), false);
+    listener.close();
+    assert.equal(isPortFree(port), true);
+  });
 });
 
 // ---------------------------------------------------------------------------
@@ -466,22 +457,13 @@ Deno.test("allocate() is idempotent, also while the worktree's own service liste
 });
 
 Deno.test("allocate() skips a slot whose port has a listener on each loopback address", async (t) => {
-  const ipv6 = hasIpv6Loopback();
-  for (const hostname of ["127.0.0.1", "0.0.0.0", "::1"]) {
-    await t.step({
-      name: `listener on ${hostname}${
-        hostname === "::1" && !ipv6 ? " (skipped: no IPv6 loopback)" : ""
-      }`,
-      ignore: hostname === "::1" && !ipv6,
-      fn: async () => {
-        await using repo = await TempRepo.create();
-        const [a] = await repo.addWorktrees("wt", 1);
-        using _other = Deno.listen({ hostname, port: 41010 });
-        const allocation = await allocateIn(a);
-        assert.equal(allocation.slot, 2);
-      },
-    });
-  }
+  await forEachLoopback(t, async (hostname) => {
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    using _other = Deno.listen({ hostname, port: 41010 });
+    const allocation = await allocateIn(a);
+    assert.equal(allocation.slot, 2);
+  });
 });
 
 Deno.test("allocate() treats a copied port file as not this worktree's own", async () => {

@@ -98,10 +98,17 @@ export class TempRepo implements AsyncDisposable {
     this.root = root;
   }
 
-  /** Creates the repository, optionally bare (worktrees are then all linked). */
-  static async create(options: { bare?: boolean } = {}): Promise<TempRepo> {
+  /**
+   * Creates the repository, optionally with a committed worktree-ports.config.json
+   * (so every worktree has it) and optionally bare (worktrees are then all linked).
+   */
+  static async create(options: { bare?: boolean; config?: unknown } = {}): Promise<TempRepo> {
     const base = await Deno.realPath(await Deno.makeTempDir({ prefix: "worktree-ports-" }));
     await git(base, "init", "-q", "-b", "main", "main");
+    if (options.config !== undefined) {
+      await writeJson(`${base}/main/worktree-ports.config.json`, options.config);
+      await git(`${base}/main`, "add", "worktree-ports.config.json");
+    }
     await git(`${base}/main`, "commit", "-q", "--allow-empty", "-m", "initial");
     if (!options.bare) return new TempRepo(base, `${base}/main`);
     await git(base, "clone", "-q", "--bare", "main", "bare.git");
@@ -166,5 +173,24 @@ export function hasIpv6Loopback(): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Runs `fn` as one step per loopback address a probe checks. Without IPv6
+ * loopback on this host the `::1` step is reported as ignored, saying why.
+ */
+export async function forEachLoopback(
+  t: Deno.TestContext,
+  fn: (hostname: string) => void | Promise<void>,
+): Promise<void> {
+  const ipv6 = hasIpv6Loopback();
+  for (const hostname of ["127.0.0.1", "0.0.0.0", "::1"]) {
+    const skip = hostname === "::1" && !ipv6;
+    await t.step({
+      name: `listener on ${hostname}${skip ? " (skipped: no IPv6 loopback)" : ""}`,
+      ignore: skip,
+      fn: () => fn(hostname),
+    });
   }
 }
