@@ -752,6 +752,36 @@ Deno.test("cli check --fix reallocates a copied file for its own worktree", asyn
   );
 });
 
+Deno.test("cli check reports an unreadable port file and --fix replaces it", async () => {
+  await using repo = await repoWithCloudConfig();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  await Deno.writeTextFile(`${b}/.worktree-ports.json`, "{ not json");
+  const check = await runCli(a, ["check"]);
+  assert.equal(check.code, 1);
+  assert.equal(check.stdout, `unreadable: "${b}/.worktree-ports.json": not valid JSON\n`);
+  const fixed = await runCli(a, ["check", "--fix"]);
+  assert.equal(fixed.code, 0, fixed.stdout + fixed.stderr);
+  assert.match(
+    fixed.stdout,
+    /^moved ".*wt1" \(unreadable\): \(none\) -> cloud_port=48200 web_port=43200 \(slot 2\)\n/,
+  );
+  assert.equal(slotOf(await readJson(`${b}/.worktree-ports.json`)), 2);
+});
+
+Deno.test("cli allocate --timings says where the time went", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const result = await runCli(a, ["allocate", ...PORT_ARGS, "--timings"]);
+  assert.equal(result.code, 0, result.stderr);
+  const match =
+    /^timings: git ([\d.]+) ms, lock wait ([\d.]+) ms, locked ([\d.]+) ms, total ([\d.]+) ms\n$/
+      .exec(result.stderr);
+  assert.ok(match, result.stderr);
+  const [git, wait, locked, total] = match.slice(1).map(Number);
+  assert.ok(git + wait + locked <= total, result.stderr);
+});
+
 Deno.test("cli release frees the slot for the next fresh worktree", async () => {
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
