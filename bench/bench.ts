@@ -5,6 +5,7 @@
 //   empty     deno run of an empty script
 //   git       git worktree list --porcelain -z, run directly
 //   git-only  a Deno process doing nothing but that git call (baseline b)
+//   each-op   one of each runtime operation allocate performs, without its logic
 //   allocate  the CLI in a worktree that already has its file (the common case)
 //   fresh     the CLI in a worktree whose file was just deleted (scan, probe, write)
 // The floor (baseline a) is empty + git of the same round. It then races 32
@@ -116,10 +117,11 @@ interface SizeResult {
   git: number;
   floor: number;
   gitOnly: number;
+  eachOp: number;
   allocate: number;
   fresh: number;
   stages: { git: number; locked: number; total: number };
-  memory?: { empty: number; gitOnly: number; allocate: number; fresh: number };
+  memory?: { empty: number; gitOnly: number; eachOp: number; allocate: number; fresh: number };
 }
 
 async function benchSize(size: number): Promise<SizeResult> {
@@ -133,6 +135,7 @@ async function benchSize(size: number): Promise<SizeResult> {
     const target = worktrees[Math.floor(size / 2)];
     const portFile = `${target}/.worktree-ports.json`;
     const allocateArgs = ["run", ...CLI_FLAGS, CLI, "allocate", "--timings"];
+    const eachOpArgs = ["run", ...CLI_FLAGS, `${ROOT}bench/one_of_each.ts`];
     const first = await run(deno, allocateArgs, target);
     if (first.code !== 0) throw new Error(`allocate failed: ${first.stderr}`);
     const expected = first.stdout;
@@ -141,6 +144,7 @@ async function benchSize(size: number): Promise<SizeResult> {
       empty: () => run(deno, ["run", `${ROOT}bench/empty.ts`], target),
       git: () => run("git", ["worktree", "list", "--porcelain", "-z"], target),
       gitOnly: () => run(deno, ["run", "--allow-run=git", `${ROOT}bench/git_only.ts`], target),
+      eachOp: () => run(deno, eachOpArgs, target),
       allocate: () => run(deno, allocateArgs, target),
       fresh: async () => {
         await Deno.remove(portFile);
@@ -183,6 +187,7 @@ async function benchSize(size: number): Promise<SizeResult> {
       git: median(times.git),
       floor: median(floors),
       gitOnly: median(times.gitOnly),
+      eachOp: median(times.eachOp),
       allocate: median(times.allocate),
       fresh: median(times.fresh),
       stages: {
@@ -192,12 +197,19 @@ async function benchSize(size: number): Promise<SizeResult> {
       },
     };
     if (hasTime) {
-      const samples: Record<string, number[]> = { empty: [], gitOnly: [], allocate: [], fresh: [] };
+      const samples: Record<string, number[]> = {
+        empty: [],
+        gitOnly: [],
+        eachOp: [],
+        allocate: [],
+        fresh: [],
+      };
       for (let round = 0; round < (quick ? 3 : 9); round++) {
         samples.empty.push(await peakMemory(deno, ["run", `${ROOT}bench/empty.ts`], target));
         samples.gitOnly.push(
           await peakMemory(deno, ["run", "--allow-run=git", `${ROOT}bench/git_only.ts`], target),
         );
+        samples.eachOp.push(await peakMemory(deno, eachOpArgs, target));
         samples.allocate.push(await peakMemory(deno, allocateArgs, target));
         await Deno.remove(portFile);
         samples.fresh.push(await peakMemory(deno, allocateArgs, target));
@@ -205,6 +217,7 @@ async function benchSize(size: number): Promise<SizeResult> {
       result.memory = {
         empty: median(samples.empty),
         gitOnly: median(samples.gitOnly),
+        eachOp: median(samples.eachOp),
         allocate: median(samples.allocate),
         fresh: median(samples.fresh),
       };
@@ -347,17 +360,20 @@ const lines = [
   "",
   "`floor` is baseline (a): `deno run` of an empty script plus `git worktree list --porcelain -z`,",
   "summed per round. `git-only` is baseline (b): one Deno process doing nothing but that git call.",
+  "`each-op` is one Deno process doing one of each kind of runtime operation allocate needs (the",
+  "git call, a path resolution, a stat, a read, a missing-file read, JSON, a file lock, a permission",
+  "query, a write to stdout) with none of its logic: what Deno costs before any of our code.",
   "`allocate` runs in a worktree that already has its port file (every dev-server start); `fresh`",
   "deletes the file first, so it scans, probes and writes (every new worktree).",
   "",
-  "| worktrees | rounds | empty | git | floor (a) | git-only (b) | allocate | fresh | allocate / floor | fresh / floor | allocate / git-only |",
-  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  "| worktrees | rounds | empty | git | floor (a) | git-only (b) | each-op | allocate | fresh | each-op / floor | allocate / floor | fresh / floor |",
+  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ...sizes.map((r) =>
     `| ${r.size} | ${r.rounds} | ${ms(r.empty)} ms | ${ms(r.git)} ms | ${ms(r.floor)} ms | ${
       ms(r.gitOnly)
-    } ms | ${ms(r.allocate)} ms | ${ms(r.fresh)} ms | ${ratio(r.allocate / r.floor)} | ${
-      ratio(r.fresh / r.floor)
-    } | ${ratio(r.allocate / r.gitOnly)} |`
+    } ms | ${ms(r.eachOp)} ms | ${ms(r.allocate)} ms | ${ms(r.fresh)} ms | ${
+      ratio(r.eachOp / r.floor)
+    } | ${ratio(r.allocate / r.floor)} | ${ratio(r.fresh / r.floor)} |`
   ),
   "",
   "Where allocate's own time goes (medians of `allocate --timings`, inside the process):",
@@ -376,15 +392,16 @@ const lines = [
   "",
   ...(hasTime
     ? [
-      "| worktrees | empty script | git-only | allocate | fresh | allocate / empty | fresh / empty |",
-      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-      ...sizes.map((r) =>
-        `| ${r.size} | ${mib(r.memory!.empty)} MiB | ${mib(r.memory!.gitOnly)} MiB | ${
-          mib(r.memory!.allocate)
-        } MiB | ${mib(r.memory!.fresh)} MiB | ${ratio(r.memory!.allocate / r.memory!.empty)} | ${
-          ratio(r.memory!.fresh / r.memory!.empty)
-        } |`
-      ),
+      "| worktrees | empty script | git-only | each-op | allocate | fresh | git-only / empty | each-op / empty | allocate / empty | fresh / empty |",
+      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      ...sizes.map((r) => {
+        const m = r.memory!;
+        return `| ${r.size} | ${mib(m.empty)} MiB | ${mib(m.gitOnly)} MiB | ${
+          mib(m.eachOp)
+        } MiB | ${mib(m.allocate)} MiB | ${mib(m.fresh)} MiB | ${ratio(m.gitOnly / m.empty)} | ${
+          ratio(m.eachOp / m.empty)
+        } | ${ratio(m.allocate / m.empty)} | ${ratio(m.fresh / m.empty)} |`;
+      }),
       "",
     ]
     : []),
