@@ -1260,13 +1260,25 @@ export function writeFileAtomic(path: string, text: string): void {
 export function formatPortFile(
   allocation: Pick<Allocation, "bundle" | "slot" | "worktree" | "allocatedAt">,
 ): string {
+  return JSON.stringify(portFileData(allocation), null, 2) + "\n";
+}
+
+/** The top-level values of a port file: the bundle, then the metadata. */
+function portFileData(
+  allocation: Pick<Allocation, "bundle" | "slot" | "worktree" | "allocatedAt">,
+): Record<string, unknown> {
   const meta: PortFileMeta = {
     version: PORT_FILE_VERSION,
     slot: allocation.slot,
     worktree: allocation.worktree,
     allocated_at: allocation.allocatedAt,
   };
-  return JSON.stringify({ ...allocation.bundle, [META_KEY]: meta }, null, 2) + "\n";
+  return { ...allocation.bundle, [META_KEY]: meta };
+}
+
+/** The file was written for another worktree (it was copied); `root` is this worktree's real path. */
+function isForeign(file: PortFileRead, root: string): boolean {
+  return file.state === "read" && file.meta !== undefined && file.meta.worktree !== root;
 }
 
 // ---------------------------------------------------------------------------
@@ -1444,8 +1456,8 @@ async function allocateIn(
   }
   // A worktree's own file was dealt with when it was first written; a new,
   // copied or corrupt one is checked now, outside the critical section.
-  const replacedOwnFile = previous.state === "read" &&
-    previous.meta?.worktree === repository.root;
+  const replacedOwnFile = previous.state === "read" && previous.meta !== undefined &&
+    !isForeign(previous, repository.root);
   if (
     allocation.written && !replacedOwnFile && inside !== undefined && options.ignoreOutput !== false
   ) {
@@ -1518,7 +1530,7 @@ function ownMeta(
     return undefined;
   }
   if (own.state !== "read" || own.meta === undefined) return undefined;
-  if (own.meta.worktree !== target.root) {
+  if (isForeign(own, target.root)) {
     warnings.push(
       `"${target.path}" was written for the worktree "${own.meta.worktree}" (copied?); allocating a fresh bundle for this one`,
     );
@@ -1708,7 +1720,7 @@ export async function readBundle(
   return {
     path,
     data: file.data,
-    foreign: file.meta !== undefined && file.meta.worktree !== repository.root,
+    foreign: isForeign(file, repository.root),
   };
 }
 
@@ -2210,17 +2222,11 @@ export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedB
   const repository = await openRepository({ cwd: options.cwd, git });
   const path = portFilePath(repository.root, options);
   const file = readPortFile(path);
-  if (
-    file.state === "read" && (file.meta === undefined || file.meta.worktree === repository.root)
-  ) {
+  if (file.state === "read" && !isForeign(file, repository.root)) {
     return { path, data: file.data };
   }
   const allocation = await allocateIn(repository, options, git, start);
-  return {
-    path,
-    data: JSON.parse(formatPortFile(allocation)),
-    allocation,
-  };
+  return { path, data: portFileData(allocation), allocation };
 }
 
 // ---------------------------------------------------------------------------
