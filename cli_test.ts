@@ -734,6 +734,23 @@ Deno.test("cli check --fix moves the non-listening one of an older allocator's d
   assert.deepEqual(await readJson(`${b}/.worktree-ports.json`), moved);
 });
 
+Deno.test("cli check --fix keeps clear of ports that other files hold only as URLs", async () => {
+  await using repo = await repoWithCloudConfig();
+  const [a, b, c] = await repo.addWorktrees("wt", 3);
+  const shared = { cloud_port: 48100, cloud_url: "http://127.0.0.1:48100" };
+  await writeJson(`${a}/.worktree-ports.json`, { ...shared, web_port: 43100 });
+  await writeJson(`${b}/.worktree-ports.json`, { ...shared, web_port: 43200 });
+  // An older tool's file that reserves slot 2's cloud port through a URL alone.
+  await writeJson(`${c}/.worktree-ports.json`, { api_url: "http://127.0.0.1:48200/v1" });
+  using _aServes = Deno.listen({ hostname: "127.0.0.1", port: 43100 });
+  const fixed = await runCli(a, ["check", "--fix"]);
+  assert.equal(fixed.code, 0, fixed.stdout + fixed.stderr);
+  assert.match(
+    fixed.stdout,
+    /^moved ".*wt1" \(duplicate\): .* -> cloud_port=48300 web_port=43300 \(slot 3\)\n/,
+  );
+});
+
 Deno.test("cli check --fix reallocates a copied file for its own worktree", async () => {
   await using repo = await repoWithCloudConfig();
   const [a, b] = await repo.addWorktrees("wt", 2);

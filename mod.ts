@@ -1816,13 +1816,17 @@ export async function inspectWorktrees(
   options: InspectOptions = {},
 ): Promise<WorktreeStatus[]> {
   const repository = await openRepository({ cwd: options.cwd, git: options.git });
-  return await inspectRepository(repository, options);
+  const statuses = await inspectRepository(repository, options);
+  return statuses.map(({ reserved: _, ...status }) => status);
 }
+
+/** A status with every port its file reserves, read liberally (URL ports included). */
+type InspectedStatus = WorktreeStatus & { reserved: number[] };
 
 async function inspectRepository(
   repository: Repository,
   options: InspectOptions,
-): Promise<WorktreeStatus[]> {
+): Promise<InspectedStatus[]> {
   const ownPath = portFilePath(repository.root, options);
   const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
   const probe = options.probe ?? denoProbe;
@@ -1877,13 +1881,16 @@ async function inspectRepository(
   });
 
   if (options.listening !== false) {
-    for (const status of statuses) {
-      for (const [key, port] of Object.entries(status.ports)) {
-        status.listening[key] = !(await probe.isFree(port));
-      }
-    }
+    for (const status of statuses) await probeListening(status, probe);
   }
-  return statuses.map(({ reserved: _, ...status }) => status);
+  return statuses;
+}
+
+/** Fills in which of a status's ports something listens on now. */
+async function probeListening(status: WorktreeStatus, probe: PortProbe): Promise<void> {
+  for (const [key, port] of Object.entries(status.ports)) {
+    status.listening[key] = !(await probe.isFree(port));
+  }
 }
 
 function isPort(value: unknown): value is number {
@@ -1983,7 +1990,10 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     timeoutMs: options.lockTimeoutMs,
     onWait: options.onLockWait,
   });
-  const statuses = await inspectRepository(repository, options);
+  // Only the worktrees of a conflicting pair are probed, so the lock is held
+  // for reading the files, not for binding every port of every worktree.
+  const statuses = await inspectRepository(repository, { ...options, listening: false });
+  const probe = options.probe ?? denoProbe;
   const movers = new Map<WorktreeStatus, Move["reason"]>();
   for (const status of statuses) {
     if (status.state === "foreign" || status.state === "unreadable") {
@@ -1994,13 +2004,13 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     for (const conflict of status.conflicts) {
       const other = statuses.find((candidate) => candidate.path === conflict.worktree)!;
       if (movers.has(status) || movers.has(other)) continue;
-      movers.set(await chooseMover(status, other), "duplicate");
+      movers.set(await chooseMover(status, other, probe), "duplicate");
     }
   }
 
   const reserved = new Set<number>();
   for (const status of statuses) {
-    if (!movers.has(status)) { for (const port of Object.values(status.ports)) reserved.add(port); }
+    if (!movers.has(status)) { for (const port of status.reserved) reserved.add(port); }
   }
   const moves: Move[] = [];
   for (const [status, reason] of movers) {
@@ -2021,7 +2031,14 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
 }
 
 /** Of two worktrees that share ports, the one that should move. */
-async function chooseMover(a: WorktreeStatus, b: WorktreeStatus): Promise<WorktreeStatus> {
+async function chooseMover(
+  a: WorktreeStatus,
+  b: WorktreeStatus,
+  probe: PortProbe,
+): Promise<WorktreeStatus> {
+  for (const status of [a, b]) {
+    if (Object.keys(status.listening).length === 0) await probeListening(status, probe);
+  }
   const listensAlone = (status: WorktreeStatus, other: WorktreeStatus) =>
     Object.entries(status.ports).some(([key, port]) =>
       status.listening[key] && !Object.values(other.ports).includes(port)
