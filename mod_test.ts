@@ -199,6 +199,26 @@ Deno.test("openRepository() finds the worktree from a subdirectory with one git 
   assert.deepEqual(calls, [["worktree", "list", "--porcelain", "-z"]]);
 });
 
+Deno.test("openRepository() finds the worktree when git spells its path through a symlink", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  await Deno.symlink(repo.base, `${repo.base}-link`);
+  try {
+    // Git records real paths today; a path given through a link must still match.
+    const linked = {
+      async run(args: readonly string[], cwd: string) {
+        const output = (await run("git", args, { cwd })).stdout;
+        return output.replaceAll(`worktree ${repo.base}/`, `worktree ${repo.base}-link/`);
+      },
+    };
+    const repository = await openRepository({ cwd: a, git: linked });
+    assert.equal(repository.current.path, `${repo.base}-link/wt0`);
+    assert.equal(repository.root, a);
+  } finally {
+    await Deno.remove(`${repo.base}-link`);
+  }
+});
+
 Deno.test("openRepository() rejects a directory outside any repository", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -402,6 +422,22 @@ Deno.test("allocate() does not let the current output file block rewriting the s
   // The option is what makes the difference: counting the file as reserved moves the bundle.
   const blocked = await allocateIn(a, { force: true, excludeOutput: false });
   assert.notEqual(blocked.slot, first.slot);
+});
+
+Deno.test("allocate() with an output path reads siblings at the same place in their worktree", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  for (const dir of [a, b]) await Deno.mkdir(`${dir}/config`);
+  const first = await allocateIn(a, { output: "config/ports.json" });
+  const second = await allocateIn(b, { output: "config/ports.json" });
+  assert.equal(first.path, `${a}/config/ports.json`);
+  assert.deepEqual([first.slot, second.slot], [1, 2]);
+  await assert.rejects(Deno.stat(`${a}/.worktree-ports.json`), Deno.errors.NotFound);
+  assert.equal(
+    await git(a, "status", "--porcelain"),
+    "",
+    "the custom path is excluded from git too",
+  );
 });
 
 Deno.test("allocate() honours a sibling file in the older flat format", async () => {
