@@ -2291,18 +2291,14 @@ export async function runWithPorts(
   options: AllocateOptions = {},
 ): Promise<RunResult> {
   const bundle = await loadBundle(options);
-  const child = new Deno.Command(command, {
-    args: [...args],
-    cwd: options.cwd,
-    env: bundleEnv(bundle.data),
-    stdin: "inherit",
-    stdout: "inherit",
-    stderr: "inherit",
-  }).spawn();
+  // Listen before spawning: a signal that arrives while the child starts up
+  // would otherwise take its default action and kill us, leaving the child
+  // running. A listener runs on a later turn, by when `child` is set.
+  let child: Deno.ChildProcess | undefined;
   const forwarders = FORWARDED_SIGNALS.map((signal) => {
     const forward = () => {
       try {
-        child.kill(signal);
+        child?.kill(signal);
       } catch {
         // The child has exited already.
       }
@@ -2311,6 +2307,14 @@ export async function runWithPorts(
     return [signal, forward] as const;
   });
   try {
+    child = new Deno.Command(command, {
+      args: [...args],
+      cwd: options.cwd,
+      env: bundleEnv(bundle.data),
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
     const status = await child.status;
     const code = status.signal === null ? status.code : 128 + (SIGNAL_NUMBERS[status.signal] ?? 0);
     return { code, signal: status.signal, allocation: bundle.allocation };
