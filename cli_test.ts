@@ -566,9 +566,10 @@ Deno.test("cli exec passes back a signal that killed the command as 128 + its nu
 Deno.test("cli exec passes a SIGTERM it receives on to the command", async () => {
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
-  // Bounded, so that a broken forwarder fails the test instead of leaving bash behind.
+  // Bounded, so that a broken forwarder fails the test instead of leaving bash
+  // behind. No command substitution: the only child bash waits on is sleep.
   const script =
-    'trap "echo got TERM; exit 7" TERM; echo ready; for i in $(seq 100); do sleep 0.05; done';
+    'trap "echo got TERM; exit 7" TERM; echo ready; i=0; while ((i++ < 100)); do sleep 0.05; done';
   const child = spawnCli(a, ["exec", ...PORT_ARGS, "bash", "-c", script], {
     flags: ["--allow-run", ...CLI_FLAGS.slice(1)],
   });
