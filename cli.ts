@@ -551,16 +551,18 @@ async function runExec(values: Values, positionals: string[]): Promise<number> {
     );
     return 2;
   }
-  const options = allocateOptions(values, "exec");
+  // Loaded first, so that a new allocation is reported before the command
+  // starts rather than after it ends.
+  const bundle = await withLockNotice(allocateOptions(values, "exec"), loadBundle);
+  reportAllocation(bundle);
   let result;
   try {
-    result = await withLockNotice(options, (options) => runWithPorts(command, args, options));
+    result = await runWithPorts(command, args, { bundle });
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
     console.error(`error: Cannot run "${command}": no such program`);
     return 127;
   }
-  if (result.allocation) reportAllocation({ allocation: result.allocation });
   return result.code;
 }
 

@@ -563,28 +563,81 @@ Deno.test("cli exec passes back a signal that killed the command as 128 + its nu
   assert.equal(result.code, 128 + 15);
 });
 
-Deno.test("cli exec passes a SIGTERM it receives on to the command", async () => {
+Deno.test("cli exec passes a SIGTERM or SIGINT it receives on to the command", async (t) => {
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
-  // Bounded, so that a broken forwarder fails the test instead of leaving bash
-  // behind. No command substitution: the only child bash waits on is sleep.
-  const script =
-    'trap "echo got TERM; exit 7" TERM; echo ready; i=0; while ((i++ < 100)); do sleep 0.05; done';
-  const child = spawnCli(a, ["exec", ...PORT_ARGS, "bash", "-c", script], {
-    flags: ["--allow-run", ...CLI_FLAGS.slice(1)],
-  });
-  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const stderr = new Response(child.stderr).text();
-  const seen = await readUntil(stdout, "ready\n");
-  child.kill("SIGTERM");
-  let rest = "";
-  for (let read = await stdout.read(); !read.done; read = await stdout.read()) rest += read.value;
-  const status = await child.status;
-  assert.deepEqual(
-    { code: status.code, stdout: seen + rest },
-    { code: 7, stdout: "ready\ngot TERM\n" },
-    await stderr,
-  );
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    await t.step(signal, async () => {
+      // Bounded, so that a broken forwarder fails the test instead of leaving
+      // bash behind. No command substitution: the only child bash waits on is sleep.
+      const script = `trap "echo got ${signal}; exit 7" ${signal.slice(3)}; echo ready; ` +
+        "i=0; while ((i++ < 100)); do sleep 0.05; done";
+      const child = spawnCli(a, ["exec", ...PORT_ARGS, "bash", "-c", script], {
+        flags: ["--allow-run", ...CLI_FLAGS.slice(1)],
+      });
+      const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      const stderr = new Response(child.stderr).text();
+      const seen = await readUntil(stdout, "ready\n");
+      child.kill(signal);
+      let rest = "";
+      for (let read = await stdout.read(); !read.done; read = await stdout.read()) {
+        rest += read.value;
+      }
+      const status = await child.status;
+      assert.deepEqual(
+        { code: status.code, stdout: seen + rest },
+        { code: 7, stdout: `ready\ngot ${signal}\n` },
+        await stderr,
+      );
+    });
+  }
+});
+
+Deno.test("cli exec on a terminal leaves Ctrl-C to the terminal, so the command gets it once", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  // The command counts the SIGINTs it gets and reports its parent, exec.
+  const script = 'trap "echo INT" INT; echo "ready $PPID"; ' +
+    "i=0; while ((i++ < 40)); do sleep 0.05; done; echo done; exit 4";
+  const command = [
+    Deno.execPath(),
+    "run",
+    "--allow-run",
+    ...CLI_FLAGS.slice(1),
+    new URL("./cli.ts", import.meta.url).pathname,
+    "exec",
+    ...PORT_ARGS,
+    "bash",
+    "-c",
+    script,
+  ].map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(" ");
+  // script(1) runs exec on a pseudo-terminal whose keyboard is our pipe.
+  const terminal = new Deno.Command("script", {
+    args: ["-qec", command, "/dev/null"],
+    cwd: a,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stdout = terminal.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stderr = new Response(terminal.stderr).text();
+  const keyboard = terminal.stdin.getWriter();
+  let seen = "";
+  while (!/ready \d+\r?\n/.test(seen)) seen += await readUntil(stdout, "\n");
+  // The new allocation is reported before the command starts, not after it ends.
+  assert.match(seen, /^allocated slot 1 to this worktree .*\r?\nready \d+\r?\n$/);
+  const exec = Number(/ready (\d+)/.exec(seen)?.[1]);
+  // Ctrl-C: the terminal signals exec and the command alike.
+  await keyboard.write(new TextEncoder().encode("\x03"));
+  seen += await readUntil(stdout, "INT");
+  // A SIGINT sent to exec alone is not passed on either, and exec outlives it.
+  Deno.kill(exec, "SIGINT");
+  for (let read = await stdout.read(); !read.done; read = await stdout.read()) seen += read.value;
+  await keyboard.close();
+  const status = await terminal.status;
+  assert.equal(status.code, 4, seen + (await stderr));
+  assert.equal(seen.match(/INT/g)?.length, 1, seen);
+  assert.match(seen, /done\r?\n$/);
 });
 
 Deno.test("cli exec needs permission to run the command", async () => {
