@@ -15,6 +15,7 @@ import {
   parseWorktreeList,
   readReservedPorts,
   reservedPortsOf,
+  runWithPorts,
   WorktreePortsError,
   writeFileAtomic,
 } from "./mod.ts";
@@ -632,6 +633,22 @@ Deno.test("bundleEnv() upper-cases keys and keeps only scalar values with valid 
     }),
     { CLOUD_PORT: "8100", CLOUD_URL: "http://127.0.0.1:8100" },
   );
+});
+
+Deno.test("runWithPorts() runs the command with a bundle it is given, without loading one", async () => {
+  // Outside any repository: loading a bundle here would fail.
+  const dir = await Deno.makeTempDir();
+  try {
+    const { code, allocation } = await runWithPorts(
+      "bash",
+      ["-c", 'test "$WEB_PORT" = 3100 && test "$PWD" = "$1"', "script", await Deno.realPath(dir)],
+      { cwd: dir, bundle: { path: `${dir}/.worktree-ports.json`, data: { web_port: 3100 } } },
+    );
+    assert.equal(code, 0);
+    assert.equal(allocation, undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("formatEnv() quotes each format so values stay literal", async (t) => {
