@@ -532,8 +532,7 @@ async function runEnv(values: Values): Promise<number> {
       commandUsage("env"),
     );
   }
-  const bundle = await withLockNotice(allocateOptions(values, "env"), loadBundle);
-  reportAllocation(bundle);
+  const bundle = await loadReportingAllocation(values, "env");
   writeStdout(formatEnv(bundleEnv(bundle.data), format));
   return 0;
 }
@@ -553,8 +552,7 @@ async function runExec(values: Values, positionals: string[]): Promise<number> {
   }
   // Loaded first, so that a new allocation is reported before the command
   // starts rather than after it ends.
-  const bundle = await withLockNotice(allocateOptions(values, "exec"), loadBundle);
-  reportAllocation(bundle);
+  const bundle = await loadReportingAllocation(values, "exec");
   let result;
   try {
     result = await runWithPorts(command, args, { bundle });
@@ -566,12 +564,16 @@ async function runExec(values: Values, positionals: string[]): Promise<number> {
   return result.code;
 }
 
-function reportAllocation(bundle: Pick<LoadedBundle, "allocation">): void {
-  if (bundle.allocation === undefined) return;
-  for (const warning of bundle.allocation.warnings) console.error(`warning: ${warning}`);
-  console.error(
-    `allocated slot ${bundle.allocation.slot} to this worktree ("${bundle.allocation.path}")`,
-  );
+/** The worktree's bundle, allocating first if it has none; a new allocation is reported on stderr. */
+async function loadReportingAllocation(values: Values, command: string): Promise<LoadedBundle> {
+  const bundle = await withLockNotice(allocateOptions(values, command), loadBundle);
+  if (bundle.allocation !== undefined) {
+    for (const warning of bundle.allocation.warnings) console.error(`warning: ${warning}`);
+    console.error(
+      `allocated slot ${bundle.allocation.slot} to this worktree ("${bundle.allocation.path}")`,
+    );
+  }
+  return bundle;
 }
 
 async function runList(values: Values): Promise<number> {

@@ -32,6 +32,19 @@ async function readUntil(
   return seen;
 }
 
+/** Reads a stream to its end; returns everything read. */
+async function readRest(reader: ReadableStreamDefaultReader<string>): Promise<string> {
+  let rest = "";
+  for (let read = await reader.read(); !read.done; read = await reader.read()) rest += read.value;
+  return rest;
+}
+
+/** A `sh -c` line running the CLI with `flags` and `args`, for script(1). */
+function cliCommandLine(flags: readonly string[], args: readonly string[]): string {
+  return [Deno.execPath(), "run", ...flags, new URL("./cli.ts", import.meta.url).pathname, ...args]
+    .map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(" ");
+}
+
 /** Whether file modes bind this process: they do not for root. */
 async function canCreateFileIn(dir: string): Promise<boolean> {
   try {
@@ -579,10 +592,7 @@ Deno.test("cli exec passes a SIGTERM or SIGINT it receives on to the command", a
       const stderr = new Response(child.stderr).text();
       const seen = await readUntil(stdout, "ready\n");
       child.kill(signal);
-      let rest = "";
-      for (let read = await stdout.read(); !read.done; read = await stdout.read()) {
-        rest += read.value;
-      }
+      const rest = await readRest(stdout);
       const status = await child.status;
       assert.deepEqual(
         { code: status.code, stdout: seen + rest },
@@ -599,18 +609,10 @@ Deno.test("cli exec on a terminal leaves Ctrl-C to the terminal, so the command 
   // The command counts the SIGINTs it gets and reports its parent, exec.
   const script = 'trap "echo INT" INT; echo "ready $PPID"; ' +
     "i=0; while ((i++ < 40)); do sleep 0.05; done; echo done; exit 4";
-  const command = [
-    Deno.execPath(),
-    "run",
-    "--allow-run",
-    ...CLI_FLAGS.slice(1),
-    new URL("./cli.ts", import.meta.url).pathname,
-    "exec",
-    ...PORT_ARGS,
-    "bash",
-    "-c",
-    script,
-  ].map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(" ");
+  const command = cliCommandLine(
+    ["--allow-run", ...CLI_FLAGS.slice(1)],
+    ["exec", ...PORT_ARGS, "bash", "-c", script],
+  );
   // script(1) runs exec on a pseudo-terminal whose keyboard is our pipe.
   const terminal = new Deno.Command("script", {
     args: ["-qec", command, "/dev/null"],
@@ -632,7 +634,7 @@ Deno.test("cli exec on a terminal leaves Ctrl-C to the terminal, so the command 
   seen += await readUntil(stdout, "INT");
   // A SIGINT sent to exec alone is not passed on either, and exec outlives it.
   Deno.kill(exec, "SIGINT");
-  for (let read = await stdout.read(); !read.done; read = await stdout.read()) seen += read.value;
+  seen += await readRest(stdout);
   await keyboard.close();
   const status = await terminal.status;
   assert.equal(status.code, 4, seen + (await stderr));
@@ -709,14 +711,7 @@ Deno.test("cli list prints an aligned table, coloured only on a terminal without
     assert.ok(!result.stdout.includes("\x1b["));
   });
   // script(1) gives the CLI a real terminal.
-  const command = [
-    "deno",
-    "run",
-    ...CLI_FLAGS,
-    new URL("./cli.ts", import.meta.url).pathname,
-    "list",
-  ]
-    .map((word) => `'${word}'`).join(" ");
+  const command = cliCommandLine(CLI_FLAGS, ["list"]);
   for (
     const [name, env, colored] of [["terminal", {}, true], ["terminal with NO_COLOR", {
       NO_COLOR: "1",
