@@ -39,11 +39,20 @@ async function readRest(reader: ReadableStreamDefaultReader<string>): Promise<st
   return rest;
 }
 
-/** A `sh -c` line running the CLI with `flags` and `args`, for script(1). */
-function cliCommandLine(flags: readonly string[], args: readonly string[]): string {
-  return [Deno.execPath(), "run", ...flags, new URL("./cli.ts", import.meta.url).pathname, ...args]
-    .map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(" ");
+/**
+ * script(1) arguments that run the CLI with `flags` and `args` on a pseudo-terminal.
+ * script hands the line to `$SHELL -c`; the line starts with `exec` so that no shell
+ * stays between the terminal and the CLI (a Ctrl-C would kill a shell such as dash).
+ * Run it with {@link SCRIPT_ENV}: SHELL may be unset where the tests run.
+ */
+function scriptArgs(flags: readonly string[], args: readonly string[]): string[] {
+  const line = [Deno.execPath(), "run", ...flags, new URL("./cli.ts", import.meta.url).pathname]
+    .concat(args).map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(" ");
+  return ["-qec", `exec ${line}`, "/dev/null"];
 }
+
+/** The environment script(1) needs from {@link scriptArgs}: a shell to run its line. */
+const SCRIPT_ENV = { SHELL: "/bin/sh" };
 
 /** Whether file modes bind this process: they do not for root. */
 async function canCreateFileIn(dir: string): Promise<boolean> {
@@ -609,13 +618,13 @@ Deno.test("cli exec on a terminal leaves Ctrl-C to the terminal, so the command 
   // The command counts the SIGINTs it gets and reports its parent, exec.
   const script = 'trap "echo INT" INT; echo "ready $PPID"; ' +
     "i=0; while ((i++ < 40)); do sleep 0.05; done; echo done; exit 4";
-  const command = cliCommandLine(
-    ["--allow-run", ...CLI_FLAGS.slice(1)],
-    ["exec", ...PORT_ARGS, "bash", "-c", script],
-  );
   // script(1) runs exec on a pseudo-terminal whose keyboard is our pipe.
   const terminal = new Deno.Command("script", {
-    args: ["-qec", command, "/dev/null"],
+    args: scriptArgs(
+      ["--allow-run", ...CLI_FLAGS.slice(1)],
+      ["exec", ...PORT_ARGS, "bash", "-c", script],
+    ),
+    env: SCRIPT_ENV,
     cwd: a,
     stdin: "piped",
     stdout: "piped",
@@ -711,14 +720,14 @@ Deno.test("cli list prints an aligned table, coloured only on a terminal without
     assert.ok(!result.stdout.includes("\x1b["));
   });
   // script(1) gives the CLI a real terminal.
-  const command = cliCommandLine(CLI_FLAGS, ["list"]);
+  const args = scriptArgs(CLI_FLAGS, ["list"]);
   for (
     const [name, env, colored] of [["terminal", {}, true], ["terminal with NO_COLOR", {
       NO_COLOR: "1",
     }, false]] as const
   ) {
     await t.step(name, async () => {
-      const result = await run("script", ["-qec", command, "/dev/null"], { cwd: a, env });
+      const result = await run("script", args, { cwd: a, env: { ...SCRIPT_ENV, ...env } });
       assert.equal(result.code, 0, result.stdout);
       assert.match(result.stdout, /WORKTREE/);
       assert.equal(result.stdout.includes("\x1b[32mok"), colored);
