@@ -592,7 +592,9 @@ const STATE_COLORS: Record<WorktreeStatus["state"], string> = {
   duplicate: "31",
   foreign: "33",
   unreadable: "31",
+  invalid: "31",
   stale: "2",
+  absent: "33",
 };
 
 function formatTable(statuses: readonly WorktreeStatus[], color: boolean): string {
@@ -637,6 +639,8 @@ function noteOf(status: WorktreeStatus): string {
     case "foreign":
       return `file written for ${printable(status.detail ?? "")}`;
     case "unreadable":
+    case "invalid":
+    case "absent":
       return status.detail ?? "";
     case "stale":
       return "directory gone";
@@ -672,6 +676,8 @@ function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
       problems.push(`foreign: "${status.file}" was written for "${status.detail}"`);
     } else if (status.state === "unreadable") {
       problems.push(`unreadable: "${status.file}": ${status.detail}`);
+    } else if (status.state === "invalid") {
+      problems.push(`invalid: "${status.file}": ${status.detail}`);
     }
     for (const conflict of status.conflicts) {
       // Each pair once: from the worktree that comes first.
@@ -875,7 +881,7 @@ function writeStdout(text: string): void {
 function exitCodeOf(error: unknown): number {
   if (error instanceof UsageError) return 2;
   if (error instanceof WorktreePortsError) {
-    return error.code === "INVALID_CONFIG" || error.code === "NOT_A_WORKTREE" ? 2 : 1;
+    return ["INVALID_CONFIG", "INVALID_OUTPUT", "NOT_A_WORKTREE"].includes(error.code) ? 2 : 1;
   }
   if (error instanceof Deno.errors.NotCapable) return 2;
   return 1;

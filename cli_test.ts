@@ -1163,3 +1163,68 @@ Deno.test("deno publish ships only the package files", async () => {
   const files = [...result.stderr.matchAll(/file:\/\/\S*\/([^/\s]+) \(/g)].map((match) => match[1]);
   assert.deepEqual(files.sort(), ["LICENSE", "README.md", "cli.ts", "deno.json", "mod.ts"]);
 });
+
+// ---------------------------------------------------------------------------
+// The guarantee at its edges: things created while waiting, odd files
+// ---------------------------------------------------------------------------
+
+/** Starts a CLI command that will wait on a held lock, and resolves once it waits. */
+async function startWaiting(cwd: string, args: readonly string[]) {
+  const child = spawnCli(cwd, args);
+  const stdout = new Response(child.stdout).text();
+  const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  // The notice comes only after the command has listed the worktrees and waited a second.
+  const seen = await readUntil(stderr, "another worktree-ports process holds the lock");
+  return {
+    async finish(): Promise<{ code: number; stdout: string; stderr: string }> {
+      const { code } = await child.status;
+      return { code, stdout: await stdout, stderr: seen + await readRest(stderr) };
+    },
+  };
+}
+
+/** A port file as this tool writes it, for a worktree at `slot` of {@link PORT_ARGS}. */
+function portFileAt(worktree: string, slot: number) {
+  return {
+    web: 42000 + slot * 10,
+    api: 43000 + slot * 10,
+    worktree_ports: { version: 1, slot, worktree, allocated_at: "2026-01-01T00:00:00.000Z" },
+  };
+}
+
+Deno.test("cli allocate sees a worktree created and allocated while it waited for the lock", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
+  let waiting;
+  try {
+    waiting = await startWaiting(a, ["allocate", ...PORT_ARGS]);
+    const b = await repo.addWorktree("late");
+    await writeJson(`${b}/.worktree-ports.json`, portFileAt(b, 1));
+  } finally {
+    await holder.kill();
+  }
+  const result = await waiting.finish();
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(slotOf(JSON.parse(result.stdout)), 2);
+});
+
+Deno.test("cli check --fix sees a worktree created and allocated while it waited for the lock", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  // A copied file: --fix reallocates it to the lowest free slot.
+  await writeJson(`${a}/.worktree-ports.json`, portFileAt(`${repo.base}/elsewhere`, 5));
+  const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
+  let waiting;
+  try {
+    waiting = await startWaiting(a, ["check", "--fix", ...PORT_ARGS]);
+    const b = await repo.addWorktree("late");
+    await writeJson(`${b}/.worktree-ports.json`, portFileAt(b, 1));
+  } finally {
+    await holder.kill();
+  }
+  const result = await waiting.finish();
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /moved ".*wt0" \(foreign\).*\(slot 2\)/);
+  assert.equal(slotOf(await readJson(`${a}/.worktree-ports.json`)), 2);
+});

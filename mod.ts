@@ -41,11 +41,13 @@ export type ErrorCode =
   | "LOCK_TIMEOUT"
   | "NOT_A_WORKTREE"
   | "GIT_FAILED"
-  | "INVALID_CONFIG";
+  | "INVALID_CONFIG"
+  | "INVALID_OUTPUT";
 
 /**
  * The error callers are expected to catch: every slot taken, the lock not
- * acquired in time, not inside a git worktree, git failing, or a bad config.
+ * acquired in time, not inside a git worktree, git failing, a bad config, or
+ * an output path inside another worktree.
  *
  * @example Usage
  * ```ts ignore
@@ -113,6 +115,10 @@ const KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const PLACEHOLDER_PATTERN = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 const META_KEY = "worktree_ports";
 const MAX_PORT = 65535;
+/** Port files and configs are a few hundred bytes; a larger file is not one. */
+const MAX_FILE_BYTES = 1 << 20;
+/** Deeper JSON than this is not a port file, and would overflow the stack when printed. */
+const MAX_NESTING = 64;
 
 // ---------------------------------------------------------------------------
 // Config
@@ -205,7 +211,7 @@ export function parseConfig(
   for (const key of Object.keys(record)) {
     if (!["ports", "templates", "stride", "slots"].includes(key)) {
       fail(
-        `unknown key "${key}" (expected "ports", "templates", "stride" or "slots")`,
+        `unknown key "${clip(key)}" (expected "ports", "templates", "stride" or "slots")`,
       );
     }
   }
@@ -217,7 +223,7 @@ export function parseConfig(
   if (portEntries.length === 0) fail(`"ports" must name at least one port`);
   for (const [key, base] of portEntries) {
     checkKey(key, "ports", fail);
-    checkInteger(base, `port "${key}"`, 1, MAX_PORT, fail);
+    checkInteger(base, `port "${clip(key)}"`, 1, MAX_PORT, fail);
   }
 
   const templates = record.templates ?? {};
@@ -227,14 +233,14 @@ export function parseConfig(
   for (const [key, template] of Object.entries(templates as object)) {
     checkKey(key, "templates", fail);
     if (Object.hasOwn(ports as object, key)) {
-      fail(`template "${key}" has the same name as a port`);
+      fail(`template "${clip(key)}" has the same name as a port`);
     }
     if (typeof template !== "string") {
-      fail(`template "${key}" must be a string`);
+      fail(`template "${clip(key)}" must be a string`);
     }
     for (const [, name] of (template as string).matchAll(PLACEHOLDER_PATTERN)) {
       if (!Object.hasOwn(ports as object, name)) {
-        fail(`template "${key}" names "{${name}}", which is not in "ports"`);
+        fail(`template "${clip(key)}" names "{${clip(name)}}", which is not in "ports"`);
       }
     }
   }
@@ -257,7 +263,9 @@ export function parseConfig(
 function checkKey(key: string, section: string, fail: (p: string) => never) {
   if (!KEY_PATTERN.test(key)) {
     fail(
-      `key "${key}" in "${section}" must match ${KEY_PATTERN.source} (letters, digits, underscores)`,
+      `key "${
+        clip(key)
+      }" in "${section}" must match ${KEY_PATTERN.source} (letters, digits, underscores)`,
     );
   }
   if (key === META_KEY) {
@@ -273,8 +281,27 @@ function checkInteger(
   fail: (p: string) => never,
 ) {
   if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
-    fail(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+    const got = typeof value === "number" && !Number.isFinite(value)
+      ? "a number too large to use"
+      : quoteValue(value);
+    fail(`${name} must be an integer from ${min} to ${max}, got ${got}`);
   }
+}
+
+/** A value for an error message: its JSON, cut to about 200 characters. */
+function quoteValue(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return clip(text);
+}
+
+/** Text for an error message, cut to about 200 characters: a message must stay readable. */
+function clip(text: string): string {
+  return text.length > 200 ? `${text.slice(0, 200)}… (${text.length} characters)` : text;
 }
 
 /**
@@ -351,35 +378,59 @@ export function loadConfig(root: string, options: LoadConfigOptions = {}): Ports
     : resolvePath(root, options.config);
   let text: string | undefined;
   try {
-    text = Deno.readTextFileSync(path);
+    text = readRegularTextFile(path);
   } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound) || options.config !== undefined) {
+    if (
+      !(error instanceof Deno.errors.NotFound) || options.config !== undefined ||
+      isBrokenLink(path)
+    ) {
       throw asConfigError(error, path);
     }
   }
+  if (text === undefined) return parseConfig(undefined, options);
   let value: unknown;
-  if (text !== undefined) {
-    try {
-      value = JSON.parse(text);
-    } catch (error) {
-      throw new WorktreePortsError(
-        "INVALID_CONFIG",
-        `Invalid config "${path}": not valid JSON (${(error as Error).message})`,
-        { cause: error },
-      );
-    }
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new WorktreePortsError(
+      "INVALID_CONFIG",
+      `Invalid config "${path}": not valid JSON (${(error as Error).message})`,
+      { cause: error },
+    );
   }
-  return parseConfig(value, {
-    ...options,
-    source: text === undefined ? undefined : `"${path}"`,
-  });
+  const source = `"${path}"`;
+  if (value === null || value === undefined) {
+    throw new WorktreePortsError(
+      "INVALID_CONFIG",
+      `Invalid config ${source}: it must be a JSON object, got null (delete the file to use the defaults)`,
+    );
+  }
+  if (nestingExceeds(value, MAX_NESTING)) {
+    throw new WorktreePortsError(
+      "INVALID_CONFIG",
+      `Invalid config ${source}: nested more than ${MAX_NESTING} levels deep`,
+    );
+  }
+  return parseConfig(value, { ...options, source });
+}
+
+/** A symbolic link whose target does not exist. */
+function isBrokenLink(path: string): boolean {
+  try {
+    return Deno.lstatSync(path).isSymlink;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return false;
+  }
 }
 
 function asConfigError(error: unknown, path: string): unknown {
   if (error instanceof Deno.errors.NotCapable) return error;
   const reason = error instanceof Deno.errors.NotFound
-    ? "the file does not exist"
-    : (error as Error).message;
+    ? isBrokenLink(path)
+      ? "it is a symbolic link to a file that does not exist"
+      : "the file does not exist"
+    : fileProblemOf(error);
   return new WorktreePortsError(
     "INVALID_CONFIG",
     `Cannot read config "${path}": ${reason}`,
@@ -602,7 +653,8 @@ export interface ListWorktreesOptions {
 
 /**
  * Lists every worktree of the repository that contains `cwd`, with one
- * `git worktree list --porcelain -z` call.
+ * `git worktree list --porcelain -z` call. A listing that fails while
+ * another worktree is being added is tried again a few times, for about 200 ms.
  *
  * @param options The directory and the git runner.
  * @returns The worktrees in git's order: the main worktree (or bare repository) first.
@@ -621,20 +673,24 @@ export async function listWorktrees(
 ): Promise<Worktree[]> {
   const cwd = options.cwd ?? Deno.cwd();
   const git = options.git ?? denoGit;
-  try {
-    return parseWorktreeList(
-      await git.run(["worktree", "list", "--porcelain", "-z"], cwd),
-    );
-  } catch (error) {
-    if (
-      error instanceof WorktreePortsError && error.code === "GIT_FAILED" &&
-      /not a git repository/i.test(error.message)
-    ) {
-      throw notAWorktree(cwd, error);
+  for (let attempt = 0;; attempt++) {
+    try {
+      return parseWorktreeList(
+        await git.run(["worktree", "list", "--porcelain", "-z"], cwd),
+      );
+    } catch (error) {
+      if (!(error instanceof WorktreePortsError) || error.code !== "GIT_FAILED") throw error;
+      if (/not a git repository/i.test(error.message)) throw notAWorktree(cwd, error);
+      // While "git worktree add" runs, a listing can fail on the half-made
+      // entry ("failed to read .../commondir"); it is whole moments later.
+      if (attempt >= LIST_RETRY_DELAYS_MS.length) throw error;
+      await new Promise((resolve) => setTimeout(resolve, LIST_RETRY_DELAYS_MS[attempt]));
     }
-    throw error;
   }
 }
+
+/** Pauses between attempts to list the worktrees: about 200 ms in all. */
+const LIST_RETRY_DELAYS_MS: readonly number[] = [20, 40, 60, 80];
 
 function notAWorktree(dir: string, cause?: unknown): WorktreePortsError {
   return new WorktreePortsError(
@@ -688,6 +744,9 @@ export async function openRepository(
     if (error instanceof Deno.errors.NotCapable) throw error;
     throw notAWorktree(start, error);
   }
+  // Taken before git lists the worktrees, so that a worktree added after the
+  // listing shows up as a difference under the lock (see currentListing).
+  const before = adminEntriesAround(dir);
   const worktrees = await listWorktrees({ cwd: dir, git });
   const current = findContaining(worktrees, dir, (w) => w.path) ??
     findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree;
@@ -695,13 +754,72 @@ export async function openRepository(
   const root = Deno.realPathSync(current.path);
   // Git's own directory sits inside the main worktree but is not part of it.
   if (/^\.git(\/|$)/.test(relativeInside(root, dir) ?? "")) throw notAWorktree(dir);
-  return {
+  const repository: Repository = {
     worktrees,
     current,
     root,
     primary: current === worktrees[0],
     commonDir: await findCommonDir(root, git),
   };
+  if (before !== undefined && before.commonDir === repository.commonDir) {
+    LISTED_ENTRIES.set(repository, before.entries);
+  }
+  return repository;
+}
+
+/**
+ * The admin entries (`<common dir>/worktrees/*`) that existed just before a
+ * repository's worktrees were listed. Git adds an entry for every new linked
+ * worktree and removes it with the worktree, so the same entries under the
+ * lock mean no worktree was added or removed since the listing.
+ */
+const LISTED_ENTRIES = new WeakMap<Repository, string>();
+
+/** The admin entries of the repository around `dir`, found the way git finds `.git`. */
+function adminEntriesAround(dir: string): { commonDir: string; entries: string } | undefined {
+  for (let candidate = dir;;) {
+    try {
+      const { commonDir } = gitDirsOf(candidate);
+      const entries = adminEntries(commonDir);
+      return entries === undefined ? undefined : { commonDir, entries };
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      if (!(error instanceof Deno.errors.NotFound)) return undefined;
+    }
+    const parent = candidate.replace(/[\\/][^\\/]*$/, "");
+    if (parent === candidate || parent === "") return undefined;
+    candidate = parent;
+  }
+}
+
+/** The names of the admin entries, sorted; `undefined` when they cannot be read. */
+function adminEntries(commonDir: string): string | undefined {
+  try {
+    const names: string[] = [];
+    for (const entry of Deno.readDirSync(joinPath(commonDir, "worktrees"))) names.push(entry.name);
+    return names.sort().join("\0");
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return error instanceof Deno.errors.NotFound ? "" : undefined;
+  }
+}
+
+/**
+ * The repository as it is now, for a caller holding the lock. The listing
+ * taken before the lock is kept when no worktree has been added or removed
+ * since (one directory read); otherwise git lists the worktrees again. A
+ * worktree created while an allocation waited for the lock is then scanned
+ * like any other.
+ */
+async function currentListing(repository: Repository, git: GitRunner): Promise<Repository> {
+  const listed = LISTED_ENTRIES.get(repository);
+  if (listed !== undefined && listed === adminEntries(repository.commonDir)) return repository;
+  return await relist(repository, git);
+}
+
+/** Lists the worktrees again, from the same worktree. */
+async function relist(repository: Repository, git: GitRunner): Promise<Repository> {
+  return await openRepository({ cwd: repository.root, git });
 }
 
 /** The entry whose path is the longest one containing `dir`: worktrees may nest. */
@@ -748,24 +866,34 @@ async function realPaths(
  */
 async function findCommonDir(root: string, git: GitRunner): Promise<string> {
   try {
-    const dotGit = joinPath(root, ".git");
-    let gitDir = dotGit;
-    if (Deno.statSync(dotGit).isFile) {
-      const text = Deno.readTextFileSync(dotGit);
-      if (!text.startsWith("gitdir: ")) throw new SyntaxError(`Unexpected "${dotGit}"`);
-      gitDir = resolvePath(root, text.slice("gitdir: ".length).replace(/\r?\n$/, ""));
-    }
-    try {
-      const common = Deno.readTextFileSync(joinPath(gitDir, "commondir"));
-      return resolvePath(gitDir, common.replace(/\r?\n$/, ""));
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return gitDir;
-      throw error;
-    }
+    return gitDirsOf(root).commonDir;
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) throw error;
     const output = await git.run(["rev-parse", "--git-common-dir"], root);
     return resolvePath(root, output.replace(/\r?\n$/, ""));
+  }
+}
+
+/**
+ * The git directory of the worktree at `root` and the repository's common
+ * directory, found by reading `.git` and `commondir` as git does.
+ *
+ * @throws {Deno.errors.NotFound} When `root` has no `.git`.
+ */
+function gitDirsOf(root: string): { gitDir: string; commonDir: string } {
+  const dotGit = joinPath(root, ".git");
+  let gitDir = dotGit;
+  if (Deno.statSync(dotGit).isFile) {
+    const text = readRegularTextFile(dotGit);
+    if (!text.startsWith("gitdir: ")) throw new SyntaxError(`Unexpected "${dotGit}"`);
+    gitDir = resolvePath(root, text.slice("gitdir: ".length).replace(/\r?\n$/, ""));
+  }
+  try {
+    const common = readRegularTextFile(joinPath(gitDir, "commondir"));
+    return { gitDir, commonDir: resolvePath(gitDir, common.replace(/\r?\n$/, "")) };
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return { gitDir, commonDir: gitDir };
+    throw error;
   }
 }
 
@@ -794,8 +922,10 @@ export type PortFileRead =
   | {
     /** The file exists but cannot be used. */
     state: "unreadable";
-    /** Why, e.g. "not valid JSON". */
+    /** Why, e.g. "not valid JSON" or "it is a FIFO (named pipe)". */
     reason: string;
+    /** The ports recovered from its text: every `"key": integer` pair that is a port. */
+    ports: number[];
   }
   | {
     /** The file was read. */
@@ -806,6 +936,8 @@ export type PortFileRead =
     ports: number[];
     /** Its metadata, when this tool (or a compatible one) wrote it. */
     meta?: PortFileMeta;
+    /** Each top-level number that is not a port, e.g. `"web" is too large to be a number`. */
+    invalid?: string[];
   };
 
 /**
@@ -826,28 +958,73 @@ export type PortFileRead =
 export function readPortFile(path: string): PortFileRead {
   let text: string;
   try {
-    text = Deno.readTextFileSync(path);
+    text = readRegularTextFile(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return { state: "missing" };
     if (error instanceof Deno.errors.NotCapable) throw error;
-    return { state: "unreadable", reason: (error as Error).message };
+    return { state: "unreadable", reason: fileProblemOf(error), ports: [] };
   }
   let data: unknown;
   try {
     data = JSON.parse(text);
   } catch {
-    return { state: "unreadable", reason: "not valid JSON" };
+    return { state: "unreadable", reason: "not valid JSON", ports: recoverPorts(text) };
   }
   if (!isPlainObject(data)) {
-    return { state: "unreadable", reason: "not a JSON object" };
+    return { state: "unreadable", reason: "not a JSON object", ports: recoverPorts(text) };
+  }
+  if (nestingExceeds(data, MAX_NESTING)) {
+    return {
+      state: "unreadable",
+      reason: `nested more than ${MAX_NESTING} levels deep`,
+      ports: recoverPorts(text),
+    };
   }
   const record = data as Record<string, unknown>;
+  const notPorts = Object.entries(record).filter(([, value]) =>
+    typeof value === "number" && !isPort(value)
+  ).map(([key, value]) => `"${key}" is ${describeNumber(value as number)}`);
   return {
     state: "read",
     data: record,
     ports: reservedPortsOf(record),
     meta: metaOf(record[META_KEY]),
+    ...(notPorts.length > 0 ? { invalid: notPorts } : {}),
   };
+}
+
+/**
+ * The ports named in text that is not valid JSON, read liberally: every
+ * `"key": integer` pair with an integer from 1 to 65535. A damaged file still
+ * holds its worktree's ports.
+ */
+function recoverPorts(text: string): number[] {
+  const ports = new Set<number>();
+  for (const [, digits] of text.matchAll(/"(?:[^"\\\n]|\\.)*"\s*:\s*(\d{1,5})(?![\d.eE])/g)) {
+    const port = Number(digits);
+    if (isPort(port)) ports.add(port);
+  }
+  return [...ports];
+}
+
+/** Whether a parsed JSON value nests deeper than `limit`, found without recursion. */
+function nestingExceeds(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [current, depth] = stack.pop()!;
+    if (typeof current !== "object" || current === null) continue;
+    if (depth > limit) return true;
+    for (const child of Object.values(current)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
+/** A number for a message: JSON turns `1e400` into `Infinity`, which is too large. */
+function describeNumber(value: number): string {
+  if (!Number.isFinite(value)) return "too large to be a number";
+  return Number.isInteger(value)
+    ? `${value}, not a port (1 to ${MAX_PORT})`
+    : `${value}, not a port`;
 }
 
 function metaOf(value: unknown): PortFileMeta | undefined {
@@ -922,19 +1099,48 @@ export interface ReservedPorts {
  * ```
  */
 export function readReservedPorts(paths: readonly string[]): ReservedPorts {
-  const files = paths.map(readPortFile);
   const holders = new Map<number, string>();
   const warnings: string[] = [];
-  files.forEach((file, index) => {
-    if (file.state === "unreadable") {
-      warnings.push(`Skipped port file "${paths[index]}": ${file.reason}`);
-    } else if (file.state === "read") {
-      for (const port of file.ports) {
-        if (!holders.has(port)) holders.set(port, paths[index]);
-      }
+  for (const path of paths) {
+    const ports = reservedPortsOfPath(path, readPortFile(path), warnings);
+    for (const port of ports) {
+      if (!holders.has(port)) holders.set(port, path);
     }
-  });
+  }
   return { holders, warnings };
+}
+
+/**
+ * The ports another worktree's file reserves. A damaged file keeps the ports
+ * its text still names; one that cannot be read at all reserves what
+ * `fallback` knows of it (the copy kept in git's directory), and is named in
+ * a warning either way, with the fix.
+ */
+function reservedPortsOfPath(
+  path: string,
+  file: PortFileRead,
+  warnings: string[],
+  fallback?: () => PortFileRead,
+): number[] {
+  if (file.state === "read") return file.ports;
+  if (file.state === "missing") return [];
+  let ports = file.ports;
+  let source = ports.length > 0 ? `reserving the ports its text names (${ports.join(", ")})` : "";
+  if (ports.length === 0) {
+    const kept = fallback?.();
+    if (kept?.state === "read" && kept.ports.length > 0) {
+      ports = kept.ports;
+      source = `reserving the ports it held when last written (${ports.join(", ")})`;
+    }
+  }
+  const fix = file.reason === "permission denied"
+    ? `make it readable ("chmod u+r ${path}")`
+    : `run "worktree-ports allocate" in its worktree to rewrite it`;
+  warnings.push(
+    `Port file "${path}" is unreadable (${file.reason}); ` +
+      `${source || "its ports are not reserved"}; to fix, ${fix}`,
+  );
+  return ports;
 }
 
 // ---------------------------------------------------------------------------
@@ -1276,6 +1482,114 @@ function portFileData(
   return { ...allocation.bundle, [META_KEY]: meta };
 }
 
+/** A temporary file of {@linkcode writeFileAtomic} for `name`: `<name>.<pid>-<random>.tmp`. */
+function temporaryFilePattern(name: string): RegExp {
+  return new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.\\d+-[0-9a-z]+\\.tmp$`);
+}
+
+/**
+ * Removes what a process killed between writing a temporary file and
+ * renaming it left beside `path`. Every write happens under the lock, so a
+ * temporary file found by a holder of the lock belongs to no live writer.
+ */
+function removeStaleTemporaryFiles(path: string): void {
+  const dir = parentOf(path);
+  const pattern = temporaryFilePattern(path.slice(dir.length + 1));
+  let entries: Iterable<Deno.DirEntry>;
+  try {
+    entries = Deno.readDirSync(dir);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return;
+  }
+  for (const entry of entries) {
+    if (!entry.isFile || !pattern.test(entry.name)) continue;
+    try {
+      Deno.removeSync(joinPath(dir, entry.name));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The copy kept in git's directory
+// ---------------------------------------------------------------------------
+
+/**
+ * Name of the copy of a linked worktree's port file kept in its directory
+ * under `<common dir>/worktrees/`. Git deletes that directory when the
+ * worktree is removed or pruned, so the copy lives exactly as long as the
+ * worktree. It answers for a worktree whose own file cannot be read: one whose
+ * file is unreadable, or a locked worktree whose directory is away.
+ */
+const KEPT_COPY_NAME = "worktree-ports.json";
+
+/** Where the copy of a linked worktree's port file is kept; `undefined` if its git directory is unknown. */
+function keptCopyPath(root: string): string | undefined {
+  try {
+    const { gitDir, commonDir } = gitDirsOf(root);
+    return gitDir === commonDir ? undefined : joinPath(gitDir, KEPT_COPY_NAME);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return undefined;
+  }
+}
+
+/** Refreshes the kept copy when the file changed or the copy is missing; a failure is a warning. */
+function keepCopy(path: string, text: string, changed: boolean, warnings: string[]): void {
+  try {
+    if (!changed && Deno.statSync(path).isFile) return;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+  }
+  try {
+    removeStaleTemporaryFiles(path);
+    writeFileAtomic(path, text);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    warnings.push(
+      `Cannot keep a copy of the port file in git's directory: ${(error as Error).message}`,
+    );
+  }
+}
+
+/** Deletes the kept copy of a released worktree's file. */
+function dropKeptCopy(root: string): void {
+  const path = keptCopyPath(root);
+  if (path === undefined) return;
+  try {
+    Deno.removeSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+  }
+}
+
+/**
+ * The kept copy of a worktree known by its path, found through the `gitdir`
+ * files of the admin entries (its own `.git` file may be gone with it).
+ */
+function readKeptCopy(commonDir: string, worktreePath: string): PortFileRead {
+  const target = comparablePath(joinPath(worktreePath, ".git"));
+  const admin = joinPath(commonDir, "worktrees");
+  try {
+    for (const entry of Deno.readDirSync(admin)) {
+      const dir = joinPath(admin, entry.name);
+      let gitdir: string;
+      try {
+        gitdir = readRegularTextFile(joinPath(dir, "gitdir")).replace(/\r?\n$/, "");
+      } catch (error) {
+        if (error instanceof Deno.errors.NotCapable) throw error;
+        continue;
+      }
+      if (comparablePath(gitdir) === target) return readPortFile(joinPath(dir, KEPT_COPY_NAME));
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+  }
+  return { state: "missing" };
+}
+
 /** The file was written for another worktree (it was copied); `root` is this worktree's real path. */
 function isForeign(file: PortFileRead, root: string): boolean {
   return file.state === "read" && file.meta !== undefined && file.meta.worktree !== root;
@@ -1426,11 +1740,13 @@ async function allocateIn(
   const inside = relativeInside(repository.root, path);
   // Everything that can be known before the lock is read before it, so the
   // critical section is only the scan, the choice and the write.
+  if (options.output !== undefined) await assertOwnOutput(repository, path);
   const config = loadConfig(repository.root, options);
   assertNotDirectory(path);
-  const scanned = siblingPortFiles(repository, inside ?? PORT_FILE_NAME);
-  if (options.excludeOutput === false) scanned.push(path);
   const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
+  const keptCopy = !repository.primary && inside === PORT_FILE_NAME
+    ? keptCopyPath(repository.root)
+    : undefined;
 
   let allocation: Omit<Allocation, "timings">;
   let previous: PortFileRead;
@@ -1441,28 +1757,27 @@ async function allocateIn(
     using _lock = await lockRepository(repository.commonDir, lockOptions);
     const lockedStart = performance.now();
     lockWait = lockedStart - waitStart;
+    const reserved = await scanCurrentReservations(repository, git, path, inside, options);
+    removeStaleTemporaryFiles(path);
     const own = readPortFile(path);
-    const reserved = readReservedPorts(scanned);
     allocation = await allocateSlot(
-      { root: repository.root, path, primary: repository.primary },
+      { root: repository.root, path, primary: repository.primary, keptCopy },
       config,
       own,
       reserved.holders,
-      { force: options.force, probe: options.probe },
+      { force: options.force, probe: options.probe, makeParent: inside !== undefined },
     );
     allocation.warnings.unshift(...reserved.warnings);
     previous = own;
     locked = performance.now() - lockedStart;
   }
-  // A worktree's own file was dealt with when it was first written; a new,
-  // copied or corrupt one is checked now, outside the critical section.
-  const replacedOwnFile = previous.state === "read" && previous.meta !== undefined &&
-    !isForeign(previous, repository.root);
-  if (
-    allocation.written && !replacedOwnFile && inside !== undefined && options.ignoreOutput !== false
-  ) {
+  if (inside !== undefined && options.ignoreOutput !== false) {
+    // A file this tool did not write for this worktree may be one git checked out.
+    const checkedOut = allocation.written && previous.state !== "missing" &&
+      !(previous.state === "read" && previous.meta !== undefined &&
+        !isForeign(previous, repository.root));
     await keepOutOfGit(git, repository, inside, {
-      isNew: previous.state === "missing",
+      checkedOut,
       lockOptions,
       warnings: allocation.warnings,
     });
@@ -1471,11 +1786,124 @@ async function allocateIn(
   return { ...allocation, timings: { git: gitDone - start, lockWait, locked, total } };
 }
 
-/** Where a port file goes: its worktree's root, its path, and whether it is the main worktree. */
+/**
+ * Reads, under the lock, the ports every other worktree reserves. The
+ * listing is made current first (see {@linkcode currentListing}); a listed
+ * worktree whose directory has gone since means it was moved or replaced, and
+ * git is asked again once.
+ */
+async function scanCurrentReservations(
+  repository: Repository,
+  git: GitRunner,
+  path: string,
+  inside: string | undefined,
+  options: Pick<AllocateOptions, "excludeOutput">,
+): Promise<ReservedPorts> {
+  const listed = await currentListing(repository, git);
+  const scan = scanReservations(listed, path, inside, options);
+  if (!scan.gone) return scan;
+  return scanReservations(await relist(repository, git), path, inside, options);
+}
+
+/** The ports reserved by the other worktrees' files, and whether a listed directory is gone. */
+function scanReservations(
+  repository: Repository,
+  path: string,
+  inside: string | undefined,
+  options: Pick<AllocateOptions, "excludeOutput">,
+): ReservedPorts & { gone: boolean } {
+  const holders = new Map<number, string>();
+  const warnings: string[] = [];
+  let gone = false;
+  const reserve = (file: string, ports: readonly number[]) => {
+    for (const port of ports) if (!holders.has(port)) holders.set(port, file);
+  };
+  for (const worktree of repository.worktrees) {
+    if (worktree === repository.current || worktree.bare || worktree.prunable) continue;
+    const file = joinPath(worktree.path, inside ?? PORT_FILE_NAME);
+    const read = readPortFile(file);
+    const kept = () => readKeptCopy(repository.commonDir, worktree.path);
+    if (read.state === "missing") {
+      if (isDirectory(worktree.path)) continue;
+      // Git keeps a locked worktree whose directory is away (removable media):
+      // it still holds the ports it had when last written.
+      if (worktree.locked) {
+        const copy = kept();
+        if (copy.state === "read") reserve(file, copy.ports);
+      } else {
+        gone = true;
+      }
+      continue;
+    }
+    reserve(file, reservedPortsOfPath(file, read, warnings, kept));
+  }
+  // An output outside every worktree (a preview) must not get a bundle any
+  // worktree holds, this one's own included.
+  if (inside === undefined) {
+    const usual = joinPath(repository.root, PORT_FILE_NAME);
+    reserve(usual, reservedPortsOfPath(usual, readPortFile(usual), warnings));
+  }
+  if (options.excludeOutput === false) {
+    reserve(path, reservedPortsOfPath(path, readPortFile(path), warnings));
+  }
+  return { holders, warnings, gone };
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return false;
+  }
+}
+
+/**
+ * Refuses an output inside another worktree's tree: a port file there would
+ * be read as that worktree's own.
+ */
+async function assertOwnOutput(repository: Repository, path: string): Promise<void> {
+  const worktrees = repository.worktrees.filter((worktree) => !worktree.bare);
+  let holder = findContaining(worktrees, path, (worktree) => worktree.path);
+  if (holder === undefined || holder === repository.current) {
+    const real = realPathOfNearest(path);
+    holder = findContaining(await realPaths(worktrees), real, (entry) => entry.real)?.worktree ??
+      holder;
+  }
+  if (holder !== undefined && holder !== repository.current) {
+    throw new WorktreePortsError(
+      "INVALID_OUTPUT",
+      `Cannot write "${path}": it is inside the worktree "${holder.path}", not this one ` +
+        `("${repository.root}"); run "worktree-ports allocate" in that worktree instead`,
+    );
+  }
+}
+
+/** The real path of `path`, resolving its nearest existing ancestor. */
+function realPathOfNearest(path: string): string {
+  let rest = "";
+  for (let current = path;;) {
+    try {
+      return Deno.realPathSync(current) + rest;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      const slash = current.search(/[\\/][^\\/]*$/);
+      if (slash <= 0) return path;
+      rest = current.slice(slash) + rest;
+      current = current.slice(0, slash);
+    }
+  }
+}
+
+/**
+ * Where a port file goes: its worktree's root, its path, whether it is the
+ * main worktree, and where git's directory for the worktree keeps a copy.
+ */
 interface Target {
   root: string;
   path: string;
   primary: boolean;
+  keptCopy?: string;
 }
 
 /**
@@ -1487,7 +1915,7 @@ async function allocateSlot(
   config: PortsConfig,
   own: PortFileRead,
   reserved: Pick<ReadonlySet<number>, "has">,
-  options: Pick<AllocateOptions, "force" | "probe">,
+  options: Pick<AllocateOptions, "force" | "probe"> & { makeParent?: boolean },
 ): Promise<Omit<Allocation, "timings">> {
   const warnings: string[] = [];
   const current = ownMeta(own, target, warnings);
@@ -1511,10 +1939,29 @@ async function allocateSlot(
   };
   const text = formatPortFile(allocation);
   if (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text) {
+    if (own.state === "read") warnDroppedKeys(own.data, allocation, warnings);
+    if (options.makeParent) Deno.mkdirSync(parentOf(target.path), { recursive: true });
     writeFileAtomic(target.path, text);
     allocation.written = true;
   }
+  if (target.keptCopy !== undefined) keepCopy(target.keptCopy, text, allocation.written, warnings);
   return allocation;
+}
+
+/** Warns about keys of the old file that the new one no longer has: someone put them there. */
+function warnDroppedKeys(
+  old: Record<string, unknown>,
+  allocation: Pick<Allocation, "bundle" | "path">,
+  warnings: string[],
+): void {
+  const dropped = Object.keys(old).filter((key) =>
+    key !== META_KEY && !Object.hasOwn(allocation.bundle, key)
+  );
+  if (dropped.length === 0) return;
+  warnings.push(
+    `Rewriting "${allocation.path}" dropped ${dropped.map((key) => `"${key}"`).join(", ")}, ` +
+      `which the config does not produce (add them to the config's "ports" or "templates" to keep them)`,
+  );
 }
 
 /** The metadata of the worktree's own file, if the file is really its own. */
@@ -1544,68 +1991,100 @@ function ownMeta(
 // ---------------------------------------------------------------------------
 
 /**
- * Makes git ignore a port file that was just written. One `git ls-files`
- * call answers both questions, with the same ignore rules as
- * `git check-ignore`: `H` marks a tracked file, `?` an untracked one that no
- * rule ignores, and no output an ignored one. A file that did not exist
- * before cannot be tracked, so when the exclude rule is already in place
- * there is nothing to ask.
+ * Makes git ignore a port file and its temporary files. The rules go in
+ * `info/exclude` in the common git directory: they apply to every worktree
+ * and never touch a tracked `.gitignore`. Once the temporary-file rule is
+ * there, the file has been dealt with and nothing is asked, unless the file
+ * replaced one this tool did not write, which git may have checked out. Until
+ * then (a new file, or a write of the rules that failed) one `git ls-files`
+ * call answers, with the same rules as `git check-ignore`: `H` marks a
+ * tracked file, `?` one that no rule ignores, and no output an ignored one.
  */
 async function keepOutOfGit(
   git: GitRunner,
   repository: Repository,
   inside: string,
-  { isNew, lockOptions, warnings }: {
-    isNew: boolean;
+  { checkedOut, lockOptions, warnings }: {
+    checkedOut: boolean;
     lockOptions: LockOptions;
     warnings: string[];
   },
 ): Promise<void> {
-  if (isNew && readExcludes(repository.commonDir).includes(excludePattern(inside))) return;
-  const output = await git.run(
-    ["ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard", "--", inside],
-    repository.root,
-  );
-  if (output.startsWith("H ")) {
-    warnings.push(
-      `"${joinPath(repository.root, inside)}" is tracked by git: every new worktree checks out ` +
-        `the same ports. Untrack it with "git rm --cached ${inside}" and commit`,
+  const [filePattern, temporaryPattern] = excludePatterns(inside);
+  const excludes = readExcludes(repository.commonDir, warnings);
+  if (excludes === undefined) return;
+  if (excludes.includes(temporaryPattern) && !checkedOut) return;
+  let missing = [filePattern, temporaryPattern];
+  if (!excludes.includes(filePattern) || checkedOut) {
+    const output = await git.run(
+      ["ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard", "--", inside],
+      repository.root,
     );
-  } else if (output !== "") {
-    using _lock = await lockRepository(repository.commonDir, lockOptions);
-    excludeFromGit(repository.commonDir, inside);
+    if (output.startsWith("H ")) {
+      warnings.push(
+        `"${joinPath(repository.root, inside)}" is tracked by git: every new worktree checks out ` +
+          `the same ports. Untrack it with "git rm --cached ${inside}" and commit`,
+      );
+      return;
+    }
+    // Another rule ignores the file itself; its temporary files still need one.
+    if (output === "") missing = [temporaryPattern];
+  } else {
+    missing = [temporaryPattern];
+  }
+  if (missing.every((pattern) => excludes.includes(pattern))) return;
+  using _lock = await lockRepository(repository.commonDir, lockOptions);
+  excludeFromGit(repository.commonDir, missing);
+}
+
+/**
+ * Adds patterns to `info/exclude` (the caller holds the lock), atomically:
+ * a full disk leaves the old file whole, and the next allocation tries again.
+ */
+function excludeFromGit(commonDir: string, patterns: readonly string[]): void {
+  const dir = joinPath(commonDir, "info");
+  const path = joinPath(dir, "exclude");
+  let text = "";
+  try {
+    text = readRegularTextFile(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const lines = text.split(/\r?\n/);
+  const added = patterns.filter((pattern) => !lines.includes(pattern));
+  if (added.length === 0) return;
+  Deno.mkdirSync(dir, { recursive: true });
+  removeStaleTemporaryFiles(path);
+  const separator = text === "" || text.endsWith("\n") ? "" : "\n";
+  writeFileAtomic(path, `${text}${separator}${added.join("\n")}\n`);
+}
+
+/**
+ * The lines of `info/exclude` in the common git directory; none when it does
+ * not exist, and `undefined`, with a warning, when it cannot be read.
+ */
+function readExcludes(commonDir: string, warnings: string[]): string[] | undefined {
+  const path = joinPath(commonDir, "info/exclude");
+  try {
+    return readRegularTextFile(path).split(/\r?\n/);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    warnings.push(
+      `Cannot read "${path}" (${fileProblemOf(error)}), so the port file may show in "git status"`,
+    );
+    return undefined;
   }
 }
 
 /**
- * Appends the port file's pattern to `info/exclude` in the common git
- * directory, once (the caller holds the lock): it applies to every worktree
- * and never touches a tracked `.gitignore`.
+ * The gitignore patterns that match exactly one path relative to the worktree
+ * root, and the temporary files written beside it.
  */
-function excludeFromGit(commonDir: string, inside: string): void {
-  const pattern = excludePattern(inside);
-  const lines = readExcludes(commonDir);
-  if (lines.includes(pattern)) return;
-  const dir = joinPath(commonDir, "info");
-  Deno.mkdirSync(dir, { recursive: true });
-  const separator = lines.length === 0 || lines.at(-1) === "" ? "" : "\n";
-  Deno.writeTextFileSync(joinPath(dir, "exclude"), `${separator}${pattern}\n`, { append: true });
-}
-
-/** The lines of `info/exclude` in the common git directory; none when it does not exist. */
-function readExcludes(commonDir: string): string[] {
-  try {
-    return Deno.readTextFileSync(joinPath(commonDir, "info/exclude")).split(/\r?\n/);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return [];
-    throw error;
-  }
-}
-
-/** The gitignore pattern that matches exactly one path relative to the worktree root. */
-function excludePattern(inside: string): string {
+function excludePatterns(inside: string): [string, string] {
   const slashed = IS_WINDOWS ? inside.replaceAll("\\", "/") : inside;
-  return "/" + slashed.replace(/[\\*?[\]]/g, "\\$&").replace(/ $/, "\\ ");
+  const escaped = "/" + slashed.replace(/[\\*?[\]]/g, "\\$&");
+  return [escaped.replace(/ $/, "\\ "), `${escaped}.*.tmp`];
 }
 
 /** Options for {@linkcode portFilePath}. */
@@ -1731,10 +2210,20 @@ export async function readBundle(
 /**
  * How a worktree's port file stands: `ok`; `none`, no file; `duplicate`, it
  * shares a port with another worktree; `foreign`, the file names another
- * worktree (it was copied); `unreadable`; `stale`, git reports the worktree's
- * directory as gone (it reserves nothing).
+ * worktree (it was copied); `unreadable`; `invalid`, it holds numbers that
+ * are not ports; `stale`, git reports the worktree's directory as gone (it
+ * reserves nothing); `absent`, a locked worktree whose directory is away (it
+ * keeps the ports of its last written file, when a copy of it is known).
  */
-export type WorktreeState = "ok" | "none" | "duplicate" | "foreign" | "unreadable" | "stale";
+export type WorktreeState =
+  | "ok"
+  | "none"
+  | "duplicate"
+  | "foreign"
+  | "unreadable"
+  | "invalid"
+  | "stale"
+  | "absent";
 
 /** Ports that one worktree shares with another. */
 export interface PortConflict {
@@ -1768,7 +2257,7 @@ export interface WorktreeStatus {
   allocatedAt?: string;
   /** For `duplicate`: every other worktree it shares ports with. */
   conflicts: PortConflict[];
-  /** For `foreign`: the worktree the file names; for `unreadable`: why. */
+  /** For `foreign`: the worktree the file names; for `unreadable`, `invalid` and `absent`: why. */
   detail?: string;
 }
 
@@ -1845,7 +2334,21 @@ async function inspectRepository(
       conflicts: [],
     };
     if (worktree.prunable) return { ...status, state: "stale" as const, reserved: [] };
-    const file = readPortFile(status.file);
+    let file = readPortFile(status.file);
+    if (file.state === "missing" && !current && !isDirectory(worktree.path)) {
+      if (!worktree.locked) return { ...status, state: "stale" as const, reserved: [] };
+      file = readKeptCopy(repository.commonDir, worktree.path);
+      if (file.state !== "read") {
+        const detail = "locked, directory absent; its ports are unknown";
+        return { ...status, state: "absent" as const, detail, reserved: [] };
+      }
+      for (const [key, value] of Object.entries(file.data)) {
+        if (isPort(value)) status.ports[key] = value;
+      }
+      status.slot = file.meta?.slot;
+      const detail = "locked, directory absent; holds the ports of its last written file";
+      return { ...status, state: "absent" as const, detail, reserved: file.ports };
+    }
     if (file.state === "missing") return { ...status, state: "none" as const, reserved: [] };
     if (file.state === "unreadable") {
       return { ...status, state: "unreadable" as const, detail: file.reason, reserved: [] };
@@ -1857,6 +2360,14 @@ async function inspectRepository(
     status.allocatedAt = file.meta?.allocated_at || undefined;
     if (file.meta && !(await isSameDirectory(file.meta.worktree, worktree.path))) {
       return { ...status, state: "foreign" as const, detail: file.meta.worktree, reserved: [] };
+    }
+    if (file.invalid !== undefined) {
+      return {
+        ...status,
+        state: "invalid" as const,
+        detail: file.invalid.join("; "),
+        reserved: file.ports,
+      };
     }
     return { ...status, reserved: file.ports };
   }));
@@ -1877,7 +2388,7 @@ async function inspectRepository(
     for (const [other, ports] of shared) {
       status.conflicts.push({ worktree: statuses[other].path, ports });
     }
-    if (status.conflicts.length > 0) status.state = "duplicate";
+    if (status.conflicts.length > 0 && status.state === "ok") status.state = "duplicate";
   });
 
   if (options.listening !== false) {
@@ -1949,7 +2460,7 @@ export interface Move {
   /** The worktree's path, as git reports it. */
   worktree: string;
   /** Why it moved. */
-  reason: "duplicate" | "foreign" | "unreadable";
+  reason: "duplicate" | "foreign" | "unreadable" | "invalid";
   /** Its ports before (empty for an unreadable file). */
   from: Record<string, number>;
   /** The slot it was given. */
@@ -1962,8 +2473,8 @@ export interface Move {
  * Repairs what {@linkcode inspectWorktrees} finds, under the same lock as
  * {@linkcode allocate}. Of two worktrees that share ports, the one whose
  * services are not listening moves; when neither or both are, the one
- * allocated later moves. Foreign and unreadable files are reallocated for
- * their own worktree. Running it again changes nothing.
+ * allocated later moves. Foreign, unreadable and invalid files are
+ * reallocated for their own worktree. Running it again changes nothing.
  *
  * A port both files hold cannot tell whose service listens on it (finding
  * the owning process needs `/proc`, which Deno opens only with
@@ -1985,18 +2496,20 @@ export interface Move {
  * ```
  */
 export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
-  const repository = await openRepository({ cwd: options.cwd, git: options.git });
-  using _lock = await lockRepository(repository.commonDir, {
+  const git = options.git ?? denoGit;
+  const listed = await openRepository({ cwd: options.cwd, git });
+  using _lock = await lockRepository(listed.commonDir, {
     timeoutMs: options.lockTimeoutMs,
     onWait: options.onLockWait,
   });
+  const repository = await currentListing(listed, git);
   // Only the worktrees of a conflicting pair are probed, so the lock is held
   // for reading the files, not for binding every port of every worktree.
   const statuses = await inspectRepository(repository, { ...options, listening: false });
   const probe = options.probe ?? denoProbe;
   const movers = new Map<WorktreeStatus, Move["reason"]>();
   for (const status of statuses) {
-    if (status.state === "foreign" || status.state === "unreadable") {
+    if (status.state === "foreign" || status.state === "unreadable" || status.state === "invalid") {
       movers.set(status, status.state);
     }
   }
@@ -2004,7 +2517,13 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     for (const conflict of status.conflicts) {
       const other = statuses.find((candidate) => candidate.path === conflict.worktree)!;
       if (movers.has(status) || movers.has(other)) continue;
-      movers.set(await chooseMover(status, other, probe), "duplicate");
+      // An absent worktree cannot be written to: the one that is here moves.
+      const mover = status.state === "absent"
+        ? other
+        : other.state === "absent"
+        ? status
+        : await chooseMover(status, other, probe);
+      movers.set(mover, "duplicate");
     }
   }
 
@@ -2016,8 +2535,11 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
   for (const [status, reason] of movers) {
     const root = await Deno.realPath(status.path);
     const config = loadConfig(root, options);
+    const keptCopy = !status.primary && relativeInside(status.path, status.file) === PORT_FILE_NAME
+      ? keptCopyPath(root)
+      : undefined;
     const allocation = await allocateSlot(
-      { root, path: status.file, primary: status.primary },
+      { root, path: status.file, primary: status.primary, keptCopy },
       config,
       { state: "missing" },
       reserved,
@@ -2104,10 +2626,14 @@ export interface Release {
  * ```
  */
 export async function releasePorts(options: ReleaseOptions = {}): Promise<Release> {
-  const repository = await openRepository({ cwd: options.cwd, git: options.git });
+  const git = options.git ?? denoGit;
+  const listed = await openRepository({ cwd: options.cwd, git });
+  assertNotDirectory(portFilePath(listed.root, options));
+  using _lock = await lockRepository(listed.commonDir, { timeoutMs: options.lockTimeoutMs });
+  const repository = await currentListing(listed, git);
   const path = portFilePath(repository.root, options);
-  assertNotDirectory(path);
-  using _lock = await lockRepository(repository.commonDir, { timeoutMs: options.lockTimeoutMs });
+  removeStaleTemporaryFiles(path);
+  if (path === joinPath(repository.root, PORT_FILE_NAME)) dropKeptCopy(repository.root);
   try {
     await Deno.remove(path);
     return { path, released: true };
@@ -2127,7 +2653,7 @@ export type EnvFormat = "shell" | "dotenv" | "json";
 /**
  * A bundle's values as environment variables: each key upper-cased
  * (`cloud_port` becomes `CLOUD_PORT`). Only keys that are valid variable
- * names with number or string values are kept; the metadata is left out.
+ * names with port or string values are kept; the metadata is left out.
  *
  * @param bundle The top-level values of a port file.
  * @returns Variable names and their values as strings.
@@ -2147,9 +2673,9 @@ export function bundleEnv(bundle: Record<string, unknown>): Record<string, strin
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(bundle)) {
     if (key === META_KEY || !KEY_PATTERN.test(key)) continue;
-    if (typeof value === "number" || typeof value === "string") {
-      env[key.toUpperCase()] = String(value);
-    }
+    // A number that is not a port (Infinity from `1e400`, a negative one)
+    // is damage, never a value to hand a program.
+    if (isPort(value) || typeof value === "string") env[key.toUpperCase()] = String(value);
   }
   return env;
 }
@@ -2219,7 +2745,7 @@ export interface LoadedBundle {
 
 /**
  * The current worktree's bundle: its own port file when it has one,
- * otherwise a fresh allocation (a missing, unreadable or copied file).
+ * otherwise a fresh allocation (a missing, unreadable, invalid or copied file).
  *
  * @param options The same options as {@linkcode allocate}, used when allocating.
  * @returns The bundle's values, and the allocation if one was made.
@@ -2239,7 +2765,7 @@ export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedB
   const repository = await openRepository({ cwd: options.cwd, git });
   const path = portFilePath(repository.root, options);
   const file = readPortFile(path);
-  if (file.state === "read" && !isForeign(file, repository.root)) {
+  if (file.state === "read" && !isForeign(file, repository.root) && file.invalid === undefined) {
     return { path, data: file.data };
   }
   const allocation = await allocateIn(repository, options, git, start);
@@ -2369,6 +2895,47 @@ function isPlainObject(value: unknown): boolean {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+/** A file that exists but is not one this tool reads: a FIFO, a device, a huge file. */
+class FileProblem extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "FileProblem";
+  }
+}
+
+/**
+ * Reads a small regular text file, without its UTF-8 byte-order mark.
+ * Anything else is never opened: opening a FIFO for reading blocks until a
+ * writer appears, and a device may never end. A file swapped for one between
+ * the `stat` and the open is not caught; Deno has no non-blocking open.
+ *
+ * @throws {Deno.errors.NotFound} When nothing is there (a broken symbolic link included).
+ * @throws {FileProblem} When the path is not a small regular file, saying what it is.
+ */
+function readRegularTextFile(path: string): string {
+  const info = Deno.statSync(path);
+  if (!info.isFile) throw new FileProblem(irregularFileKind(info));
+  if (info.size > MAX_FILE_BYTES) {
+    throw new FileProblem(`it is larger than ${MAX_FILE_BYTES} bytes`);
+  }
+  const text = Deno.readTextFileSync(path);
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+function irregularFileKind(info: Deno.FileInfo): string {
+  if (info.isDirectory) return "it is a directory";
+  if (info.isFifo) return "it is a FIFO (named pipe), not a file";
+  if (info.isSocket) return "it is a socket, not a file";
+  if (info.isCharDevice || info.isBlockDevice) return "it is a device, not a file";
+  return "it is not a regular file";
+}
+
+/** Why a file could not be read, in a few words. */
+function fileProblemOf(error: unknown): string {
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  return (error as Error).message;
+}
+
 // Paths are joined by hand: importing node:path would load Deno's Node
 // compatibility layer, which costs every run several megabytes of memory.
 
@@ -2378,6 +2945,12 @@ function comparablePath(path: string): string {
 
 function isAbsolutePath(path: string): boolean {
   return path.startsWith("/") || (IS_WINDOWS && /^([A-Za-z]:)?[\\/]/.test(path));
+}
+
+/** The directory part of an absolute path. */
+function parentOf(path: string): string {
+  const slash = path.search(/[\\/][^\\/]*$/);
+  return slash <= 0 ? path.slice(0, slash + 1) || "/" : path.slice(0, slash);
 }
 
 function joinPath(dir: string, name: string): string {

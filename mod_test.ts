@@ -527,7 +527,7 @@ Deno.test("allocate() replaces a corrupt own file and skips a corrupt sibling fi
   assert.equal(allocation.warnings.length, 2);
   assert.match(
     allocation.warnings[0],
-    /Skipped port file ".*wt0\/\.worktree-ports\.json": not valid JSON/,
+    /Port file ".*wt0\/\.worktree-ports\.json" is unreadable \(not valid JSON\); its ports are not reserved/,
   );
   assert.match(
     allocation.warnings[1],
@@ -685,7 +685,7 @@ Deno.test("allocate() makes git ignore the port file without touching .gitignore
   await assert.rejects(Deno.stat(`${repo.root}/.gitignore`), Deno.errors.NotFound);
 });
 
-Deno.test("allocate() leaves the exclude file alone when a .gitignore already covers the file", async () => {
+Deno.test("allocate() adds only the temporary-file rule when a .gitignore already covers the file", async () => {
   await using repo = await TempRepo.create();
   await Deno.writeTextFile(`${repo.root}/.gitignore`, ".worktree-ports.json\n");
   await git(repo.root, "add", ".gitignore");
@@ -693,7 +693,11 @@ Deno.test("allocate() leaves the exclude file alone when a .gitignore already co
   const [a] = await repo.addWorktrees("wt", 1);
   const exclude = await Deno.readTextFile(`${repo.root}/.git/info/exclude`);
   await allocateIn(a);
-  assert.equal(await Deno.readTextFile(`${repo.root}/.git/info/exclude`), exclude);
+  await allocateIn(a, { force: true });
+  assert.equal(
+    await Deno.readTextFile(`${repo.root}/.git/info/exclude`),
+    `${exclude}/.worktree-ports.json.*.tmp\n`,
+  );
   assert.equal(await git(a, "status", "--porcelain"), "");
 });
 
