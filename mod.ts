@@ -2124,16 +2124,6 @@ export function portFilePath(root: string, options: PortFilePathOptions = {}): s
   return resolvePath(options.cwd ?? Deno.cwd(), options.output);
 }
 
-/** The port files of every other worktree, at the same place relative to their roots. */
-function siblingPortFiles(repository: Repository, inside: string): string[] {
-  const files: string[] = [];
-  for (const worktree of repository.worktrees) {
-    if (worktree === repository.current || worktree.bare || worktree.prunable) continue;
-    files.push(joinPath(worktree.path, inside));
-  }
-  return files;
-}
-
 function assertNotDirectory(path: string): void {
   let info: Deno.FileInfo;
   try {
