@@ -1228,3 +1228,309 @@ Deno.test("cli check --fix sees a worktree created and allocated while it waited
   assert.match(result.stdout, /moved ".*wt0" \(foreign\).*\(slot 2\)/);
   assert.equal(slotOf(await readJson(`${a}/.worktree-ports.json`)), 2);
 });
+
+/** Runs the CLI, killing it after `seconds`: a hang fails the test instead of the run. */
+async function runCliWithin(
+  cwd: string,
+  args: readonly string[],
+  seconds = 30,
+): Promise<{ code: number; stdout: string; stderr: string; timedOut: boolean }> {
+  const child = spawnCli(cwd, args);
+  const timer = setTimeout(() => child.kill("SIGKILL"), seconds * 1000);
+  const [stdout, stderr, status] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.status,
+  ]);
+  clearTimeout(timer);
+  return { code: status.code, stdout, stderr, timedOut: status.signal === "SIGKILL" };
+}
+
+async function mkfifo(path: string): Promise<void> {
+  const result = await run("mkfifo", [path]);
+  assert.equal(result.code, 0, result.stderr);
+}
+
+Deno.test("cli never opens a FIFO: every command treats one as an unreadable file", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  await mkfifo(`${b}/.worktree-ports.json`);
+  const cases: [string, string, string[], number, RegExp][] = [
+    [
+      "a sibling's",
+      a,
+      ["allocate", ...PORT_ARGS],
+      0,
+      /wt1\/\.worktree-ports\.json" is unreadable \(it is a FIFO/,
+    ],
+    ["a sibling's", a, ["env", ...PORT_ARGS], 0, /^$|allocated slot/],
+    ["a sibling's", a, ["list"], 0, /^$/],
+    ["a sibling's", a, ["check"], 1, /^run "worktree-ports check --fix"/],
+    ["a sibling's", a, ["show"], 0, /^$/],
+    [
+      "its own",
+      b,
+      ["show"],
+      1,
+      /^error: Cannot read ".*wt1\/\.worktree-ports\.json": it is a FIFO/,
+    ],
+    ["its own", b, ["list"], 0, /^$/],
+    ["its own", b, ["check"], 1, /^run "worktree-ports check --fix"/],
+    ["its own", b, ["env", ...PORT_ARGS], 0, /port file ".*" is unusable \(it is a FIFO/],
+  ];
+  for (const [whose, cwd, args, code, stderr] of cases) {
+    await t.step(`${args[0]} with ${whose} port file a FIFO`, async () => {
+      const result = await runCliWithin(cwd, args);
+      assert.ok(!result.timedOut, `${args[0]} hung`);
+      assert.equal(result.code, code, result.stderr);
+      assert.match(result.stderr, stderr);
+      if (args[0] === "list" || args[0] === "check") {
+        assert.match(result.stdout, /unreadable.*it is a FIFO \(named pipe\), not a file/);
+      }
+    });
+  }
+  await t.step("allocate with its own port file a FIFO replaces it", async () => {
+    await Deno.remove(`${b}/.worktree-ports.json`);
+    await mkfifo(`${b}/.worktree-ports.json`);
+    const result = await runCliWithin(b, ["allocate", ...PORT_ARGS]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, /is unusable \(it is a FIFO/);
+    assert.ok((await Deno.stat(`${b}/.worktree-ports.json`)).isFile);
+  });
+  await t.step("allocate and env with the config a FIFO", async () => {
+    await mkfifo(`${a}/worktree-ports.config.json`);
+    // env reads the config when it allocates, as for a worktree without a file.
+    await Deno.remove(`${a}/.worktree-ports.json`);
+    for (const command of ["allocate", "env"]) {
+      const result = await runCliWithin(a, [command]);
+      assert.ok(!result.timedOut, `${command} hung`);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(
+        result.stderr,
+        /^error: Cannot read config ".*worktree-ports\.config\.json": it is a FIFO/,
+      );
+    }
+  });
+});
+
+Deno.test("cli allocate removes a stale temporary file, and git never shows one", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  // What a process killed between writing and renaming leaves behind.
+  const stale = `${a}/.worktree-ports.json.4242-k3j5h2g1.tmp`;
+  await Deno.writeTextFile(stale, '{"web": 42010');
+  const result = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(result.code, 0, result.stderr);
+  await assert.rejects(Deno.stat(stale), Deno.errors.NotFound);
+  assert.equal(await git(a, "status", "--porcelain"), "");
+  // Planted again after the rules exist, git does not show it even before it is removed.
+  await Deno.writeTextFile(stale, "");
+  assert.equal(await git(a, "status", "--porcelain"), "");
+  const exclude = await Deno.readTextFile(`${repo.root}/.git/info/exclude`);
+  assert.ok(exclude.endsWith("\n/.worktree-ports.json\n/.worktree-ports.json.*.tmp\n"), exclude);
+  assert.equal((await runCli(a, ["release"])).code, 0);
+  await assert.rejects(Deno.stat(stale), Deno.errors.NotFound);
+});
+
+Deno.test("cli allocate adds the ignore rules again when they were lost", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const excludePath = `${repo.root}/.git/info/exclude`;
+  const original = await Deno.readTextFile(excludePath);
+  assert.equal((await runCli(a, ["allocate", ...PORT_ARGS])).code, 0);
+  // As after a failed write: the port file is there, the rules are not.
+  await Deno.writeTextFile(excludePath, original);
+  assert.equal(await git(a, "status", "--porcelain"), "?? .worktree-ports.json\n");
+  const result = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(await git(a, "status", "--porcelain"), "");
+  assert.equal(
+    await Deno.readTextFile(excludePath),
+    `${original}/.worktree-ports.json\n/.worktree-ports.json.*.tmp\n`,
+  );
+});
+
+Deno.test("cli allocate keeps the reservations of damaged and odd sibling files", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const sibling = `${b}/.worktree-ports.json`;
+  const slot1 = portFileAt(b, 1);
+  const cases: [string, string, RegExp | undefined][] = [
+    ["a byte-order mark", "\ufeff" + JSON.stringify(slot1, null, 2), undefined],
+    [
+      "text that is not JSON",
+      '{\n  "web": 42010,\n  "api": 43010,\n  "worktree_ports": {"slot": 1,,\n',
+      /"[^"]*wt1\/\.worktree-ports\.json" is unreadable \(not valid JSON\); reserving the ports its text names \(42010, 43010\)/,
+    ],
+    [
+      "200,000 levels of nesting",
+      `{"web": 42010, "api": 43010, "deep": ${"[".repeat(200_000)}${"]".repeat(200_000)}}`,
+      /is unreadable \(nested more than 64 levels deep\); reserving the ports its text names \(42010, 43010\)/,
+    ],
+  ];
+  for (const [what, text, warning] of cases) {
+    await t.step(what, async () => {
+      await Deno.writeTextFile(sibling, text);
+      const result = await runCli(a, ["allocate", "--force", ...PORT_ARGS]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(slotOf(JSON.parse(result.stdout)), 2);
+      if (warning === undefined) assert.equal(result.stderr, "");
+      else assert.match(result.stderr, warning);
+    });
+  }
+  await t.step("a file nobody can parse, with the copy git's directory keeps", async () => {
+    assert.equal((await runCli(b, ["allocate", "--force", ...PORT_ARGS])).code, 0);
+    const held = slotOf(await readJson(sibling));
+    await Deno.writeTextFile(sibling, "\0\0\0");
+    const result = await runCli(a, ["allocate", "--force", ...PORT_ARGS]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.notEqual(slotOf(JSON.parse(result.stdout)), held);
+    assert.match(result.stderr, /reserving the ports it held when last written/);
+  });
+});
+
+Deno.test("cli allocate warns about its own file's nesting and never prints a value that is not a port", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const own = `${a}/.worktree-ports.json`;
+  await t.step("200,000 levels of nesting", async () => {
+    await Deno.writeTextFile(own, `{"deep": ${"[".repeat(200_000)}${"]".repeat(200_000)}}`);
+    for (const command of ["allocate", "list", "check"]) {
+      const result = await runCli(a, [command, ...(command === "allocate" ? PORT_ARGS : [])]);
+      assert.doesNotMatch(result.stderr, /Maximum call stack/);
+      if (command === "allocate") {
+        assert.equal(result.code, 0, result.stderr);
+        assert.match(result.stderr, /is unusable \(nested more than 64 levels deep\)/);
+      }
+    }
+  });
+  await t.step("numbers that are not ports", async () => {
+    await Deno.writeTextFile(
+      own,
+      JSON.stringify(portFileAt(a, 1)).replace('"web":42010', '"web":1e400')
+        .replace('"api":43010', '"api":-3500'),
+    );
+    const check = await runCli(a, ["check"]);
+    assert.equal(check.code, 1);
+    assert.match(
+      check.stdout,
+      /^invalid: ".*wt0\/\.worktree-ports\.json": "web" is too large to be a number; "api" is -3500, not a port/m,
+    );
+    const env = await runCli(a, ["env", ...PORT_ARGS]);
+    assert.equal(env.code, 0, env.stderr);
+    assert.doesNotMatch(env.stdout, /Infinity|-3500/);
+    assert.equal(env.stdout, "export WEB='42010'\nexport API='43010'\n");
+    assert.equal((await runCli(a, ["check"])).code, 0);
+  });
+});
+
+Deno.test("cli rejects a config that is null, a broken link or too large, quoting little of it", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const config = `${a}/worktree-ports.config.json`;
+  const cases: [string, () => Promise<void>, RegExp][] = [
+    ["null", () => Deno.writeTextFile(config, "null\n"), /it must be a JSON object, got null/],
+    [
+      "a broken symbolic link",
+      () => Deno.symlink(`${a}/no-such-config.json`, config),
+      /^error: Cannot read config ".*": it is a symbolic link to a file that does not exist/,
+    ],
+    [
+      "1e400 as a port",
+      () => Deno.writeTextFile(config, '{"ports": {"web": 1e400}}'),
+      /port "web" must be an integer from 1 to 65535, got a number too large to use/,
+    ],
+    [
+      "a huge value",
+      () => Deno.writeTextFile(config, JSON.stringify({ stride: "x".repeat(100_000) })),
+      /"stride" must be an integer from 1 to 65535, got "x{199}… \(100002 characters\)\n/,
+    ],
+  ];
+  for (const [what, make, message] of cases) {
+    await t.step(what, async () => {
+      await Deno.remove(config).catch(() => {});
+      await make();
+      const before = await snapshot(repo.base);
+      const result = await runCli(a, ["allocate"]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, message);
+      assert.ok(result.stderr.length < 1000, result.stderr);
+      assert.deepEqual(await snapshot(repo.base), before);
+    });
+  }
+});
+
+Deno.test("cli allocate --output stays in its own worktree, and a preview never repeats a held bundle", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  assert.equal((await runCli(a, ["allocate", ...PORT_ARGS])).code, 0);
+  await t.step("outside every worktree: never this worktree's own bundle", async () => {
+    const outside = await Deno.makeTempFile({ suffix: ".json" });
+    try {
+      await Deno.remove(outside);
+      const result = await runCli(a, ["allocate", ...PORT_ARGS, "--output", outside]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(slotOf(JSON.parse(result.stdout)), 2);
+    } finally {
+      await Deno.remove(outside).catch(() => {});
+    }
+  });
+  await t.step("into another worktree's tree: refused, nothing changed", async () => {
+    const before = await snapshot(repo.base);
+    for (
+      const output of [`${b}/.worktree-ports.json`, "../wt1/sub/ports.json", `${repo.root}/p.json`]
+    ) {
+      const result = await runCli(a, ["allocate", ...PORT_ARGS, "--output", output]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(
+        result.stderr,
+        /^error: Cannot write ".*": it is inside the worktree ".*", not this one/,
+      );
+    }
+    assert.deepEqual(await snapshot(repo.base), before);
+  });
+  await t.step("a missing parent directory inside the worktree is created", async () => {
+    const result = await runCli(b, ["allocate", ...PORT_ARGS, "--output", "run/ports/p.json"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(await readJson(`${b}/run/ports/p.json`), JSON.parse(result.stdout));
+    assert.equal(await git(b, "status", "--porcelain"), "");
+  });
+});
+
+Deno.test("cli keeps the reservation of a locked worktree whose directory is away", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  assert.equal((await runCli(a, ["allocate", ...PORT_ARGS])).code, 0);
+  await git(repo.root, "worktree", "lock", "--reason", "on a removable disk", a);
+  await Deno.rename(a, `${repo.base}/unplugged`);
+  const result = await runCli(b, ["allocate", ...PORT_ARGS]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(slotOf(JSON.parse(result.stdout)), 2);
+  const list = await runCli(b, ["list", "--json"]);
+  const away = JSON.parse(list.stdout).find((row: { path: string }) => row.path === a);
+  assert.equal(away.state, "absent");
+  assert.deepEqual(away.ports, { web: 42010, api: 43010 });
+  assert.equal((await runCli(b, ["check"])).code, 0);
+  // Without the copy, its ports are unknown, and it says so.
+  const adminDirs = [...Deno.readDirSync(`${repo.root}/.git/worktrees`)].map((entry) => entry.name);
+  for (const name of adminDirs) {
+    await Deno.remove(`${repo.root}/.git/worktrees/${name}/worktree-ports.json`).catch(() => {});
+  }
+  const table = await runCli(b, ["list"]);
+  assert.match(table.stdout, /wt0 +- +- +absent +locked, directory absent; its ports are unknown/);
+});
+
+Deno.test("cli allocate names the keys it drops from its own file", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(a, ["allocate", ...PORT_ARGS])).code, 0);
+  const file = await readJson(`${a}/.worktree-ports.json`);
+  await writeJson(`${a}/.worktree-ports.json`, { ...file, redis_port: 6390, my_note: "mine" });
+  const result = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(
+    result.stderr,
+    /^warning: Rewriting ".*" dropped "redis_port", "my_note", which the config does not produce/,
+  );
+  assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+});

@@ -995,14 +995,17 @@ export function readPortFile(path: string): PortFileRead {
 
 /**
  * The ports named in text that is not valid JSON, read liberally: every
- * `"key": integer` pair with an integer from 1 to 65535. A damaged file still
- * holds its worktree's ports.
+ * `"key": integer` pair with an integer from 1 to 65535, except the
+ * metadata's `slot` and `version`. A damaged file still holds its worktree's
+ * ports.
  */
 function recoverPorts(text: string): number[] {
   const ports = new Set<number>();
-  for (const [, digits] of text.matchAll(/"(?:[^"\\\n]|\\.)*"\s*:\s*(\d{1,5})(?![\d.eE])/g)) {
+  const pairs = text.matchAll(/"((?:[^"\\\n]|\\.)*)"\s*:\s*(\d{1,5})(?![\d.eE])/g);
+  for (const [, key, digits] of pairs) {
     const port = Number(digits);
-    if (isPort(port)) ports.add(port);
+    // The metadata's own numbers are not ports.
+    if (isPort(port) && key !== "slot" && key !== "version") ports.add(port);
   }
   return [...ports];
 }

@@ -4,6 +4,7 @@ import {
   type AllocateOptions,
   bundleEnv,
   chooseSlot,
+  denoGit,
   type EnvFormat,
   fixWorktrees,
   formatEnv,
@@ -751,4 +752,59 @@ Deno.test("the README's config example is a valid config", async () => {
   const example = /## Configuration[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)![1];
   const config = parseConfig(JSON.parse(example));
   assert.deepEqual(Object.keys(config.ports), ["cloud_port", "web_port", "db_port"]);
+});
+
+// ---------------------------------------------------------------------------
+// Transient failures
+// ---------------------------------------------------------------------------
+
+Deno.test("listWorktrees() tries again when a listing fails while a worktree is being added", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const failing = (failures: number) => {
+    let calls = 0;
+    return {
+      get calls() {
+        return calls;
+      },
+      run(args: readonly string[], cwd: string): Promise<string> {
+        if (args[0] === "worktree" && ++calls <= failures) {
+          return Promise.reject(
+            new WorktreePortsError(
+              "GIT_FAILED",
+              `"git worktree list --porcelain -z" failed with exit code 128: fatal: failed to read ${repo.root}/.git/worktrees/wt1/commondir: Success`,
+            ),
+          );
+        }
+        return denoGit.run(args, cwd);
+      },
+    };
+  };
+  await t.step("one failure: the allocation goes through", async () => {
+    const git = failing(1);
+    const allocation = await allocateIn(a, { git });
+    assert.equal(allocation.slot, 1);
+    assert.equal(git.calls, 2);
+  });
+  await t.step("failures that last: git's error, after a few tries", async () => {
+    const git = failing(Infinity);
+    await assert.rejects(allocateIn(a, { git }), assertCode("GIT_FAILED"));
+    assert.ok(git.calls > 2 && git.calls < 10, `${git.calls} calls`);
+  });
+  await t.step("not a repository: no second try", async () => {
+    const outside = await Deno.makeTempDir();
+    try {
+      let calls = 0;
+      const git = {
+        run(args: readonly string[], cwd: string) {
+          calls++;
+          return denoGit.run(args, cwd);
+        },
+      };
+      await assert.rejects(allocateIn(outside, { git }), assertCode("NOT_A_WORKTREE"));
+      assert.equal(calls, 1);
+    } finally {
+      await Deno.remove(outside);
+    }
+  });
 });
