@@ -405,7 +405,7 @@ export function loadConfig(root: string, options: LoadConfigOptions = {}): Ports
       `Invalid config ${source}: it must be a JSON object, got null (delete the file to use the defaults)`,
     );
   }
-  if (nestingExceeds(value, MAX_NESTING)) {
+  if (nestingExceeds(text, value, MAX_NESTING)) {
     throw new WorktreePortsError(
       "INVALID_CONFIG",
       `Invalid config ${source}: nested more than ${MAX_NESTING} levels deep`,
@@ -973,7 +973,7 @@ export function readPortFile(path: string): PortFileRead {
   if (!isPlainObject(data)) {
     return { state: "unreadable", reason: "not a JSON object", ports: recoverPorts(text) };
   }
-  if (nestingExceeds(data, MAX_NESTING)) {
+  if (nestingExceeds(text, data, MAX_NESTING)) {
     return {
       state: "unreadable",
       reason: `nested more than ${MAX_NESTING} levels deep`,
@@ -1010,8 +1010,13 @@ function recoverPorts(text: string): number[] {
   return [...ports];
 }
 
-/** Whether a parsed JSON value nests deeper than `limit`, found without recursion. */
-function nestingExceeds(value: unknown, limit: number): boolean {
+/**
+ * Whether a parsed JSON value nests deeper than `limit`, found without
+ * recursion. Text with no more brackets than that cannot, and a port file
+ * has a handful, so the value is walked only when the text has many.
+ */
+function nestingExceeds(text: string, value: unknown, limit: number): boolean {
+  if (text.replace(/[^[{]+/g, "").length <= limit) return false;
   const stack: [unknown, number][] = [[value, 1]];
   while (stack.length > 0) {
     const [current, depth] = stack.pop()!;
