@@ -1163,3 +1163,53 @@ Deno.test("deno publish ships only the package files", async () => {
   const files = [...result.stderr.matchAll(/file:\/\/\S*\/([^/\s]+) \(/g)].map((match) => match[1]);
   assert.deepEqual(files.sort(), ["LICENSE", "README.md", "cli.ts", "deno.json", "mod.ts"]);
 });
+
+// ---------------------------------------------------------------------------
+// Running wherever users are
+// ---------------------------------------------------------------------------
+
+Deno.test("deno run mod.ts runs the command line, the way jsr:@org/worktree-ports is run", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const viaMod = (cwd: string, args: string[], flags: readonly string[] = ["-A"]) =>
+    run(Deno.execPath(), ["run", ...flags, `${ROOT}mod.ts`, ...args], { cwd });
+  await t.step("allocate writes and prints the bundle as cli.ts does", async () => {
+    const result = await viaMod(a, ["allocate", ...PORT_ARGS]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+    assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), JSON.parse(result.stdout));
+    const second = await runCli(b, ["allocate", ...PORT_ARGS]);
+    assert.equal(slotOf(JSON.parse(second.stdout)), 2);
+  });
+  await t.step("with the permission set instead of -A", async () => {
+    const result = await viaMod(a, ["show", "web"], CLI_FLAGS);
+    assert.deepEqual([result.code, result.stdout, result.stderr], [0, "42010\n", ""]);
+  });
+  await t.step("--help prints the same help as cli.ts", async () => {
+    const [viaRoot, viaCli] = await Promise.all([viaMod(a, ["--help"]), runCli(a, ["--help"])]);
+    assert.equal(viaRoot.code, 0);
+    assert.match(viaRoot.stdout, /^Usage: worktree-ports COMMAND/m);
+    assert.equal(viaRoot.stdout, viaCli.stdout);
+  });
+  await t.step("a usage error exits 2, as cli.ts does", async () => {
+    const result = await viaMod(a, ["no-such-command"]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /^error: Unknown command "no-such-command"/);
+  });
+  await t.step("importing mod.ts runs nothing", async () => {
+    const script = `${repo.base}/import.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import { PORT_FILE_NAME } from ${JSON.stringify(`${ROOT}mod.ts`)};\n` +
+        `console.log(PORT_FILE_NAME);\n`,
+    );
+    const before = await snapshot(b);
+    const result = await run(Deno.execPath(), ["run", "-A", script, "allocate"], { cwd: b });
+    assert.deepEqual([result.code, result.stdout, result.stderr], [
+      0,
+      ".worktree-ports.json\n",
+      "",
+    ]);
+    assert.deepEqual(await snapshot(b), before);
+  });
+});

@@ -2402,3 +2402,16 @@ function relativeInside(dir: string, path: string): string | undefined {
   const prefix = comparablePath(dir).replace(/\/+$/, "") + "/";
   return comparablePath(path).startsWith(prefix) ? path.slice(prefix.length) : undefined;
 }
+
+// ---------------------------------------------------------------------------
+// The package root as a program
+// ---------------------------------------------------------------------------
+
+// `deno run jsr:@org/worktree-ports allocate` runs this module, the package's
+// root, as the program: it behaves exactly as the command line. The CLI is
+// loaded only then, and without a top-level await, so that importing this
+// module stays free of side effects and `cli.ts` (which imports this module)
+// finds it fully evaluated.
+if (import.meta.main) {
+  import("./cli.ts").then(async ({ main }) => Deno.exit(await main(Deno.args)));
+}
