@@ -1213,3 +1213,35 @@ Deno.test("deno run mod.ts runs the command line, the way jsr:@org/worktree-port
     assert.deepEqual(await snapshot(b), before);
   });
 });
+
+/** The git on PATH, which `.ci/run` also points at an old release. */
+const GIT_VERSION = (await run("git", ["--version"])).stdout.trim();
+
+Deno.test(`cli allocate, list and check handle odd worktree paths with ${GIT_VERSION}`, async () => {
+  await using repo = await TempRepo.create();
+  const names = ["with space", `quote"d 'twice'`, "new\nline", "back\\slash", "ünï cødé €"];
+  const worktrees: string[] = [];
+  for (const name of names) worktrees.push(await repo.addWorktree(name));
+  const gone = await repo.addWorktree("gone");
+  for (const [index, cwd] of worktrees.entries()) {
+    const result = await runCli(cwd, ["allocate", ...PORT_ARGS]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(slotOf(JSON.parse(result.stdout)), index + 1);
+    assert.equal((JSON.parse(result.stdout).worktree_ports as { worktree: string }).worktree, cwd);
+  }
+  await runCli(gone, ["allocate", ...PORT_ARGS]);
+  await Deno.remove(gone, { recursive: true });
+  const list = await runCli(worktrees[2], ["list", "--json"]);
+  assert.equal(list.code, 0, list.stderr);
+  const statuses = JSON.parse(list.stdout) as { path: string; state: string; current: boolean }[];
+  assert.deepEqual(
+    statuses.map(({ path, state, current }) => [path, state, current]).sort(),
+    [
+      [repo.root, "none", false],
+      ...worktrees.map((path, index) => [path, "ok", index === 2]),
+      [gone, "stale", false],
+    ].sort(),
+  );
+  const check = await runCli(worktrees[4], ["check"]);
+  assert.deepEqual([check.code, check.stdout], [0, "ok: 7 worktrees, no shared ports\n"]);
+});

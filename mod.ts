@@ -505,13 +505,23 @@ function runGitSync(args: readonly string[], cwd: string): string {
     throw error;
   }
   if (!output.success) {
-    const stderr = new TextDecoder().decode(output.stderr).trim();
+    const stderr = new TextDecoder().decode(output.stderr);
     throw new WorktreePortsError(
       "GIT_FAILED",
-      `"git ${args.join(" ")}" failed with exit code ${output.code}: ${stderr}`,
+      `"git ${args.join(" ")}" failed with exit code ${output.code}: ${firstGitError(stderr)}`,
     );
   }
   return new TextDecoder().decode(output.stdout);
+}
+
+/**
+ * The line of git's standard error that says what went wrong: the first
+ * `fatal:` or `error:` line, else the first line. Git follows a bad option
+ * with its whole usage text, which says nothing about the failure.
+ */
+function firstGitError(stderr: string): string {
+  const lines = stderr.split(/\r?\n/).map((line) => line.trim()).filter(Boolean);
+  return lines.find((line) => /^(fatal|error):/.test(line)) ?? lines[0] ?? "(no message)";
 }
 
 /** One entry of `git worktree list`. */
@@ -533,9 +543,12 @@ export interface Worktree {
 }
 
 /**
- * Parses the output of `git worktree list --porcelain -z`.
+ * Parses the output of `git worktree list --porcelain -z` or, from git older
+ * than 2.36, which lacks `-z`, of `git worktree list --porcelain`.
  *
- * @param output The raw output: NUL-terminated attributes, records separated by an empty one.
+ * @param output The raw output: NUL-terminated attributes, records separated
+ * by an empty one; or the same with newlines, which is how it is read when it
+ * holds no NUL.
  * @returns The worktrees in git's order: the main worktree (or bare repository) first.
  *
  * @example Usage
@@ -552,6 +565,7 @@ export interface Worktree {
  * ```
  */
 export function parseWorktreeList(output: string): Worktree[] {
+  if (output !== "" && !output.includes("\0")) return parseWorktreeLines(output);
   const worktrees: Worktree[] = [];
   let current: Worktree | undefined;
   for (const field of output.split("\0")) {
@@ -622,9 +636,7 @@ export async function listWorktrees(
   const cwd = options.cwd ?? Deno.cwd();
   const git = options.git ?? denoGit;
   try {
-    return parseWorktreeList(
-      await git.run(["worktree", "list", "--porcelain", "-z"], cwd),
-    );
+    return await runWorktreeList(git, cwd);
   } catch (error) {
     if (
       error instanceof WorktreePortsError && error.code === "GIT_FAILED" &&
@@ -633,6 +645,111 @@ export async function listWorktrees(
       throw notAWorktree(cwd, error);
     }
     throw error;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Worktrees: git before 2.36
+// ---------------------------------------------------------------------------
+
+/**
+ * Which `git worktree list` each git runner understands, learnt from its
+ * first listing: `-z` (git 2.36 and later) or newline-separated lines. New
+ * git is asked once per listing; old git is asked without `-z` from its
+ * second listing on.
+ */
+const WORKTREE_LIST_FORMATS = new WeakMap<GitRunner, "nul" | "lines">();
+
+/** Lists the worktrees with whichever porcelain format `git` supports. */
+async function runWorktreeList(git: GitRunner, cwd: string): Promise<Worktree[]> {
+  if (WORKTREE_LIST_FORMATS.get(git) !== "lines") {
+    try {
+      const output = await git.run(["worktree", "list", "--porcelain", "-z"], cwd);
+      WORKTREE_LIST_FORMATS.set(git, "nul");
+      return parseWorktreeList(output);
+    } catch (error) {
+      if (!(error instanceof WorktreePortsError && /unknown switch `z'/.test(error.message))) {
+        throw error;
+      }
+      WORKTREE_LIST_FORMATS.set(git, "lines");
+    }
+  }
+  const worktrees = parseWorktreeList(await git.run(["worktree", "list", "--porcelain"], cwd));
+  // Git reports a worktree whose directory is gone as `prunable` only from
+  // 2.31 on; before that, the directory itself tells.
+  for (const worktree of worktrees) {
+    if (!worktree.bare && !worktree.prunable && !pathExists(worktree.path)) {
+      worktree.prunable = true;
+    }
+  }
+  return worktrees;
+}
+
+/**
+ * Parses newline-separated porcelain. Git before 2.36 writes paths as they
+ * are, so a path holding a newline continues on the next lines, up to the
+ * `HEAD` or `bare` line that always follows it. A path written in double
+ * quotes, C-style, as git quotes unusual names elsewhere, is unquoted: an
+ * absolute path never starts with a quote.
+ */
+function parseWorktreeLines(output: string): Worktree[] {
+  const fields: string[] = [];
+  let path: string[] | undefined;
+  for (const line of output.replace(/\n$/, "").split("\n")) {
+    if (path !== undefined && line !== "bare" && !/^HEAD [0-9a-f]+$/.test(line)) {
+      path.push(line);
+      continue;
+    }
+    if (path !== undefined) fields.push(unquoteGitPath(path.join("\n")));
+    path = line.startsWith("worktree ") ? [line] : undefined;
+    if (path === undefined) fields.push(line);
+  }
+  if (path !== undefined) fields.push(unquoteGitPath(path.join("\n")));
+  return parseWorktreeList(fields.join("\0") + "\0");
+}
+
+/** `worktree "…"` with git's C-style quoting undone; any other line as it is. */
+function unquoteGitPath(line: string): string {
+  const match = /^worktree "((?:[^"\\]|\\.)*)"$/s.exec(line);
+  if (match === null) return line;
+  const escapes: Record<string, number> = {
+    a: 7,
+    b: 8,
+    t: 9,
+    n: 10,
+    v: 11,
+    f: 12,
+    r: 13,
+    '"': 34,
+    "\\": 92,
+  };
+  const bytes: number[] = [];
+  const encoder = new TextEncoder();
+  for (let index = 0; index < match[1].length; index++) {
+    const char = match[1][index];
+    if (char !== "\\") {
+      bytes.push(...encoder.encode(char));
+      continue;
+    }
+    const octal = /^[0-3][0-7]{2}/.exec(match[1].slice(index + 1));
+    if (octal !== null) {
+      bytes.push(parseInt(octal[0], 8));
+      index += 3;
+    } else {
+      const next = match[1][++index];
+      bytes.push(escapes[next] ?? next.charCodeAt(0));
+    }
+  }
+  return "worktree " + new TextDecoder().decode(new Uint8Array(bytes));
+}
+
+function pathExists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return false;
   }
 }
 
