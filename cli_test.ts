@@ -1245,3 +1245,83 @@ Deno.test(`cli allocate, list and check handle odd worktree paths with ${GIT_VER
   const check = await runCli(worktrees[4], ["check"]);
   assert.deepEqual([check.code, check.stdout], [0, "ok: 7 worktrees, no shared ports\n"]);
 });
+
+/** `repo` with a submodule "lib" (a repository of its own, next to it) checked out in its main worktree. */
+async function addSubmodule(repo: TempRepo): Promise<string> {
+  const origin = `${repo.base}/lib-origin`;
+  await git(repo.base, "init", "-q", "-b", "main", "lib-origin");
+  await git(origin, "commit", "-q", "--allow-empty", "-m", "initial");
+  await git(repo.root, "-c", "protocol.file.allow=always", "submodule", "add", "-q", origin, "lib");
+  await git(repo.root, "commit", "-q", "-m", "add lib");
+  return `${repo.root}/lib`;
+}
+
+Deno.test("cli allocate, list and check work inside a submodule and its linked worktrees", async () => {
+  await using repo = await TempRepo.create();
+  const lib = await addSubmodule(repo);
+  const libLinked = `${repo.base}/lib linked`;
+  await git(lib, "worktree", "add", "-q", "--detach", libLinked);
+  await Deno.mkdir(`${lib}/src`);
+  const main = await runCli(`${lib}/src`, ["allocate", ...PORT_ARGS]);
+  assert.equal(main.code, 0, main.stderr);
+  assert.equal(slotOf(JSON.parse(main.stdout)), 0);
+  assert.equal(
+    (JSON.parse(main.stdout).worktree_ports as { worktree: string }).worktree,
+    lib,
+  );
+  const linked = await runCli(libLinked, ["allocate", ...PORT_ARGS]);
+  assert.equal(linked.code, 0, linked.stderr);
+  assert.equal(slotOf(JSON.parse(linked.stdout)), 1);
+  // The superproject is a repository of its own: it too gets slot 0.
+  const superproject = await runCli(repo.root, ["allocate", ...PORT_ARGS]);
+  assert.equal(slotOf(JSON.parse(superproject.stdout)), 0);
+  const list = await runCli(libLinked, ["list", "--json"]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.deepEqual(
+    (JSON.parse(list.stdout) as { path: string; slot: number; state: string }[])
+      .map(({ path, slot, state }) => [path, slot, state]),
+    [[lib, 0, "ok"], [libLinked, 1, "ok"]],
+  );
+  const check = await runCli(lib, ["check"]);
+  assert.deepEqual([check.code, check.stdout], [0, "ok: 2 worktrees, no shared ports\n"]);
+  // Neither port file shows up as a change in the superproject or the submodule.
+  assert.equal(await git(repo.root, "status", "--porcelain"), "");
+  assert.equal(await git(lib, "status", "--porcelain"), "");
+});
+
+Deno.test("cli list and check work in a bare repository; commands that need a worktree say so", async (t) => {
+  await using repo = await TempRepo.create({ bare: true });
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  await runCli(a, ["allocate", ...PORT_ARGS]);
+  await t.step("list names the linked worktrees", async () => {
+    const list = await runCli(repo.root, ["list", "--json"]);
+    assert.equal(list.code, 0, list.stderr);
+    assert.deepEqual(
+      (JSON.parse(list.stdout) as { path: string; state: string; current: boolean }[])
+        .map(({ path, state, current }) => [path, state, current]),
+      [[a, "ok", false], [b, "none", false]],
+    );
+  });
+  await t.step("check and check --fix", async () => {
+    const check = await runCli(repo.root, ["check"]);
+    assert.deepEqual([check.code, check.stdout], [0, "ok: 2 worktrees, no shared ports\n"]);
+    const fix = await runCli(repo.root, ["check", "--fix", ...PORT_ARGS]);
+    assert.equal(fix.code, 0, fix.stderr);
+    assert.match(fix.stdout, /^nothing to fix\n/);
+  });
+  for (const command of [["show"], ["allocate"], ["env"], ["release"], ["exec", "true"]]) {
+    await t.step(`${command[0]} says it needs a worktree and names them`, async () => {
+      const before = await snapshot(repo.base);
+      const result = await runCli(repo.root, command, {
+        flags: CLI_FLAGS.map((flag) => flag.replace("--allow-run=git", "--allow-run")),
+      });
+      assert.equal(result.code, 2);
+      assert.equal(
+        result.stderr,
+        `error: "${repo.root}" is a bare repository, which has no files and so no ports of its ` +
+          `own (run this in one of its worktrees: "${a}", "${b}")\n`,
+      );
+      assert.deepEqual(await snapshot(repo.base), before);
+    });
+  }
+});

@@ -666,7 +666,7 @@ async function runWorktreeList(git: GitRunner, cwd: string): Promise<Worktree[]>
     try {
       const output = await git.run(["worktree", "list", "--porcelain", "-z"], cwd);
       WORKTREE_LIST_FORMATS.set(git, "nul");
-      return parseWorktreeList(output);
+      return await withSubmoduleWorktree(parseWorktreeList(output), git);
     } catch (error) {
       if (!(error instanceof WorktreePortsError && /unknown switch `z'/.test(error.message))) {
         throw error;
@@ -674,13 +674,43 @@ async function runWorktreeList(git: GitRunner, cwd: string): Promise<Worktree[]>
       WORKTREE_LIST_FORMATS.set(git, "lines");
     }
   }
-  const worktrees = parseWorktreeList(await git.run(["worktree", "list", "--porcelain"], cwd));
+  const worktrees = await withSubmoduleWorktree(
+    parseWorktreeList(await git.run(["worktree", "list", "--porcelain"], cwd)),
+    git,
+  );
   // Git reports a worktree whose directory is gone as `prunable` only from
   // 2.31 on; before that, the directory itself tells.
   for (const worktree of worktrees) {
     if (!worktree.bare && !worktree.prunable && !pathExists(worktree.path)) {
       worktree.prunable = true;
     }
+  }
+  return worktrees;
+}
+
+/**
+ * Git names a submodule's main worktree by its git directory, the
+ * superproject's `.git/modules/NAME`, whose `core.worktree` says where the
+ * files are. A main worktree without `.git` but with a `HEAD` is such a git
+ * directory; only then is git asked a second time.
+ */
+async function withSubmoduleWorktree(worktrees: Worktree[], git: GitRunner): Promise<Worktree[]> {
+  const main = worktrees[0];
+  if (
+    main === undefined || main.bare || main.prunable ||
+    pathExists(joinPath(main.path, ".git")) || !pathExists(joinPath(main.path, "HEAD"))
+  ) {
+    return worktrees;
+  }
+  try {
+    const configured = await git.run(
+      ["config", "--file", joinPath(main.path, "config"), "core.worktree"],
+      main.path,
+    );
+    main.path = resolvePath(main.path, configured.replace(/\r?\n$/, ""));
+  } catch (error) {
+    // No core.worktree: git's own name for it is the best there is.
+    if (!(error instanceof WorktreePortsError)) throw error;
   }
   return worktrees;
 }
@@ -796,6 +826,17 @@ export interface Repository {
 export async function openRepository(
   options: ListWorktreesOptions = {},
 ): Promise<Repository> {
+  const repository = await openRepositoryOrBare(options);
+  if (repository.current.bare) throw inBareRepository(repository);
+  return repository;
+}
+
+/**
+ * {@linkcode openRepository}, also from a bare repository's directory, where
+ * `current` is the bare repository: enough for commands that only read the
+ * linked worktrees.
+ */
+async function openRepositoryOrBare(options: ListWorktreesOptions): Promise<Repository> {
   const git = options.git ?? denoGit;
   const start = options.cwd ?? Deno.cwd();
   let dir: string;
@@ -808,7 +849,7 @@ export async function openRepository(
   const worktrees = await listWorktrees({ cwd: dir, git });
   const current = findContaining(worktrees, dir, (w) => w.path) ??
     findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree;
-  if (current === undefined || current.bare) throw notAWorktree(dir);
+  if (current === undefined) throw notAWorktree(dir);
   const root = Deno.realPathSync(current.path);
   // Git's own directory sits inside the main worktree but is not part of it.
   if (/^\.git(\/|$)/.test(relativeInside(root, dir) ?? "")) throw notAWorktree(dir);
@@ -817,8 +858,22 @@ export async function openRepository(
     current,
     root,
     primary: current === worktrees[0],
-    commonDir: await findCommonDir(root, git),
+    commonDir: current.bare ? root : await findCommonDir(root, git),
   };
+}
+
+/** What to say in a bare repository to a command that needs a worktree: where they are. */
+function inBareRepository(repository: Repository): WorktreePortsError {
+  const linked = repository.worktrees.filter((worktree) => !worktree.bare);
+  const names = linked.slice(0, 5).map((worktree) => `"${worktree.path}"`).join(", ") +
+    (linked.length > 5 ? ` and ${linked.length - 5} more` : "");
+  return new WorktreePortsError(
+    "NOT_A_WORKTREE",
+    `"${repository.root}" is a bare repository, which has no files and so no ports of its own ` +
+      (linked.length === 0
+        ? `(add a worktree with "git worktree add" and run this there)`
+        : `(run this in one of its worktrees: ${names})`),
+  );
 }
 
 /** The entry whose path is the longest one containing `dir`: worktrees may nest. */
@@ -1914,7 +1969,7 @@ export interface InspectOptions extends PortFilePathOptions {
 /**
  * Reports every worktree of the repository: its port file's state, slot and
  * ports, which of them are listening now, and the ports it shares with
- * others. Changes nothing.
+ * others. Changes nothing. Works from a bare repository's directory too.
  *
  * @param options Where, which port file, and the injected git and probe.
  * @returns One status per worktree, in git's order (bare repositories are left out).
@@ -1932,7 +1987,7 @@ export interface InspectOptions extends PortFilePathOptions {
 export async function inspectWorktrees(
   options: InspectOptions = {},
 ): Promise<WorktreeStatus[]> {
-  const repository = await openRepository({ cwd: options.cwd, git: options.git });
+  const repository = await openRepositoryOrBare({ cwd: options.cwd, git: options.git });
   const statuses = await inspectRepository(repository, options);
   return statuses.map(({ reserved: _, ...status }) => status);
 }
@@ -2080,7 +2135,8 @@ export interface Move {
  * {@linkcode allocate}. Of two worktrees that share ports, the one whose
  * services are not listening moves; when neither or both are, the one
  * allocated later moves. Foreign and unreadable files are reallocated for
- * their own worktree. Running it again changes nothing.
+ * their own worktree. Running it again changes nothing. Works from a bare
+ * repository's directory too.
  *
  * A port both files hold cannot tell whose service listens on it (finding
  * the owning process needs `/proc`, which Deno opens only with
@@ -2102,7 +2158,7 @@ export interface Move {
  * ```
  */
 export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
-  const repository = await openRepository({ cwd: options.cwd, git: options.git });
+  const repository = await openRepositoryOrBare({ cwd: options.cwd, git: options.git });
   using _lock = await lockRepository(repository.commonDir, {
     timeoutMs: options.lockTimeoutMs,
     onWait: options.onLockWait,
