@@ -1325,3 +1325,54 @@ Deno.test("cli list and check work in a bare repository; commands that need a wo
     });
   }
 });
+
+Deno.test("cli check treats a file moved by git worktree move as its worktree's own, and a copy as foreign", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const moved = `${repo.base}/moved ü`;
+  const first = JSON.parse((await runCli(a, ["allocate", ...PORT_ARGS])).stdout);
+  await runCli(b, ["allocate", ...PORT_ARGS]);
+  await git(repo.root, "worktree", "move", a, moved);
+  await t.step("check, list, show and env see the moved worktree's own file", async () => {
+    const check = await runCli(moved, ["check"]);
+    assert.deepEqual([check.code, check.stdout], [0, "ok: 3 worktrees, no shared ports\n"]);
+    const list = JSON.parse((await runCli(moved, ["list", "--json"])).stdout) as {
+      path: string;
+      state: string;
+      slot: number;
+    }[];
+    assert.deepEqual(
+      list.find((status) => status.path === moved),
+      { ...list.find((status) => status.path === moved), state: "ok", slot: 1 },
+    );
+    const show = await runCli(moved, ["show", "web"]);
+    assert.deepEqual([show.stdout, show.stderr], ["42010\n", ""]);
+    const env = await runCli(moved, ["env", ...PORT_ARGS]);
+    assert.deepEqual([env.code, env.stderr], [0, ""]);
+  });
+  await t.step("allocate keeps the slot and records the new path", async () => {
+    const result = await runCli(moved, ["allocate", ...PORT_ARGS]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stderr, "");
+    const file = await readJson(`${moved}/.worktree-ports.json`);
+    assert.deepEqual(file, {
+      ...first,
+      worktree_ports: { ...first.worktree_ports, worktree: moved },
+    });
+  });
+  await t.step("moved back, it keeps the slot again", async () => {
+    await git(repo.root, "worktree", "move", moved, a);
+    const result = await runCli(a, ["allocate", ...PORT_ARGS]);
+    assert.equal(result.stderr, "");
+    assert.deepEqual(JSON.parse(result.stdout), first);
+  });
+  await t.step("a file naming another live worktree is still a copy", async () => {
+    await Deno.copyFile(`${b}/.worktree-ports.json`, `${a}/.worktree-ports.json`);
+    const check = await runCli(a, ["check"]);
+    assert.equal(check.code, 1);
+    assert.equal(check.stdout, `foreign: "${a}/.worktree-ports.json" was written for "${b}"\n`);
+    const result = await runCli(a, ["allocate", ...PORT_ARGS]);
+    assert.match(result.stderr, /was written for the worktree ".*wt1" \(copied\?\)/);
+    assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+  });
+});

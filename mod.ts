@@ -1448,9 +1448,49 @@ function portFileData(
   return { ...allocation.bundle, [META_KEY]: meta };
 }
 
-/** The file was written for another worktree (it was copied); `root` is this worktree's real path. */
-function isForeign(file: PortFileRead, root: string): boolean {
-  return file.state === "read" && file.meta !== undefined && file.meta.worktree !== root;
+/**
+ * The file was written for another worktree (it was copied); `root` is this
+ * worktree's real path. Given the repository, a file whose recorded worktree
+ * is no live worktree of it is not foreign: it moved with its worktree.
+ */
+function isForeign(
+  file: PortFileRead,
+  root: string,
+  repository?: Pick<Repository, "current" | "worktrees">,
+): boolean {
+  return file.state === "read" && file.meta !== undefined && file.meta.worktree !== root &&
+    (repository === undefined ||
+      namesOtherWorktree(file.meta.worktree, repository.current, repository.worktrees));
+}
+
+/**
+ * Whether a port file's recorded worktree is another live worktree of the
+ * repository, from which the file was copied. A recorded path that is no
+ * worktree at all was left behind by `git worktree move`: the file moved with
+ * its worktree and is still its own, to be rewritten with the new path.
+ */
+function namesOtherWorktree(
+  recorded: string,
+  self: Worktree,
+  worktrees: readonly Worktree[],
+): boolean {
+  const live = worktrees.filter((worktree) =>
+    worktree !== self && !worktree.bare && !worktree.prunable
+  );
+  const target = comparablePath(recorded);
+  if (live.some((worktree) => comparablePath(worktree.path) === target)) return true;
+  // Git may spell a path through a symbolic link; only a path that exists can be one.
+  const real = (path: string) => {
+    try {
+      return comparablePath(Deno.realPathSync(path));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      return undefined;
+    }
+  };
+  const recordedReal = real(recorded);
+  return recordedReal !== undefined &&
+    live.some((worktree) => real(worktree.path) === recordedReal);
 }
 
 // ---------------------------------------------------------------------------
@@ -1616,7 +1656,7 @@ async function allocateIn(
     const own = readPortFile(path);
     const reserved = readReservedPorts(scanned);
     allocation = await allocateSlot(
-      { root: repository.root, path, primary: repository.primary },
+      { root: repository.root, path, primary: repository.primary, repository },
       config,
       own,
       reserved.holders,
@@ -1629,7 +1669,7 @@ async function allocateIn(
   // A worktree's own file was dealt with when it was first written; a new,
   // copied or corrupt one is checked now, outside the critical section.
   const replacedOwnFile = previous.state === "read" && previous.meta !== undefined &&
-    !isForeign(previous, repository.root);
+    !isForeign(previous, repository.root, repository);
   if (
     allocation.written && !replacedOwnFile && inside !== undefined && options.ignoreOutput !== false
   ) {
@@ -1648,6 +1688,8 @@ interface Target {
   root: string;
   path: string;
   primary: boolean;
+  /** Its repository, to tell a moved worktree's file from a copied one. */
+  repository?: Pick<Repository, "current" | "worktrees">;
 }
 
 /**
@@ -1702,7 +1744,7 @@ function ownMeta(
     return undefined;
   }
   if (own.state !== "read" || own.meta === undefined) return undefined;
-  if (isForeign(own, target.root)) {
+  if (isForeign(own, target.root, target.repository)) {
     warnings.push(
       `"${target.path}" was written for the worktree "${own.meta.worktree}" (copied?); allocating a fresh bundle for this one`,
     );
@@ -1892,7 +1934,7 @@ export async function readBundle(
   return {
     path,
     data: file.data,
-    foreign: isForeign(file, repository.root),
+    foreign: isForeign(file, repository.root, repository),
   };
 }
 
@@ -1903,7 +1945,8 @@ export async function readBundle(
 /**
  * How a worktree's port file stands: `ok`; `none`, no file; `duplicate`, it
  * shares a port with another worktree; `foreign`, the file names another
- * worktree (it was copied); `unreadable`; `stale`, git reports the worktree's
+ * live worktree (it was copied; a file naming a path that is no worktree any
+ * more moved with its worktree, and is its own); `unreadable`; `stale`, git reports the worktree's
  * directory as gone (it reserves nothing).
  */
 export type WorktreeState = "ok" | "none" | "duplicate" | "foreign" | "unreadable" | "stale";
@@ -2027,7 +2070,10 @@ async function inspectRepository(
     }
     status.slot = file.meta?.slot;
     status.allocatedAt = file.meta?.allocated_at || undefined;
-    if (file.meta && !(await isSameDirectory(file.meta.worktree, worktree.path))) {
+    if (
+      file.meta && !(await isSameDirectory(file.meta.worktree, worktree.path)) &&
+      namesOtherWorktree(file.meta.worktree, worktree, repository.worktrees)
+    ) {
       return { ...status, state: "foreign" as const, detail: file.meta.worktree, reserved: [] };
     }
     return { ...status, reserved: file.ports };
@@ -2412,7 +2458,7 @@ export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedB
   const repository = await openRepository({ cwd: options.cwd, git });
   const path = portFilePath(repository.root, options);
   const file = readPortFile(path);
-  if (file.state === "read" && !isForeign(file, repository.root)) {
+  if (file.state === "read" && !isForeign(file, repository.root, repository)) {
     return { path, data: file.data };
   }
   const allocation = await allocateIn(repository, options, git, start);
