@@ -407,14 +407,14 @@ Deno.test("cli rejects bad input with a clear error and changes nothing", async 
         args: ["allocate"],
         code: 2,
         stderr:
-          /Missing permission: run again with --allow-write \("allocate" needs --allow-run=git --allow-read --allow-write --allow-net=127\.0\.0\.1,\[::1\],0\.0\.0\.0\)/,
+          /Missing permission: run again with --allow-write \("allocate" needs --allow-run=git --allow-read --allow-write --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0'\)/,
         flags: CLI_FLAGS.filter((flag) => flag !== "--allow-write"),
       },
       {
         name: "missing --allow-net",
         args: ["allocate"],
         code: 2,
-        stderr: /run again with --allow-net=127\.0\.0\.1,\[::1\],0\.0\.0\.0 /,
+        stderr: /run again with --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0' /,
         flags: ["--allow-run=git", "--allow-read", "--allow-write", "--allow-net=127.0.0.1"],
       },
       {
@@ -657,6 +657,11 @@ Deno.test("cli exec needs permission to run the command", async () => {
   const result = await runCli(a, ["exec", "bash", "-c", "true"]);
   assert.equal(result.code, 2);
   assert.match(result.stderr, /run again with --allow-run=git,bash \(or --allow-run\)/);
+  // An installed command cannot be run with flags: it says how to reinstall, able to run anything.
+  assert.match(
+    result.stderr,
+    / reinstall it with deno install -g -f -n worktree-ports --allow-run --allow-read --allow-write --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0' jsr:@org\/worktree-ports\/cli\n$/,
+  );
 });
 
 Deno.test("cli list --json reports every state", async () => {
@@ -933,9 +938,12 @@ Deno.test("cli flags everywhere match the permission set in deno.json", async ()
   assert.deepEqual(shebang.split(" ").slice(4).sort(), [...flags].sort());
   const help = await runCli(ROOT, ["--help"]);
   assert.deepEqual(
-    /Permissions: (.*)/.exec(help.stdout)![1].split(" ").sort(),
+    /Permissions: (.*)/.exec(help.stdout)![1].split(" ").map((flag) => flag.replaceAll("'", ""))
+      .sort(),
     [...flags].sort(),
   );
+  // Printed and shown, the net flag is quoted, so that it pastes into zsh.
+  assert.match(help.stdout, / --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0'\n/);
   const readme = await Deno.readTextFile(`${ROOT}README.md`);
   const install = /deno install -g -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
   assert.deepEqual(
@@ -965,9 +973,10 @@ Deno.test("cli allocate runs with exactly the permission set and fails naming an
         flags: flags.filter((flag) => flag !== missing),
       });
       assert.equal(result.code, 2);
+      const quoted = missing.replace(/^(--allow-net=)(.*)$/, "$1'$2'");
       assert.match(
         result.stderr,
-        new RegExp(`Missing permission: run again with ${RegExp.escape(missing)} \\(`),
+        new RegExp(`Missing permission: run again with ${RegExp.escape(quoted)} \\(`),
       );
       assert.deepEqual(await snapshot(repo.base), before);
     });
@@ -1375,4 +1384,73 @@ Deno.test("cli check treats a file moved by git worktree move as its worktree's 
     assert.match(result.stderr, /was written for the worktree ".*wt1" \(copied\?\)/);
     assert.equal(slotOf(JSON.parse(result.stdout)), 1);
   });
+});
+
+Deno.test("cli help [COMMAND] prints what --help prints, and each command's permissions", async (t) => {
+  await using repo = await TempRepo.create();
+  await t.step("help is --help, help COMMAND is COMMAND --help", async () => {
+    for (
+      const [viaHelp, viaFlag] of [[["help"], ["--help"]], [["help", "check"], ["check", "--help"]]]
+    ) {
+      const [a, b] = await Promise.all([
+        runCli(repo.root, viaHelp, { flags: [] }),
+        runCli(repo.root, viaFlag, { flags: [] }),
+      ]);
+      assert.deepEqual([a.code, a.stdout, a.stderr], [0, b.stdout, ""]);
+    }
+    const unknown = await runCli(repo.root, ["help", "nope"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /^error: Unknown command "nope"\n/);
+  });
+  await t.step(
+    "check --help names what --fix needs, completions --help that it needs none",
+    async () => {
+      const check = await runCli(repo.root, ["check", "--help"]);
+      assert.match(
+        check.stdout,
+        /\nPermissions: --allow-run=git --allow-read\n  with --fix: --allow-run=git --allow-read --allow-write --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0'\n$/,
+      );
+      const completions = await runCli(repo.root, ["completions", "--help"]);
+      assert.match(completions.stdout, /\nPermissions: none\n$/);
+      const exec = await runCli(repo.root, ["exec", "--help"]);
+      assert.match(exec.stdout, /and --allow-run=git,COMMAND \(or --allow-run\) to run COMMAND\n$/);
+    },
+  );
+});
+
+Deno.test("the README's install line for exec installs a command that runs any program", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  const line = /deno install -g -f -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
+  const flags = line.replace("\\\n", " ").split(/\s+/).filter(Boolean)
+    .map((flag) => flag.replaceAll("'", ""));
+  assert.ok(flags.includes("--allow-run"), line);
+  const root = await Deno.makeTempDir({ prefix: "worktree-ports-install-" });
+  try {
+    const install = await run(Deno.execPath(), [
+      "install",
+      "-g",
+      "-f",
+      "--root",
+      root,
+      "-n",
+      "worktree-ports",
+      ...flags,
+      `${ROOT}cli.ts`,
+    ]);
+    assert.equal(install.code, 0, install.stderr);
+    const result = await run(`${root}/bin/worktree-ports`, [
+      "exec",
+      ...PORT_ARGS,
+      "--",
+      "sh",
+      "-c",
+      'echo "$WEB"',
+    ], { cwd: a });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "42010\n");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
