@@ -536,9 +536,12 @@ export interface Worktree {
   bare: boolean;
   /** HEAD is detached. */
   detached: boolean;
-  /** The worktree is locked against pruning. */
+  /** The worktree is locked against pruning (git 2.31 and later report it; older git, never). */
   locked: boolean;
-  /** Git reports the worktree's directory as gone. */
+  /**
+   * The worktree's directory is gone: git reports it from 2.31 on; with older
+   * git, {@linkcode listWorktrees} checks the directory itself.
+   */
   prunable: boolean;
 }
 
