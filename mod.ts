@@ -1949,8 +1949,8 @@ export async function readBundle(
  * How a worktree's port file stands: `ok`; `none`, no file; `duplicate`, it
  * shares a port with another worktree; `foreign`, the file names another
  * live worktree (it was copied; a file naming a path that is no worktree any
- * more moved with its worktree, and is its own); `unreadable`; `stale`, git reports the worktree's
- * directory as gone (it reserves nothing).
+ * more moved with its worktree, and is its own); `unreadable`; `stale`, git
+ * reports the worktree's directory as gone (it reserves nothing).
  */
 export type WorktreeState = "ok" | "none" | "duplicate" | "foreign" | "unreadable" | "stale";
 
