@@ -9,14 +9,24 @@
  *   --allow-net='127.0.0.1,[::1],0.0.0.0' jsr:@org/worktree-ports/cli allocate
  * ```
  *
- * It can also be called in-process, where it returns the exit code:
+ * It can also be called in-process, where it returns the exit code and
+ * prints to the console:
  *
  * ```ts
  * import { main } from "@org/worktree-ports/cli";
  * import assert from "node:assert/strict";
  *
- * assert.equal(await main(["--version"]), 0);
- * assert.equal(await main(["no-such-command"]), 2);
+ * const printed: string[] = [];
+ * const { log, error } = console;
+ * console.log = console.error = (...data: unknown[]) => printed.push(data.join(" "));
+ * try {
+ *   assert.equal(await main(["--version"]), 0);
+ *   assert.equal(await main(["no-such-command"]), 2);
+ * } finally {
+ *   Object.assign(console, { log, error });
+ * }
+ * assert.match(printed[0], /^\d+\.\d+\.\d+/);
+ * assert.equal(printed[1], 'error: Unknown command "no-such-command"');
  * ```
  *
  * @module
@@ -65,6 +75,8 @@ interface CommandSpec {
   /** How many positionals it takes; `Infinity` stops option parsing at the first one. */
   maxPositionals: number;
   permissions: (values: Values) => Permission[];
+  /** What the permissions line of its help adds, beyond the flags. */
+  permissionNote?: string;
   run: (values: Values, positionals: string[]) => Promise<number>;
 }
 
@@ -157,6 +169,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     options: { ...ALLOCATION_OPTIONS, help: OPTIONS.help },
     maxPositionals: Infinity,
     permissions: () => ALLOCATING,
+    permissionNote: "and --allow-run=git,COMMAND (or --allow-run) to run COMMAND",
     run: runExec,
   },
   list: {
@@ -308,6 +321,7 @@ function usage(): string {
     "",
     "Commands:",
     ...commands,
+    `  ${"help [COMMAND]".padEnd(38)} Show this help, or COMMAND's options and permissions`,
     "",
     "Options:",
     `  ${"-h, --help".padEnd(38)} Show this help (and COMMAND --help for a command's options)`,
@@ -332,8 +346,26 @@ function commandUsage(command: string): string {
     "Options:",
     ...options,
     "",
-    "Permissions: " + requiredFlags(spec.permissions({})),
+    ...permissionLines(spec),
   ].join("\n");
+}
+
+/** The help's permission lines: what the command needs, and what each flag changes. */
+function permissionLines(spec: CommandSpec): string[] {
+  const needed = spec.permissions({});
+  const lines = [
+    "Permissions: " +
+    [needed.length === 0 ? "none" : requiredFlags(needed), spec.permissionNote]
+      .filter(Boolean).join(" "),
+  ];
+  for (const [name, option] of Object.entries(spec.options)) {
+    if (option.type !== "boolean" || name === "help") continue;
+    const changed = spec.permissions({ [name]: true });
+    if (requiredFlags(changed) !== requiredFlags(needed)) {
+      lines.push(`  with --${name}: ${requiredFlags(changed)}`);
+    }
+  }
+  return lines;
 }
 
 function allocateOptions(values: Values, command: string): AllocateOptions {
@@ -397,8 +429,33 @@ const PERMISSION_FLAGS: Record<Permission, string> = {
   git: "--allow-run=git",
   read: "--allow-read",
   write: "--allow-write",
-  net: `--allow-net=${NET_FLAG_HOSTS}`,
+  // Quoted, so that the flag pastes into zsh, where `[::1]` is a glob.
+  net: `--allow-net='${NET_FLAG_HOSTS}'`,
 };
+
+/** How the README installs the command; the flags go between the two. */
+const INSTALL_COMMAND = "deno install -g -f -n worktree-ports";
+const INSTALL_MODULE = "jsr:@org/worktree-ports/cli";
+
+/** The flags to install with: all the CLI's, and for `exec`, permission to run any command. */
+function installFlags(command: string): string {
+  const flags = requiredFlags(ALLOCATING);
+  return command === "exec" ? flags.replace(PERMISSION_FLAGS.git, "--allow-run") : flags;
+}
+
+/**
+ * What to do about missing permissions. An installed or compiled command
+ * cannot be given flags: it has to be installed or compiled again with them.
+ */
+function missingPermissionMessage(missing: string, needs: string, install: string): string {
+  if (Deno.build.standalone) {
+    return `Missing permission: this compiled worktree-ports lacks ${missing} (${needs}); ` +
+      `compile it again with "deno compile ${install} ${INSTALL_MODULE}"`;
+  }
+  return `Missing permission: run again with ${missing} (${needs}); ` +
+    `an installed worktree-ports takes no flags: reinstall it with ` +
+    `${INSTALL_COMMAND} ${install} ${INSTALL_MODULE}`;
+}
 
 function requiredFlags(permissions: readonly Permission[]): string {
   return permissions.map((permission) => PERMISSION_FLAGS[permission]).join(" ");
@@ -545,8 +602,11 @@ async function runExec(values: Values, positionals: string[]): Promise<number> {
   const { state } = await Deno.permissions.query({ name: "run", command });
   if (state !== "granted" && !(await isMissingProgram(command))) {
     console.error(
-      `error: Missing permission: run again with --allow-run=git,${command} (or --allow-run) ` +
-        `("exec" needs ${requiredFlags(ALLOCATING)} and permission to run the command)`,
+      "error: " + missingPermissionMessage(
+        `--allow-run=git,${command} (or --allow-run)`,
+        `"exec" needs ${requiredFlags(ALLOCATING)} and permission to run the command`,
+        installFlags("exec"),
+      ),
     );
     return 2;
   }
@@ -911,6 +971,15 @@ export async function main(args: string[]): Promise<number> {
       console.log(usage());
       return 0;
     }
+    if (command === "help") {
+      const [topic, ...extra] = rest;
+      if (extra.length > 0) throw new UsageError(`Unexpected argument "${extra[0]}"`, usage());
+      if (topic !== undefined && !Object.hasOwn(COMMANDS, topic)) {
+        throw new UsageError(`Unknown command "${topic}"`, usage());
+      }
+      console.log(topic === undefined ? usage() : commandUsage(topic));
+      return 0;
+    }
     if (command === "--version" || command === "-V") {
       console.log(await version());
       return 0;
@@ -930,8 +999,11 @@ export async function main(args: string[]): Promise<number> {
     const missing = await missingPermissions(needed);
     if (missing.length > 0) {
       console.error(
-        `error: Missing permission: run again with ${requiredFlags(missing)} ` +
-          `("${command}" needs ${requiredFlags(needed)})`,
+        "error: " + missingPermissionMessage(
+          requiredFlags(missing),
+          `"${command}" needs ${requiredFlags(needed)}`,
+          installFlags(command),
+        ),
       );
       return 2;
     }

@@ -407,14 +407,14 @@ Deno.test("cli rejects bad input with a clear error and changes nothing", async 
         args: ["allocate"],
         code: 2,
         stderr:
-          /Missing permission: run again with --allow-write \("allocate" needs --allow-run=git --allow-read --allow-write --allow-net=127\.0\.0\.1,\[::1\],0\.0\.0\.0\)/,
+          /Missing permission: run again with --allow-write \("allocate" needs --allow-run=git --allow-read --allow-write --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0'\)/,
         flags: CLI_FLAGS.filter((flag) => flag !== "--allow-write"),
       },
       {
         name: "missing --allow-net",
         args: ["allocate"],
         code: 2,
-        stderr: /run again with --allow-net=127\.0\.0\.1,\[::1\],0\.0\.0\.0 /,
+        stderr: /run again with --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0' /,
         flags: ["--allow-run=git", "--allow-read", "--allow-write", "--allow-net=127.0.0.1"],
       },
       {
@@ -657,6 +657,11 @@ Deno.test("cli exec needs permission to run the command", async () => {
   const result = await runCli(a, ["exec", "bash", "-c", "true"]);
   assert.equal(result.code, 2);
   assert.match(result.stderr, /run again with --allow-run=git,bash \(or --allow-run\)/);
+  // An installed command cannot be run with flags: it says how to reinstall, able to run anything.
+  assert.match(
+    result.stderr,
+    / reinstall it with deno install -g -f -n worktree-ports --allow-run --allow-read --allow-write --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0' jsr:@org\/worktree-ports\/cli\n$/,
+  );
 });
 
 Deno.test("cli list --json reports every state", async () => {
@@ -933,9 +938,12 @@ Deno.test("cli flags everywhere match the permission set in deno.json", async ()
   assert.deepEqual(shebang.split(" ").slice(4).sort(), [...flags].sort());
   const help = await runCli(ROOT, ["--help"]);
   assert.deepEqual(
-    /Permissions: (.*)/.exec(help.stdout)![1].split(" ").sort(),
+    /Permissions: (.*)/.exec(help.stdout)![1].split(" ").map((flag) => flag.replaceAll("'", ""))
+      .sort(),
     [...flags].sort(),
   );
+  // Printed and shown, the net flag is quoted, so that it pastes into zsh.
+  assert.match(help.stdout, / --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0'\n/);
   const readme = await Deno.readTextFile(`${ROOT}README.md`);
   const install = /deno install -g -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
   assert.deepEqual(
@@ -965,9 +973,10 @@ Deno.test("cli allocate runs with exactly the permission set and fails naming an
         flags: flags.filter((flag) => flag !== missing),
       });
       assert.equal(result.code, 2);
+      const quoted = missing.replace(/^(--allow-net=)(.*)$/, "$1'$2'");
       assert.match(
         result.stderr,
-        new RegExp(`Missing permission: run again with ${RegExp.escape(missing)} \\(`),
+        new RegExp(`Missing permission: run again with ${RegExp.escape(quoted)} \\(`),
       );
       assert.deepEqual(await snapshot(repo.base), before);
     });
@@ -1165,6 +1174,292 @@ Deno.test("deno publish ships only the package files", async () => {
 });
 
 // ---------------------------------------------------------------------------
+// Running wherever users are
+// ---------------------------------------------------------------------------
+
+Deno.test("deno run mod.ts runs the command line, the way jsr:@org/worktree-ports is run", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const viaMod = (cwd: string, args: string[], flags: readonly string[] = ["-A"]) =>
+    run(Deno.execPath(), ["run", ...flags, `${ROOT}mod.ts`, ...args], { cwd });
+  await t.step("allocate writes and prints the bundle as cli.ts does", async () => {
+    const result = await viaMod(a, ["allocate", ...PORT_ARGS]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+    assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), JSON.parse(result.stdout));
+    const second = await runCli(b, ["allocate", ...PORT_ARGS]);
+    assert.equal(slotOf(JSON.parse(second.stdout)), 2);
+  });
+  await t.step("with the permission set instead of -A", async () => {
+    const result = await viaMod(a, ["show", "web"], CLI_FLAGS);
+    assert.deepEqual([result.code, result.stdout, result.stderr], [0, "42010\n", ""]);
+  });
+  await t.step("--help prints the same help as cli.ts", async () => {
+    const [viaRoot, viaCli] = await Promise.all([viaMod(a, ["--help"]), runCli(a, ["--help"])]);
+    assert.equal(viaRoot.code, 0);
+    assert.match(viaRoot.stdout, /^Usage: worktree-ports COMMAND/m);
+    assert.equal(viaRoot.stdout, viaCli.stdout);
+  });
+  await t.step("a usage error exits 2, as cli.ts does", async () => {
+    const result = await viaMod(a, ["no-such-command"]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /^error: Unknown command "no-such-command"/);
+  });
+  await t.step("importing mod.ts runs nothing", async () => {
+    const script = `${repo.base}/import.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import { PORT_FILE_NAME } from ${JSON.stringify(`${ROOT}mod.ts`)};\n` +
+        `console.log(PORT_FILE_NAME);\n`,
+    );
+    const before = await snapshot(b);
+    const result = await run(Deno.execPath(), ["run", "-A", script, "allocate"], { cwd: b });
+    assert.deepEqual([result.code, result.stdout, result.stderr], [
+      0,
+      ".worktree-ports.json\n",
+      "",
+    ]);
+    assert.deepEqual(await snapshot(b), before);
+  });
+});
+
+/** The git on PATH, which `.ci/run` also points at an old release. */
+const GIT_VERSION = (await run("git", ["--version"])).stdout.trim();
+
+Deno.test(`cli allocate, list and check handle odd worktree paths with ${GIT_VERSION}`, async () => {
+  await using repo = await TempRepo.create();
+  const names = ["with space", `quote"d 'twice'`, "new\nline", "back\\slash", "ünï cødé €"];
+  const worktrees: string[] = [];
+  for (const name of names) worktrees.push(await repo.addWorktree(name));
+  const gone = await repo.addWorktree("gone");
+  for (const [index, cwd] of worktrees.entries()) {
+    const result = await runCli(cwd, ["allocate", ...PORT_ARGS]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(slotOf(JSON.parse(result.stdout)), index + 1);
+    assert.equal((JSON.parse(result.stdout).worktree_ports as { worktree: string }).worktree, cwd);
+  }
+  await runCli(gone, ["allocate", ...PORT_ARGS]);
+  await Deno.remove(gone, { recursive: true });
+  const list = await runCli(worktrees[2], ["list", "--json"]);
+  assert.equal(list.code, 0, list.stderr);
+  const statuses = JSON.parse(list.stdout) as { path: string; state: string; current: boolean }[];
+  assert.deepEqual(
+    statuses.map(({ path, state, current }) => [path, state, current]).sort(),
+    [
+      [repo.root, "none", false],
+      ...worktrees.map((path, index) => [path, "ok", index === 2]),
+      [gone, "stale", false],
+    ].sort(),
+  );
+  const check = await runCli(worktrees[4], ["check"]);
+  assert.deepEqual([check.code, check.stdout], [0, "ok: 7 worktrees, no shared ports\n"]);
+});
+
+/** `repo` with a submodule "lib" (a repository of its own, next to it) checked out in its main worktree. */
+async function addSubmodule(repo: TempRepo): Promise<string> {
+  const origin = `${repo.base}/lib-origin`;
+  await git(repo.base, "init", "-q", "-b", "main", "lib-origin");
+  await git(origin, "commit", "-q", "--allow-empty", "-m", "initial");
+  await git(repo.root, "-c", "protocol.file.allow=always", "submodule", "add", "-q", origin, "lib");
+  await git(repo.root, "commit", "-q", "-m", "add lib");
+  return `${repo.root}/lib`;
+}
+
+Deno.test("cli allocate, list and check work inside a submodule and its linked worktrees", async () => {
+  await using repo = await TempRepo.create();
+  const lib = await addSubmodule(repo);
+  const libLinked = `${repo.base}/lib linked`;
+  await git(lib, "worktree", "add", "-q", "--detach", libLinked);
+  await Deno.mkdir(`${lib}/src`);
+  const main = await runCli(`${lib}/src`, ["allocate", ...PORT_ARGS]);
+  assert.equal(main.code, 0, main.stderr);
+  assert.equal(slotOf(JSON.parse(main.stdout)), 0);
+  assert.equal(
+    (JSON.parse(main.stdout).worktree_ports as { worktree: string }).worktree,
+    lib,
+  );
+  const linked = await runCli(libLinked, ["allocate", ...PORT_ARGS]);
+  assert.equal(linked.code, 0, linked.stderr);
+  assert.equal(slotOf(JSON.parse(linked.stdout)), 1);
+  // The superproject is a repository of its own: it too gets slot 0.
+  const superproject = await runCli(repo.root, ["allocate", ...PORT_ARGS]);
+  assert.equal(slotOf(JSON.parse(superproject.stdout)), 0);
+  const list = await runCli(libLinked, ["list", "--json"]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.deepEqual(
+    (JSON.parse(list.stdout) as { path: string; slot: number; state: string }[])
+      .map(({ path, slot, state }) => [path, slot, state]),
+    [[lib, 0, "ok"], [libLinked, 1, "ok"]],
+  );
+  const check = await runCli(lib, ["check"]);
+  assert.deepEqual([check.code, check.stdout], [0, "ok: 2 worktrees, no shared ports\n"]);
+  // Neither port file shows up as a change in the superproject or the submodule.
+  assert.equal(await git(repo.root, "status", "--porcelain"), "");
+  assert.equal(await git(lib, "status", "--porcelain"), "");
+});
+
+Deno.test("cli list and check work in a bare repository; commands that need a worktree say so", async (t) => {
+  await using repo = await TempRepo.create({ bare: true });
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  await runCli(a, ["allocate", ...PORT_ARGS]);
+  await t.step("list names the linked worktrees", async () => {
+    const list = await runCli(repo.root, ["list", "--json"]);
+    assert.equal(list.code, 0, list.stderr);
+    assert.deepEqual(
+      (JSON.parse(list.stdout) as { path: string; state: string; current: boolean }[])
+        .map(({ path, state, current }) => [path, state, current]),
+      [[a, "ok", false], [b, "none", false]],
+    );
+  });
+  await t.step("check and check --fix", async () => {
+    const check = await runCli(repo.root, ["check"]);
+    assert.deepEqual([check.code, check.stdout], [0, "ok: 2 worktrees, no shared ports\n"]);
+    const fix = await runCli(repo.root, ["check", "--fix", ...PORT_ARGS]);
+    assert.equal(fix.code, 0, fix.stderr);
+    assert.match(fix.stdout, /^nothing to fix\n/);
+  });
+  for (const command of [["show"], ["allocate"], ["env"], ["release"], ["exec", "true"]]) {
+    await t.step(`${command[0]} says it needs a worktree and names them`, async () => {
+      const before = await snapshot(repo.base);
+      const result = await runCli(repo.root, command, {
+        flags: CLI_FLAGS.map((flag) => flag.replace("--allow-run=git", "--allow-run")),
+      });
+      assert.equal(result.code, 2);
+      assert.equal(
+        result.stderr,
+        `error: "${repo.root}" is a bare repository, which has no files and so no ports of its ` +
+          `own (run this in one of its worktrees: "${a}", "${b}")\n`,
+      );
+      assert.deepEqual(await snapshot(repo.base), before);
+    });
+  }
+});
+
+Deno.test("cli check treats a file moved by git worktree move as its worktree's own, and a copy as foreign", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const moved = `${repo.base}/moved ü`;
+  const first = JSON.parse((await runCli(a, ["allocate", ...PORT_ARGS])).stdout);
+  await runCli(b, ["allocate", ...PORT_ARGS]);
+  await git(repo.root, "worktree", "move", a, moved);
+  await t.step("check, list, show and env see the moved worktree's own file", async () => {
+    const check = await runCli(moved, ["check"]);
+    assert.deepEqual([check.code, check.stdout], [0, "ok: 3 worktrees, no shared ports\n"]);
+    const list = JSON.parse((await runCli(moved, ["list", "--json"])).stdout) as {
+      path: string;
+      state: string;
+      slot: number;
+    }[];
+    assert.deepEqual(
+      list.find((status) => status.path === moved),
+      { ...list.find((status) => status.path === moved), state: "ok", slot: 1 },
+    );
+    const show = await runCli(moved, ["show", "web"]);
+    assert.deepEqual([show.stdout, show.stderr], ["42010\n", ""]);
+    const env = await runCli(moved, ["env", ...PORT_ARGS]);
+    assert.deepEqual([env.code, env.stderr], [0, ""]);
+  });
+  await t.step("allocate keeps the slot and records the new path", async () => {
+    const result = await runCli(moved, ["allocate", ...PORT_ARGS]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stderr, "");
+    const file = await readJson(`${moved}/.worktree-ports.json`);
+    assert.deepEqual(file, {
+      ...first,
+      worktree_ports: { ...first.worktree_ports, worktree: moved },
+    });
+  });
+  await t.step("moved back, it keeps the slot again", async () => {
+    await git(repo.root, "worktree", "move", moved, a);
+    const result = await runCli(a, ["allocate", ...PORT_ARGS]);
+    assert.equal(result.stderr, "");
+    assert.deepEqual(JSON.parse(result.stdout), first);
+  });
+  await t.step("a file naming another live worktree is still a copy", async () => {
+    await Deno.copyFile(`${b}/.worktree-ports.json`, `${a}/.worktree-ports.json`);
+    const check = await runCli(a, ["check"]);
+    assert.equal(check.code, 1);
+    assert.equal(check.stdout, `foreign: "${a}/.worktree-ports.json" was written for "${b}"\n`);
+    const result = await runCli(a, ["allocate", ...PORT_ARGS]);
+    assert.match(result.stderr, /was written for the worktree ".*wt1" \(copied\?\)/);
+    assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+  });
+});
+
+Deno.test("cli help [COMMAND] prints what --help prints, and each command's permissions", async (t) => {
+  await using repo = await TempRepo.create();
+  await t.step("help is --help, help COMMAND is COMMAND --help", async () => {
+    for (
+      const [viaHelp, viaFlag] of [[["help"], ["--help"]], [["help", "check"], ["check", "--help"]]]
+    ) {
+      const [a, b] = await Promise.all([
+        runCli(repo.root, viaHelp, { flags: [] }),
+        runCli(repo.root, viaFlag, { flags: [] }),
+      ]);
+      assert.deepEqual([a.code, a.stdout, a.stderr], [0, b.stdout, ""]);
+    }
+    const unknown = await runCli(repo.root, ["help", "nope"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /^error: Unknown command "nope"\n/);
+  });
+  await t.step(
+    "check --help names what --fix needs, completions --help that it needs none",
+    async () => {
+      const check = await runCli(repo.root, ["check", "--help"]);
+      assert.ok(
+        check.stdout.endsWith(
+          "\nPermissions: --allow-run=git --allow-read\n" +
+            "  with --fix: --allow-run=git --allow-read --allow-write " +
+            "--allow-net='127.0.0.1,[::1],0.0.0.0'\n",
+        ),
+        check.stdout,
+      );
+      const completions = await runCli(repo.root, ["completions", "--help"]);
+      assert.match(completions.stdout, /\nPermissions: none\n$/);
+      const exec = await runCli(repo.root, ["exec", "--help"]);
+      assert.match(exec.stdout, /and --allow-run=git,COMMAND \(or --allow-run\) to run COMMAND\n$/);
+    },
+  );
+});
+
+Deno.test("the README's install line for exec installs a command that runs any program", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  const line = /deno install -g -f -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
+  const flags = line.replace("\\\n", " ").split(/\s+/).filter(Boolean)
+    .map((flag) => flag.replaceAll("'", ""));
+  assert.ok(flags.includes("--allow-run"), line);
+  const root = await Deno.makeTempDir({ prefix: "worktree-ports-install-" });
+  try {
+    const install = await run(Deno.execPath(), [
+      "install",
+      "-g",
+      "-f",
+      "--root",
+      root,
+      "-n",
+      "worktree-ports",
+      ...flags,
+      `${ROOT}cli.ts`,
+    ]);
+    assert.equal(install.code, 0, install.stderr);
+    const result = await run(`${root}/bin/worktree-ports`, [
+      "exec",
+      ...PORT_ARGS,
+      "--",
+      "sh",
+      "-c",
+      'echo "$WEB"',
+    ], { cwd: a });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "42010\n");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+// ---------------------------------------------------------------------------
 // The guarantee at its edges: things created while waiting, odd files
 // ---------------------------------------------------------------------------
 
@@ -1212,8 +1507,8 @@ Deno.test("cli allocate sees a worktree created and allocated while it waited fo
 Deno.test("cli check --fix sees a worktree created and allocated while it waited for the lock", async () => {
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
-  // A copied file: --fix reallocates it to the lowest free slot.
-  await writeJson(`${a}/.worktree-ports.json`, portFileAt(`${repo.base}/elsewhere`, 5));
+  // A file copied from the main worktree: --fix reallocates it to the lowest free slot.
+  await writeJson(`${a}/.worktree-ports.json`, portFileAt(repo.root, 5));
   const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
   let waiting;
   try {

@@ -556,13 +556,23 @@ function runGitSync(args: readonly string[], cwd: string): string {
     throw error;
   }
   if (!output.success) {
-    const stderr = new TextDecoder().decode(output.stderr).trim();
+    const stderr = new TextDecoder().decode(output.stderr);
     throw new WorktreePortsError(
       "GIT_FAILED",
-      `"git ${args.join(" ")}" failed with exit code ${output.code}: ${stderr}`,
+      `"git ${args.join(" ")}" failed with exit code ${output.code}: ${firstGitError(stderr)}`,
     );
   }
   return new TextDecoder().decode(output.stdout);
+}
+
+/**
+ * The line of git's standard error that says what went wrong: the first
+ * `fatal:` or `error:` line, else the first line. Git follows a bad option
+ * with its whole usage text, which says nothing about the failure.
+ */
+function firstGitError(stderr: string): string {
+  const lines = stderr.split(/\r?\n/).map((line) => line.trim()).filter(Boolean);
+  return lines.find((line) => /^(fatal|error):/.test(line)) ?? lines[0] ?? "(no message)";
 }
 
 /** One entry of `git worktree list`. */
@@ -577,16 +587,22 @@ export interface Worktree {
   bare: boolean;
   /** HEAD is detached. */
   detached: boolean;
-  /** The worktree is locked against pruning. */
+  /** The worktree is locked against pruning (git 2.31 and later report it; older git, never). */
   locked: boolean;
-  /** Git reports the worktree's directory as gone. */
+  /**
+   * The worktree's directory is gone: git reports it from 2.31 on; with older
+   * git, {@linkcode listWorktrees} checks the directory itself.
+   */
   prunable: boolean;
 }
 
 /**
- * Parses the output of `git worktree list --porcelain -z`.
+ * Parses the output of `git worktree list --porcelain -z` or, from git older
+ * than 2.36, which lacks `-z`, of `git worktree list --porcelain`.
  *
- * @param output The raw output: NUL-terminated attributes, records separated by an empty one.
+ * @param output The raw output: NUL-terminated attributes, records separated
+ * by an empty one; or the same with newlines, which is how it is read when it
+ * holds no NUL.
  * @returns The worktrees in git's order: the main worktree (or bare repository) first.
  *
  * @example Usage
@@ -603,6 +619,7 @@ export interface Worktree {
  * ```
  */
 export function parseWorktreeList(output: string): Worktree[] {
+  if (output !== "" && !output.includes("\0")) return parseWorktreeLines(output);
   const worktrees: Worktree[] = [];
   let current: Worktree | undefined;
   for (const field of output.split("\0")) {
@@ -675,9 +692,7 @@ export async function listWorktrees(
   const git = options.git ?? denoGit;
   for (let attempt = 0;; attempt++) {
     try {
-      return parseWorktreeList(
-        await git.run(["worktree", "list", "--porcelain", "-z"], cwd),
-      );
+      return await runWorktreeList(git, cwd);
     } catch (error) {
       if (!(error instanceof WorktreePortsError) || error.code !== "GIT_FAILED") throw error;
       if (/not a git repository/i.test(error.message)) throw notAWorktree(cwd, error);
@@ -691,6 +706,141 @@ export async function listWorktrees(
 
 /** Pauses between attempts to list the worktrees: about 200 ms in all. */
 const LIST_RETRY_DELAYS_MS: readonly number[] = [20, 40, 60, 80];
+
+// ---------------------------------------------------------------------------
+// Worktrees: git before 2.36
+// ---------------------------------------------------------------------------
+
+/**
+ * Which `git worktree list` each git runner understands, learnt from its
+ * first listing: `-z` (git 2.36 and later) or newline-separated lines. New
+ * git is asked once per listing; old git is asked without `-z` from its
+ * second listing on.
+ */
+const WORKTREE_LIST_FORMATS = new WeakMap<GitRunner, "nul" | "lines">();
+
+/** Lists the worktrees with whichever porcelain format `git` supports. */
+async function runWorktreeList(git: GitRunner, cwd: string): Promise<Worktree[]> {
+  if (WORKTREE_LIST_FORMATS.get(git) !== "lines") {
+    try {
+      const output = await git.run(["worktree", "list", "--porcelain", "-z"], cwd);
+      WORKTREE_LIST_FORMATS.set(git, "nul");
+      return await withSubmoduleWorktree(parseWorktreeList(output), git);
+    } catch (error) {
+      if (!(error instanceof WorktreePortsError && /unknown switch `z'/.test(error.message))) {
+        throw error;
+      }
+      WORKTREE_LIST_FORMATS.set(git, "lines");
+    }
+  }
+  const worktrees = await withSubmoduleWorktree(
+    parseWorktreeList(await git.run(["worktree", "list", "--porcelain"], cwd)),
+    git,
+  );
+  // Git reports a worktree whose directory is gone as `prunable` only from
+  // 2.31 on; before that, the directory itself tells.
+  for (const worktree of worktrees) {
+    if (!worktree.bare && !worktree.prunable && !pathExists(worktree.path)) {
+      worktree.prunable = true;
+    }
+  }
+  return worktrees;
+}
+
+/**
+ * Git names a submodule's main worktree by its git directory, the
+ * superproject's `.git/modules/NAME`, whose `core.worktree` says where the
+ * files are. A main worktree without `.git` but with a `HEAD` is such a git
+ * directory; only then is git asked a second time.
+ */
+async function withSubmoduleWorktree(worktrees: Worktree[], git: GitRunner): Promise<Worktree[]> {
+  const main = worktrees[0];
+  if (
+    main === undefined || main.bare || main.prunable ||
+    pathExists(joinPath(main.path, ".git")) || !pathExists(joinPath(main.path, "HEAD"))
+  ) {
+    return worktrees;
+  }
+  try {
+    const configured = await git.run(
+      ["config", "--file", joinPath(main.path, "config"), "core.worktree"],
+      main.path,
+    );
+    main.path = resolvePath(main.path, configured.replace(/\r?\n$/, ""));
+  } catch (error) {
+    // No core.worktree: git's own name for it is the best there is.
+    if (!(error instanceof WorktreePortsError)) throw error;
+  }
+  return worktrees;
+}
+
+/**
+ * Parses newline-separated porcelain. Git before 2.36 writes paths as they
+ * are, so a path holding a newline continues on the next lines, up to the
+ * `HEAD` or `bare` line that always follows it. A path written in double
+ * quotes, C-style, as git quotes unusual names elsewhere, is unquoted: an
+ * absolute path never starts with a quote.
+ */
+function parseWorktreeLines(output: string): Worktree[] {
+  const fields: string[] = [];
+  let path: string[] | undefined;
+  for (const line of output.replace(/\n$/, "").split("\n")) {
+    if (path !== undefined && line !== "bare" && !/^HEAD [0-9a-f]+$/.test(line)) {
+      path.push(line);
+      continue;
+    }
+    if (path !== undefined) fields.push(unquoteGitPath(path.join("\n")));
+    path = line.startsWith("worktree ") ? [line] : undefined;
+    if (path === undefined) fields.push(line);
+  }
+  if (path !== undefined) fields.push(unquoteGitPath(path.join("\n")));
+  return parseWorktreeList(fields.join("\0") + "\0");
+}
+
+/** `worktree "…"` with git's C-style quoting undone; any other line as it is. */
+function unquoteGitPath(line: string): string {
+  const match = /^worktree "((?:[^"\\]|\\.)*)"$/s.exec(line);
+  if (match === null) return line;
+  const escapes: Record<string, number> = {
+    a: 7,
+    b: 8,
+    t: 9,
+    n: 10,
+    v: 11,
+    f: 12,
+    r: 13,
+    '"': 34,
+    "\\": 92,
+  };
+  const bytes: number[] = [];
+  const encoder = new TextEncoder();
+  for (let index = 0; index < match[1].length; index++) {
+    const char = match[1][index];
+    if (char !== "\\") {
+      bytes.push(...encoder.encode(char));
+      continue;
+    }
+    const octal = /^[0-3][0-7]{2}/.exec(match[1].slice(index + 1));
+    if (octal !== null) {
+      bytes.push(parseInt(octal[0], 8));
+      index += 3;
+    } else {
+      const next = match[1][++index];
+      bytes.push(escapes[next] ?? next.charCodeAt(0));
+    }
+  }
+  return "worktree " + new TextDecoder().decode(new Uint8Array(bytes));
+}
+
+function pathExists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return false;
+  }
+}
 
 function notAWorktree(dir: string, cause?: unknown): WorktreePortsError {
   return new WorktreePortsError(
@@ -735,6 +885,17 @@ export interface Repository {
 export async function openRepository(
   options: ListWorktreesOptions = {},
 ): Promise<Repository> {
+  const repository = await openRepositoryOrBare(options);
+  if (repository.current.bare) throw inBareRepository(repository);
+  return repository;
+}
+
+/**
+ * {@linkcode openRepository}, also from a bare repository's directory, where
+ * `current` is the bare repository: enough for commands that only read the
+ * linked worktrees.
+ */
+async function openRepositoryOrBare(options: ListWorktreesOptions): Promise<Repository> {
   const git = options.git ?? denoGit;
   const start = options.cwd ?? Deno.cwd();
   let dir: string;
@@ -750,7 +911,7 @@ export async function openRepository(
   const worktrees = await listWorktrees({ cwd: dir, git });
   const current = findContaining(worktrees, dir, (w) => w.path) ??
     findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree;
-  if (current === undefined || current.bare) throw notAWorktree(dir);
+  if (current === undefined) throw notAWorktree(dir);
   const root = Deno.realPathSync(current.path);
   // Git's own directory sits inside the main worktree but is not part of it.
   if (/^\.git(\/|$)/.test(relativeInside(root, dir) ?? "")) throw notAWorktree(dir);
@@ -759,7 +920,7 @@ export async function openRepository(
     current,
     root,
     primary: current === worktrees[0],
-    commonDir: await findCommonDir(root, git),
+    commonDir: current.bare ? root : await findCommonDir(root, git),
   };
   if (before !== undefined && before.commonDir === repository.commonDir) {
     LISTED_ENTRIES.set(repository, before.entries);
@@ -817,9 +978,23 @@ async function currentListing(repository: Repository, git: GitRunner): Promise<R
   return await relist(repository, git);
 }
 
-/** Lists the worktrees again, from the same worktree. */
+/** Lists the worktrees again, from the same worktree (or bare repository). */
 async function relist(repository: Repository, git: GitRunner): Promise<Repository> {
-  return await openRepository({ cwd: repository.root, git });
+  return await openRepositoryOrBare({ cwd: repository.root, git });
+}
+
+/** What to say in a bare repository to a command that needs a worktree: where they are. */
+function inBareRepository(repository: Repository): WorktreePortsError {
+  const linked = repository.worktrees.filter((worktree) => !worktree.bare);
+  const names = linked.slice(0, 5).map((worktree) => `"${worktree.path}"`).join(", ") +
+    (linked.length > 5 ? ` and ${linked.length - 5} more` : "");
+  return new WorktreePortsError(
+    "NOT_A_WORKTREE",
+    `"${repository.root}" is a bare repository, which has no files and so no ports of its own ` +
+      (linked.length === 0
+        ? `(add a worktree with "git worktree add" and run this there)`
+        : `(run this in one of its worktrees: ${names})`),
+  );
 }
 
 /** The entry whose path is the longest one containing `dir`: worktrees may nest. */
@@ -1598,9 +1773,49 @@ function readKeptCopy(commonDir: string, worktreePath: string): PortFileRead {
   return { state: "missing" };
 }
 
-/** The file was written for another worktree (it was copied); `root` is this worktree's real path. */
-function isForeign(file: PortFileRead, root: string): boolean {
-  return file.state === "read" && file.meta !== undefined && file.meta.worktree !== root;
+/**
+ * The file was written for another worktree (it was copied); `root` is this
+ * worktree's real path. Given the repository, a file whose recorded worktree
+ * is no live worktree of it is not foreign: it moved with its worktree.
+ */
+function isForeign(
+  file: PortFileRead,
+  root: string,
+  repository?: Pick<Repository, "current" | "worktrees">,
+): boolean {
+  return file.state === "read" && file.meta !== undefined && file.meta.worktree !== root &&
+    (repository === undefined ||
+      namesOtherWorktree(file.meta.worktree, repository.current, repository.worktrees));
+}
+
+/**
+ * Whether a port file's recorded worktree is another live worktree of the
+ * repository, from which the file was copied. A recorded path that is no
+ * worktree at all was left behind by `git worktree move`: the file moved with
+ * its worktree and is still its own, to be rewritten with the new path.
+ */
+function namesOtherWorktree(
+  recorded: string,
+  self: Worktree,
+  worktrees: readonly Worktree[],
+): boolean {
+  const live = worktrees.filter((worktree) =>
+    worktree !== self && !worktree.bare && !worktree.prunable
+  );
+  const target = comparablePath(recorded);
+  if (live.some((worktree) => comparablePath(worktree.path) === target)) return true;
+  // Git may spell a path through a symbolic link; only a path that exists can be one.
+  const real = (path: string) => {
+    try {
+      return comparablePath(Deno.realPathSync(path));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      return undefined;
+    }
+  };
+  const recordedReal = real(recorded);
+  return recordedReal !== undefined &&
+    live.some((worktree) => real(worktree.path) === recordedReal);
 }
 
 // ---------------------------------------------------------------------------
@@ -1769,7 +1984,13 @@ async function allocateIn(
     removeStaleTemporaryFiles(path);
     const own = readPortFile(path);
     allocation = await allocateSlot(
-      { root: repository.root, path, primary: repository.primary, keptCopy },
+      {
+        root: repository.root,
+        path,
+        primary: repository.primary,
+        keptCopy,
+        repository: reserved.repository,
+      },
       config,
       own,
       reserved.holders,
@@ -1783,7 +2004,7 @@ async function allocateIn(
     // A file this tool did not write for this worktree may be one git checked out.
     const checkedOut = allocation.written && previous.state !== "missing" &&
       !(previous.state === "read" && previous.meta !== undefined &&
-        !isForeign(previous, repository.root));
+        !isForeign(previous, repository.root, repository));
     await keepOutOfGit(git, repository, inside, {
       checkedOut,
       lockOptions,
@@ -1806,11 +2027,14 @@ async function scanCurrentReservations(
   path: string,
   inside: string | undefined,
   options: Pick<AllocateOptions, "excludeOutput">,
-): Promise<ReservedPorts> {
-  const listed = await currentListing(repository, git);
-  const scan = scanReservations(listed, path, inside, options);
-  if (!scan.gone) return scan;
-  return scanReservations(await relist(repository, git), path, inside, options);
+): Promise<ReservedPorts & { repository: Repository }> {
+  let listed = await currentListing(repository, git);
+  let scan = scanReservations(listed, path, inside, options);
+  if (scan.gone) {
+    listed = await relist(repository, git);
+    scan = scanReservations(listed, path, inside, options);
+  }
+  return { ...scan, repository: listed };
 }
 
 /** The ports reserved by the other worktrees' files, and whether a listed directory is gone. */
@@ -1912,6 +2136,8 @@ interface Target {
   path: string;
   primary: boolean;
   keptCopy?: string;
+  /** Its repository, to tell a moved worktree's file from a copied one. */
+  repository?: Pick<Repository, "current" | "worktrees">;
 }
 
 /**
@@ -1985,7 +2211,7 @@ function ownMeta(
     return undefined;
   }
   if (own.state !== "read" || own.meta === undefined) return undefined;
-  if (isForeign(own, target.root)) {
+  if (isForeign(own, target.root, target.repository)) {
     warnings.push(
       `"${target.path}" was written for the worktree "${own.meta.worktree}" (copied?); allocating a fresh bundle for this one`,
     );
@@ -2197,7 +2423,7 @@ export async function readBundle(
   return {
     path,
     data: file.data,
-    foreign: isForeign(file, repository.root),
+    foreign: isForeign(file, repository.root, repository),
   };
 }
 
@@ -2208,10 +2434,12 @@ export async function readBundle(
 /**
  * How a worktree's port file stands: `ok`; `none`, no file; `duplicate`, it
  * shares a port with another worktree; `foreign`, the file names another
- * worktree (it was copied); `unreadable`; `invalid`, it holds numbers that
- * are not ports; `stale`, git reports the worktree's directory as gone (it
- * reserves nothing); `absent`, a locked worktree whose directory is away (it
- * keeps the ports of its last written file, when a copy of it is known).
+ * live worktree (it was copied; a file naming a path that is no worktree any
+ * more moved with its worktree, and is its own); `unreadable`; `invalid`, it
+ * holds numbers that are not ports; `stale`, git reports the worktree's
+ * directory as gone (it reserves nothing); `absent`, a locked worktree whose
+ * directory is away (it keeps the ports of its last written file, when a copy
+ * of it is known).
  */
 export type WorktreeState =
   | "ok"
@@ -2284,7 +2512,7 @@ export interface InspectOptions extends PortFilePathOptions {
 /**
  * Reports every worktree of the repository: its port file's state, slot and
  * ports, which of them are listening now, and the ports it shares with
- * others. Changes nothing.
+ * others. Changes nothing. Works from a bare repository's directory too.
  *
  * @param options Where, which port file, and the injected git and probe.
  * @returns One status per worktree, in git's order (bare repositories are left out).
@@ -2302,7 +2530,7 @@ export interface InspectOptions extends PortFilePathOptions {
 export async function inspectWorktrees(
   options: InspectOptions = {},
 ): Promise<WorktreeStatus[]> {
-  const repository = await openRepository({ cwd: options.cwd, git: options.git });
+  const repository = await openRepositoryOrBare({ cwd: options.cwd, git: options.git });
   const statuses = await inspectRepository(repository, options);
   return statuses.map(({ reserved: _, ...status }) => status);
 }
@@ -2356,7 +2584,10 @@ async function inspectRepository(
     }
     status.slot = file.meta?.slot;
     status.allocatedAt = file.meta?.allocated_at || undefined;
-    if (file.meta && !(await isSameDirectory(file.meta.worktree, worktree.path))) {
+    if (
+      file.meta && !(await isSameDirectory(file.meta.worktree, worktree.path)) &&
+      namesOtherWorktree(file.meta.worktree, worktree, repository.worktrees)
+    ) {
       return { ...status, state: "foreign" as const, detail: file.meta.worktree, reserved: [] };
     }
     if (file.invalid !== undefined) {
@@ -2473,6 +2704,7 @@ export interface Move {
  * services are not listening moves; when neither or both are, the one
  * allocated later moves. Foreign, unreadable and invalid files are
  * reallocated for their own worktree. Running it again changes nothing.
+ * Works from a bare repository's directory too.
  *
  * A port both files hold cannot tell whose service listens on it (finding
  * the owning process needs `/proc`, which Deno opens only with
@@ -2495,7 +2727,7 @@ export interface Move {
  */
 export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
   const git = options.git ?? denoGit;
-  const listed = await openRepository({ cwd: options.cwd, git });
+  const listed = await openRepositoryOrBare({ cwd: options.cwd, git });
   using _lock = await lockRepository(listed.commonDir, {
     timeoutMs: options.lockTimeoutMs,
     onWait: options.onLockWait,
@@ -2763,7 +2995,10 @@ export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedB
   const repository = await openRepository({ cwd: options.cwd, git });
   const path = portFilePath(repository.root, options);
   const file = readPortFile(path);
-  if (file.state === "read" && !isForeign(file, repository.root) && file.invalid === undefined) {
+  if (
+    file.state === "read" && !isForeign(file, repository.root, repository) &&
+    file.invalid === undefined
+  ) {
     return { path, data: file.data };
   }
   const allocation = await allocateIn(repository, options, git, start);
@@ -2972,4 +3207,17 @@ function resolvePath(base: string, path: string): string {
 function relativeInside(dir: string, path: string): string | undefined {
   const prefix = comparablePath(dir).replace(/\/+$/, "") + "/";
   return comparablePath(path).startsWith(prefix) ? path.slice(prefix.length) : undefined;
+}
+
+// ---------------------------------------------------------------------------
+// The package root as a program
+// ---------------------------------------------------------------------------
+
+// `deno run jsr:@org/worktree-ports allocate` runs this module, the package's
+// root, as the program: it behaves exactly as the command line. The CLI is
+// loaded only then, and without a top-level await, so that importing this
+// module stays free of side effects and `cli.ts` (which imports this module)
+// finds it fully evaluated.
+if (import.meta.main) {
+  import("./cli.ts").then(async ({ main }) => Deno.exit(await main(Deno.args)));
 }

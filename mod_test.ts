@@ -10,6 +10,7 @@ import {
   formatEnv,
   inspectWorktrees,
   isPortFree,
+  listWorktrees,
   lockRepository,
   openRepository,
   parseConfig,
@@ -542,7 +543,8 @@ Deno.test("allocate() keeps nothing reserved for a worktree whose directory is g
   const [a, b] = await repo.addWorktrees("wt", 2);
   await allocateIn(a);
   await Deno.remove(a, { recursive: true });
-  assert.match(await git(repo.root, "worktree", "list", "--porcelain"), /prunable/);
+  const listed = await listWorktrees({ cwd: repo.root });
+  assert.equal(listed.find((worktree) => worktree.path === a)?.prunable, true);
   assert.equal((await allocateIn(b)).slot, 1);
 });
 
@@ -752,6 +754,113 @@ Deno.test("the README's config example is a valid config", async () => {
   const example = /## Configuration[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)![1];
   const config = parseConfig(JSON.parse(example));
   assert.deepEqual(Object.keys(config.ports), ["cloud_port", "web_port", "db_port"]);
+});
+
+// ---------------------------------------------------------------------------
+// Git before 2.36
+// ---------------------------------------------------------------------------
+
+Deno.test("parseWorktreeList() reads the newline format of git before 2.36", async (t) => {
+  const head = "HEAD 1111111111111111111111111111111111111111";
+  const table: [string, string, Partial<ReturnType<typeof parseWorktreeList>[number]>[]][] = [
+    [
+      "every attribute",
+      `worktree /srv/repo.git\nbare\n\nworktree /srv/wt\n${head}\nbranch refs/heads/x\nlocked\n\n` +
+      `worktree /srv/gone\n${head}\ndetached\nprunable gitdir file points to non-existent location\n\n`,
+      [
+        { path: "/srv/repo.git", bare: true },
+        { path: "/srv/wt", branch: "x", locked: true },
+        { path: "/srv/gone", detached: true, prunable: true },
+      ],
+    ],
+    [
+      "a path written as it is, with spaces, quotes, backslashes and unicode",
+      `worktree /srv/a "b" \\c ü\n${head}\ndetached\n\n`,
+      [{ path: '/srv/a "b" \\c ü', detached: true }],
+    ],
+    [
+      "a path holding newlines and an empty line, as git before 2.36 writes it",
+      `worktree /srv/one\ntwo\n\nbranch x\n${head}\nbranch refs/heads/y\n\n`,
+      [{ path: "/srv/one\ntwo\n\nbranch x", branch: "y" }],
+    ],
+    [
+      "a path in git's C-style quotes: escapes and octal UTF-8 bytes",
+      `worktree "/srv/a\\tb\\n\\"q\\" \\\\ \\303\\274"\n${head}\n\n`,
+      [{ path: '/srv/a\tb\n"q" \\ ü' }],
+    ],
+    ["nothing", "", []],
+  ];
+  for (const [name, output, expected] of table) {
+    await t.step(name, () => {
+      const parsed = parseWorktreeList(output);
+      assert.equal(parsed.length, expected.length);
+      parsed.forEach((worktree, index) => {
+        const fields = Object.keys(expected[index]) as (keyof typeof worktree)[];
+        assert.deepEqual(
+          Object.fromEntries(fields.map((key) => [key, worktree[key]])),
+          expected[index],
+        );
+      });
+    });
+  }
+});
+
+/** A real git that answers `worktree list -z` as git 2.30 does, counting the listings. */
+function gitWithoutListZ(calls: string[]) {
+  return {
+    async run(args: readonly string[], cwd: string): Promise<string> {
+      calls.push(args.join(" "));
+      if (args[0] === "worktree" && args.includes("-z")) {
+        throw new WorktreePortsError(
+          "GIT_FAILED",
+          `"git ${args.join(" ")}" failed with exit code 129: error: unknown switch \`z'`,
+        );
+      }
+      return await denoGit.run(args, cwd);
+    },
+  };
+}
+
+Deno.test("listWorktrees() falls back to newline porcelain once and tells a gone directory itself", async () => {
+  await using repo = await TempRepo.create();
+  const odd = [
+    await repo.addWorktree('with space "quoted" \\ back'),
+    await repo.addWorktree("new\nline"),
+    await repo.addWorktree("ünïcødé €"),
+  ];
+  const gone = await repo.addWorktree("gone");
+  await Deno.remove(gone, { recursive: true });
+  const calls: string[] = [];
+  const git = gitWithoutListZ(calls);
+  const worktrees = await listWorktrees({ cwd: repo.root, git });
+  // Git lists linked worktrees in the order of their names under .git/worktrees.
+  assert.deepEqual(
+    worktrees.map(({ path, prunable }) => [path, prunable]).sort(),
+    [[repo.root, false], ...odd.map((path) => [path, false]), [gone, true]].sort(),
+  );
+  assert.deepEqual(calls, ["worktree list --porcelain -z", "worktree list --porcelain"]);
+  calls.length = 0;
+  await listWorktrees({ cwd: odd[1], git });
+  assert.deepEqual(calls, ["worktree list --porcelain"], "the format is remembered");
+  // Every worktree is found and allocated through the fallback.
+  for (const [index, cwd] of odd.entries()) {
+    assert.equal((await allocateIn(cwd, { git, ignoreOutput: false })).slot, index + 1);
+  }
+});
+
+Deno.test("a git error is the command and git's first error line, never its usage text", async () => {
+  await using repo = await TempRepo.create();
+  await assert.rejects(
+    denoGit.run(["worktree", "list", "--no-such-option"], repo.root),
+    (error: unknown) => {
+      assertCode("GIT_FAILED")(error);
+      assert.equal(
+        (error as Error).message,
+        `"git worktree list --no-such-option" failed with exit code 129: error: unknown option \`no-such-option'`,
+      );
+      return true;
+    },
+  );
 });
 
 // ---------------------------------------------------------------------------
