@@ -1163,3 +1163,30 @@ Deno.test("deno publish ships only the package files", async () => {
   const files = [...result.stderr.matchAll(/file:\/\/\S*\/([^/\s]+) \(/g)].map((match) => match[1]);
   assert.deepEqual(files.sort(), ["LICENSE", "README.md", "cli.ts", "deno.json", "mod.ts"]);
 });
+
+// ---------------------------------------------------------------------------
+// Ports a user can actually use
+// ---------------------------------------------------------------------------
+
+Deno.test("cli allocate skips a slot that reaches 6000, which browsers refuse", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const args = ["allocate", "--port", "web=5900", "--stride", "100", "--slots", "3"];
+  const first = await runCli(a, args);
+  assert.equal(first.code, 0, first.stderr);
+  assert.deepEqual([slotOf(JSON.parse(first.stdout)), JSON.parse(first.stdout).web], [2, 6100]);
+  const second = await runCli(b, args);
+  assert.equal(second.code, 0, second.stderr);
+  assert.equal(JSON.parse(second.stdout).web, 6200);
+});
+
+Deno.test("cli allocate warns, and still allocates, when slot 0 holds a port browsers refuse", async () => {
+  await using repo = await TempRepo.create();
+  const result = await runCli(repo.root, ["allocate", "--port", "x11=6000", "--slots", "3"]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(JSON.parse(result.stdout).x11, 6000);
+  assert.match(
+    result.stderr,
+    /^warning: Slot 0 of this config, the main worktree's, holds 6000 \("x11"\), a port browsers refuse/m,
+  );
+});

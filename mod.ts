@@ -938,6 +938,149 @@ export function readReservedPorts(paths: readonly string[]): ReservedPorts {
 }
 
 // ---------------------------------------------------------------------------
+// Ports a browser refuses
+// ---------------------------------------------------------------------------
+
+/**
+ * The ports browsers refuse to connect to (`ERR_UNSAFE_PORT` in Chrome,
+ * "This address is restricted" in Firefox): the "bad ports" of the Fetch
+ * standard, https://fetch.spec.whatwg.org/#port-blocking. A web server on one
+ * of them cannot be reached from a browser, so no slot whose bundle holds one
+ * is handed out to a linked worktree.
+ *
+ * @example Usage
+ * ```ts
+ * import { BROWSER_BLOCKED_PORTS } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(BROWSER_BLOCKED_PORTS.has(6000), true);
+ * assert.equal(BROWSER_BLOCKED_PORTS.has(3000), false);
+ * ```
+ */
+export const BROWSER_BLOCKED_PORTS: ReadonlySet<number> = new Set([
+  1,
+  7,
+  9,
+  11,
+  13,
+  15,
+  17,
+  19,
+  20,
+  21,
+  22,
+  23,
+  25,
+  37,
+  42,
+  43,
+  53,
+  69,
+  77,
+  79,
+  87,
+  95,
+  101,
+  102,
+  103,
+  104,
+  109,
+  110,
+  111,
+  113,
+  115,
+  117,
+  119,
+  123,
+  135,
+  137,
+  139,
+  143,
+  161,
+  179,
+  389,
+  427,
+  465,
+  512,
+  513,
+  514,
+  515,
+  526,
+  530,
+  531,
+  532,
+  540,
+  548,
+  554,
+  556,
+  563,
+  587,
+  601,
+  636,
+  989,
+  990,
+  993,
+  995,
+  1719,
+  1720,
+  1723,
+  2049,
+  3659,
+  4045,
+  4190,
+  5060,
+  5061,
+  6000,
+  6566,
+  6665,
+  6666,
+  6667,
+  6668,
+  6669,
+  6679,
+  6697,
+  10080,
+]);
+
+/**
+ * Problems of a config that do not stop an allocation, one line each: slot 0,
+ * which the main worktree always gets, holding a port browsers refuse.
+ *
+ * @param config The config to look at.
+ * @returns The warnings; none for a config without such problems.
+ *
+ * @example Usage
+ * ```ts
+ * import { configWarnings, parseConfig } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig({ ports: { x11: 6000 } });
+ * assert.match(configWarnings(config)[0], /holds 6000 \("x11"\), a port browsers refuse/);
+ * ```
+ */
+export function configWarnings(config: PortsConfig): string[] {
+  const warnings: string[] = [];
+  const refused = Object.entries(config.ports).filter(([, port]) =>
+    BROWSER_BLOCKED_PORTS.has(port)
+  );
+  if (refused.length > 0) {
+    warnings.push(
+      `Slot 0 of this config, the main worktree's, holds ${
+        refused.map(([key, port]) => `${port} ("${key}")`).join(", ")
+      }, a port browsers refuse to connect to (a web server there cannot be reached from a browser; change the base port)`,
+    );
+  }
+  return warnings;
+}
+
+/** The ports of a slot that browsers refuse, in config order. */
+function blockedPortsOf(config: Pick<PortsConfig, "ports" | "stride">, slot: number): number[] {
+  return Object.values(portsForSlot(config, slot)).filter((port) =>
+    BROWSER_BLOCKED_PORTS.has(port)
+  );
+}
+
+// ---------------------------------------------------------------------------
 // Probing
 // ---------------------------------------------------------------------------
 
@@ -1140,6 +1283,8 @@ export interface SlotChoice {
  * keeps its current slot when it is in range and no sibling reserves any of
  * its ports (without probing: its own services may be listening); otherwise
  * it gets the lowest slot from 1 whose ports are all unreserved and free.
+ * A slot holding a port browsers refuse ({@linkcode BROWSER_BLOCKED_PORTS})
+ * is never handed out or kept.
  *
  * @param config The config that defines the slots.
  * @param reserved The ports that other worktrees reserve.
@@ -1171,25 +1316,43 @@ export async function chooseSlot(
   const { current } = options;
   if (
     !options.force && current !== undefined && current >= 1 &&
-    current <= config.slots && !isReserved(current)
+    current <= config.slots && !isReserved(current) && blockedPortsOf(config, current).length === 0
   ) {
     return { slot: current, kept: true };
   }
   const probe = options.probe ?? denoProbe;
   let busy = 0;
+  const blocked = new Set<number>();
+  let blockedSlots = 0;
   for (let slot = 1; slot <= config.slots; slot++) {
     if (isReserved(slot)) continue;
+    const refused = blockedPortsOf(config, slot);
+    if (refused.length > 0) {
+      for (const port of refused) blocked.add(port);
+      blockedSlots++;
+      continue;
+    }
     if (await allFree(probe, Object.values(portsForSlot(config, slot)))) {
       return { slot, kept: false };
     }
     busy++;
   }
+  const reservedSlots = config.slots - busy - blockedSlots;
   throw new WorktreePortsError(
     "NO_FREE_SLOT",
     `Cannot allocate ports: all ${config.slots} slots are taken ` +
-      `(${config.slots - busy} reserved by other worktrees, ${busy} in use by other processes; ` +
-      `run "worktree-ports list" to see who holds them, or raise "slots")`,
+      `(${reservedSlots} reserved by other worktrees, ${busy} in use by other processes` +
+      (blockedSlots > 0
+        ? `, ${blockedSlots} holding a port browsers refuse: ${listPorts([...blocked])}`
+        : "") +
+      `; run "worktree-ports list" to see who holds them, or raise "slots")`,
   );
+}
+
+/** Ports for a message: the first few, then how many more. */
+function listPorts(ports: readonly number[]): string {
+  const shown = ports.slice(0, 5).join(", ");
+  return ports.length > 5 ? `${shown} and ${ports.length - 5} more` : shown;
 }
 
 async function allFree(probe: PortProbe, ports: readonly number[]): Promise<boolean> {
@@ -1454,6 +1617,7 @@ async function allocateIn(
     previous = own;
     locked = performance.now() - lockedStart;
   }
+  allocation.warnings.push(...configWarnings(config));
   // A worktree's own file was dealt with when it was first written; a new,
   // copied or corrupt one is checked now, outside the critical section.
   const replacedOwnFile = previous.state === "read" && previous.meta !== undefined &&

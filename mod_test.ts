@@ -2,8 +2,10 @@ import assert from "node:assert/strict";
 import {
   allocate,
   type AllocateOptions,
+  BROWSER_BLOCKED_PORTS,
   bundleEnv,
   chooseSlot,
+  configWarnings,
   type EnvFormat,
   fixWorktrees,
   formatEnv,
@@ -747,4 +749,83 @@ Deno.test("the README's config example is a valid config", async () => {
   const example = /## Configuration[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)![1];
   const config = parseConfig(JSON.parse(example));
   assert.deepEqual(Object.keys(config.ports), ["cloud_port", "web_port", "db_port"]);
+});
+
+// ---------------------------------------------------------------------------
+// Ports a user can actually use
+// ---------------------------------------------------------------------------
+
+Deno.test("BROWSER_BLOCKED_PORTS holds the Fetch standard's bad ports above 1023", () => {
+  const high = [...BROWSER_BLOCKED_PORTS].filter((port) => port > 1023);
+  assert.deepEqual(high, [
+    1719,
+    1720,
+    1723,
+    2049,
+    3659,
+    4045,
+    4190,
+    5060,
+    5061,
+    6000,
+    6566,
+    6665,
+    6666,
+    6667,
+    6668,
+    6669,
+    6679,
+    6697,
+    10080,
+  ]);
+  for (const port of [1, 22, 25, 80 - 1, 143, 443 + 22, 993, 995]) {
+    assert.ok(BROWSER_BLOCKED_PORTS.has(port), `${port} is blocked`);
+  }
+  for (const port of [80, 443, 3000, 5432, 8080]) {
+    assert.ok(!BROWSER_BLOCKED_PORTS.has(port), `${port} is not blocked`);
+  }
+});
+
+Deno.test("chooseSlot() never hands out or keeps a slot holding a port browsers refuse", async (t) => {
+  // The default config reaches 6000 at slot 30.
+  const config = parseConfig(undefined);
+  const allFree = { isFree: () => true };
+  const below = new Set(Array.from({ length: 29 }, (_, index) => 3100 + index * 100));
+  await t.step("slot 30 (6000) is skipped for the lowest free slot after it", async () => {
+    assert.deepEqual(await chooseSlot(config, below, { probe: allFree }), {
+      slot: 31,
+      kept: false,
+    });
+  });
+  await t.step("a current slot on 6000 moves", async () => {
+    const choice = await chooseSlot(config, new Set(), { probe: allFree, current: 30 });
+    assert.deepEqual(choice, { slot: 1, kept: false });
+  });
+  await t.step("the main worktree still gets slot 0", async () => {
+    const x11 = parseConfig({ ports: { web: 6000 } });
+    assert.deepEqual(await chooseSlot(x11, new Set(), { primary: true }), { slot: 0, kept: false });
+  });
+  await t.step(
+    "a config whose every slot is refused is NO_FREE_SLOT naming the ports",
+    async () => {
+      const irc = parseConfig({ ports: { web: 6665 }, stride: 1, slots: 4 });
+      await assert.rejects(chooseSlot(irc, new Set(), { probe: allFree }), (error: unknown) => {
+        assertCode("NO_FREE_SLOT")(error);
+        assert.match(
+          (error as Error).message,
+          /all 4 slots are taken \(0 reserved by other worktrees, 0 in use by other processes, 4 holding a port browsers refuse: 6666, 6667, 6668, 6669;/,
+        );
+        return true;
+      });
+    },
+  );
+});
+
+Deno.test("configWarnings() warns when slot 0 holds a port browsers refuse, naming it", () => {
+  assert.deepEqual(configWarnings(parseConfig({ ports: { web: 3000 } })), []);
+  const warnings = configWarnings(
+    parseConfig({ ports: { web: 3000, x11: 6000, sip: 5060 }, stride: 7, slots: 5 }),
+  );
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0], /holds 6000 \("x11"\), 5060 \("sip"\), a port browsers refuse/);
 });
