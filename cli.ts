@@ -25,6 +25,7 @@ import {
   allocate,
   type AllocateOptions,
   bundleEnv,
+  configWarnings,
   type EnvFormat,
   fixWorktrees,
   formatEnv,
@@ -32,8 +33,10 @@ import {
   inspectWorktrees,
   listWorktrees,
   loadBundle,
+  loadConfig,
   type LoadedBundle,
   type Move,
+  openRepository,
   PROBE_HOSTNAMES,
   readBundle,
   releasePorts,
@@ -654,6 +657,7 @@ async function runCheck(values: Values): Promise<number> {
     for (const move of moves) writeStdout(formatMove(move) + "\n");
     if (moves.length === 0) writeStdout("nothing to fix\n");
   }
+  for (const warning of await checkConfig(options)) console.error(`warning: ${warning}`);
   const statuses = await inspectWorktrees({ output: options.output, listening: false });
   const problems = problemsOf(statuses);
   for (const problem of problems) writeStdout(problem + "\n");
@@ -663,6 +667,12 @@ async function runCheck(values: Values): Promise<number> {
   }
   if (!values.fix) console.error(`run "worktree-ports check --fix" to repair`);
   return 1;
+}
+
+/** What is wrong with this worktree's config without stopping an allocation. */
+async function checkConfig(options: AllocateOptions): Promise<string[]> {
+  const repository = await openRepository();
+  return configWarnings(loadConfig(repository.root, options));
 }
 
 function problemsOf(statuses: readonly WorktreeStatus[]): string[] {

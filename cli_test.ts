@@ -88,12 +88,14 @@ Deno.test("cli allocate prints the bundle and writes it at the worktree root, fr
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
   await Deno.mkdir(`${a}/src`);
-  const result = await runCli(`${a}/src`, ["allocate", ...PORT_ARGS]);
+  // Below the ephemeral range, whose warning would be the only output on stderr.
+  const args = ["--port", "web=22000", "--port", "api=23000", "--stride", "10", "--slots", "60"];
+  const result = await runCli(`${a}/src`, ["allocate", ...args]);
   assert.equal(result.code, 0, result.stderr);
   const printed = JSON.parse(result.stdout);
   assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), printed);
-  assert.equal(printed.web, 42010);
-  assert.equal(printed.api, 43010);
+  assert.equal(printed.web, 22010);
+  assert.equal(printed.api, 23010);
   assert.equal(printed.worktree_ports.worktree, a);
   assert.equal(result.stderr, "");
 });
@@ -1189,4 +1191,33 @@ Deno.test("cli allocate warns, and still allocates, when slot 0 holds a port bro
     result.stderr,
     /^warning: Slot 0 of this config, the main worktree's, holds 6000 \("x11"\), a port browsers refuse/m,
   );
+});
+
+const onLinux = Deno.build.os === "linux";
+Deno.test({
+  name:
+    `cli allocate warns once when the config's ports lie in the ephemeral range, and check reports it${
+      onLinux ? "" : " (skipped: not Linux)"
+    }`,
+  ignore: !onLinux,
+  fn: async () => {
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    const ports = ["--port", "web=40000", "--port", "api=40500", "--stride", "10", "--slots", "5"];
+    const result = await runCli(a, ["allocate", ...ports]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(JSON.parse(result.stdout).web, 40010);
+    // The CLI's --allow-read does not open /proc: Linux's default range, saying so.
+    const expected = new RegExp(
+      String
+        .raw`^warning: Ports of this config lie in the ephemeral range 32768-60999 \(from Linux's default; Deno reads "/proc/sys/net/ipv4/ip_local_port_range" only with --allow-all\): "web" 40000 to 40050 \(slots 0 to 5\), "api" 40500 to 40550 \(slots 0 to 5\)\.`,
+    );
+    const lines = result.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, result.stderr);
+    assert.match(lines[0], expected);
+
+    const check = await runCli(a, ["check", ...ports]);
+    assert.deepEqual([check.code, check.stdout], [0, "ok: 2 worktrees, no shared ports\n"]);
+    assert.match(check.stderr, expected);
+  },
 });
