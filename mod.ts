@@ -1126,14 +1126,29 @@ export function configWarnings(
 // Probing
 // ---------------------------------------------------------------------------
 
+/**
+ * What a probe found at a port: `free` to bind; `in-use`, a process listens
+ * on it; `permission-denied`, the operating system refuses to let this user
+ * bind it (a privileged port, or one of Windows' reserved port ranges).
+ */
+export type PortStatus = "free" | "in-use" | "permission-denied";
+
 /** Tells whether a port is free. Injected so that tests can replace it. */
 export interface PortProbe {
   /**
    * Checks one port.
    *
-   * @returns `true` when no process listens on it.
+   * @returns `true` when no process listens on it and it can be bound.
    */
   isFree(port: number): boolean | Promise<boolean>;
+  /**
+   * Checks one port and says why it is not free, for the message when no
+   * slot is left. Optional: without it, a port that `isFree` calls not free
+   * counts as in use.
+   *
+   * @returns What the probe found.
+   */
+  status?(port: number): PortStatus | Promise<PortStatus>;
 }
 
 /** Options for {@linkcode isPortFree}. */
@@ -1148,11 +1163,12 @@ export interface IsPortFreeOptions {
 
 /**
  * Tells whether a TCP port is free by binding it on each address and
- * releasing it at once.
+ * releasing it at once. A port the operating system refuses to bind is not
+ * free either.
  *
  * @param port The port to probe.
  * @param options The addresses to bind.
- * @returns `false` when any address has the port in use.
+ * @returns `false` when any address has the port in use or refuses it.
  * @throws {Deno.errors.NotCapable} When net permission for an address is missing.
  *
  * @example Usage
@@ -1163,11 +1179,36 @@ export interface IsPortFreeOptions {
  * ```
  */
 export function isPortFree(port: number, options: IsPortFreeOptions = {}): boolean {
+  return portStatus(port, options) === "free";
+}
+
+/**
+ * Probes a TCP port like {@linkcode isPortFree} and says why it is not free:
+ * in use by a process, or refused by the operating system (binding a port
+ * below 1024 needs privileges on most systems, and Windows reserves ranges
+ * of ports for Hyper-V and others).
+ *
+ * @param port The port to probe.
+ * @param options The addresses to bind.
+ * @returns What binding the port found.
+ * @throws {Deno.errors.NotCapable} When net permission for an address is
+ * missing: a missing permission is never taken for a refused port.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { portStatus } from "@org/worktree-ports";
+ *
+ * console.log(portStatus(80)); // "permission-denied" for a normal user on Linux
+ * ```
+ */
+export function portStatus(port: number, options: IsPortFreeOptions = {}): PortStatus {
   for (const hostname of options.hostnames ?? PROBE_HOSTNAMES) {
     try {
       Deno.listen({ hostname, port }).close();
     } catch (error) {
-      if (error instanceof Deno.errors.AddrInUse) return false;
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      if (error instanceof Deno.errors.AddrInUse) return "in-use";
+      if (error instanceof Deno.errors.PermissionDenied) return "permission-denied";
       // An address this host lacks (no IPv6 loopback, or no IPv6 at all) is
       // not applicable rather than busy.
       if (
@@ -1177,15 +1218,24 @@ export function isPortFree(port: number, options: IsPortFreeOptions = {}): boole
       throw error;
     }
   }
-  return true;
+  return "free";
 }
 
-/** The real {@linkcode PortProbe}: {@linkcode isPortFree} with `Deno.listen`. */
+/** The real {@linkcode PortProbe}: {@linkcode isPortFree} and {@linkcode portStatus} with `Deno.listen`. */
 export const denoProbe: PortProbe = {
   isFree(port: number): boolean {
     return isPortFree(port);
   },
+  status(port: number): PortStatus {
+    return portStatus(port);
+  },
 };
+
+/** Asks a probe what it found at a port, from `isFree` when it cannot say why. */
+async function probePort(probe: PortProbe, port: number): Promise<PortStatus> {
+  if (probe.status) return await probe.status(port);
+  return (await probe.isFree(port)) ? "free" : "in-use";
+}
 
 // ---------------------------------------------------------------------------
 // The lock
@@ -1366,6 +1416,8 @@ export async function chooseSlot(
   let busy = 0;
   const blocked = new Set<number>();
   let blockedSlots = 0;
+  const denied = new Set<number>();
+  let deniedSlots = 0;
   for (let slot = 1; slot <= config.slots; slot++) {
     if (isReserved(slot)) continue;
     const refused = blockedPortsOf(config, slot);
@@ -1374,18 +1426,27 @@ export async function chooseSlot(
       blockedSlots++;
       continue;
     }
-    if (await allFree(probe, Object.values(portsForSlot(config, slot)))) {
-      return { slot, kept: false };
+    const unusable = await firstUnusable(probe, Object.values(portsForSlot(config, slot)));
+    if (unusable === undefined) return { slot, kept: false };
+    if (unusable.status === "permission-denied") {
+      denied.add(unusable.port);
+      deniedSlots++;
+    } else {
+      busy++;
     }
-    busy++;
   }
-  const reservedSlots = config.slots - busy - blockedSlots;
+  const reservedSlots = config.slots - busy - blockedSlots - deniedSlots;
   throw new WorktreePortsError(
     "NO_FREE_SLOT",
     `Cannot allocate ports: all ${config.slots} slots are taken ` +
       `(${reservedSlots} reserved by other worktrees, ${busy} in use by other processes` +
       (blockedSlots > 0
         ? `, ${blockedSlots} holding a port browsers refuse: ${listPorts([...blocked])}`
+        : "") +
+      (deniedSlots > 0
+        ? `, ${deniedSlots} refused by the operating system: permission denied binding ${
+          listPorts([...denied])
+        }, as for a port below 1024 without privileges or in a range Windows reserves`
         : "") +
       `; run "worktree-ports list" to see who holds them, or raise "slots")`,
   );
@@ -1397,11 +1458,16 @@ function listPorts(ports: readonly number[]): string {
   return ports.length > 5 ? `${shown} and ${ports.length - 5} more` : shown;
 }
 
-async function allFree(probe: PortProbe, ports: readonly number[]): Promise<boolean> {
+/** The first port of a slot that cannot be used, and why; none when all are free. */
+async function firstUnusable(
+  probe: PortProbe,
+  ports: readonly number[],
+): Promise<{ port: number; status: Exclude<PortStatus, "free"> } | undefined> {
   for (const port of ports) {
-    if (!(await probe.isFree(port))) return false;
+    const status = await probePort(probe, port);
+    if (status !== "free") return { port, status };
   }
-  return true;
+  return undefined;
 }
 
 // ---------------------------------------------------------------------------
@@ -2095,7 +2161,7 @@ async function inspectRepository(
 /** Fills in which of a status's ports something listens on now. */
 async function probeListening(status: WorktreeStatus, probe: PortProbe): Promise<void> {
   for (const [key, port] of Object.entries(status.ports)) {
-    status.listening[key] = !(await probe.isFree(port));
+    status.listening[key] = (await probePort(probe, port)) === "in-use";
   }
 }
 

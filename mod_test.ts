@@ -16,6 +16,8 @@ import {
   openRepository,
   parseConfig,
   parseWorktreeList,
+  type PortProbe,
+  portStatus,
   readReservedPorts,
   reservedPortsOf,
   runWithPorts,
@@ -898,4 +900,117 @@ Deno.test({
       source: `Linux's default; Deno reads "${file}" only with --allow-all`,
     });
   },
+});
+
+Deno.test("chooseSlot() skips a slot whose port the OS refuses, and says so when none is left", async (t) => {
+  const config = parseConfig({ ports: { web: 1000, api: 2000 }, stride: 10, slots: 3 });
+  await t.step("a denied port skips its slot like a busy one", async () => {
+    const probe: PortProbe = {
+      isFree: (port) => port !== 2010,
+      status: (port) => port === 2010 ? "permission-denied" : "free",
+    };
+    assert.deepEqual(await chooseSlot(config, new Set(), { probe }), { slot: 2, kept: false });
+  });
+  await t.step("no slot left gives the reason and the ports", async () => {
+    const probe: PortProbe = {
+      isFree: () => false,
+      status: (port) => port < 1020 ? "in-use" : "permission-denied",
+    };
+    await assert.rejects(chooseSlot(config, new Set(), { probe }), (error: unknown) => {
+      assertCode("NO_FREE_SLOT")(error);
+      assert.match(
+        (error as Error).message,
+        /all 3 slots are taken \(0 reserved by other worktrees, 1 in use by other processes, 2 refused by the operating system: permission denied binding 1020, 1030, as for a port below 1024 without privileges/,
+      );
+      return true;
+    });
+  });
+  await t.step("a probe that only says free or not counts a refused port as in use", async () => {
+    const probe = { isFree: () => false };
+    await assert.rejects(
+      chooseSlot(config, new Set(), { probe }),
+      /0 reserved by other worktrees, 3 in use by other processes;/,
+    );
+  });
+});
+
+Deno.test("allocate() takes a port the OS refuses as not free, and writes nothing when none is left", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const deny = (denied: (port: number) => boolean): PortProbe => ({
+    isFree: (port) => !denied(port),
+    status: (port) => denied(port) ? "permission-denied" : "free",
+  });
+  const allocation = await allocateIn(a, { probe: deny((port) => port === 41010) });
+  assert.equal(allocation.slot, 2);
+  await assert.rejects(
+    allocateIn(b, { probe: deny(() => true), slots: 3 }),
+    /2 refused by the operating system: permission denied binding 41010, 41030/,
+  );
+  await assert.rejects(Deno.stat(`${b}/.worktree-ports.json`), Deno.errors.NotFound);
+});
+
+/** Who this process runs as, and whether a normal user can be switched to, for privileged-port tests. */
+const unprivileged = (() => {
+  const id = new Deno.Command("id", { args: ["-u"] }).outputSync();
+  const uid = new TextDecoder().decode(id.stdout).trim();
+  if (Deno.build.os !== "linux") return { reason: "not Linux" };
+  if (uid !== "0") return { prefix: [] as string[] };
+  try {
+    new Deno.Command("setpriv", { args: ["--version"] }).outputSync();
+  } catch {
+    return { reason: "running as root without setpriv" };
+  }
+  return { prefix: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] };
+})();
+
+Deno.test({
+  name: `portStatus() finds a privileged port refused for a normal user, and isPortFree() not free${
+    "reason" in unprivileged ? ` (skipped: ${unprivileged.reason})` : ""
+  }`,
+  ignore: "reason" in unprivileged,
+  fn: async () => {
+    const start = Number((await run("cat", ["/proc/sys/net/ipv4/ip_unprivileged_port_start"]))
+      .stdout.trim());
+    // Nothing below this port is bindable without privileges; 0 would mean every port is.
+    assert.ok(start > 80, `ip_unprivileged_port_start is ${start}`);
+    const home = await Deno.makeTempDir();
+    try {
+      await Deno.chmod(home, 0o777);
+      // A copy the other user can read wherever this checkout lives; the module imports nothing.
+      await Deno.copyFile(new URL("./mod.ts", import.meta.url), `${home}/mod.ts`);
+      await Deno.chmod(`${home}/mod.ts`, 0o644);
+      const mod = JSON.stringify(`file://${home}/mod.ts`);
+      const script = `import { isPortFree, portStatus } from ${mod};
+        console.log(JSON.stringify([portStatus(80), isPortFree(80)]));`;
+      const [command, ...args] = [
+        ...("prefix" in unprivileged ? unprivileged.prefix! : []),
+        Deno.execPath(),
+        "eval",
+        script,
+      ];
+      const result = await run(command, args, { env: { HOME: home, DENO_DIR: home } });
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual(JSON.parse(result.stdout), ["permission-denied", false]);
+    } finally {
+      await Deno.remove(home, { recursive: true });
+    }
+  },
+});
+
+Deno.test("portStatus() still throws NotCapable when net permission is missing", async () => {
+  const mod = JSON.stringify(new URL("./mod.ts", import.meta.url).href);
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(
+      file,
+      `import { portStatus } from ${mod};
+      try { portStatus(41234); } catch (error) { console.log(error.constructor.name); }`,
+    );
+    const result = await run(Deno.execPath(), ["run", "--allow-read", file]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout.trim(), "NotCapable");
+  } finally {
+    await Deno.remove(file);
+  }
 });
