@@ -1221,3 +1221,19 @@ Deno.test({
     assert.match(check.stderr, expected);
   },
 });
+
+Deno.test("cli allocate warns, naming the port, when the main worktree's base port already listens", async () => {
+  await using repo = await TempRepo.create();
+  using listener = Deno.listen({ hostname: "0.0.0.0", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const result = await runCli(repo.root, ["allocate", "--port", `web=${port}`, "--slots", "1"]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(slotOf(JSON.parse(result.stdout)), 0);
+  assert.match(
+    result.stderr,
+    new RegExp(
+      `^warning: Port ${port} \\("web"\\) of slot 0 is already in use, but the main worktree`,
+      "m",
+    ),
+  );
+});

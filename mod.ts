@@ -1726,6 +1726,9 @@ async function allocateIn(
     locked = performance.now() - lockedStart;
   }
   allocation.warnings.push(...configWarnings(config));
+  if (repository.primary && !(previous.state === "read" && !isForeign(previous, repository.root))) {
+    allocation.warnings.push(...await busyBaseWarnings(config, options.probe ?? denoProbe));
+  }
   // A worktree's own file was dealt with when it was first written; a new,
   // copied or corrupt one is checked now, outside the critical section.
   const replacedOwnFile = previous.state === "read" && previous.meta !== undefined &&
@@ -1741,6 +1744,25 @@ async function allocateIn(
   }
   const total = performance.now() - start;
   return { ...allocation, timings: { git: gitDone - start, lockWait, locked, total } };
+}
+
+/**
+ * The main worktree takes slot 0 without probing, since its own services may
+ * be listening there. Before it has a port file of its own, though, whatever
+ * listens on a base port is someone else, and its services will clash with it.
+ */
+async function busyBaseWarnings(config: PortsConfig, probe: PortProbe): Promise<string[]> {
+  const busy: string[] = [];
+  for (const [key, port] of Object.entries(portsForSlot(config, 0))) {
+    if ((await probePort(probe, port)) === "in-use") busy.push(`${port} ("${key}")`);
+  }
+  if (busy.length === 0) return [];
+  return [
+    `${busy.length === 1 ? "Port" : "Ports"} ${busy.join(", ")} of slot 0 ${
+      busy.length === 1 ? "is" : "are"
+    } already in use, but the main worktree, which always gets slot 0, had no port file of its ` +
+    `own, so the listener is not one of its services (stop that process, or change the base port)`,
+  ];
 }
 
 /** Where a port file goes: its worktree's root, its path, and whether it is the main worktree. */

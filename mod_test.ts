@@ -1014,3 +1014,42 @@ Deno.test("portStatus() still throws NotCapable when net permission is missing",
     await Deno.remove(file);
   }
 });
+
+Deno.test("allocate() warns when the main worktree, without a file yet, finds a base port listening", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const options = { ports: { web: port - 1, api: port }, stride: 2, slots: 1 };
+  const busyWarning = new RegExp(
+    `^Port ${port} \\("api"\\) of slot 0 is already in use, but the main worktree, which always gets slot 0, had no port file of its own`,
+  );
+  await t.step("the main worktree with no file: warned, and still given slot 0", async () => {
+    const allocation = await allocate({ cwd: repo.root, ...options });
+    assert.equal(allocation.slot, 0);
+    assert.equal(allocation.written, true);
+    assert.equal(allocation.warnings.filter((w) => busyWarning.test(w)).length, 1);
+  });
+  await t.step(
+    "once the file is its own, the listener may be its service: no warning",
+    async () => {
+      const allocation = await allocate({ cwd: repo.root, ...options });
+      assert.equal(allocation.warnings.filter((w) => busyWarning.test(w)).length, 0);
+    },
+  );
+  await t.step("a copied file is not its own: warned again", async () => {
+    const file = `${repo.root}/.worktree-ports.json`;
+    const copied = await readJson(file);
+    (copied.worktree_ports as { worktree: string }).worktree = a;
+    await writeJson(file, copied);
+    const allocation = await allocate({ cwd: repo.root, ...options });
+    assert.equal(allocation.warnings.filter((w) => busyWarning.test(w)).length, 1);
+  });
+  await t.step("a linked worktree is never warned: it probes and skips", async () => {
+    const allocation = await allocate({ cwd: a, ...options, stride: 10 });
+    assert.equal(
+      allocation.warnings.filter((w) => /of slot 0 is already in use/.test(w)).length,
+      0,
+    );
+  });
+});
