@@ -124,6 +124,10 @@ const COMMANDS: Record<string, CommandSpec> = {
         type: "boolean",
         help: "Print where the time went (git, lock wait, locked, total) to stderr",
       },
+      "dry-run": {
+        type: "boolean",
+        help: "Print what would be written, chosen the same way under the lock; write nothing",
+      },
       help: OPTIONS.help,
     },
     maxPositionals: 0,
@@ -458,7 +462,8 @@ async function isMissingProgram(program: string): Promise<boolean> {
 // ---------------------------------------------------------------------------
 
 async function runAllocate(values: Values): Promise<number> {
-  const allocation = await withLockNotice(allocateOptions(values, "allocate"), allocate);
+  const options = { ...allocateOptions(values, "allocate"), dryRun: values["dry-run"] === true };
+  const allocation = await withLockNotice(options, allocate);
   for (const warning of allocation.warnings) console.error(`warning: ${warning}`);
   if (values.timings) {
     const { git, lockWait, locked, total } = allocation.timings;

@@ -1237,3 +1237,23 @@ Deno.test("cli allocate warns, naming the port, when the main worktree's base po
     ),
   );
 });
+
+Deno.test("cli allocate --dry-run prints what allocate then writes, and writes nothing", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  assert.equal((await runCli(b, ["allocate", ...PORT_ARGS])).code, 0);
+  const before = await snapshot(repo.base);
+  const preview = await runCli(a, ["allocate", "--dry-run", ...PORT_ARGS]);
+  assert.equal(preview.code, 0, preview.stderr);
+  assert.deepEqual(await snapshot(repo.base), before);
+  const real = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(real.code, 0, real.stderr);
+  const withoutTime = (text: string) => {
+    const file = JSON.parse(text);
+    delete file.worktree_ports.allocated_at;
+    return file;
+  };
+  assert.equal(slotOf(JSON.parse(preview.stdout)), 2);
+  assert.deepEqual(withoutTime(preview.stdout), withoutTime(real.stdout));
+  assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), JSON.parse(real.stdout));
+});

@@ -1622,6 +1622,16 @@ export interface AllocateOptions extends ConfigOverrides {
    * @default {denoProbe}
    */
   probe?: PortProbe;
+  /**
+   * Choose the slot exactly as a real allocation would, under the lock with
+   * the same scan and probes, and write nothing: no port file, no exclude
+   * rule. The result is what would be written, with `written` `false`; a
+   * real allocation made next, with nothing changed meanwhile, gets the
+   * same slot and bundle.
+   *
+   * @default {false}
+   */
+  dryRun?: boolean;
 }
 
 /** The result of {@linkcode allocate}. */
@@ -1663,7 +1673,8 @@ export interface AllocationTimings {
  *
  * Git is asked once for the worktrees; then, under the repository lock, the
  * sibling worktrees' port files are scanned, a slot is chosen and the file is
- * written atomically. Allocating again returns the same bundle.
+ * written atomically. Allocating again returns the same bundle. With
+ * `dryRun`, the same choice is made and nothing is written.
  *
  * @param options Where, which config, and the injected git and probe.
  * @returns The allocation that was written.
@@ -1719,7 +1730,7 @@ async function allocateIn(
       config,
       own,
       reserved.holders,
-      { force: options.force, probe: options.probe },
+      { force: options.force, probe: options.probe, dryRun: options.dryRun },
     );
     allocation.warnings.unshift(...reserved.warnings);
     previous = own;
@@ -1734,7 +1745,8 @@ async function allocateIn(
   const replacedOwnFile = previous.state === "read" && previous.meta !== undefined &&
     !isForeign(previous, repository.root);
   if (
-    allocation.written && !replacedOwnFile && inside !== undefined && options.ignoreOutput !== false
+    allocation.written && !replacedOwnFile && inside !== undefined &&
+    options.ignoreOutput !== false && !options.dryRun
   ) {
     await keepOutOfGit(git, repository, inside, {
       isNew: previous.state === "missing",
@@ -1781,7 +1793,7 @@ async function allocateSlot(
   config: PortsConfig,
   own: PortFileRead,
   reserved: Pick<ReadonlySet<number>, "has">,
-  options: Pick<AllocateOptions, "force" | "probe">,
+  options: Pick<AllocateOptions, "force" | "probe" | "dryRun">,
 ): Promise<Omit<Allocation, "timings">> {
   const warnings: string[] = [];
   const current = ownMeta(own, target, warnings);
@@ -1804,7 +1816,9 @@ async function allocateSlot(
     warnings,
   };
   const text = formatPortFile(allocation);
-  if (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text) {
+  if (
+    !options.dryRun && (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text)
+  ) {
     writeFileAtomic(target.path, text);
     allocation.written = true;
   }

@@ -1053,3 +1053,43 @@ Deno.test("allocate() warns when the main worktree, without a file yet, finds a 
     );
   });
 });
+
+Deno.test("allocate({ dryRun: true }) writes nothing and previews what the real allocation writes", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a, b, c] = await repo.addWorktrees("wt", 3);
+  await t.step("a fresh repository: no port file, no exclude rule", async () => {
+    const preview = await allocateIn(a, { dryRun: true });
+    assert.deepEqual([preview.slot, preview.written], [1, false]);
+    await assert.rejects(Deno.stat(`${a}/.worktree-ports.json`), Deno.errors.NotFound);
+    const exclude = await Deno.readTextFile(`${repo.root}/.git/info/exclude`).catch(() => "");
+    assert.ok(!exclude.includes("/.worktree-ports.json"), exclude);
+  });
+  await allocateIn(a);
+  using _busy = Deno.listen({ hostname: "127.0.0.1", port: 41020 });
+  await t.step("the same scan and probes: a reserved and a busy slot are skipped", async () => {
+    const before = await snapshot(repo.base);
+    const preview = await allocateIn(b, { dryRun: true });
+    assert.deepEqual(await snapshot(repo.base), before);
+    const real = await allocateIn(b);
+    assert.equal(preview.slot, 3);
+    assert.deepEqual([real.slot, real.bundle, real.path], [
+      preview.slot,
+      preview.bundle,
+      preview.path,
+    ]);
+    assert.equal(real.written, true);
+  });
+  await t.step(
+    "a copied file is left as it is, and the preview is this worktree's own",
+    async () => {
+      await Deno.copyFile(`${a}/.worktree-ports.json`, `${c}/.worktree-ports.json`);
+      const before = await snapshot(repo.base);
+      const preview = await allocateIn(c, { dryRun: true });
+      assert.deepEqual(await snapshot(repo.base), before);
+      assert.equal(preview.worktree, c);
+      assert.equal(preview.slot, 4);
+      assert.match(preview.warnings.join("\n"), /was written for the worktree/);
+      assert.equal((await allocateIn(c)).slot, 4);
+    },
+  );
+});
