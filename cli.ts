@@ -31,6 +31,7 @@ import {
   formatEnv,
   formatPortFile,
   inspectWorktrees,
+  listSlots,
   listWorktrees,
   loadBundle,
   loadConfig,
@@ -41,6 +42,7 @@ import {
   readBundle,
   releasePorts,
   runWithPorts,
+  type SlotInfo,
   WorktreePortsError,
   type WorktreeStatus,
 } from "./mod.ts";
@@ -177,6 +179,22 @@ const COMMANDS: Record<string, CommandSpec> = {
     maxPositionals: 0,
     permissions: () => ["git", "read", "net"],
     run: runList,
+  },
+  slots: {
+    usage: "slots [--json] [options]",
+    summary: "Show every slot's bundle, 0 to slots, who holds it, and which are skipped and why",
+    options: {
+      json: { type: "boolean", help: "Print a JSON array instead of a table" },
+      config: OPTIONS.config,
+      port: OPTIONS.port,
+      stride: OPTIONS.stride,
+      slots: OPTIONS.slots,
+      output: OPTIONS.output,
+      help: OPTIONS.help,
+    },
+    maxPositionals: 0,
+    permissions: () => ["git", "read", "net"],
+    run: runSlots,
   },
   check: {
     usage: "check [--fix] [options]",
@@ -652,6 +670,49 @@ function noteOf(status: WorktreeStatus): string {
       return "no port file";
     default:
       return "";
+  }
+}
+
+async function runSlots(values: Values): Promise<number> {
+  const slots = await listSlots(allocateOptions(values, "slots"));
+  if (values.json) {
+    writeStdout(JSON.stringify(slots, null, 2) + "\n");
+  } else {
+    writeStdout(formatSlots(slots));
+  }
+  return 0;
+}
+
+function formatSlots(slots: readonly SlotInfo[]): string {
+  const value = (value: number | string) =>
+    typeof value === "string" && /[\s"]|^$/.test(value) ? JSON.stringify(value) : String(value);
+  const rows = slots.map((info) => [
+    String(info.slot),
+    info.state,
+    Object.entries(info.bundle).map(([key, v]) => `${key}=${printable(value(v))}`).join(" "),
+    slotNote(info),
+  ]);
+  const header = ["SLOT", "STATE", "BUNDLE", "NOTE"];
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => row[column].length))
+  );
+  return [header, ...rows].map((cells) =>
+    cells.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd() + "\n"
+  ).join("");
+}
+
+function slotNote(info: SlotInfo): string {
+  switch (info.state) {
+    case "held":
+      return info.holders.map(printable).join(", ") + (info.current ? " (this worktree)" : "");
+    case "blocked":
+      return `browsers refuse ${info.blocked.join(", ")}`;
+    case "in-use":
+      return `in use: ${info.busy.join(", ")}`;
+    case "permission-denied":
+      return `permission denied: ${info.denied.join(", ")}`;
+    default:
+      return info.slot === 0 ? "the main worktree's" : "";
   }
 }
 

@@ -1257,3 +1257,58 @@ Deno.test("cli allocate --dry-run prints what allocate then writes, and writes n
   assert.deepEqual(withoutTime(preview.stdout), withoutTime(real.stdout));
   assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), JSON.parse(real.stdout));
 });
+
+Deno.test("cli slots --json lists slot 0 to slots, with templates filled and holders", async (t) => {
+  await using repo = await TempRepo.create({
+    config: {
+      ports: { web: 5800 },
+      templates: { redirect: "http://localhost:{web}/oauth" },
+      stride: 100,
+      slots: 4,
+    },
+  });
+  const [a] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  await t.step("json", async () => {
+    const result = await runCli(repo.root, ["slots", "--json"]);
+    assert.equal(result.code, 0, result.stderr);
+    const slots = JSON.parse(result.stdout);
+    assert.deepEqual(slots.map((info: { slot: number }) => info.slot), [0, 1, 2, 3, 4]);
+    assert.deepEqual(slots[1], {
+      slot: 1,
+      state: "held",
+      bundle: { web: 5900, redirect: "http://localhost:5900/oauth" },
+      holders: [a],
+      current: false,
+      blocked: [],
+      busy: [],
+      denied: [],
+    });
+    assert.deepEqual(
+      slots.map((info: { state: string }) => info.state),
+      ["free", "held", "blocked", "free", "free"],
+    );
+    assert.deepEqual(slots[2].blocked, [6000]);
+  });
+  await t.step("table", async () => {
+    const result = await runCli(a, ["slots", "--slots", "2"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(
+      result.stdout,
+      [
+        `SLOT  STATE    ${"BUNDLE".padEnd(45)}  NOTE`,
+        "0     free     web=5800 redirect=http://localhost:5800/oauth  the main worktree's",
+        `1     held     web=5900 redirect=http://localhost:5900/oauth  ${a} (this worktree)`,
+        "2     blocked  web=6000 redirect=http://localhost:6000/oauth  browsers refuse 6000",
+        "",
+      ].join("\n"),
+    );
+  });
+  await t.step("needs no write permission, and changes nothing", async () => {
+    const before = await snapshot(repo.base);
+    const flags = CLI_FLAGS.filter((flag) => flag !== "--allow-write");
+    const result = await runCli(a, ["slots"], { flags });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(await snapshot(repo.base), before);
+  });
+});

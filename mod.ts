@@ -2221,6 +2221,138 @@ async function isSameDirectory(a: string, b: string): Promise<boolean> {
 }
 
 // ---------------------------------------------------------------------------
+// Every slot
+// ---------------------------------------------------------------------------
+
+/**
+ * How a slot stands: `held`, a worktree's port file reserves one of its
+ * ports; `blocked`, it holds a port browsers refuse, so it is never handed
+ * out; `in-use`, a process listens on one of its ports; `permission-denied`,
+ * the operating system refuses to bind one; `free`, an allocation could take
+ * it now.
+ */
+export type SlotState = "free" | "held" | "blocked" | "in-use" | "permission-denied";
+
+/** One row of {@linkcode listSlots}. */
+export interface SlotInfo {
+  /** The slot: 0 is the main worktree's. */
+  slot: number;
+  /** How it stands; `held` comes first, then `blocked`, then what probing found. */
+  state: SlotState;
+  /** Its ports and filled-in templates, as its port file would hold them. */
+  bundle: Record<string, number | string>;
+  /** The worktrees whose port files reserve any of its ports; more than one is a conflict. */
+  holders: string[];
+  /** The current worktree is one of the holders. */
+  current: boolean;
+  /** Its ports that browsers refuse. */
+  blocked: number[];
+  /** Its ports a process listens on; probed only in slots neither held nor blocked. */
+  busy: number[];
+  /** Its ports the operating system refuses to bind; probed as `busy` is. */
+  denied: number[];
+}
+
+/** Options for {@linkcode listSlots}. */
+export interface ListSlotsOptions extends ConfigOverrides, PortFilePathOptions {
+  /**
+   * The config file; relative paths are resolved against the worktree root.
+   *
+   * @default {undefined} `worktree-ports.config.json` in the worktree root, if present
+   */
+  config?: string;
+  /**
+   * Probe the ports of slots that no worktree holds, to find those in use.
+   *
+   * @default {true}
+   */
+  listening?: boolean;
+  /**
+   * How git is run.
+   *
+   * @default {denoGit}
+   */
+  git?: GitRunner;
+  /**
+   * How ports are checked for listeners.
+   *
+   * @default {denoProbe}
+   */
+  probe?: PortProbe;
+}
+
+/**
+ * Lists every slot of the current worktree's config, 0 to `slots`, with its
+ * bundle, the worktrees that hold it, and why a free-looking one would be
+ * skipped: a port browsers refuse, a port in use, or one the operating system
+ * refuses. Useful for registering redirect URIs or tunnel hosts for a
+ * bounded set of slots up front. Changes nothing and takes no lock.
+ *
+ * @param options Where, which config and port file, and the injected git and probe.
+ * @returns One row per slot, from slot 0.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE`, `GIT_FAILED` or `INVALID_CONFIG`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { listSlots } from "@org/worktree-ports";
+ *
+ * for (const { slot, state, bundle } of await listSlots()) {
+ *   console.log(slot, state, bundle);
+ * }
+ * ```
+ */
+export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInfo[]> {
+  const repository = await openRepository({ cwd: options.cwd, git: options.git });
+  const config = loadConfig(repository.root, options);
+  const ownPath = portFilePath(repository.root, options);
+  const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
+  const probe = options.probe ?? denoProbe;
+  // Read as allocate reads them: every file that parses reserves its ports.
+  const holders = new Map<number, Worktree[]>();
+  for (const worktree of repository.worktrees) {
+    if (worktree.bare || worktree.prunable) continue;
+    const current = worktree === repository.current;
+    const file = readPortFile(current ? ownPath : joinPath(worktree.path, inside));
+    if (file.state !== "read") continue;
+    for (const port of file.ports) holders.set(port, [...(holders.get(port) ?? []), worktree]);
+  }
+  const slots: SlotInfo[] = [];
+  for (let slot = 0; slot <= config.slots; slot++) {
+    const ports = Object.values(portsForSlot(config, slot));
+    const held = [...new Set(ports.flatMap((port) => holders.get(port) ?? []))];
+    const blocked = ports.filter((port) => BROWSER_BLOCKED_PORTS.has(port));
+    const busy: number[] = [];
+    const denied: number[] = [];
+    if (held.length === 0 && blocked.length === 0 && options.listening !== false) {
+      for (const port of ports) {
+        const status = await probePort(probe, port);
+        if (status === "in-use") busy.push(port);
+        if (status === "permission-denied") denied.push(port);
+      }
+    }
+    slots.push({
+      slot,
+      state: held.length > 0
+        ? "held"
+        : blocked.length > 0
+        ? "blocked"
+        : denied.length > 0
+        ? "permission-denied"
+        : busy.length > 0
+        ? "in-use"
+        : "free",
+      bundle: renderBundle(config, slot),
+      holders: held.map((worktree) => worktree.path),
+      current: held.includes(repository.current),
+      blocked,
+      busy,
+      denied,
+    });
+  }
+  return slots;
+}
+
+// ---------------------------------------------------------------------------
 // Repairing
 // ---------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import {
   formatEnv,
   inspectWorktrees,
   isPortFree,
+  listSlots,
   lockRepository,
   openRepository,
   parseConfig,
@@ -1092,4 +1093,49 @@ Deno.test("allocate({ dryRun: true }) writes nothing and previews what the real 
       assert.equal((await allocateIn(c)).slot, 4);
     },
   );
+});
+
+Deno.test("listSlots() reports every slot with its bundle, its holders and why it is skipped", async () => {
+  await using repo = await TempRepo.create({
+    config: {
+      ports: { web: 5700 },
+      templates: { url: "http://127.0.0.1:{web}/callback" },
+      stride: 100,
+      slots: 5,
+    },
+  });
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  await allocate({ cwd: repo.root });
+  await allocate({ cwd: a });
+  using _busy = Deno.listen({ hostname: "127.0.0.1", port: 5900 });
+  const probe: PortProbe = {
+    isFree: (port) => portStatus(port) === "free",
+    // Stands in for a range the OS reserves; everything else is probed for real.
+    status: (port) => port === 6200 ? "permission-denied" : portStatus(port),
+  };
+  const slots = await listSlots({ cwd: b, probe });
+  const row = (slot: number, state: string, holders: string[], extra = {}) => ({
+    slot,
+    state,
+    bundle: { web: 5700 + slot * 100, url: `http://127.0.0.1:${5700 + slot * 100}/callback` },
+    holders,
+    current: false,
+    blocked: [],
+    busy: [],
+    denied: [],
+    ...extra,
+  });
+  assert.deepEqual(slots, [
+    row(0, "held", [repo.root]),
+    row(1, "held", [a]),
+    row(2, "in-use", [], { busy: [5900] }),
+    row(3, "blocked", [], { blocked: [6000] }),
+    row(4, "free", []),
+    row(5, "permission-denied", [], { denied: [6200] }),
+  ]);
+  // An allocation takes the slot the list shows as the first free one.
+  assert.equal((await allocate({ cwd: b, probe })).slot, 4);
+  const after = await listSlots({ cwd: b, probe, listening: false });
+  assert.deepEqual(after[4], row(4, "held", [b], { current: true }));
+  assert.deepEqual(after[2], row(2, "free", []), "not probed with listening: false");
 });
