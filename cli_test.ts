@@ -1316,3 +1316,28 @@ Deno.test("cli slots --json lists slot 0 to slots, with templates filled and hol
     assert.deepEqual(await snapshot(repo.base), before);
   });
 });
+
+Deno.test("cli allocate fails naming the refused ports when every slot holds one, changing nothing", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  // The lock file, which any earlier allocation leaves behind, is no change.
+  await Deno.writeTextFile(`${repo.root}/.git/worktree-ports.lock`, "");
+  const before = await snapshot(repo.base);
+  const result = await runCli(a, [
+    "allocate",
+    "--port",
+    "irc=6665",
+    "--stride",
+    "1",
+    "--slots",
+    "4",
+  ]);
+  assert.equal(result.code, 1);
+  assert.equal(
+    result.stderr,
+    "error: Cannot allocate ports: all 4 slots are taken (0 reserved by other worktrees, " +
+      "0 in use by other processes, 4 holding a port browsers refuse: 6666, 6667, 6668, 6669; " +
+      'run "worktree-ports slots" to see each slot and who holds it, or raise "slots")\n',
+  );
+  assert.deepEqual(await snapshot(repo.base), before);
+});

@@ -1448,7 +1448,7 @@ export async function chooseSlot(
           listPorts([...denied])
         }, as for a port below 1024 without privileges or in a range Windows reserves`
         : "") +
-      `; run "worktree-ports list" to see who holds them, or raise "slots")`,
+      `; run "worktree-ports slots" to see each slot and who holds it, or raise "slots")`,
   );
 }
 
@@ -1737,6 +1737,7 @@ async function allocateIn(
     locked = performance.now() - lockedStart;
   }
   allocation.warnings.push(...configWarnings(config));
+  allocation.warnings.push(...movedOffBlocked(previous, repository.root, allocation.slot));
   if (repository.primary && !(previous.state === "read" && !isForeign(previous, repository.root))) {
     allocation.warnings.push(...await busyBaseWarnings(config, options.probe ?? denoProbe));
   }
@@ -1756,6 +1757,19 @@ async function allocateIn(
   }
   const total = performance.now() - start;
   return { ...allocation, timings: { git: gitDone - start, lockWait, locked, total } };
+}
+
+/** Says why a worktree's own file, from before bad ports were skipped, loses its slot. */
+function movedOffBlocked(previous: PortFileRead, root: string, slot: number): string[] {
+  if (previous.state !== "read" || previous.meta === undefined || isForeign(previous, root)) {
+    return [];
+  }
+  const refused = previous.ports.filter((port) => BROWSER_BLOCKED_PORTS.has(port));
+  if (previous.meta.slot === slot || refused.length === 0) return [];
+  return [
+    `This worktree's bundle at slot ${previous.meta.slot} holds ${listPorts(refused)}, ` +
+    `a port browsers refuse to connect to; it gets slot ${slot} instead`,
+  ];
 }
 
 /**

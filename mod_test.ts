@@ -1139,3 +1139,24 @@ Deno.test("listSlots() reports every slot with its bundle, its holders and why i
   assert.deepEqual(after[4], row(4, "held", [b], { current: true }));
   assert.deepEqual(after[2], row(2, "free", []), "not probed with listening: false");
 });
+
+Deno.test("allocate() moves a worktree whose file holds a port browsers refuse, saying why", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const options = { cwd: a, ports: { web: 5900 }, stride: 100, slots: 3 };
+  // As an older version wrote it: slot 1 is 6000.
+  await writeJson(`${a}/.worktree-ports.json`, {
+    web: 6000,
+    worktree_ports: { version: 1, slot: 1, worktree: a, allocated_at: "2026-01-01T00:00:00.000Z" },
+  });
+  const allocation = await allocate(options);
+  assert.deepEqual([allocation.slot, allocation.kept, allocation.bundle], [2, false, {
+    web: 6100,
+  }]);
+  assert.match(
+    allocation.warnings.join("\n"),
+    /This worktree's bundle at slot 1 holds 6000, a port browsers refuse to connect to; it gets slot 2 instead/,
+  );
+  const again = await allocate(options);
+  assert.deepEqual([again.slot, again.kept, again.warnings], [2, true, []]);
+});
