@@ -1810,7 +1810,7 @@ async function allocateSlot(
   options: Pick<AllocateOptions, "force" | "probe" | "dryRun">,
 ): Promise<Omit<Allocation, "timings">> {
   const warnings: string[] = [];
-  const current = ownMeta(own, target, warnings);
+  const current = ownMeta(own, target, warnings, options.dryRun);
   const choice = await chooseSlot(config, reserved, {
     current: current?.slot,
     force: options.force,
@@ -1844,17 +1844,22 @@ function ownMeta(
   own: PortFileRead,
   target: Target,
   warnings: string[],
+  dryRun = false,
 ): PortFileMeta | undefined {
   if (own.state === "unreadable") {
     warnings.push(
-      `This worktree's port file "${target.path}" is unusable (${own.reason}); replacing it with a fresh allocation`,
+      `This worktree's port file "${target.path}" is unusable (${own.reason}); ${
+        dryRun ? "allocate would replace it" : "replacing it"
+      } with a fresh allocation`,
     );
     return undefined;
   }
   if (own.state !== "read" || own.meta === undefined) return undefined;
   if (isForeign(own, target.root)) {
     warnings.push(
-      `"${target.path}" was written for the worktree "${own.meta.worktree}" (copied?); allocating a fresh bundle for this one`,
+      `"${target.path}" was written for the worktree "${own.meta.worktree}" (copied?); ${
+        dryRun ? "allocate would allocate" : "allocating"
+      } a fresh bundle for this one`,
     );
     return undefined;
   }
