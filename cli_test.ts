@@ -1341,3 +1341,12 @@ Deno.test("cli allocate fails naming the refused ports when every slot holds one
   );
   assert.deepEqual(await snapshot(repo.base), before);
 });
+
+Deno.test("cli check reads the config it warns about, and exits 2 when it is invalid", async () => {
+  await using repo = await TempRepo.create();
+  await writeJson(`${repo.root}/worktree-ports.config.json`, { ports: { web: 99999 } });
+  const result = await runCli(repo.root, ["check"]);
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /^error: Invalid config ".*": port "web" must be an integer/);
+  assert.equal(result.stdout, "");
+});
