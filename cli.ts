@@ -35,19 +35,23 @@ import {
   allocate,
   type AllocateOptions,
   bundleEnv,
+  configWarnings,
   type EnvFormat,
   fixWorktrees,
   formatEnv,
   formatPortFile,
   inspectWorktrees,
+  listSlots,
   listWorktrees,
   loadBundle,
+  loadConfig,
   type LoadedBundle,
   type Move,
   PROBE_HOSTNAMES,
   readBundle,
   releasePorts,
   runWithPorts,
+  type SlotInfo,
   WorktreePortsError,
   type WorktreeStatus,
 } from "./mod.ts";
@@ -133,6 +137,10 @@ const COMMANDS: Record<string, CommandSpec> = {
         type: "boolean",
         help: "Print where the time went (git, lock wait, locked, total) to stderr",
       },
+      "dry-run": {
+        type: "boolean",
+        help: "Print what would be written, chosen the same way under the lock; write nothing",
+      },
       help: OPTIONS.help,
     },
     maxPositionals: 0,
@@ -183,6 +191,22 @@ const COMMANDS: Record<string, CommandSpec> = {
     maxPositionals: 0,
     permissions: () => ["git", "read", "net"],
     run: runList,
+  },
+  slots: {
+    usage: "slots [--json] [options]",
+    summary: "Show every slot's bundle, 0 to slots, who holds it, and which are skipped and why",
+    options: {
+      json: { type: "boolean", help: "Print a JSON array instead of a table" },
+      config: OPTIONS.config,
+      port: OPTIONS.port,
+      stride: OPTIONS.stride,
+      slots: OPTIONS.slots,
+      output: OPTIONS.output,
+      help: OPTIONS.help,
+    },
+    maxPositionals: 0,
+    permissions: () => ["git", "read", "net"],
+    run: runSlots,
   },
   check: {
     usage: "check [--fix] [options]",
@@ -512,7 +536,8 @@ async function isMissingProgram(program: string): Promise<boolean> {
 // ---------------------------------------------------------------------------
 
 async function runAllocate(values: Values): Promise<number> {
-  const allocation = await withLockNotice(allocateOptions(values, "allocate"), allocate);
+  const options = { ...allocateOptions(values, "allocate"), dryRun: values["dry-run"] === true };
+  const allocation = await withLockNotice(options, allocate);
   for (const warning of allocation.warnings) console.error(`warning: ${warning}`);
   if (values.timings) {
     const { git, lockWait, locked, total } = allocation.timings;
@@ -711,6 +736,49 @@ function noteOf(status: WorktreeStatus): string {
   }
 }
 
+async function runSlots(values: Values): Promise<number> {
+  const slots = await listSlots(allocateOptions(values, "slots"));
+  if (values.json) {
+    writeStdout(JSON.stringify(slots, null, 2) + "\n");
+  } else {
+    writeStdout(formatSlots(slots));
+  }
+  return 0;
+}
+
+function formatSlots(slots: readonly SlotInfo[]): string {
+  const value = (value: number | string) =>
+    typeof value === "string" && /[\s"]|^$/.test(value) ? JSON.stringify(value) : String(value);
+  const rows = slots.map((info) => [
+    String(info.slot),
+    info.state,
+    Object.entries(info.bundle).map(([key, v]) => `${key}=${printable(value(v))}`).join(" "),
+    slotNote(info),
+  ]);
+  const header = ["SLOT", "STATE", "BUNDLE", "NOTE"];
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => row[column].length))
+  );
+  return [header, ...rows].map((cells) =>
+    cells.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd() + "\n"
+  ).join("");
+}
+
+function slotNote(info: SlotInfo): string {
+  switch (info.state) {
+    case "held":
+      return info.holders.map(printable).join(", ") + (info.current ? " (this worktree)" : "");
+    case "blocked":
+      return `browsers refuse ${info.blocked.join(", ")}`;
+    case "in-use":
+      return `in use: ${info.busy.join(", ")}`;
+    case "permission-denied":
+      return `permission denied: ${info.denied.join(", ")}`;
+    default:
+      return info.slot === 0 ? "the main worktree's" : "";
+  }
+}
+
 async function runCheck(values: Values): Promise<number> {
   const options = allocateOptions(values, "check");
   if (values.fix) {
@@ -719,6 +787,13 @@ async function runCheck(values: Values): Promise<number> {
     if (moves.length === 0) writeStdout("nothing to fix\n");
   }
   const statuses = await inspectWorktrees({ output: options.output, listening: false });
+  // In a bare repository's directory there is no worktree, and so no config.
+  const current = statuses.find((status) => status.current);
+  if (current !== undefined) {
+    for (const warning of configWarnings(loadConfig(current.path, options))) {
+      console.error(`warning: ${warning}`);
+    }
+  }
   const problems = problemsOf(statuses);
   for (const problem of problems) writeStdout(problem + "\n");
   if (problems.length === 0) {

@@ -14,6 +14,11 @@ import {
 
 const PORT_ARGS = ["--port", "web=42000", "--port", "api=43000", "--stride", "10", "--slots", "60"];
 
+/** stderr without the warning that PORT_ARGS lie in Linux's ephemeral range. */
+function besidesEphemeral(stderr: string): string {
+  return stderr.replace(/^warning: Ports of this config lie in the ephemeral range .*\n/m, "");
+}
+
 function slotOf(file: Record<string, unknown>): number {
   return (file.worktree_ports as { slot: number }).slot;
 }
@@ -88,12 +93,14 @@ Deno.test("cli allocate prints the bundle and writes it at the worktree root, fr
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
   await Deno.mkdir(`${a}/src`);
-  const result = await runCli(`${a}/src`, ["allocate", ...PORT_ARGS]);
+  // Below the ephemeral range, whose warning would be the only output on stderr.
+  const args = ["--port", "web=22000", "--port", "api=23000", "--stride", "10", "--slots", "60"];
+  const result = await runCli(`${a}/src`, ["allocate", ...args]);
   assert.equal(result.code, 0, result.stderr);
   const printed = JSON.parse(result.stdout);
   assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), printed);
-  assert.equal(printed.web, 42010);
-  assert.equal(printed.api, 43010);
+  assert.equal(printed.web, 22010);
+  assert.equal(printed.api, 23010);
   assert.equal(printed.worktree_ports.worktree, a);
   assert.equal(result.stderr, "");
 });
@@ -636,7 +643,11 @@ Deno.test("cli exec on a terminal leaves Ctrl-C to the terminal, so the command 
   let seen = "";
   while (!/ready \d+\r?\n/.test(seen)) seen += await readUntil(stdout, "\n");
   // The new allocation is reported before the command starts, not after it ends.
-  assert.match(seen, /^allocated slot 1 to this worktree .*\r?\nready \d+\r?\n$/);
+  // (PORT_ARGS lie in Linux's ephemeral range: a warning may come first.)
+  assert.match(
+    seen,
+    /^(warning: .*\r?\n)*allocated slot 1 to this worktree .*\r?\nready \d+\r?\n$/,
+  );
   const exec = Number(/ready (\d+)/.exec(seen)?.[1]);
   // Ctrl-C: the terminal signals exec and the command alike.
   await keyboard.write(new TextEncoder().encode("\x03"));
@@ -859,7 +870,7 @@ Deno.test("cli allocate --timings says where the time went", async () => {
   const result = await runCli(a, ["allocate", ...PORT_ARGS, "--timings"]);
   assert.equal(result.code, 0, result.stderr);
   const match =
-    /^timings: git ([\d.]+) ms, lock wait ([\d.]+) ms, locked ([\d.]+) ms, total ([\d.]+) ms\n$/
+    /^(?:warning: .*\n)*timings: git ([\d.]+) ms, lock wait ([\d.]+) ms, locked ([\d.]+) ms, total ([\d.]+) ms\n$/
       .exec(result.stderr);
   assert.ok(match, result.stderr);
   const [git, wait, locked, total] = match.slice(1).map(Number);
@@ -1362,7 +1373,7 @@ Deno.test("cli check treats a file moved by git worktree move as its worktree's 
   await t.step("allocate keeps the slot and records the new path", async () => {
     const result = await runCli(moved, ["allocate", ...PORT_ARGS]);
     assert.equal(result.code, 0, result.stderr);
-    assert.equal(result.stderr, "");
+    assert.equal(besidesEphemeral(result.stderr), "");
     const file = await readJson(`${moved}/.worktree-ports.json`);
     assert.deepEqual(file, {
       ...first,
@@ -1372,7 +1383,7 @@ Deno.test("cli check treats a file moved by git worktree move as its worktree's 
   await t.step("moved back, it keeps the slot again", async () => {
     await git(repo.root, "worktree", "move", moved, a);
     const result = await runCli(a, ["allocate", ...PORT_ARGS]);
-    assert.equal(result.stderr, "");
+    assert.equal(besidesEphemeral(result.stderr), "");
     assert.deepEqual(JSON.parse(result.stdout), first);
   });
   await t.step("a file naming another live worktree is still a copy", async () => {
@@ -1669,7 +1680,7 @@ Deno.test("cli allocate keeps the reservations of damaged and odd sibling files"
       const result = await runCli(a, ["allocate", "--force", ...PORT_ARGS]);
       assert.equal(result.code, 0, result.stderr);
       assert.equal(slotOf(JSON.parse(result.stdout)), 2);
-      if (warning === undefined) assert.equal(result.stderr, "");
+      if (warning === undefined) assert.equal(besidesEphemeral(result.stderr), "");
       else assert.match(result.stderr, warning);
     });
   }
@@ -1828,4 +1839,185 @@ Deno.test("cli allocate names the keys it drops from its own file", async () => 
     /^warning: Rewriting ".*" dropped "redis_port", "my_note", which the config does not produce/,
   );
   assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+});
+
+// ---------------------------------------------------------------------------
+// Ports a user can actually use
+// ---------------------------------------------------------------------------
+
+Deno.test("cli allocate skips a slot that reaches 6000, which browsers refuse", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const args = ["allocate", "--port", "web=5900", "--stride", "100", "--slots", "3"];
+  const first = await runCli(a, args);
+  assert.equal(first.code, 0, first.stderr);
+  assert.deepEqual([slotOf(JSON.parse(first.stdout)), JSON.parse(first.stdout).web], [2, 6100]);
+  const second = await runCli(b, args);
+  assert.equal(second.code, 0, second.stderr);
+  assert.equal(JSON.parse(second.stdout).web, 6200);
+});
+
+Deno.test("cli allocate warns, and still allocates, when slot 0 holds a port browsers refuse", async () => {
+  await using repo = await TempRepo.create();
+  const result = await runCli(repo.root, ["allocate", "--port", "x11=6000", "--slots", "3"]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(JSON.parse(result.stdout).x11, 6000);
+  assert.match(
+    result.stderr,
+    /^warning: Slot 0 of this config, the main worktree's, holds 6000 \("x11"\), a port browsers refuse/m,
+  );
+});
+
+const onLinux = Deno.build.os === "linux";
+Deno.test({
+  name:
+    `cli allocate warns once when the config's ports lie in the ephemeral range, and check reports it${
+      onLinux ? "" : " (skipped: not Linux)"
+    }`,
+  ignore: !onLinux,
+  fn: async () => {
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    const ports = ["--port", "web=40000", "--port", "api=40500", "--stride", "10", "--slots", "5"];
+    const result = await runCli(a, ["allocate", ...ports]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(JSON.parse(result.stdout).web, 40010);
+    // The CLI's --allow-read does not open /proc: Linux's default range, saying so.
+    const expected = new RegExp(
+      String
+        .raw`^warning: Ports of this config lie in the ephemeral range 32768-60999 \(from Linux's default; Deno reads "/proc/sys/net/ipv4/ip_local_port_range" only with --allow-all\): "web" 40000 to 40050 \(slots 0 to 5\), "api" 40500 to 40550 \(slots 0 to 5\)\.`,
+    );
+    const lines = result.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, result.stderr);
+    assert.match(lines[0], expected);
+
+    const check = await runCli(a, ["check", ...ports]);
+    assert.deepEqual([check.code, check.stdout], [0, "ok: 2 worktrees, no shared ports\n"]);
+    assert.match(check.stderr, expected);
+  },
+});
+
+Deno.test("cli allocate warns, naming the port, when the main worktree's base port already listens", async () => {
+  await using repo = await TempRepo.create();
+  using listener = Deno.listen({ hostname: "0.0.0.0", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const result = await runCli(repo.root, ["allocate", "--port", `web=${port}`, "--slots", "1"]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(slotOf(JSON.parse(result.stdout)), 0);
+  assert.match(
+    result.stderr,
+    new RegExp(
+      `^warning: Port ${port} \\("web"\\) of slot 0 is already in use, but the main worktree`,
+      "m",
+    ),
+  );
+});
+
+Deno.test("cli allocate --dry-run prints what allocate then writes, and writes nothing", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  assert.equal((await runCli(b, ["allocate", ...PORT_ARGS])).code, 0);
+  const before = await snapshot(repo.base);
+  const preview = await runCli(a, ["allocate", "--dry-run", ...PORT_ARGS]);
+  assert.equal(preview.code, 0, preview.stderr);
+  assert.deepEqual(await snapshot(repo.base), before);
+  const real = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(real.code, 0, real.stderr);
+  const withoutTime = (text: string) => {
+    const file = JSON.parse(text);
+    delete file.worktree_ports.allocated_at;
+    return file;
+  };
+  assert.equal(slotOf(JSON.parse(preview.stdout)), 2);
+  assert.deepEqual(withoutTime(preview.stdout), withoutTime(real.stdout));
+  assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), JSON.parse(real.stdout));
+});
+
+Deno.test("cli slots --json lists slot 0 to slots, with templates filled and holders", async (t) => {
+  await using repo = await TempRepo.create({
+    config: {
+      ports: { web: 5800 },
+      templates: { redirect: "http://localhost:{web}/oauth" },
+      stride: 100,
+      slots: 4,
+    },
+  });
+  const [a] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  await t.step("json", async () => {
+    const result = await runCli(repo.root, ["slots", "--json"]);
+    assert.equal(result.code, 0, result.stderr);
+    const slots = JSON.parse(result.stdout);
+    assert.deepEqual(slots.map((info: { slot: number }) => info.slot), [0, 1, 2, 3, 4]);
+    assert.deepEqual(slots[1], {
+      slot: 1,
+      state: "held",
+      bundle: { web: 5900, redirect: "http://localhost:5900/oauth" },
+      holders: [a],
+      current: false,
+      blocked: [],
+      busy: [],
+      denied: [],
+    });
+    assert.deepEqual(
+      slots.map((info: { state: string }) => info.state),
+      ["free", "held", "blocked", "free", "free"],
+    );
+    assert.deepEqual(slots[2].blocked, [6000]);
+  });
+  await t.step("table", async () => {
+    const result = await runCli(a, ["slots", "--slots", "2"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(
+      result.stdout,
+      [
+        `SLOT  STATE    ${"BUNDLE".padEnd(45)}  NOTE`,
+        "0     free     web=5800 redirect=http://localhost:5800/oauth  the main worktree's",
+        `1     held     web=5900 redirect=http://localhost:5900/oauth  ${a} (this worktree)`,
+        "2     blocked  web=6000 redirect=http://localhost:6000/oauth  browsers refuse 6000",
+        "",
+      ].join("\n"),
+    );
+  });
+  await t.step("needs no write permission, and changes nothing", async () => {
+    const before = await snapshot(repo.base);
+    const flags = CLI_FLAGS.filter((flag) => flag !== "--allow-write");
+    const result = await runCli(a, ["slots"], { flags });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(await snapshot(repo.base), before);
+  });
+});
+
+Deno.test("cli allocate fails naming the refused ports when every slot holds one, changing nothing", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  // The lock file, which any earlier allocation leaves behind, is no change.
+  await Deno.writeTextFile(`${repo.root}/.git/worktree-ports.lock`, "");
+  const before = await snapshot(repo.base);
+  const result = await runCli(a, [
+    "allocate",
+    "--port",
+    "irc=6665",
+    "--stride",
+    "1",
+    "--slots",
+    "4",
+  ]);
+  assert.equal(result.code, 1);
+  assert.equal(
+    result.stderr,
+    "error: Cannot allocate ports: all 4 slots are taken (0 reserved by other worktrees, " +
+      "0 in use by other processes, 4 holding a port browsers refuse: 6666, 6667, 6668, 6669; " +
+      'run "worktree-ports slots" to see each slot and who holds it, or raise "slots")\n',
+  );
+  assert.deepEqual(await snapshot(repo.base), before);
+});
+
+Deno.test("cli check reads the config it warns about, and exits 2 when it is invalid", async () => {
+  await using repo = await TempRepo.create();
+  await writeJson(`${repo.root}/worktree-ports.config.json`, { ports: { web: 99999 } });
+  const result = await runCli(repo.root, ["check"]);
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /^error: Invalid config ".*": port "web" must be an integer/);
+  assert.equal(result.stdout, "");
 });

@@ -1327,17 +1327,217 @@ function reservedPortsOfPath(
 }
 
 // ---------------------------------------------------------------------------
+// Ports a browser refuses
+// ---------------------------------------------------------------------------
+
+/**
+ * The ports browsers refuse to connect to (`ERR_UNSAFE_PORT` in Chrome,
+ * "This address is restricted" in Firefox): the "bad ports" of the Fetch
+ * standard, https://fetch.spec.whatwg.org/#port-blocking. A web server on one
+ * of them cannot be reached from a browser, so no slot whose bundle holds one
+ * is handed out to a linked worktree.
+ *
+ * @example Usage
+ * ```ts
+ * import { BROWSER_BLOCKED_PORTS } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(BROWSER_BLOCKED_PORTS.has(6000), true);
+ * assert.equal(BROWSER_BLOCKED_PORTS.has(3000), false);
+ * ```
+ */
+export const BROWSER_BLOCKED_PORTS: ReadonlySet<number> = new Set(
+  // deno-fmt-ignore
+  [
+    1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102,
+    103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427, 465,
+    512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993,
+    995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667, 6668,
+    6669, 6679, 6697, 10080,
+  ],
+);
+
+/** The ports of a slot that browsers refuse, in config order. */
+function blockedPortsOf(config: Pick<PortsConfig, "ports" | "stride">, slot: number): number[] {
+  return Object.values(portsForSlot(config, slot)).filter((port) =>
+    BROWSER_BLOCKED_PORTS.has(port)
+  );
+}
+
+// ---------------------------------------------------------------------------
+// The ephemeral range
+// ---------------------------------------------------------------------------
+
+/** An inclusive range of ports, and where it was found. */
+export interface PortRange {
+  /** The lowest port of the range. */
+  low: number;
+  /** The highest port of the range. */
+  high: number;
+  /** Where the range came from, for messages: the file read, or whose default it is. */
+  source: string;
+}
+
+/** Where Linux keeps the range it takes outgoing connections' local ports from. */
+const LINUX_EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/**
+ * The operating system's ephemeral port range, from which outgoing
+ * connections take their local port: a server on a port inside it can fail
+ * with "address in use" at any moment. On Linux it is read from
+ * `/proc/sys/net/ipv4/ip_local_port_range`; when that cannot be read (Deno
+ * opens `/proc` only with `--allow-all`) it is Linux's default, 32768-60999,
+ * and `source` says why. Elsewhere it is the platform's documented default,
+ * 49152-65535 (macOS, Windows, and IANA's dynamic ports).
+ *
+ * @returns The range and where it came from.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { ephemeralPortRange } from "@org/worktree-ports";
+ *
+ * const { low, high, source } = ephemeralPortRange();
+ * console.log(`${low}-${high} (${source})`);
+ * ```
+ */
+export function ephemeralPortRange(): PortRange {
+  if (Deno.build.os !== "linux" && Deno.build.os !== "android") {
+    const platform = Deno.build.os === "darwin"
+      ? "macOS"
+      : Deno.build.os === "windows"
+      ? "Windows"
+      : "IANA";
+    return { low: 49152, high: 65535, source: `${platform}'s default` };
+  }
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(LINUX_EPHEMERAL_RANGE_FILE);
+  } catch (error) {
+    // Deno opens files under /proc only with --allow-all, whatever
+    // --allow-read grants; asking for that would be far more than a warning
+    // is worth, so the range is Linux's default and the warning says why.
+    const why = error instanceof Deno.errors.NotCapable
+      ? `Deno reads "${LINUX_EPHEMERAL_RANGE_FILE}" only with --allow-all`
+      : `"${LINUX_EPHEMERAL_RANGE_FILE}" cannot be read: ${(error as Error).message}`;
+    return { low: 32768, high: 60999, source: `Linux's default; ${why}` };
+  }
+  const [low, high] = text.trim().split(/\s+/).map(Number);
+  if (!isPort(low) || !isPort(high) || low > high) {
+    return {
+      low: 32768,
+      high: 60999,
+      source: `Linux's default; "${LINUX_EPHEMERAL_RANGE_FILE}" holds "${text.trim()}"`,
+    };
+  }
+  return { low, high, source: `"${LINUX_EPHEMERAL_RANGE_FILE}"` };
+}
+
+// ---------------------------------------------------------------------------
+// Config warnings
+// ---------------------------------------------------------------------------
+
+/** Options for {@linkcode configWarnings}. */
+export interface ConfigWarningsOptions {
+  /**
+   * The ephemeral port range to warn about.
+   *
+   * @default {ephemeralPortRange()}
+   */
+  ephemeralRange?: PortRange;
+}
+
+/**
+ * Problems of a config that do not stop an allocation, one line each: slot 0,
+ * which the main worktree always gets, holding a port browsers refuse; and
+ * ports of any slot inside the operating system's ephemeral range, where an
+ * outgoing connection can take them at any moment.
+ *
+ * @param config The config to look at.
+ * @param options The ephemeral range, read from the system by default.
+ * @returns The warnings; none for a config without such problems.
+ *
+ * @example Usage
+ * ```ts
+ * import { configWarnings, parseConfig } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig({ ports: { x11: 6000 } });
+ * const ephemeralRange = { low: 49152, high: 65535, source: "a test" };
+ * const [warning] = configWarnings(config, { ephemeralRange });
+ * assert.match(warning, /holds 6000 \("x11"\), a port browsers refuse/);
+ * ```
+ */
+export function configWarnings(
+  config: PortsConfig,
+  options: ConfigWarningsOptions = {},
+): string[] {
+  const warnings: string[] = [];
+  const refused = Object.entries(config.ports).filter(([, port]) =>
+    BROWSER_BLOCKED_PORTS.has(port)
+  );
+  if (refused.length > 0) {
+    warnings.push(
+      `Slot 0 of this config, the main worktree's, holds ${
+        refused.map(([key, port]) => `${port} ("${key}")`).join(", ")
+      }, a port browsers refuse to connect to (a web server there cannot be reached from a browser; change the base port)`,
+    );
+  }
+  const range = options.ephemeralRange ?? ephemeralPortRange();
+  const inside: string[] = [];
+  for (const [key, base] of Object.entries(config.ports)) {
+    const first = Math.max(0, Math.ceil((range.low - base) / config.stride));
+    const last = Math.min(config.slots, Math.floor((range.high - base) / config.stride));
+    if (first > last) continue;
+    const from = base + first * config.stride;
+    const to = base + last * config.stride;
+    inside.push(
+      first === last
+        ? `"${key}" ${from} (slot ${first})`
+        : `"${key}" ${from} to ${to} (slots ${first} to ${last})`,
+    );
+  }
+  if (inside.length > 0) {
+    const outside = [
+      range.low > 1 ? `below ${range.low}` : "",
+      range.high < MAX_PORT ? `above ${range.high}` : "",
+    ].filter(Boolean).join(" or ");
+    warnings.push(
+      `Ports of this config lie in the ephemeral range ${range.low}-${range.high} ` +
+        `(from ${range.source}): ${inside.join(", ")}. The operating system gives these ports ` +
+        `to outgoing connections, so one can be taken at any moment and a server fails with ` +
+        `"address in use"${outside ? ` (choose base ports ${outside})` : ""}`,
+    );
+  }
+  return warnings;
+}
+
+// ---------------------------------------------------------------------------
 // Probing
 // ---------------------------------------------------------------------------
+
+/**
+ * What a probe found at a port: `free` to bind; `in-use`, a process listens
+ * on it; `permission-denied`, the operating system refuses to let this user
+ * bind it (a privileged port, or one of Windows' reserved port ranges).
+ */
+export type PortStatus = "free" | "in-use" | "permission-denied";
 
 /** Tells whether a port is free. Injected so that tests can replace it. */
 export interface PortProbe {
   /**
    * Checks one port.
    *
-   * @returns `true` when no process listens on it.
+   * @returns `true` when no process listens on it and it can be bound.
    */
   isFree(port: number): boolean | Promise<boolean>;
+  /**
+   * Checks one port and says why it is not free, for the message when no
+   * slot is left. Optional: without it, a port that `isFree` calls not free
+   * counts as in use.
+   *
+   * @returns What the probe found.
+   */
+  status?(port: number): PortStatus | Promise<PortStatus>;
 }
 
 /** Options for {@linkcode isPortFree}. */
@@ -1352,11 +1552,12 @@ export interface IsPortFreeOptions {
 
 /**
  * Tells whether a TCP port is free by binding it on each address and
- * releasing it at once.
+ * releasing it at once. A port the operating system refuses to bind is not
+ * free either.
  *
  * @param port The port to probe.
  * @param options The addresses to bind.
- * @returns `false` when any address has the port in use.
+ * @returns `false` when any address has the port in use or refuses it.
  * @throws {Deno.errors.NotCapable} When net permission for an address is missing.
  *
  * @example Usage
@@ -1367,11 +1568,36 @@ export interface IsPortFreeOptions {
  * ```
  */
 export function isPortFree(port: number, options: IsPortFreeOptions = {}): boolean {
+  return portStatus(port, options) === "free";
+}
+
+/**
+ * Probes a TCP port like {@linkcode isPortFree} and says why it is not free:
+ * in use by a process, or refused by the operating system (binding a port
+ * below 1024 needs privileges on most systems, and Windows reserves ranges
+ * of ports for Hyper-V and others).
+ *
+ * @param port The port to probe.
+ * @param options The addresses to bind.
+ * @returns What binding the port found.
+ * @throws {Deno.errors.NotCapable} When net permission for an address is
+ * missing: a missing permission is never taken for a refused port.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { portStatus } from "@org/worktree-ports";
+ *
+ * console.log(portStatus(80)); // "permission-denied" for a normal user on Linux
+ * ```
+ */
+export function portStatus(port: number, options: IsPortFreeOptions = {}): PortStatus {
   for (const hostname of options.hostnames ?? PROBE_HOSTNAMES) {
     try {
       Deno.listen({ hostname, port }).close();
     } catch (error) {
-      if (error instanceof Deno.errors.AddrInUse) return false;
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      if (error instanceof Deno.errors.AddrInUse) return "in-use";
+      if (error instanceof Deno.errors.PermissionDenied) return "permission-denied";
       // An address this host lacks (no IPv6 loopback, or no IPv6 at all) is
       // not applicable rather than busy.
       if (
@@ -1381,15 +1607,24 @@ export function isPortFree(port: number, options: IsPortFreeOptions = {}): boole
       throw error;
     }
   }
-  return true;
+  return "free";
 }
 
-/** The real {@linkcode PortProbe}: {@linkcode isPortFree} with `Deno.listen`. */
+/** The real {@linkcode PortProbe}: {@linkcode isPortFree} and {@linkcode portStatus} with `Deno.listen`. */
 export const denoProbe: PortProbe = {
   isFree(port: number): boolean {
     return isPortFree(port);
   },
+  status(port: number): PortStatus {
+    return portStatus(port);
+  },
 };
+
+/** Asks a probe what it found at a port, from `isFree` when it cannot say why. */
+async function probePort(probe: PortProbe, port: number): Promise<PortStatus> {
+  if (probe.status) return await probe.status(port);
+  return (await probe.isFree(port)) ? "free" : "in-use";
+}
 
 // ---------------------------------------------------------------------------
 // The lock
@@ -1529,6 +1764,8 @@ export interface SlotChoice {
  * keeps its current slot when it is in range and no sibling reserves any of
  * its ports (without probing: its own services may be listening); otherwise
  * it gets the lowest slot from 1 whose ports are all unreserved and free.
+ * A slot holding a port browsers refuse ({@linkcode BROWSER_BLOCKED_PORTS})
+ * is never handed out or kept.
  *
  * @param config The config that defines the slots.
  * @param reserved The ports that other worktrees reserve.
@@ -1560,32 +1797,66 @@ export async function chooseSlot(
   const { current } = options;
   if (
     !options.force && current !== undefined && current >= 1 &&
-    current <= config.slots && !isReserved(current)
+    current <= config.slots && !isReserved(current) && blockedPortsOf(config, current).length === 0
   ) {
     return { slot: current, kept: true };
   }
   const probe = options.probe ?? denoProbe;
   let busy = 0;
+  const blocked = new Set<number>();
+  let blockedSlots = 0;
+  const denied = new Set<number>();
+  let deniedSlots = 0;
   for (let slot = 1; slot <= config.slots; slot++) {
     if (isReserved(slot)) continue;
-    if (await allFree(probe, Object.values(portsForSlot(config, slot)))) {
-      return { slot, kept: false };
+    const refused = blockedPortsOf(config, slot);
+    if (refused.length > 0) {
+      for (const port of refused) blocked.add(port);
+      blockedSlots++;
+      continue;
     }
-    busy++;
+    const unusable = await firstUnusable(probe, Object.values(portsForSlot(config, slot)));
+    if (unusable === undefined) return { slot, kept: false };
+    if (unusable.status === "permission-denied") {
+      denied.add(unusable.port);
+      deniedSlots++;
+    } else {
+      busy++;
+    }
   }
+  const reservedSlots = config.slots - busy - blockedSlots - deniedSlots;
   throw new WorktreePortsError(
     "NO_FREE_SLOT",
     `Cannot allocate ports: all ${config.slots} slots are taken ` +
-      `(${config.slots - busy} reserved by other worktrees, ${busy} in use by other processes; ` +
-      `run "worktree-ports list" to see who holds them, or raise "slots")`,
+      `(${reservedSlots} reserved by other worktrees, ${busy} in use by other processes` +
+      (blockedSlots > 0
+        ? `, ${blockedSlots} holding a port browsers refuse: ${listPorts([...blocked])}`
+        : "") +
+      (deniedSlots > 0
+        ? `, ${deniedSlots} refused by the operating system: permission denied binding ${
+          listPorts([...denied])
+        }, as for a port below 1024 without privileges or in a range Windows reserves`
+        : "") +
+      `; run "worktree-ports slots" to see each slot and who holds it, or raise "slots")`,
   );
 }
 
-async function allFree(probe: PortProbe, ports: readonly number[]): Promise<boolean> {
+/** Ports for a message: the first few, then how many more. */
+function listPorts(ports: readonly number[]): string {
+  const shown = ports.slice(0, 5).join(", ");
+  return ports.length > 5 ? `${shown} and ${ports.length - 5} more` : shown;
+}
+
+/** The first port of a slot that cannot be used, and why; none when all are free. */
+async function firstUnusable(
+  probe: PortProbe,
+  ports: readonly number[],
+): Promise<{ port: number; status: Exclude<PortStatus, "free"> } | undefined> {
   for (const port of ports) {
-    if (!(await probe.isFree(port))) return false;
+    const status = await probePort(probe, port);
+    if (status !== "free") return { port, status };
   }
-  return true;
+  return undefined;
 }
 
 // ---------------------------------------------------------------------------
@@ -1888,6 +2159,16 @@ export interface AllocateOptions extends ConfigOverrides {
    * @default {denoProbe}
    */
   probe?: PortProbe;
+  /**
+   * Choose the slot exactly as a real allocation would, under the lock with
+   * the same scan and probes, and write nothing: no port file, no exclude
+   * rule. The result is what would be written, with `written` `false`; a
+   * real allocation made next, with nothing changed meanwhile, gets the
+   * same slot and bundle.
+   *
+   * @default {false}
+   */
+  dryRun?: boolean;
 }
 
 /** The result of {@linkcode allocate}. */
@@ -1929,7 +2210,8 @@ export interface AllocationTimings {
  *
  * Git is asked once for the worktrees; then, under the repository lock, the
  * sibling worktrees' port files are scanned, a slot is chosen and the file is
- * written atomically. Allocating again returns the same bundle.
+ * written atomically. Allocating again returns the same bundle. With
+ * `dryRun`, the same choice is made and nothing is written.
  *
  * @param options Where, which config, and the injected git and probe.
  * @returns The allocation that was written.
@@ -1981,7 +2263,7 @@ async function allocateIn(
     const lockedStart = performance.now();
     lockWait = lockedStart - waitStart;
     const reserved = await scanCurrentReservations(repository, git, path, inside, options);
-    removeStaleTemporaryFiles(path);
+    if (!options.dryRun) removeStaleTemporaryFiles(path);
     const own = readPortFile(path);
     allocation = await allocateSlot(
       {
@@ -1994,13 +2276,26 @@ async function allocateIn(
       config,
       own,
       reserved.holders,
-      { force: options.force, probe: options.probe, makeParent: inside !== undefined },
+      {
+        force: options.force,
+        probe: options.probe,
+        dryRun: options.dryRun,
+        makeParent: inside !== undefined,
+      },
     );
     allocation.warnings.unshift(...reserved.warnings);
     previous = own;
     locked = performance.now() - lockedStart;
   }
-  if (inside !== undefined && options.ignoreOutput !== false) {
+  allocation.warnings.push(...configWarnings(config));
+  allocation.warnings.push(...movedOffBlocked(previous, repository.root, allocation.slot));
+  if (
+    repository.primary &&
+    !(previous.state === "read" && !isForeign(previous, repository.root, repository))
+  ) {
+    allocation.warnings.push(...await busyBaseWarnings(config, options.probe ?? denoProbe));
+  }
+  if (inside !== undefined && options.ignoreOutput !== false && !options.dryRun) {
     // A file this tool did not write for this worktree may be one git checked out.
     const checkedOut = allocation.written && previous.state !== "missing" &&
       !(previous.state === "read" && previous.meta !== undefined &&
@@ -2127,6 +2422,38 @@ function realPathOfNearest(path: string): string {
   }
 }
 
+/** Says why a worktree's own file, from before bad ports were skipped, loses its slot. */
+function movedOffBlocked(previous: PortFileRead, root: string, slot: number): string[] {
+  if (previous.state !== "read" || previous.meta === undefined || isForeign(previous, root)) {
+    return [];
+  }
+  const refused = previous.ports.filter((port) => BROWSER_BLOCKED_PORTS.has(port));
+  if (previous.meta.slot === slot || refused.length === 0) return [];
+  return [
+    `This worktree's bundle at slot ${previous.meta.slot} holds ${listPorts(refused)}, ` +
+    `a port browsers refuse to connect to; it gets slot ${slot} instead`,
+  ];
+}
+
+/**
+ * The main worktree takes slot 0 without probing, since its own services may
+ * be listening there. Before it has a port file of its own, though, whatever
+ * listens on a base port is someone else, and its services will clash with it.
+ */
+async function busyBaseWarnings(config: PortsConfig, probe: PortProbe): Promise<string[]> {
+  const busy: string[] = [];
+  for (const [key, port] of Object.entries(portsForSlot(config, 0))) {
+    if ((await probePort(probe, port)) === "in-use") busy.push(`${port} ("${key}")`);
+  }
+  if (busy.length === 0) return [];
+  return [
+    `${busy.length === 1 ? "Port" : "Ports"} ${busy.join(", ")} of slot 0 ${
+      busy.length === 1 ? "is" : "are"
+    } already in use, but the main worktree, which always gets slot 0, had no port file of its ` +
+    `own, so the listener is not one of its services (stop that process, or change the base port)`,
+  ];
+}
+
 /**
  * Where a port file goes: its worktree's root, its path, whether it is the
  * main worktree, and where git's directory for the worktree keeps a copy.
@@ -2149,10 +2476,10 @@ async function allocateSlot(
   config: PortsConfig,
   own: PortFileRead,
   reserved: Pick<ReadonlySet<number>, "has">,
-  options: Pick<AllocateOptions, "force" | "probe"> & { makeParent?: boolean },
+  options: Pick<AllocateOptions, "force" | "probe" | "dryRun"> & { makeParent?: boolean },
 ): Promise<Omit<Allocation, "timings">> {
   const warnings: string[] = [];
-  const current = ownMeta(own, target, warnings);
+  const current = ownMeta(own, target, warnings, options.dryRun);
   const choice = await chooseSlot(config, reserved, {
     current: current?.slot,
     force: options.force,
@@ -2172,13 +2499,17 @@ async function allocateSlot(
     warnings,
   };
   const text = formatPortFile(allocation);
-  if (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text) {
+  if (
+    !options.dryRun && (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text)
+  ) {
     if (own.state === "read") warnDroppedKeys(own.data, allocation, warnings);
     if (options.makeParent) Deno.mkdirSync(parentOf(target.path), { recursive: true });
     writeFileAtomic(target.path, text);
     allocation.written = true;
   }
-  if (target.keptCopy !== undefined) keepCopy(target.keptCopy, text, allocation.written, warnings);
+  if (target.keptCopy !== undefined && !options.dryRun) {
+    keepCopy(target.keptCopy, text, allocation.written, warnings);
+  }
   return allocation;
 }
 
@@ -2203,17 +2534,22 @@ function ownMeta(
   own: PortFileRead,
   target: Target,
   warnings: string[],
+  dryRun = false,
 ): PortFileMeta | undefined {
   if (own.state === "unreadable") {
     warnings.push(
-      `This worktree's port file "${target.path}" is unusable (${own.reason}); replacing it with a fresh allocation`,
+      `This worktree's port file "${target.path}" is unusable (${own.reason}); ${
+        dryRun ? "allocate would replace it" : "replacing it"
+      } with a fresh allocation`,
     );
     return undefined;
   }
   if (own.state !== "read" || own.meta === undefined) return undefined;
   if (isForeign(own, target.root, target.repository)) {
     warnings.push(
-      `"${target.path}" was written for the worktree "${own.meta.worktree}" (copied?); allocating a fresh bundle for this one`,
+      `"${target.path}" was written for the worktree "${own.meta.worktree}" (copied?); ${
+        dryRun ? "allocate would allocate" : "allocating"
+      } a fresh bundle for this one`,
     );
     return undefined;
   }
@@ -2629,7 +2965,7 @@ async function inspectRepository(
 /** Fills in which of a status's ports something listens on now. */
 async function probeListening(status: WorktreeStatus, probe: PortProbe): Promise<void> {
   for (const [key, port] of Object.entries(status.ports)) {
-    status.listening[key] = !(await probe.isFree(port));
+    status.listening[key] = (await probePort(probe, port)) === "in-use";
   }
 }
 
@@ -2650,6 +2986,138 @@ async function isSameDirectory(a: string, b: string): Promise<boolean> {
   };
   const [realA, realB] = await Promise.all([real(a), real(b)]);
   return realA !== undefined && realA === realB;
+}
+
+// ---------------------------------------------------------------------------
+// Every slot
+// ---------------------------------------------------------------------------
+
+/**
+ * How a slot stands: `held`, a worktree's port file reserves one of its
+ * ports; `blocked`, it holds a port browsers refuse, so it is never handed
+ * out; `in-use`, a process listens on one of its ports; `permission-denied`,
+ * the operating system refuses to bind one; `free`, an allocation could take
+ * it now.
+ */
+export type SlotState = "free" | "held" | "blocked" | "in-use" | "permission-denied";
+
+/** One row of {@linkcode listSlots}. */
+export interface SlotInfo {
+  /** The slot: 0 is the main worktree's. */
+  slot: number;
+  /** How it stands; `held` comes first, then `blocked`, then what probing found. */
+  state: SlotState;
+  /** Its ports and filled-in templates, as its port file would hold them. */
+  bundle: Record<string, number | string>;
+  /** The worktrees whose port files reserve any of its ports; more than one is a conflict. */
+  holders: string[];
+  /** The current worktree is one of the holders. */
+  current: boolean;
+  /** Its ports that browsers refuse. */
+  blocked: number[];
+  /** Its ports a process listens on; probed only in slots neither held nor blocked. */
+  busy: number[];
+  /** Its ports the operating system refuses to bind; probed as `busy` is. */
+  denied: number[];
+}
+
+/** Options for {@linkcode listSlots}. */
+export interface ListSlotsOptions extends ConfigOverrides, PortFilePathOptions {
+  /**
+   * The config file; relative paths are resolved against the worktree root.
+   *
+   * @default {undefined} `worktree-ports.config.json` in the worktree root, if present
+   */
+  config?: string;
+  /**
+   * Probe the ports of slots that no worktree holds, to find those in use.
+   *
+   * @default {true}
+   */
+  listening?: boolean;
+  /**
+   * How git is run.
+   *
+   * @default {denoGit}
+   */
+  git?: GitRunner;
+  /**
+   * How ports are checked for listeners.
+   *
+   * @default {denoProbe}
+   */
+  probe?: PortProbe;
+}
+
+/**
+ * Lists every slot of the current worktree's config, 0 to `slots`, with its
+ * bundle, the worktrees that hold it, and why a free-looking one would be
+ * skipped: a port browsers refuse, a port in use, or one the operating system
+ * refuses. Useful for registering redirect URIs or tunnel hosts for a
+ * bounded set of slots up front. Changes nothing and takes no lock.
+ *
+ * @param options Where, which config and port file, and the injected git and probe.
+ * @returns One row per slot, from slot 0.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE`, `GIT_FAILED` or `INVALID_CONFIG`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { listSlots } from "@org/worktree-ports";
+ *
+ * for (const { slot, state, bundle } of await listSlots()) {
+ *   console.log(slot, state, bundle);
+ * }
+ * ```
+ */
+export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInfo[]> {
+  const repository = await openRepository({ cwd: options.cwd, git: options.git });
+  const config = loadConfig(repository.root, options);
+  const ownPath = portFilePath(repository.root, options);
+  const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
+  const probe = options.probe ?? denoProbe;
+  // Read as allocate reads them: every file that parses reserves its ports.
+  const holders = new Map<number, Worktree[]>();
+  for (const worktree of repository.worktrees) {
+    if (worktree.bare || worktree.prunable) continue;
+    const current = worktree === repository.current;
+    const file = readPortFile(current ? ownPath : joinPath(worktree.path, inside));
+    if (file.state !== "read") continue;
+    for (const port of file.ports) holders.set(port, [...(holders.get(port) ?? []), worktree]);
+  }
+  const slots: SlotInfo[] = [];
+  for (let slot = 0; slot <= config.slots; slot++) {
+    const ports = Object.values(portsForSlot(config, slot));
+    const held = [...new Set(ports.flatMap((port) => holders.get(port) ?? []))];
+    const blocked = ports.filter((port) => BROWSER_BLOCKED_PORTS.has(port));
+    const busy: number[] = [];
+    const denied: number[] = [];
+    if (held.length === 0 && blocked.length === 0 && options.listening !== false) {
+      for (const port of ports) {
+        const status = await probePort(probe, port);
+        if (status === "in-use") busy.push(port);
+        if (status === "permission-denied") denied.push(port);
+      }
+    }
+    slots.push({
+      slot,
+      state: held.length > 0
+        ? "held"
+        : blocked.length > 0
+        ? "blocked"
+        : denied.length > 0
+        ? "permission-denied"
+        : busy.length > 0
+        ? "in-use"
+        : "free",
+      bundle: renderBundle(config, slot),
+      holders: held.map((worktree) => worktree.path),
+      current: held.includes(repository.current),
+      blocked,
+      busy,
+      denied,
+    });
+  }
+  return slots;
 }
 
 // ---------------------------------------------------------------------------

@@ -2,19 +2,25 @@ import assert from "node:assert/strict";
 import {
   allocate,
   type AllocateOptions,
+  BROWSER_BLOCKED_PORTS,
   bundleEnv,
   chooseSlot,
+  configWarnings,
   denoGit,
   type EnvFormat,
+  ephemeralPortRange,
   fixWorktrees,
   formatEnv,
   inspectWorktrees,
   isPortFree,
+  listSlots,
   listWorktrees,
   lockRepository,
   openRepository,
   parseConfig,
   parseWorktreeList,
+  type PortProbe,
+  portStatus,
   readReservedPorts,
   reservedPortsOf,
   runWithPorts,
@@ -524,7 +530,8 @@ Deno.test("allocate() replaces a corrupt own file and skips a corrupt sibling fi
   const [a, b] = await repo.addWorktrees("wt", 2);
   await Deno.writeTextFile(`${a}/.worktree-ports.json`, "{ broken");
   await Deno.writeTextFile(`${b}/.worktree-ports.json`, "[1, 2");
-  const allocation = await allocateIn(b);
+  // Below the ephemeral range, which would add a warning of its own.
+  const allocation = await allocateIn(b, { ports: { web: 21000 } });
   assert.equal(allocation.slot, 1);
   assert.equal(allocation.warnings.length, 2);
   assert.match(
@@ -916,4 +923,412 @@ Deno.test("listWorktrees() tries again when a listing fails while a worktree is 
       await Deno.remove(outside);
     }
   });
+});
+
+// ---------------------------------------------------------------------------
+// Ports a user can actually use
+// ---------------------------------------------------------------------------
+
+Deno.test("BROWSER_BLOCKED_PORTS holds the Fetch standard's bad ports above 1023", () => {
+  const high = [...BROWSER_BLOCKED_PORTS].filter((port) => port > 1023);
+  assert.deepEqual(high, [
+    1719,
+    1720,
+    1723,
+    2049,
+    3659,
+    4045,
+    4190,
+    5060,
+    5061,
+    6000,
+    6566,
+    6665,
+    6666,
+    6667,
+    6668,
+    6669,
+    6679,
+    6697,
+    10080,
+  ]);
+  for (const port of [1, 22, 25, 80 - 1, 143, 443 + 22, 993, 995]) {
+    assert.ok(BROWSER_BLOCKED_PORTS.has(port), `${port} is blocked`);
+  }
+  for (const port of [80, 443, 3000, 5432, 8080]) {
+    assert.ok(!BROWSER_BLOCKED_PORTS.has(port), `${port} is not blocked`);
+  }
+});
+
+Deno.test("chooseSlot() never hands out or keeps a slot holding a port browsers refuse", async (t) => {
+  // The default config reaches 6000 at slot 30.
+  const config = parseConfig(undefined);
+  const allFree = { isFree: () => true };
+  const below = new Set(Array.from({ length: 29 }, (_, index) => 3100 + index * 100));
+  await t.step("slot 30 (6000) is skipped for the lowest free slot after it", async () => {
+    assert.deepEqual(await chooseSlot(config, below, { probe: allFree }), {
+      slot: 31,
+      kept: false,
+    });
+  });
+  await t.step("a current slot on 6000 moves", async () => {
+    const choice = await chooseSlot(config, new Set(), { probe: allFree, current: 30 });
+    assert.deepEqual(choice, { slot: 1, kept: false });
+  });
+  await t.step("the main worktree still gets slot 0", async () => {
+    const x11 = parseConfig({ ports: { web: 6000 } });
+    assert.deepEqual(await chooseSlot(x11, new Set(), { primary: true }), { slot: 0, kept: false });
+  });
+  await t.step(
+    "a config whose every slot is refused is NO_FREE_SLOT naming the ports",
+    async () => {
+      const irc = parseConfig({ ports: { web: 6665 }, stride: 1, slots: 4 });
+      await assert.rejects(chooseSlot(irc, new Set(), { probe: allFree }), (error: unknown) => {
+        assertCode("NO_FREE_SLOT")(error);
+        assert.match(
+          (error as Error).message,
+          /all 4 slots are taken \(0 reserved by other worktrees, 0 in use by other processes, 4 holding a port browsers refuse: 6666, 6667, 6668, 6669;/,
+        );
+        return true;
+      });
+    },
+  );
+});
+
+Deno.test("configWarnings() warns when slot 0 holds a port browsers refuse, naming it", () => {
+  assert.deepEqual(configWarnings(parseConfig({ ports: { web: 3000 } })), []);
+  const warnings = configWarnings(
+    parseConfig({ ports: { web: 3000, x11: 6000, sip: 5060 }, stride: 7, slots: 5 }),
+  );
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0], /holds 6000 \("x11"\), 5060 \("sip"\), a port browsers refuse/);
+});
+
+Deno.test("configWarnings() names each key's ports inside the ephemeral range, once", async (t) => {
+  const ephemeralRange = { low: 32768, high: 60999, source: "a test" };
+  const cases: [string, unknown, RegExp | undefined][] = [
+    ["ports below it", { ports: { web: 3000 } }, undefined],
+    [
+      "a base of 40000",
+      {
+        ports: { web: 40000, api: 41000 },
+        stride: 10,
+        slots: 5,
+      },
+      /range 32768-60999 \(from a test\): "web" 40000 to 40050 \(slots 0 to 5\), "api" 41000 to 41050 \(slots 0 to 5\)\..* \(choose base ports below 32768 or above 60999\)$/,
+    ],
+    ["slots that climb into it", {
+      ports: { web: 32700 },
+      stride: 50,
+      slots: 4,
+    }, /: "web" 32800 to 32900 \(slots 2 to 4\)\./],
+    [
+      "one slot inside",
+      { ports: { web: 32000 }, stride: 800, slots: 1 },
+      /: "web" 32800 \(slot 1\)\./,
+    ],
+  ];
+  for (const [name, value, expected] of cases) {
+    await t.step(name, () => {
+      const warnings = configWarnings(parseConfig(value), { ephemeralRange });
+      if (expected === undefined) {
+        assert.deepEqual(warnings, []);
+      } else {
+        assert.equal(warnings.length, 1);
+        assert.match(warnings[0], expected);
+      }
+    });
+  }
+  await t.step("a range reaching 65535 suggests only lower ports", () => {
+    const [warning] = configWarnings(parseConfig({ ports: { web: 50000 }, slots: 2 }), {
+      ephemeralRange: { low: 49152, high: 65535, source: "macOS's default" },
+    });
+    assert.match(warning, /\(from macOS's default\).*\(choose base ports below 49152\)$/);
+  });
+});
+
+const isLinux = Deno.build.os === "linux";
+Deno.test({
+  name: `ephemeralPortRange() reads /proc where Deno may, else gives Linux's default saying why${
+    isLinux ? "" : " (skipped: not Linux)"
+  }`,
+  ignore: !isLinux,
+  fn: async () => {
+    const file = "/proc/sys/net/ipv4/ip_local_port_range";
+    const [low, high] = (await run("cat", [file])).stdout.trim().split(/\s+/).map(Number);
+    // With --allow-all, as `deno eval` runs, the file is read.
+    const script = `import { ephemeralPortRange } from ${
+      JSON.stringify(new URL("./mod.ts", import.meta.url).href)
+    }; console.log(JSON.stringify(ephemeralPortRange()));`;
+    const all = await run(Deno.execPath(), ["eval", script]);
+    assert.equal(all.code, 0, all.stderr);
+    assert.deepEqual(JSON.parse(all.stdout), { low, high, source: `"${file}"` });
+    // This test runs with --allow-read only, like the CLI: Deno refuses /proc.
+    assert.deepEqual(ephemeralPortRange(), {
+      low: 32768,
+      high: 60999,
+      source: `Linux's default; Deno reads "${file}" only with --allow-all`,
+    });
+  },
+});
+
+Deno.test("chooseSlot() skips a slot whose port the OS refuses, and says so when none is left", async (t) => {
+  const config = parseConfig({ ports: { web: 1000, api: 2000 }, stride: 10, slots: 3 });
+  await t.step("a denied port skips its slot like a busy one", async () => {
+    const probe: PortProbe = {
+      isFree: (port) => port !== 2010,
+      status: (port) => port === 2010 ? "permission-denied" : "free",
+    };
+    assert.deepEqual(await chooseSlot(config, new Set(), { probe }), { slot: 2, kept: false });
+  });
+  await t.step("no slot left gives the reason and the ports", async () => {
+    const probe: PortProbe = {
+      isFree: () => false,
+      status: (port) => port < 1020 ? "in-use" : "permission-denied",
+    };
+    await assert.rejects(chooseSlot(config, new Set(), { probe }), (error: unknown) => {
+      assertCode("NO_FREE_SLOT")(error);
+      assert.match(
+        (error as Error).message,
+        /all 3 slots are taken \(0 reserved by other worktrees, 1 in use by other processes, 2 refused by the operating system: permission denied binding 1020, 1030, as for a port below 1024 without privileges/,
+      );
+      return true;
+    });
+  });
+  await t.step("a probe that only says free or not counts a refused port as in use", async () => {
+    const probe = { isFree: () => false };
+    await assert.rejects(
+      chooseSlot(config, new Set(), { probe }),
+      /0 reserved by other worktrees, 3 in use by other processes;/,
+    );
+  });
+});
+
+Deno.test("allocate() takes a port the OS refuses as not free, and writes nothing when none is left", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const deny = (denied: (port: number) => boolean): PortProbe => ({
+    isFree: (port) => !denied(port),
+    status: (port) => denied(port) ? "permission-denied" : "free",
+  });
+  const allocation = await allocateIn(a, { probe: deny((port) => port === 41010) });
+  assert.equal(allocation.slot, 2);
+  await assert.rejects(
+    allocateIn(b, { probe: deny(() => true), slots: 3 }),
+    /2 refused by the operating system: permission denied binding 41010, 41030/,
+  );
+  await assert.rejects(Deno.stat(`${b}/.worktree-ports.json`), Deno.errors.NotFound);
+});
+
+/** Who this process runs as, and whether a normal user can be switched to, for privileged-port tests. */
+const unprivileged = (() => {
+  const id = new Deno.Command("id", { args: ["-u"] }).outputSync();
+  const uid = new TextDecoder().decode(id.stdout).trim();
+  if (Deno.build.os !== "linux") return { reason: "not Linux" };
+  if (uid !== "0") return { prefix: [] as string[] };
+  try {
+    new Deno.Command("setpriv", { args: ["--version"] }).outputSync();
+  } catch {
+    return { reason: "running as root without setpriv" };
+  }
+  return { prefix: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] };
+})();
+
+Deno.test({
+  name: `portStatus() finds a privileged port refused for a normal user, and isPortFree() not free${
+    "reason" in unprivileged ? ` (skipped: ${unprivileged.reason})` : ""
+  }`,
+  ignore: "reason" in unprivileged,
+  fn: async () => {
+    const start = Number((await run("cat", ["/proc/sys/net/ipv4/ip_unprivileged_port_start"]))
+      .stdout.trim());
+    // Nothing below this port is bindable without privileges; 0 would mean every port is.
+    assert.ok(start > 80, `ip_unprivileged_port_start is ${start}`);
+    const home = await Deno.makeTempDir();
+    try {
+      await Deno.chmod(home, 0o777);
+      // A copy the other user can read wherever this checkout lives; the module imports nothing.
+      await Deno.copyFile(new URL("./mod.ts", import.meta.url), `${home}/mod.ts`);
+      await Deno.chmod(`${home}/mod.ts`, 0o644);
+      const mod = JSON.stringify(`file://${home}/mod.ts`);
+      const script = `import { isPortFree, portStatus } from ${mod};
+        console.log(JSON.stringify([portStatus(80), isPortFree(80)]));`;
+      const [command, ...args] = [
+        ...("prefix" in unprivileged ? unprivileged.prefix! : []),
+        Deno.execPath(),
+        "eval",
+        script,
+      ];
+      const result = await run(command, args, { env: { HOME: home, DENO_DIR: home } });
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual(JSON.parse(result.stdout), ["permission-denied", false]);
+    } finally {
+      await Deno.remove(home, { recursive: true });
+    }
+  },
+});
+
+Deno.test("portStatus() still throws NotCapable when net permission is missing", async () => {
+  const mod = JSON.stringify(new URL("./mod.ts", import.meta.url).href);
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(
+      file,
+      `import { portStatus } from ${mod};
+      try { portStatus(41234); } catch (error) { console.log(error.constructor.name); }`,
+    );
+    const result = await run(Deno.execPath(), ["run", "--allow-read", file]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout.trim(), "NotCapable");
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
+Deno.test("allocate() warns when the main worktree, without a file yet, finds a base port listening", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const options = { ports: { web: port - 1, api: port }, stride: 2, slots: 1 };
+  const busyWarning = new RegExp(
+    `^Port ${port} \\("api"\\) of slot 0 is already in use, but the main worktree, which always gets slot 0, had no port file of its own`,
+  );
+  await t.step("the main worktree with no file: warned, and still given slot 0", async () => {
+    const allocation = await allocate({ cwd: repo.root, ...options });
+    assert.equal(allocation.slot, 0);
+    assert.equal(allocation.written, true);
+    assert.equal(allocation.warnings.filter((w) => busyWarning.test(w)).length, 1);
+  });
+  await t.step(
+    "once the file is its own, the listener may be its service: no warning",
+    async () => {
+      const allocation = await allocate({ cwd: repo.root, ...options });
+      assert.equal(allocation.warnings.filter((w) => busyWarning.test(w)).length, 0);
+    },
+  );
+  await t.step("a copied file is not its own: warned again", async () => {
+    const file = `${repo.root}/.worktree-ports.json`;
+    const copied = await readJson(file);
+    (copied.worktree_ports as { worktree: string }).worktree = a;
+    await writeJson(file, copied);
+    const allocation = await allocate({ cwd: repo.root, ...options });
+    assert.equal(allocation.warnings.filter((w) => busyWarning.test(w)).length, 1);
+  });
+  await t.step("a linked worktree is never warned: it probes and skips", async () => {
+    const allocation = await allocate({ cwd: a, ...options, stride: 10 });
+    assert.equal(
+      allocation.warnings.filter((w) => /of slot 0 is already in use/.test(w)).length,
+      0,
+    );
+  });
+});
+
+Deno.test("allocate({ dryRun: true }) writes nothing and previews what the real allocation writes", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a, b, c] = await repo.addWorktrees("wt", 3);
+  await t.step("a fresh repository: no port file, no exclude rule", async () => {
+    const preview = await allocateIn(a, { dryRun: true });
+    assert.deepEqual([preview.slot, preview.written], [1, false]);
+    await assert.rejects(Deno.stat(`${a}/.worktree-ports.json`), Deno.errors.NotFound);
+    const exclude = await Deno.readTextFile(`${repo.root}/.git/info/exclude`).catch(() => "");
+    assert.ok(!exclude.includes("/.worktree-ports.json"), exclude);
+  });
+  await allocateIn(a);
+  using _busy = Deno.listen({ hostname: "127.0.0.1", port: 41020 });
+  await t.step("the same scan and probes: a reserved and a busy slot are skipped", async () => {
+    const before = await snapshot(repo.base);
+    const preview = await allocateIn(b, { dryRun: true });
+    assert.deepEqual(await snapshot(repo.base), before);
+    const real = await allocateIn(b);
+    assert.equal(preview.slot, 3);
+    assert.deepEqual([real.slot, real.bundle, real.path], [
+      preview.slot,
+      preview.bundle,
+      preview.path,
+    ]);
+    assert.equal(real.written, true);
+  });
+  await t.step(
+    "a copied file is left as it is, and the preview is this worktree's own",
+    async () => {
+      await Deno.copyFile(`${a}/.worktree-ports.json`, `${c}/.worktree-ports.json`);
+      const before = await snapshot(repo.base);
+      const preview = await allocateIn(c, { dryRun: true });
+      assert.deepEqual(await snapshot(repo.base), before);
+      assert.equal(preview.worktree, c);
+      assert.equal(preview.slot, 4);
+      assert.match(
+        preview.warnings.join("\n"),
+        /was written for the worktree .*; allocate would allocate a fresh bundle for this one/,
+      );
+      assert.equal((await allocateIn(c)).slot, 4);
+    },
+  );
+});
+
+Deno.test("listSlots() reports every slot with its bundle, its holders and why it is skipped", async () => {
+  await using repo = await TempRepo.create({
+    config: {
+      ports: { web: 5700 },
+      templates: { url: "http://127.0.0.1:{web}/callback" },
+      stride: 100,
+      slots: 5,
+    },
+  });
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  await allocate({ cwd: repo.root });
+  await allocate({ cwd: a });
+  using _busy = Deno.listen({ hostname: "127.0.0.1", port: 5900 });
+  const probe: PortProbe = {
+    isFree: (port) => portStatus(port) === "free",
+    // Stands in for a range the OS reserves; everything else is probed for real.
+    status: (port) => port === 6200 ? "permission-denied" : portStatus(port),
+  };
+  const slots = await listSlots({ cwd: b, probe });
+  const row = (slot: number, state: string, holders: string[], extra = {}) => ({
+    slot,
+    state,
+    bundle: { web: 5700 + slot * 100, url: `http://127.0.0.1:${5700 + slot * 100}/callback` },
+    holders,
+    current: false,
+    blocked: [],
+    busy: [],
+    denied: [],
+    ...extra,
+  });
+  assert.deepEqual(slots, [
+    row(0, "held", [repo.root]),
+    row(1, "held", [a]),
+    row(2, "in-use", [], { busy: [5900] }),
+    row(3, "blocked", [], { blocked: [6000] }),
+    row(4, "free", []),
+    row(5, "permission-denied", [], { denied: [6200] }),
+  ]);
+  // An allocation takes the slot the list shows as the first free one.
+  assert.equal((await allocate({ cwd: b, probe })).slot, 4);
+  const after = await listSlots({ cwd: b, probe, listening: false });
+  assert.deepEqual(after[4], row(4, "held", [b], { current: true }));
+  assert.deepEqual(after[2], row(2, "free", []), "not probed with listening: false");
+});
+
+Deno.test("allocate() moves a worktree whose file holds a port browsers refuse, saying why", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const options = { cwd: a, ports: { web: 5900 }, stride: 100, slots: 3 };
+  // As an older version wrote it: slot 1 is 6000.
+  await writeJson(`${a}/.worktree-ports.json`, {
+    web: 6000,
+    worktree_ports: { version: 1, slot: 1, worktree: a, allocated_at: "2026-01-01T00:00:00.000Z" },
+  });
+  const allocation = await allocate(options);
+  assert.deepEqual([allocation.slot, allocation.kept, allocation.bundle], [2, false, {
+    web: 6100,
+  }]);
+  assert.match(
+    allocation.warnings.join("\n"),
+    /This worktree's bundle at slot 1 holds 6000, a port browsers refuse to connect to; it gets slot 2 instead/,
+  );
+  const again = await allocate(options);
+  assert.deepEqual([again.slot, again.kept, again.warnings], [2, true, []]);
 });
