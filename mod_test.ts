@@ -900,7 +900,8 @@ Deno.test("listWorktrees() tries again when a listing fails while a worktree is 
     const git = failing(1);
     const allocation = await allocateIn(a, { git });
     assert.equal(allocation.slot, 1);
-    assert.equal(git.calls, 2);
+    // Git before 2.36 takes one more call, to learn that it lacks -z.
+    assert.ok(git.calls === 2 || git.calls === 3, `${git.calls} calls`);
   });
   await t.step("failures that last: git's error, after a few tries", async () => {
     const git = failing(Infinity);
