@@ -2159,13 +2159,18 @@ export function bundleEnv(bundle: Record<string, unknown>): Record<string, strin
  *
  * `shell` prints `export NAME='value'` lines that are safe to `eval`: every
  * value is single-quoted, so no value can run a command. `dotenv` prints
- * `NAME=value` lines that `docker compose --env-file` and direnv's `dotenv`
- * read, quoting values that need it. `json` prints one object.
+ * `NAME=value` lines that python-dotenv, docker compose, npm's
+ * `dotenv` and direnv's `dotenv` all read back exactly, quoting values that
+ * need it; a value that no quoting keeps exact in all of them (one mixing
+ * quotes, backslashes, `$` or line breaks in certain ways, or holding `${`)
+ * is refused rather than written. `json` prints one object.
  *
  * @param env Variable names and values.
  * @param format The output format.
  * @returns The text, ending with a newline.
  * @throws {TypeError} When the format is unknown.
+ * @throws {RangeError} For `dotenv`, naming the variable and the character,
+ * when a value cannot be written so that every dotenv reader gets it exactly.
  *
  * @example Usage
  * ```ts
@@ -2182,7 +2187,7 @@ export function formatEnv(env: Record<string, string>, format: EnvFormat): strin
     case "shell":
       return entries.map(([name, value]) => `export ${name}=${shellQuote(value)}\n`).join("");
     case "dotenv":
-      return entries.map(([name, value]) => `${name}=${dotenvQuote(value)}\n`).join("");
+      return entries.map(([name, value]) => `${name}=${dotenvQuote(name, value)}\n`).join("");
     case "json":
       return JSON.stringify(env, null, 2) + "\n";
     default:
@@ -2197,14 +2202,68 @@ function shellQuote(value: string): string {
 }
 
 /**
- * Values of plain characters go bare. Others are single-quoted, which both
- * docker compose and direnv take literally, with no interpolation; a value
- * holding a single quote or a newline is double-quoted with escapes instead.
+ * Dotenv has no standard: python-dotenv (and docker compose v1, which uses
+ * it), npm's `dotenv` and direnv each read quotes,
+ * backslashes and `$` their own way. Each value is written in the first form
+ * that all of them were found to read back exactly, and refused when there is
+ * none:
+ *
+ * - bare, for plain characters;
+ * - single quotes, unless the value holds `'`, `\\`, `${` or a line break, or
+ *   ends with `\` (python-dotenv expands `${…}` and reads `\\` and `\'` as
+ *   escapes there, direnv cannot read a line break there);
+ * - double quotes, with `\n` and `\r` for line breaks, unless the value holds
+ *   `"`, `\` or `$` (npm keeps escape backslashes, direnv expands `$NAME`);
+ * - bare again for other values with backslashes, which every reader keeps
+ *   as they are outside quotes, as long as there is no space, quote, `#`, `$`
+ *   or backtick.
  */
-function dotenvQuote(value: string): string {
-  if (/^[\w.:/@+,=-]*$/.test(value)) return value;
-  if (!/['\n\r]/.test(value)) return `'${value}'`;
-  return `"${value.replace(/[\\"$`]/g, "\\$&").replaceAll("\n", "\\n").replaceAll("\r", "\\r")}"`;
+function dotenvQuote(name: string, value: string): string {
+  const control = /(?![\t\n\r])\p{Cc}/u.exec(value);
+  if (control) throw dotenvError(name, [control[0]]);
+  if (/^[\w.:/@+,=%-]*$/.test(value)) return value;
+  const single = /['\n\r]|\\\\|\\$|\$\{/.exec(value);
+  if (!single) return `'${value}'`;
+  const double = /["\\$]/.exec(value);
+  if (!double) return `"${value.replaceAll("\n", "\\n").replaceAll("\r", "\\r")}"`;
+  const bare = /[\s'"`#$]/.exec(value);
+  if (!bare) return value;
+  throw dotenvError(name, [single[0], double[0], bare[0]]);
+}
+
+function dotenvError(name: string, characters: string[]): RangeError {
+  // "${" says more than the "$" in it.
+  const shown = characters.includes("${") ? characters.filter((c) => c !== "$") : characters;
+  const described = [...new Set(shown.map(describeCharacter))];
+  const list = described.length === 1
+    ? described[0]
+    : `${described.slice(0, -1).join(", ")} and ${described.at(-1)}`;
+  return new RangeError(
+    `Cannot write "${name}" as dotenv: its value holds ${list}, which dotenv readers ` +
+      `(python-dotenv, docker compose, npm dotenv, direnv) do not all read back the same in ` +
+      `any quoting (use "--format json" or "--format shell")`,
+  );
+}
+
+function describeCharacter(character: string): string {
+  switch (character) {
+    case "\n":
+    case "\r":
+      return "a line break";
+    case " ":
+      return "a space";
+    case "\t":
+      return "a tab";
+  }
+  if (/\s/.test(character)) return `a space character (U+${codePoint(character)})`;
+  if (/\p{Cc}/u.test(character)) {
+    return `the control character U+${codePoint(character)}`;
+  }
+  return `"${character}"`;
+}
+
+function codePoint(character: string): string {
+  return character.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
 }
 
 /** The current worktree's bundle, as {@linkcode loadBundle} found or made it. */

@@ -19,7 +19,16 @@ import {
   WorktreePortsError,
   writeFileAtomic,
 } from "./mod.ts";
-import { forEachLoopback, git, readJson, run, snapshot, TempRepo, writeJson } from "./test_util.ts";
+import {
+  dotenvReaders,
+  forEachLoopback,
+  git,
+  readJson,
+  run,
+  snapshot,
+  TempRepo,
+  writeJson,
+} from "./test_util.ts";
 
 // Ports far from common services, with a small stride, so tests do not trip
 // over whatever else this machine runs.
@@ -660,10 +669,12 @@ Deno.test("formatEnv() quotes each format so values stay literal", async (t) => 
     );
   });
   await t.step("dotenv", () => {
+    const { ODD: _, ...rest } = env;
     assert.equal(
-      formatEnv({ ...env, SPACE: "a b" }, "dotenv"),
-      `PORT=3100\nURL='http://127.0.0.1:3100/a?b=c'\nODD="it's \\$(id) \\"q\\""\nSPACE='a b'\n`,
+      formatEnv({ ...rest, SPACE: "a b", QUOTE: "it's", DIR: "C:\\x", END: "x\\" }, "dotenv"),
+      `PORT=3100\nURL='http://127.0.0.1:3100/a?b=c'\nSPACE='a b'\nQUOTE="it's"\nDIR='C:\\x'\nEND=x\\\n`,
     );
+    assert.throws(() => formatEnv(env, "dotenv"), RangeError);
   });
   await t.step("json", () => {
     assert.deepEqual(JSON.parse(formatEnv(env, "json")), env);
@@ -747,4 +758,140 @@ Deno.test("the README's config example is a valid config", async () => {
   const example = /## Configuration[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)![1];
   const config = parseConfig(JSON.parse(example));
   assert.deepEqual(Object.keys(config.ports), ["cloud_port", "web_port", "db_port"]);
+});
+
+// ---------------------------------------------------------------------------
+// Values reach every consumer exactly
+// ---------------------------------------------------------------------------
+
+/** Values that dotenv readers disagree on, by how each is quoted. */
+const TRICKY_VALUES: Record<string, string> = {
+  EMPTY: "",
+  PLAIN: "http://127.0.0.1:3100/a?b=c",
+  SPACE: "a b",
+  EDGE_SPACES: " lead and trail ",
+  SINGLE_QUOTE: "it's",
+  DOUBLE_QUOTES: 'say "hi"',
+  DOLLAR_NAME: "$HOME",
+  BACKSLASH_DOLLAR: "\\$HOME",
+  BACKSLASH: "C:\\Users\\dev",
+  DOUBLE_BACKSLASH: "a\\\\b",
+  TRAILING_BACKSLASH: "end\\",
+  BACKSLASH_N: "\\n",
+  HASH: "a#b",
+  SPACE_HASH: "a #b",
+  LEADING_HASH: "#start",
+  EQUALS: "a=b=c",
+  NEWLINE: "line1\nline2",
+  QUOTE_NEWLINE: "it's\n#2",
+  CARRIAGE_RETURN: "a\r\nb",
+  TAB: "tab\there",
+  UNICODE: "héllo ✓ \u2028",
+  BACKTICKS: "`id` $(id)",
+  LONE_DOLLARS: "a$ $ $$",
+  BRACES: "{a} }b{",
+  // No quoting keeps these exact in every reader: they are refused.
+  BRACED_NAME: "${HOME}",
+  BRACED_DEFAULT: "${HOME:-x}",
+  BOTH_QUOTES: `'both" q`,
+  QUOTE_DOLLAR: "it's $HOME",
+  BACKSLASH_SPACE: "C:\\Program Files\\",
+  BACKSLASH_NEWLINE: "a\\\nb",
+};
+
+const REFUSED_VALUES = [
+  "BRACED_NAME",
+  "BRACED_DEFAULT",
+  "BOTH_QUOTES",
+  "QUOTE_DOLLAR",
+  "BACKSLASH_SPACE",
+  "BACKSLASH_NEWLINE",
+];
+
+Deno.test("formatEnv() dotenv refuses a value no quoting keeps exact, naming the variable and the character", async (t) => {
+  for (
+    const [name, value, character] of [
+      ["BRACED_NAME", "${HOME}", /holds "\$\{"/],
+      ["QUOTE_DOLLAR", "it's $HOME", /holds "'" and "\$"/],
+      ["BACKSLASH_SPACE", "C:\\Program Files\\", /holds "\\" and a space/],
+      ["BACKSLASH_NEWLINE", "a\\\nb", /holds a line break and "\\"/],
+      ["ESCAPE", "a\x1bb", /holds the control character U\+001B/],
+    ] as const
+  ) {
+    await t.step(name, () => {
+      assert.throws(
+        () => formatEnv({ PORT: "3100", [name]: value }, "dotenv"),
+        (error: unknown) => {
+          assert.ok(error instanceof RangeError);
+          assert.match(error.message, new RegExp(`^Cannot write "${name}" as dotenv: `));
+          assert.match(error.message, character);
+          assert.match(error.message, /use "--format json" or "--format shell"/);
+          return true;
+        },
+      );
+    });
+  }
+});
+
+Deno.test("formatEnv() dotenv is read back exactly by python-dotenv, npm dotenv, direnv and docker-compose", async (t) => {
+  const accepted: Record<string, string> = {};
+  const refused: string[] = [];
+  for (const [name, value] of Object.entries(TRICKY_VALUES)) {
+    try {
+      formatEnv({ [name]: value }, "dotenv");
+      accepted[name] = value;
+    } catch (error) {
+      assert.ok(error instanceof RangeError, String(error));
+      refused.push(name);
+    }
+  }
+  assert.deepEqual(refused, REFUSED_VALUES);
+  const dir = await Deno.makeTempDir({ prefix: "worktree-ports-dotenv-" });
+  try {
+    const file = `${dir}/ports.env`;
+    await Deno.writeTextFile(file, formatEnv(accepted, "dotenv"));
+    // Each refused value in every form a dotenv writer could choose: bare,
+    // single-quoted and double-quoted with escapes, one file each.
+    const naive: string[] = [];
+    for (const name of refused) {
+      const value = TRICKY_VALUES[name];
+      const forms = [
+        value,
+        `'${value}'`,
+        `"${value.replace(/[\\"]/g, "\\$&").replaceAll("\n", "\\n")}"`,
+      ];
+      for (const [index, form] of forms.entries()) {
+        const path = `${dir}/${name}-${index}.env`;
+        await Deno.writeTextFile(path, `${name}=${form}\nNEXT=ok\n`);
+        naive.push(path);
+      }
+    }
+    const misread = new Set<string>();
+    for (const reader of dotenvReaders(dir)) {
+      await t.step({
+        name: `${reader.name}${reader.missing ? ` (skipped: ${reader.missing})` : ""}`,
+        ignore: reader.missing !== undefined,
+        fn: async () => {
+          const [values, ...naiveValues] = await reader.read([file, ...naive]);
+          assert.deepEqual(values, accepted);
+          naiveValues.forEach((read, index) => {
+            const name = refused[Math.floor(index / 3)];
+            if (read[name] !== TRICKY_VALUES[name] || read.NEXT !== "ok") {
+              misread.add(naive[index]);
+            }
+          });
+        },
+      });
+    }
+    const readers = dotenvReaders(dir).filter((reader) => reader.missing === undefined);
+    await t.step({
+      name: `every refused value is misread in every form by some reader${
+        readers.length < 4 ? " (skipped: not every reader is installed)" : ""
+      }`,
+      ignore: readers.length < 4,
+      fn: () => assert.deepEqual(naive.filter((path) => !misread.has(path)), []),
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
