@@ -142,7 +142,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       format: {
         type: "string",
         value: "FORMAT",
-        help: "shell (export lines to eval, the default), dotenv or json",
+        help: "shell (export lines to eval, the default), dotenv, json or fish (set -gx lines)",
       },
       ...ALLOCATION_OPTIONS,
       help: OPTIONS.help,
@@ -522,13 +522,13 @@ async function runShow(values: Values, positionals: string[]): Promise<number> {
   return 0;
 }
 
-const ENV_FORMATS: readonly EnvFormat[] = ["shell", "dotenv", "json"];
+const ENV_FORMATS: readonly EnvFormat[] = ["shell", "dotenv", "json", "fish"];
 
 async function runEnv(values: Values): Promise<number> {
   const format = (values.format ?? "shell") as EnvFormat;
   if (!ENV_FORMATS.includes(format)) {
     throw new UsageError(
-      `Option "--format" must be shell, dotenv or json, got "${format}"`,
+      `Option "--format" must be shell, dotenv, json or fish, got "${format}"`,
       commandUsage("env"),
     );
   }

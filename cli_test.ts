@@ -546,7 +546,7 @@ Deno.test("cli env prints dotenv and json formats", async (t) => {
   await t.step("unknown format", async () => {
     const result = await runCli(a, ["env", "--format", "yaml"]);
     assert.equal(result.code, 2);
-    assert.match(result.stderr, /"--format" must be shell, dotenv or json, got "yaml"/);
+    assert.match(result.stderr, /"--format" must be shell, dotenv, json or fish, got "yaml"/);
   });
 });
 
@@ -1146,7 +1146,7 @@ Deno.test({
       ]);
       assert.equal(result.code, 0, result.stderr);
       const lines = result.stdout.trim().split("\n").map((line) => line.split("\t")[0]);
-      assert.deepEqual(lines, ["allocate", "dotenv", "json", "shell"]);
+      assert.deepEqual(lines, ["allocate", "dotenv", "fish", "json", "shell"]);
     }),
 });
 
@@ -1163,4 +1163,54 @@ Deno.test("deno publish ships only the package files", async () => {
   assert.equal(result.code, 0, result.stderr);
   const files = [...result.stderr.matchAll(/file:\/\/\S*\/([^/\s]+) \(/g)].map((match) => match[1]);
   assert.deepEqual(files.sort(), ["LICENSE", "README.md", "cli.ts", "deno.json", "mod.ts"]);
+});
+
+// ---------------------------------------------------------------------------
+// Values reach every consumer exactly
+// ---------------------------------------------------------------------------
+
+/** Template values with what shells and dotenv readers treat specially. */
+const TRICKY_TEMPLATES: Record<string, string> = {
+  single_quote: "it's",
+  double_quotes: 'say "hi" on {web_port}',
+  dollar: "$HOME $(touch pwned) (touch pwned2) `touch pwned3`",
+  backslashes: "C:\\dir\\ \\\\ \\' \\n",
+  trailing_backslash: "end\\",
+  spaces: "  two  spaces  ",
+  newline: "line1\nline2\n",
+  unicode: "héllo ✓",
+  empty: "",
+  glob: "* ? [a] ~ %self",
+};
+
+Deno.test({
+  name: `cli env --format fish is sourced by fish to exactly the values, running nothing${
+    installed("fish") ? "" : " (skipped: fish is not installed)"
+  }`,
+  ignore: !installed("fish"),
+  fn: async () => {
+    await using repo = await TempRepo.create({
+      config: { ports: { web_port: 42000 }, templates: TRICKY_TEMPLATES, stride: 10 },
+    });
+    const [a] = await repo.addWorktrees("wt", 1);
+    const env = await runCli(a, ["env", "--format", "fish"]);
+    assert.equal(env.code, 0, env.stderr);
+    const names = ["WEB_PORT", ...Object.keys(TRICKY_TEMPLATES).map((key) => key.toUpperCase())];
+    // Sourced from a pipe, as the README shows; each value printed NUL-terminated.
+    const script = `cat $argv[1] | source; for name in ${
+      names.join(" ")
+    }; printf '%s\\0' "$$name"; end`;
+    const file = `${repo.base}/env.fish`;
+    await Deno.writeTextFile(file, env.stdout);
+    const result = await run("fish", ["--no-config", "-c", script, file], { cwd: a });
+    assert.equal(result.code, 0, result.stderr);
+    const expected = [
+      "42010",
+      ...Object.values(TRICKY_TEMPLATES).map((value) => value.replace("{web_port}", "42010")),
+    ];
+    assert.deepEqual(result.stdout.split("\0").slice(0, -1), expected);
+    for (const name of ["pwned", "pwned2", "pwned3"]) {
+      await assert.rejects(Deno.stat(`${a}/${name}`), Deno.errors.NotFound);
+    }
+  },
 });

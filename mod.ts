@@ -2122,7 +2122,7 @@ export async function releasePorts(options: ReleaseOptions = {}): Promise<Releas
 // ---------------------------------------------------------------------------
 
 /** How {@linkcode formatEnv} writes variables. */
-export type EnvFormat = "shell" | "dotenv" | "json";
+export type EnvFormat = "shell" | "dotenv" | "json" | "fish";
 
 /**
  * A bundle's values as environment variables: each key upper-cased
@@ -2163,7 +2163,9 @@ export function bundleEnv(bundle: Record<string, unknown>): Record<string, strin
  * `dotenv` and direnv's `dotenv` all read back exactly, quoting values that
  * need it; a value that no quoting keeps exact in all of them (one mixing
  * quotes, backslashes, `$` or line breaks in certain ways, or holding `${`)
- * is refused rather than written. `json` prints one object.
+ * is refused rather than written. `json` prints one object. `fish` prints
+ * `set -gx NAME 'value'` lines for fish's `source`, quoted the way fish reads
+ * single quotes (only `\\` and `\'` are escapes there).
  *
  * @param env Variable names and values.
  * @param format The output format.
@@ -2190,15 +2192,22 @@ export function formatEnv(env: Record<string, string>, format: EnvFormat): strin
       return entries.map(([name, value]) => `${name}=${dotenvQuote(name, value)}\n`).join("");
     case "json":
       return JSON.stringify(env, null, 2) + "\n";
+    case "fish":
+      return entries.map(([name, value]) => `set -gx ${name} ${fishQuote(value)}\n`).join("");
     default:
       throw new TypeError(
-        `Unknown env format "${format}" (expected "shell", "dotenv" or "json")`,
+        `Unknown env format "${format}" (expected "shell", "dotenv", "json" or "fish")`,
       );
   }
 }
 
 function shellQuote(value: string): string {
   return `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+/** Fish reads `\\` and `\'` as escapes inside single quotes, and nothing else. */
+function fishQuote(value: string): string {
+  return `'${value.replace(/[\\']/g, "\\$&")}'`;
 }
 
 /**

@@ -679,6 +679,12 @@ Deno.test("formatEnv() quotes each format so values stay literal", async (t) => 
   await t.step("json", () => {
     assert.deepEqual(JSON.parse(formatEnv(env, "json")), env);
   });
+  await t.step("fish", () => {
+    assert.equal(
+      formatEnv({ PORT: "3100", ODD: `it's \\' $x\\` }, "fish"),
+      `set -gx PORT '3100'\nset -gx ODD 'it\\'s \\\\\\' $x\\\\'\n`,
+    );
+  });
   await t.step("unknown format", () => {
     assert.throws(() => formatEnv(env, "yaml" as EnvFormat), TypeError);
   });
