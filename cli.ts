@@ -24,6 +24,7 @@
 import {
   allocate,
   type AllocateOptions,
+  type Allocation,
   bundleEnv,
   type EnvFormat,
   fixWorktrees,
@@ -129,7 +130,8 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   show: {
     usage: "show [KEY] [options]",
-    summary: "Print this worktree's bundle, or just the value of KEY, without changing anything",
+    summary:
+      "Print this worktree's bundle, or just the value of KEY (updating a file the config outgrew)",
     options: { output: OPTIONS.output, help: OPTIONS.help },
     maxPositionals: 1,
     permissions: () => ["git", "read"],
@@ -173,7 +175,8 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   check: {
     usage: "check [--fix] [options]",
-    summary: "Exit 1 if two worktrees share a port or a port file is copied or unreadable",
+    summary:
+      "Exit 1 if two worktrees share a port or a port file is copied, unreadable or outdated",
     options: {
       fix: {
         type: "boolean",
@@ -498,6 +501,20 @@ async function runShow(values: Values, positionals: string[]): Promise<number> {
     console.error(`error: This worktree has no ports yet (run "worktree-ports allocate")`);
     return 1;
   }
+  if (bundle.outdated) {
+    // Rewriting is what allocate does, and needs what it needs.
+    const missing = await missingPermissions(ALLOCATING);
+    if (missing.length > 0) {
+      console.error(
+        `error: Missing permission: run again with ${requiredFlags(missing)} ("show" rewrites ` +
+          `"${bundle.path}", which the config has changed under, and needs ${
+            requiredFlags(ALLOCATING)
+          } for that)`,
+      );
+      return 2;
+    }
+    bundle.data = (await loadReportingAllocation(values, "show")).data;
+  }
   if (bundle.foreign) {
     console.error(
       `warning: "${bundle.path}" was written for another worktree (copied?); run "worktree-ports allocate" to get this worktree's own ports`,
@@ -570,10 +587,20 @@ async function loadReportingAllocation(values: Values, command: string): Promise
   if (bundle.allocation !== undefined) {
     for (const warning of bundle.allocation.warnings) console.error(`warning: ${warning}`);
     console.error(
-      `allocated slot ${bundle.allocation.slot} to this worktree ("${bundle.allocation.path}")`,
+      bundle.outdated
+        ? outdatedNotice(bundle.allocation)
+        : `allocated slot ${bundle.allocation.slot} to this worktree ("${bundle.allocation.path}")`,
     );
   }
   return bundle;
+}
+
+/** The line that says an outdated port file was rewritten for the current config. */
+function outdatedNotice(allocation: Allocation): string {
+  return `updated "${allocation.path}" to the current config (` +
+    (allocation.kept
+      ? `slot ${allocation.slot} kept)`
+      : `moved to slot ${allocation.slot}: the new ports of its old slot are taken)`);
 }
 
 async function runList(values: Values): Promise<number> {
@@ -588,6 +615,7 @@ async function runList(values: Values): Promise<number> {
 
 const STATE_COLORS: Record<WorktreeStatus["state"], string> = {
   ok: "32",
+  outdated: "33",
   none: "2",
   duplicate: "31",
   foreign: "33",
@@ -640,6 +668,8 @@ function noteOf(status: WorktreeStatus): string {
       return status.detail ?? "";
     case "stale":
       return "directory gone";
+    case "outdated":
+      return "config changed since written";
     case "none":
       return "no port file";
     default:
@@ -654,7 +684,14 @@ async function runCheck(values: Values): Promise<number> {
     for (const move of moves) writeStdout(formatMove(move) + "\n");
     if (moves.length === 0) writeStdout("nothing to fix\n");
   }
-  const statuses = await inspectWorktrees({ output: options.output, listening: false });
+  const statuses = await inspectWorktrees({
+    output: options.output,
+    config: options.config,
+    ports: options.ports,
+    stride: options.stride,
+    slots: options.slots,
+    listening: false,
+  });
   const problems = problemsOf(statuses);
   for (const problem of problems) writeStdout(problem + "\n");
   if (problems.length === 0) {
@@ -672,6 +709,10 @@ function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
       problems.push(`foreign: "${status.file}" was written for "${status.detail}"`);
     } else if (status.state === "unreadable") {
       problems.push(`unreadable: "${status.file}": ${status.detail}`);
+    } else if (status.state === "outdated") {
+      problems.push(
+        `outdated: "${status.file}" is not what the config renders for slot ${status.slot} now`,
+      );
     }
     for (const conflict of status.conflicts) {
       // Each pair once: from the worktree that comes first.

@@ -1070,6 +1070,7 @@ Deno.test("cli completions bash loads in bash and completes commands, options an
     "shell",
     "dotenv",
     "json",
+    "fish",
   ]);
   assert.deepEqual(await complete("worktree-ports", "completions", "z"), ["zsh"]);
   assert.ok((await complete("worktree-ports", "exec", "bas")).includes("bash"));
@@ -1213,4 +1214,118 @@ Deno.test({
       await assert.rejects(Deno.stat(`${a}/${name}`), Deno.errors.NotFound);
     }
   },
+});
+
+/** Rewrites a worktree's copy of the config, as a user editing it there would. */
+async function editConfig(worktree: string, config: unknown): Promise<void> {
+  await writeJson(`${worktree}/worktree-ports.config.json`, config);
+}
+
+const WEB_ONLY = { ports: { web_port: 42000 }, stride: 10, slots: 50 };
+const WEB_AND_API = {
+  ports: { web_port: 42000, api_port: 43000 },
+  templates: { api_url: "http://127.0.0.1:{api_port}" },
+  stride: 10,
+  slots: 50,
+};
+
+Deno.test("cli show, env and exec rewrite a port file the config has changed under, keeping the slot", async (t) => {
+  await using repo = await TempRepo.create({ config: WEB_ONLY });
+  const [a] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  const updated = /^updated ".*\.worktree-ports\.json" to the current config \(slot 1 kept\)\n$/;
+  await t.step("show KEY", async () => {
+    await editConfig(a, WEB_AND_API);
+    const result = await runCli(a, ["show", "api_port"]);
+    assert.deepEqual([result.code, result.stdout], [0, "43010\n"], result.stderr);
+    assert.match(result.stderr, updated);
+    const file = await readJson(`${a}/.worktree-ports.json`);
+    assert.equal(slotOf(file), 1);
+    assert.equal(file.api_url, "http://127.0.0.1:43010");
+    const again = await runCli(a, ["show", "api_port"]);
+    assert.deepEqual([again.stdout, again.stderr], ["43010\n", ""]);
+  });
+  await t.step("env", async () => {
+    await editConfig(a, WEB_ONLY);
+    const result = await runCli(a, ["env", "--format", "json"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(JSON.parse(result.stdout), { WEB_PORT: "42010" });
+    assert.match(result.stderr, updated);
+  });
+  await t.step("exec", async () => {
+    await editConfig(a, WEB_AND_API);
+    const result = await runCli(a, ["exec", "--", "printenv", "API_URL"], {
+      flags: [...CLI_FLAGS.filter((flag) => flag !== "--allow-run=git"), "--allow-run"],
+    });
+    assert.deepEqual([result.code, result.stdout], [0, "http://127.0.0.1:43010\n"], result.stderr);
+    assert.match(result.stderr, updated);
+  });
+  await t.step("show without --allow-write names the flag and changes nothing", async () => {
+    await editConfig(a, WEB_ONLY);
+    const before = await snapshot(repo.base);
+    const result = await runCli(a, ["show"], { flags: ["--allow-run=git", "--allow-read"] });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /Missing permission: run again with --allow-write --allow-net=/);
+    assert.deepEqual(await snapshot(repo.base), before);
+  });
+});
+
+Deno.test("cli env moves an outdated file to another slot only when its new ports collide", async () => {
+  await using repo = await TempRepo.create({ config: WEB_ONLY });
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  // b's own config holds one port: db_port, 45000 at slot 0.
+  await editConfig(b, { ports: { db_port: 45000 }, stride: 10, slots: 50 });
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  const bFile = await runCli(b, ["allocate"]);
+  assert.equal(bFile.code, 0, bFile.stderr);
+  const bSlot = slotOf(JSON.parse(bFile.stdout));
+  // a, at slot 1, adds a key whose slot-1 port is the one b holds.
+  await editConfig(a, {
+    ports: { web_port: 42000, db_port: 45000 + (bSlot - 1) * 10 },
+    stride: 10,
+  });
+  const result = await runCli(a, ["env", "--format", "json"]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stderr, /updated ".*" to the current config \(moved to slot \d+: /);
+  const file = await readJson(`${a}/.worktree-ports.json`);
+  assert.notEqual(slotOf(file), 1);
+  const bPorts = Object.values(await readJson(`${b}/.worktree-ports.json`));
+  assert.ok(!bPorts.includes(file.db_port), `${file.db_port} is b's`);
+});
+
+Deno.test("cli check reports an outdated file and --fix rewrites it for the same slot", async () => {
+  await using repo = await TempRepo.create({ config: WEB_ONLY });
+  const [a] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  assert.equal((await runCli(repo.root, ["check"])).code, 0);
+  await editConfig(a, WEB_AND_API);
+  const check = await runCli(repo.root, ["check"]);
+  assert.equal(check.code, 1);
+  assert.match(
+    check.stdout,
+    /^outdated: ".*\/wt0\/\.worktree-ports\.json" is not what the config renders for slot 1 now$/m,
+  );
+  const list = await runCli(repo.root, ["list", "--json"]);
+  assert.deepEqual(
+    JSON.parse(list.stdout).map((status: { state: string }) => status.state),
+    ["none", "outdated"],
+  );
+  const fix = await runCli(repo.root, ["check", "--fix"]);
+  assert.equal(fix.code, 0, fix.stdout + fix.stderr);
+  assert.match(fix.stdout, /moved ".*wt0" \(outdated\): web_port=42010 -> .*\(slot 1\)/);
+  const file = await readJson(`${a}/.worktree-ports.json`);
+  assert.equal(file.api_url, "http://127.0.0.1:43010");
+});
+
+Deno.test("cli env keeps a file allocated with --port flags alone when called without them", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const allocated = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocated.code, 0, allocated.stderr);
+  const before = await snapshot(repo.base);
+  const env = await runCli(a, ["env", "--format", "json"]);
+  assert.deepEqual([env.code, env.stderr], [0, ""]);
+  assert.deepEqual(JSON.parse(env.stdout), { WEB: "42010", API: "43010" });
+  assert.equal((await runCli(repo.root, ["check"])).code, 0);
+  assert.deepEqual(await snapshot(repo.base), before);
 });

@@ -1281,6 +1281,65 @@ function isForeign(file: PortFileRead, root: string): boolean {
   return file.state === "read" && file.meta !== undefined && file.meta.worktree !== root;
 }
 
+/**
+ * What a worktree's config renders for a slot now, or `undefined` when the
+ * config cannot be loaded: that error is for whoever allocates there.
+ */
+function expectedBundle(
+  root: string,
+  slot: number,
+  options: LoadConfigOptions,
+): Record<string, number | string> | undefined {
+  try {
+    const config = judgingConfig(root, options);
+    return config && renderBundle(config, slot);
+  } catch (error) {
+    if (error instanceof WorktreePortsError) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * The config a port file is judged against: none when the worktree has no
+ * config file and no overrides are given. A file allocated with overrides
+ * alone (`--port` flags) is not outdated just because a later call gives none.
+ */
+function judgingConfig(root: string, options: LoadConfigOptions): PortsConfig | undefined {
+  const overridden = options.config !== undefined || options.ports !== undefined ||
+    options.stride !== undefined || options.slots !== undefined;
+  if (!overridden) {
+    try {
+      Deno.statSync(joinPath(root, CONFIG_FILE_NAME));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      if (error instanceof Deno.errors.NotCapable) throw error;
+    }
+  }
+  return loadConfig(root, options);
+}
+
+/** {@linkcode isOutdated} against {@linkcode judgingConfig}; config errors are thrown. */
+function isOutdatedFor(
+  root: string,
+  data: Record<string, unknown>,
+  slot: number,
+  options: LoadConfigOptions,
+): boolean {
+  const config = judgingConfig(root, options);
+  return config !== undefined && isOutdated(data, renderBundle(config, slot));
+}
+
+/** A file's keys or values differ from the bundle its config renders now (order aside). */
+function isOutdated(
+  data: Record<string, unknown>,
+  bundle: Record<string, number | string> | undefined,
+): boolean {
+  if (bundle === undefined) return false;
+  const keys = Object.keys(data).filter((key) => key !== META_KEY);
+  return keys.length !== Object.keys(bundle).length ||
+    keys.some((key) => !Object.hasOwn(bundle, key) || bundle[key] !== data[key]);
+}
+
 // ---------------------------------------------------------------------------
 // Allocation
 // ---------------------------------------------------------------------------
@@ -1672,6 +1731,13 @@ function assertNotDirectory(path: string): void {
 /** Options for {@linkcode readBundle}. */
 export interface ReadBundleOptions extends PortFilePathOptions {
   /**
+   * The config file the port file is compared with; relative paths are
+   * resolved against the worktree root.
+   *
+   * @default {undefined} `worktree-ports.config.json` in the worktree root, if present
+   */
+  config?: string;
+  /**
    * How git is run.
    *
    * @default {denoGit}
@@ -1687,6 +1753,11 @@ export interface CurrentBundle {
   data: Record<string, unknown>;
   /** The file names another worktree: it was copied, and its ports are not this worktree's. */
   foreign: boolean;
+  /**
+   * The file's keys or values are not what the config renders for its slot
+   * now: {@linkcode loadBundle} would rewrite it.
+   */
+  outdated: boolean;
 }
 
 /**
@@ -1694,7 +1765,8 @@ export interface CurrentBundle {
  *
  * @param options Where, which output file, and the git runner.
  * @returns The file's values, or `undefined` when there is no file yet.
- * @throws {WorktreePortsError} With code `NOT_A_WORKTREE` or `GIT_FAILED`.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE`, `GIT_FAILED`, or
+ * `INVALID_CONFIG` when the config the file is compared with is not valid.
  * @throws {Error} When the file exists but cannot be read or parsed.
  *
  * @example Usage
@@ -1717,10 +1789,13 @@ export async function readBundle(
       `Cannot read "${path}": ${file.reason} (run "worktree-ports allocate" to replace it)`,
     );
   }
+  const foreign = isForeign(file, repository.root);
   return {
     path,
     data: file.data,
-    foreign: isForeign(file, repository.root),
+    foreign,
+    outdated: !foreign && file.meta !== undefined &&
+      isOutdatedFor(repository.root, file.data, file.meta.slot, options),
   };
 }
 
@@ -1732,9 +1807,17 @@ export async function readBundle(
  * How a worktree's port file stands: `ok`; `none`, no file; `duplicate`, it
  * shares a port with another worktree; `foreign`, the file names another
  * worktree (it was copied); `unreadable`; `stale`, git reports the worktree's
- * directory as gone (it reserves nothing).
+ * directory as gone (it reserves nothing); `outdated`, its keys or values are
+ * not what the worktree's config renders for its slot now.
  */
-export type WorktreeState = "ok" | "none" | "duplicate" | "foreign" | "unreadable" | "stale";
+export type WorktreeState =
+  | "ok"
+  | "none"
+  | "duplicate"
+  | "foreign"
+  | "unreadable"
+  | "stale"
+  | "outdated";
 
 /** Ports that one worktree shares with another. */
 export interface PortConflict {
@@ -1773,7 +1856,14 @@ export interface WorktreeStatus {
 }
 
 /** Options for {@linkcode inspectWorktrees}. */
-export interface InspectOptions extends PortFilePathOptions {
+export interface InspectOptions extends PortFilePathOptions, ConfigOverrides {
+  /**
+   * The config file each worktree's file is compared with, to tell an
+   * outdated one; relative paths are resolved against each worktree's root.
+   *
+   * @default {undefined} `worktree-ports.config.json` in each worktree's root, if present
+   */
+  config?: string;
   /**
    * Probe every port to report whether it is listening now.
    *
@@ -1857,6 +1947,11 @@ async function inspectRepository(
     status.allocatedAt = file.meta?.allocated_at || undefined;
     if (file.meta && !(await isSameDirectory(file.meta.worktree, worktree.path))) {
       return { ...status, state: "foreign" as const, detail: file.meta.worktree, reserved: [] };
+    }
+    if (
+      file.meta && isOutdated(file.data, expectedBundle(worktree.path, file.meta.slot, options))
+    ) {
+      return { ...status, state: "outdated" as const, reserved: file.ports };
     }
     return { ...status, reserved: file.ports };
   }));
@@ -1948,8 +2043,8 @@ export interface FixOptions extends ConfigOverrides, PortFilePathOptions {
 export interface Move {
   /** The worktree's path, as git reports it. */
   worktree: string;
-  /** Why it moved. */
-  reason: "duplicate" | "foreign" | "unreadable";
+  /** Why it moved; `outdated` files are rewritten for the same slot unless its new ports collide. */
+  reason: "duplicate" | "foreign" | "unreadable" | "outdated";
   /** Its ports before (empty for an unreadable file). */
   from: Record<string, number>;
   /** The slot it was given. */
@@ -1996,7 +2091,9 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
   const probe = options.probe ?? denoProbe;
   const movers = new Map<WorktreeStatus, Move["reason"]>();
   for (const status of statuses) {
-    if (status.state === "foreign" || status.state === "unreadable") {
+    if (
+      status.state === "foreign" || status.state === "unreadable" || status.state === "outdated"
+    ) {
       movers.set(status, status.state);
     }
   }
@@ -2016,12 +2113,14 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
   for (const [status, reason] of movers) {
     const root = await Deno.realPath(status.path);
     const config = loadConfig(root, options);
+    // An outdated file keeps its slot unless the ports its config gives it now collide.
+    const outdated = reason === "outdated";
     const allocation = await allocateSlot(
       { root, path: status.file, primary: status.primary },
       config,
-      { state: "missing" },
+      outdated ? readPortFile(status.file) : { state: "missing" },
       reserved,
-      { force: true, probe: options.probe },
+      { force: !outdated, probe: options.probe },
     );
     const to = portsForSlot(config, allocation.slot);
     for (const port of Object.values(to)) reserved.add(port);
@@ -2283,11 +2382,21 @@ export interface LoadedBundle {
   data: Record<string, unknown>;
   /** The allocation made because the worktree had no port file of its own, if one was made. */
   allocation?: Allocation;
+  /**
+   * The file was rewritten, as `allocation`, because its keys or values were
+   * not what the config renders for its slot now.
+   *
+   * @default {false}
+   */
+  outdated?: boolean;
 }
 
 /**
  * The current worktree's bundle: its own port file when it has one,
- * otherwise a fresh allocation (a missing, unreadable or copied file).
+ * otherwise a fresh allocation (a missing, unreadable or copied file). A file
+ * the config has changed under (keys added, removed or rendered differently)
+ * is rewritten for the same slot under the lock, as {@linkcode allocate}
+ * would; the slot changes only when the new ports collide.
  *
  * @param options The same options as {@linkcode allocate}, used when allocating.
  * @returns The bundle's values, and the allocation if one was made.
@@ -2307,11 +2416,14 @@ export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedB
   const repository = await openRepository({ cwd: options.cwd, git });
   const path = portFilePath(repository.root, options);
   const file = readPortFile(path);
+  let outdated = false;
   if (file.state === "read" && !isForeign(file, repository.root)) {
-    return { path, data: file.data };
+    outdated = file.meta !== undefined &&
+      isOutdatedFor(repository.root, file.data, file.meta.slot, options);
+    if (!outdated) return { path, data: file.data };
   }
   const allocation = await allocateIn(repository, options, git, start);
-  return { path, data: portFileData(allocation), allocation };
+  return { path, data: portFileData(allocation), allocation, outdated };
 }
 
 // ---------------------------------------------------------------------------
