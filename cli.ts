@@ -79,7 +79,7 @@ const OPTIONS = {
     type: "string",
     multiple: true,
     value: "KEY=BASE",
-    help: "Base port of KEY; repeat for more keys (replaces the config's ports)",
+    help: "Base port of KEY, added to the config's ports or replacing KEY's; repeatable",
   },
   stride: { type: "string", value: "N", help: "Distance between slots (default: 100)" },
   slots: { type: "string", value: "N", help: "Slots for linked worktrees, 1 to N (default: 50)" },
@@ -344,6 +344,7 @@ function allocateOptions(values: Values, command: string): AllocateOptions {
     config: values.config as string | undefined,
     output: values.output as string | undefined,
     force: values.force === true,
+    overrideNames: FLAG_NAMES,
   };
   if (values.port !== undefined) options.ports = parsePortFlags(values.port as string[], command);
   if (values.stride !== undefined) {
@@ -363,6 +364,13 @@ function allocateOptions(values: Values, command: string): AllocateOptions {
   }
   return options;
 }
+
+/** Errors that a flag causes name the flag. */
+const FLAG_NAMES = {
+  ports: `option "--port"`,
+  stride: `option "--stride"`,
+  slots: `option "--slots"`,
+};
 
 function parsePortFlags(flags: readonly string[], command: string): Record<string, number> {
   const ports: Record<string, number> = {};

@@ -1329,3 +1329,64 @@ Deno.test("cli env keeps a file allocated with --port flags alone when called wi
   assert.equal((await runCli(repo.root, ["check"])).code, 0);
   assert.deepEqual(await snapshot(repo.base), before);
 });
+
+Deno.test("cli --port adds to the config's ports or replaces one, and errors it causes name it", async (t) => {
+  await using repo = await TempRepo.create({
+    config: {
+      ports: { web_port: 42000 },
+      templates: { web_url: "http://127.0.0.1:{web_port}" },
+      stride: 10,
+    },
+  });
+  const [a] = await repo.addWorktrees("wt", 1);
+  await t.step("a new key is added beside the config's", async () => {
+    const result = await runCli(a, ["allocate", "--port", "api_port=43000"]);
+    assert.equal(result.code, 0, result.stderr);
+    const { worktree_ports: _, ...bundle } = JSON.parse(result.stdout);
+    assert.deepEqual(bundle, {
+      web_port: 42010,
+      web_url: "http://127.0.0.1:42010",
+      api_port: 43010,
+    });
+  });
+  await t.step("a config key is replaced, templates follow", async () => {
+    const result = await runCli(a, ["env", "--format", "json", "--port", "web_port=44000"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(JSON.parse(result.stdout), {
+      WEB_PORT: "44010",
+      WEB_URL: "http://127.0.0.1:44010",
+    });
+  });
+  const before = await snapshot(repo.base);
+  for (
+    const [name, args, message] of [
+      [
+        "a flag's own mistake",
+        ["--port", "web_port=65536"],
+        /^error: Invalid option "--port": port "web_port" must be an integer from 1 to 65535, got 65536$/m,
+      ],
+      [
+        "a flag that collides with the config",
+        ["--port", "api_port=42010"],
+        /^error: Invalid option "--port" with config ".*worktree-ports\.config\.json": port "web_port" at slot 1 and port "api_port" at slot 0 both land on 42010/m,
+      ],
+      [
+        "stride",
+        ["--stride", "0"],
+        /^error: Invalid option "--stride": "stride" must be an integer from 1 to 65535, got 0$/m,
+      ],
+      [
+        "stride that makes the config's ports collide",
+        ["--stride", "1", "--port", "api_port=42001"],
+        /^error: Invalid option "--port" and option "--stride" with config ".*": port "web_port" at slot 1 and port "api_port" at slot 0 both land on 42001/m,
+      ],
+    ] as const
+  ) {
+    await t.step(name, async () => {
+      const result = await runCli(a, ["allocate", ...args]);
+      assert.equal(result.code, 2);
+      assert.match(result.stderr, message);
+      assert.deepEqual(await snapshot(repo.base), before);
+    });
+  }
+});

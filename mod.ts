@@ -130,10 +130,12 @@ export interface PortsConfig {
   slots: number;
 }
 
-/** Values that replace those of the config file, as the CLI's flags do. */
+/** Values that change those of the config file, as the CLI's flags do. */
 export interface ConfigOverrides {
   /**
-   * Replaces the config's `ports` entirely.
+   * Base ports added to the config's `ports`, replacing those of the same
+   * keys. Without a config file (or without `ports` in it) they replace the
+   * default `{ port: 3000 }`.
    *
    * @default {undefined}
    */
@@ -150,6 +152,23 @@ export interface ConfigOverrides {
    * @default {undefined}
    */
   slots?: number;
+  /**
+   * How error messages name each override, e.g. the command-line flag that
+   * set it, so that an error an override causes blames the override.
+   *
+   * @default {undefined} `option "ports"`, `option "stride"` and `option "slots"`
+   */
+  overrideNames?: OverrideNames;
+}
+
+/** How error messages name the overrides of {@linkcode ConfigOverrides}. */
+export interface OverrideNames {
+  /** The name of `ports`, e.g. `"--port"`. */
+  ports?: string;
+  /** The name of `stride`, e.g. `"--stride"`. */
+  stride?: string;
+  /** The name of `slots`, e.g. `"--slots"`. */
+  slots?: string;
 }
 
 /** Options for {@linkcode parseConfig}. */
@@ -193,15 +212,33 @@ export function parseConfig(
   value: unknown,
   options: ParseConfigOptions = {},
 ): PortsConfig {
-  const fail = (problem: string): never => {
-    throw new WorktreePortsError(
-      "INVALID_CONFIG",
-      `Invalid config${options.source ? ` ${options.source}` : ""}: ${problem}`,
-    );
-  };
   const raw = value ?? {};
+  const record = (isPlainObject(raw) ? raw : {}) as Record<string, unknown>;
+  // Each problem names where the values it involves came from: the config,
+  // the overrides (by their names), or both.
+  const overrideName = (name: keyof OverrideNames) =>
+    options.overrideNames?.[name] ?? `option "${name}"`;
+  const keyOrigin = (key: string): string =>
+    options.ports !== undefined && Object.hasOwn(options.ports, key)
+      ? overrideName("ports")
+      : "config";
+  const numberOrigin = (name: "stride" | "slots"): string | undefined =>
+    options[name] !== undefined
+      ? overrideName(name)
+      : record[name] !== undefined
+      ? "config"
+      : undefined;
+  const fail = (problem: string, origins: readonly (string | undefined)[] = ["config"]): never => {
+    const overrides = [...new Set(origins.filter((o) => o !== undefined && o !== "config"))];
+    const source = options.source ? ` ${options.source}` : "";
+    const blamed = overrides.length === 0
+      ? `config${source}`
+      : origins.includes("config")
+      ? `${overrides.join(" and ")} with config${source}`
+      : overrides.join(" and ");
+    throw new WorktreePortsError("INVALID_CONFIG", `Invalid ${blamed}: ${problem}`);
+  };
   if (!isPlainObject(raw)) fail("it must be a JSON object");
-  const record = raw as Record<string, unknown>;
   for (const key of Object.keys(record)) {
     if (!["ports", "templates", "stride", "slots"].includes(key)) {
       fail(
@@ -210,14 +247,22 @@ export function parseConfig(
     }
   }
 
-  const ports = options.ports ??
-    (record.ports === undefined ? { ...DEFAULT_CONFIG.ports } : record.ports);
-  if (!isPlainObject(ports)) fail(`"ports" must be an object of key to base port`);
+  const configPorts = record.ports === undefined ? { ...DEFAULT_CONFIG.ports } : record.ports;
+  if (!isPlainObject(configPorts)) fail(`"ports" must be an object of key to base port`);
+  if (options.ports !== undefined && !isPlainObject(options.ports)) {
+    fail(`"ports" must be an object of key to base port`, [overrideName("ports")]);
+  }
+  const ports = options.ports === undefined
+    ? configPorts
+    : record.ports === undefined
+    ? { ...options.ports }
+    : { ...configPorts as object, ...options.ports };
   const portEntries = Object.entries(ports as Record<string, unknown>);
   if (portEntries.length === 0) fail(`"ports" must name at least one port`);
   for (const [key, base] of portEntries) {
-    checkKey(key, "ports", fail);
-    checkInteger(base, `port "${key}"`, 1, MAX_PORT, fail);
+    const failKey = (problem: string) => fail(problem, [keyOrigin(key)]);
+    checkKey(key, "ports", failKey);
+    checkInteger(base, `port "${key}"`, 1, MAX_PORT, failKey);
   }
 
   const templates = record.templates ?? {};
@@ -227,7 +272,7 @@ export function parseConfig(
   for (const [key, template] of Object.entries(templates as object)) {
     checkKey(key, "templates", fail);
     if (Object.hasOwn(ports as object, key)) {
-      fail(`template "${key}" has the same name as a port`);
+      fail(`template "${key}" has the same name as a port`, ["config", keyOrigin(key)]);
     }
     if (typeof template !== "string") {
       fail(`template "${key}" must be a string`);
@@ -240,9 +285,9 @@ export function parseConfig(
   }
 
   const stride = options.stride ?? record.stride ?? DEFAULT_CONFIG.stride;
-  checkInteger(stride, `"stride"`, 1, MAX_PORT, fail);
+  checkInteger(stride, `"stride"`, 1, MAX_PORT, (p) => fail(p, [numberOrigin("stride")]));
   const slots = options.slots ?? record.slots ?? DEFAULT_CONFIG.slots;
-  checkInteger(slots, `"slots"`, 1, MAX_PORT, fail);
+  checkInteger(slots, `"slots"`, 1, MAX_PORT, (p) => fail(p, [numberOrigin("slots")]));
 
   const config: PortsConfig = {
     ports: ports as Record<string, number>,
@@ -250,7 +295,12 @@ export function parseConfig(
     stride: stride as number,
     slots: slots as number,
   };
-  checkSlotPorts(config, fail);
+  checkSlotPorts(config, (problem, keys) =>
+    fail(problem, [
+      ...keys.map(keyOrigin),
+      numberOrigin("stride"),
+      numberOrigin("slots"),
+    ]));
   return config;
 }
 
@@ -283,7 +333,10 @@ function checkInteger(
  * port is at the last slot, and two keys collide exactly when their bases are
  * a whole number of strides apart, no more than `slots` strides.
  */
-function checkSlotPorts(config: PortsConfig, fail: (p: string) => never) {
+function checkSlotPorts(
+  config: PortsConfig,
+  fail: (problem: string, keys: string[]) => never,
+) {
   const { stride, slots } = config;
   const entries = Object.entries(config.ports);
   let highest: [string, number] | undefined;
@@ -297,6 +350,7 @@ function checkSlotPorts(config: PortsConfig, fail: (p: string) => never) {
       `port "${key}" at slot ${slot} would be ${
         config.ports[key] + slot * stride
       }, above ${MAX_PORT} (lower "slots", "stride" or the base port)`,
+      [key],
     );
   }
   let first: { low: string; high: string; slot: number; port: number } | undefined;
@@ -313,6 +367,7 @@ function checkSlotPorts(config: PortsConfig, fail: (p: string) => never) {
   if (first) {
     fail(
       `port "${first.low}" at slot ${first.slot} and port "${first.high}" at slot 0 both land on ${first.port} (change "stride" or a base port so the ranges do not overlap)`,
+      [first.low, first.high],
     );
   }
 }

@@ -59,12 +59,17 @@ Deno.test("parseConfig() fills in the defaults when there is no config", () => {
   });
 });
 
-Deno.test("parseConfig() lets overrides replace ports, stride and slots", () => {
+Deno.test("parseConfig() lets overrides add ports and replace stride and slots", () => {
   const config = parseConfig(
     { ports: { a: 1000, b: 2000 }, stride: 5, slots: 3 },
-    { ports: { c: 9000 }, stride: 7, slots: 4 },
+    { ports: { c: 9000, b: 3000 }, stride: 7, slots: 4 },
   );
-  assert.deepEqual(config, { ports: { c: 9000 }, templates: {}, stride: 7, slots: 4 });
+  assert.deepEqual(config, {
+    ports: { a: 1000, b: 3000, c: 9000 },
+    templates: {},
+    stride: 7,
+    slots: 4,
+  });
 });
 
 Deno.test("parseConfig() rejects each invalid config with a message naming the problem", async (t) => {
@@ -900,4 +905,33 @@ Deno.test("formatEnv() dotenv is read back exactly by python-dotenv, npm dotenv,
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("parseConfig() adds the ports override to the config's ports and blames it for its errors", async (t) => {
+  const value = { ports: { web: 3000 }, templates: { url: "http://127.0.0.1:{web}" } };
+  await t.step("added and replaced", () => {
+    assert.deepEqual(parseConfig(value, { ports: { api: 9000 } }).ports, { web: 3000, api: 9000 });
+    assert.deepEqual(parseConfig(value, { ports: { web: 4000 } }).ports, { web: 4000 });
+    // Without ports in the config, the override replaces the default.
+    assert.deepEqual(parseConfig({}, { ports: { api: 9000 } }).ports, { api: 9000 });
+  });
+  await t.step("errors", () => {
+    const source = '"/repo/worktree-ports.config.json"';
+    assert.throws(
+      () => parseConfig(value, { source, ports: { api: 0 } }),
+      /^WorktreePortsError: Invalid option "ports": port "api" must be an integer/,
+    );
+    assert.throws(
+      () => parseConfig(value, { source, ports: { api: 0 }, overrideNames: { ports: "--port" } }),
+      /^WorktreePortsError: Invalid --port: port "api"/,
+    );
+    assert.throws(
+      () => parseConfig(value, { source, ports: { api: 3100 } }),
+      /^WorktreePortsError: Invalid option "ports" with config "\/repo\/worktree-ports\.config\.json": port "web" at slot 1 and port "api" at slot 0 both land on 3100/,
+    );
+    assert.throws(
+      () => parseConfig({ ...value, stride: 0 }, { source, ports: { api: 9000 } }),
+      /^WorktreePortsError: Invalid config "\/repo\/worktree-ports\.config\.json": "stride" must be/,
+    );
+  });
 });
