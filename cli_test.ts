@@ -1390,3 +1390,33 @@ Deno.test("cli --port adds to the config's ports or replaces one, and errors it 
     });
   }
 });
+
+Deno.test("cli refuses keys whose variable names collide or are reserved, naming them, changing nothing", async (t) => {
+  await using repo = await TempRepo.create({
+    config: { ports: { web_port: 42000 }, templates: { WEB_PORT: "x" }, stride: 10 },
+  });
+  const [a] = await repo.addWorktrees("wt", 1);
+  const original = await Deno.readTextFile(`${a}/worktree-ports.config.json`);
+  const before = await snapshot(repo.base);
+  await t.step("a config whose keys collide", async () => {
+    const result = await runCli(a, ["env"]);
+    assert.equal(result.code, 2);
+    assert.match(
+      result.stderr,
+      /^error: Invalid config ".*": keys "web_port" and "WEB_PORT" both become the variable "WEB_PORT"/,
+    );
+  });
+  await editConfig(a, { ports: { web_port: 42000 }, stride: 10 });
+  await t.step("a --port key that would set PATH", async () => {
+    const result = await runCli(a, ["exec", "--port", "path=45000", "--", "true"], {
+      flags: [...CLI_FLAGS.filter((flag) => flag !== "--allow-run=git"), "--allow-run"],
+    });
+    assert.equal(result.code, 2);
+    assert.match(
+      result.stderr,
+      /^error: Invalid option "--port": key "path" would set "PATH", which commands need/,
+    );
+  });
+  await Deno.writeTextFile(`${a}/worktree-ports.config.json`, original);
+  assert.deepEqual(await snapshot(repo.base), before);
+});

@@ -186,8 +186,11 @@ export interface ParseConfigOptions extends ConfigOverrides {
  *
  * Every problem is caught here, before anything is written: unknown keys,
  * non-integer or out-of-range numbers, an empty `ports`, a template naming a
- * missing key, a port of any slot outside 1..65535, and two (key, slot) pairs
- * that land on the same port.
+ * missing key, a port of any slot outside 1..65535, two (key, slot) pairs
+ * that land on the same port, two keys that become the same upper-case
+ * variable, and a key that would set a variable the environment depends on
+ * (`PATH`, `HOME`, `SHELL`, `USER`, `PWD`, `LANG`, `TERM`, `TMPDIR`, or one
+ * starting with `LC_`, `DENO_`, `GIT_`, `LD_` or `DYLD_`).
  *
  * @param value The parsed JSON of a config file, or `undefined` for none.
  * @param options Overrides and the name of the source for messages.
@@ -284,6 +287,11 @@ export function parseConfig(
     }
   }
 
+  checkEnvNames(
+    [...Object.keys(ports as object), ...Object.keys(templates as object)],
+    (problem, keys) => fail(problem, keys.map(keyOrigin)),
+  );
+
   const stride = options.stride ?? record.stride ?? DEFAULT_CONFIG.stride;
   checkInteger(stride, `"stride"`, 1, MAX_PORT, (p) => fail(p, [numberOrigin("stride")]));
   const slots = options.slots ?? record.slots ?? DEFAULT_CONFIG.slots;
@@ -312,6 +320,61 @@ function checkKey(key: string, section: string, fail: (p: string) => never) {
   }
   if (key === META_KEY) {
     fail(`"${META_KEY}" is reserved for the port file's own metadata`);
+  }
+}
+
+/**
+ * Variables that the process environment depends on: a bundle key that set
+ * one would break `exec` and every shell that loads the bundle.
+ */
+const RESERVED_ENV_NAMES: ReadonlySet<string> = new Set([
+  "PATH",
+  "HOME",
+  "SHELL",
+  "USER",
+  "PWD",
+  "LANG",
+  "TERM",
+  "TMPDIR",
+]);
+const RESERVED_ENV_PREFIXES: readonly string[] = ["LC_", "DENO_", "GIT_", "LD_", "DYLD_"];
+
+/**
+ * Every key becomes its upper-case variable name: two keys must not become
+ * the same variable, and none may become one the environment depends on.
+ */
+function checkEnvNames(
+  keys: readonly string[],
+  fail: (problem: string, keys: string[]) => never,
+) {
+  const quoted = (names: readonly string[]) => names.map((name) => `"${name}"`).join(" and ");
+  const byName = new Map<string, string[]>();
+  for (const key of keys) {
+    const name = key.toUpperCase();
+    byName.set(name, [...(byName.get(name) ?? []), key]);
+  }
+  for (const [name, same] of byName) {
+    if (same.length > 1) {
+      fail(
+        `keys ${quoted(same)} both become the variable "${name}" (rename all but one)`,
+        same,
+      );
+    }
+  }
+  const reserved = keys.filter((key) => {
+    const name = key.toUpperCase();
+    return RESERVED_ENV_NAMES.has(name) ||
+      RESERVED_ENV_PREFIXES.some((prefix) => name.startsWith(prefix));
+  });
+  if (reserved.length > 0) {
+    fail(
+      `${reserved.length === 1 ? "key" : "keys"} ${quoted(reserved)} would set ${
+        quoted(reserved.map((key) => key.toUpperCase()))
+      }, which commands need from the environment (rename ${
+        reserved.length === 1 ? "it" : "them"
+      }, e.g. "app_${reserved[0]}")`,
+      reserved,
+    );
   }
 }
 

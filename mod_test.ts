@@ -935,3 +935,63 @@ Deno.test("parseConfig() adds the ports override to the config's ports and blame
     );
   });
 });
+
+Deno.test("parseConfig() refuses keys whose variable names collide or that the environment depends on", async (t) => {
+  const cases: [string, unknown, RegExp][] = [
+    [
+      "a port and a port",
+      { ports: { web_port: 3000, WEB_PORT: 4000 } },
+      /: keys "web_port" and "WEB_PORT" both become the variable "WEB_PORT"/,
+    ],
+    [
+      "a port and a template",
+      { ports: { web: 3000 }, templates: { Web: "x" } },
+      /: keys "web" and "Web" both become the variable "WEB"/,
+    ],
+    [
+      "PATH",
+      { ports: { web: 3000 }, templates: { path: "/bin" } },
+      /: key "path" would set "PATH", which commands need from the environment \(rename it, e.g. "app_path"\)/,
+    ],
+    ...["home", "Shell", "user", "pwd", "lang", "term", "tmpdir"].map((key) =>
+      [
+        key,
+        { ports: { [key]: 3000 } },
+        new RegExp(`key "${key}" would set "${key.toUpperCase()}"`),
+      ] as [
+        string,
+        unknown,
+        RegExp,
+      ]
+    ),
+    ...["lc_all", "deno_dir", "git_dir", "ld_preload", "dyld_library_path"].map((key) =>
+      [
+        key,
+        { ports: { web: 3000 }, templates: { [key]: "x" } },
+        new RegExp(`key "${key}" would set`),
+      ] as [
+        string,
+        unknown,
+        RegExp,
+      ]
+    ),
+    [
+      "several at once",
+      { ports: { path: 3000, git_port: 4000 } },
+      /: keys "path" and "git_port" would set "PATH" and "GIT_PORT"/,
+    ],
+  ];
+  for (const [name, value, message] of cases) {
+    await t.step(name, () => {
+      assert.throws(() => parseConfig(value), (error: unknown) => {
+        assertCode("INVALID_CONFIG")(error);
+        assert.match((error as Error).message, message);
+        return true;
+      });
+    });
+  }
+  await t.step("names that only look alike are fine", () => {
+    const config = parseConfig({ ports: { path_port: 3000, home_url_port: 4001, lc: 5002 } });
+    assert.deepEqual(Object.keys(config.ports), ["path_port", "home_url_port", "lc"]);
+  });
+});
