@@ -6,6 +6,7 @@ import {
   readJson,
   run,
   runCli,
+  runsOk,
   snapshot,
   spawnCli,
   TempRepo,
@@ -1419,4 +1420,95 @@ Deno.test("cli refuses keys whose variable names collide or are reserved, naming
   });
   await Deno.writeTextFile(`${a}/worktree-ports.config.json`, original);
   assert.deepEqual(await snapshot(repo.base), before);
+});
+
+/** The config of the README's compose recipe. */
+const COMPOSE_RECIPE = {
+  ports: { web_port: 42000, db_port: 45000 },
+  templates: {
+    compose_project_name: "myapp-{slug}",
+    public_url: "http://{slug}.localhost:{web_port}",
+    database_url: "postgres://app@127.0.0.1:{db_port}/app_{slot}",
+  },
+  stride: 10,
+};
+
+Deno.test("cli templates know the worktree: slot, branch, name and slug, updated when the branch changes", async (t) => {
+  await using repo = await TempRepo.create({ config: COMPOSE_RECIPE });
+  const login = `${repo.base}/app-login`;
+  await git(repo.root, "worktree", "add", "-q", "-b", "Feature/Login_Page", login);
+  const detached = await repo.addWorktree("Hot Fix");
+  const envOf = async (dir: string) => {
+    const result = await runCli(dir, ["env", "--format", "json"]);
+    assert.equal(result.code, 0, result.stderr);
+    return JSON.parse(result.stdout);
+  };
+  await t.step("on a branch", async () => {
+    assert.deepEqual(await envOf(login), {
+      WEB_PORT: "42010",
+      DB_PORT: "45010",
+      COMPOSE_PROJECT_NAME: "myapp-feature-login-page",
+      PUBLIC_URL: "http://feature-login-page.localhost:42010",
+      DATABASE_URL: "postgres://app@127.0.0.1:45010/app_1",
+    });
+  });
+  await t.step("detached: the slug comes from the directory's name", async () => {
+    const env = await envOf(detached);
+    assert.equal(env.COMPOSE_PROJECT_NAME, "myapp-hot-fix");
+    assert.equal(env.DATABASE_URL, "postgres://app@127.0.0.1:45020/app_2");
+  });
+  await t.step("switching the branch rewrites the file for the same slot", async () => {
+    await git(login, "switch", "-q", "-c", "bugfix/42");
+    const result = await runCli(login, ["show", "public_url"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "http://bugfix-42.localhost:42010\n");
+    assert.match(result.stderr, /updated ".*" to the current config \(slot 1 kept\)/);
+  });
+});
+
+const hasCompose1 = runsOk("docker-compose", ["version"]);
+Deno.test({
+  name: `cli the README's compose recipe reaches docker-compose v1 through a dotenv file${
+    hasCompose1 ? "" : " (skipped: docker-compose is not installed)"
+  }`,
+  ignore: !hasCompose1,
+  fn: async () => {
+    await using repo = await TempRepo.create({ config: COMPOSE_RECIPE });
+    const login = `${repo.base}/app-login`;
+    await git(repo.root, "worktree", "add", "-q", "-b", "Feature/Login_Page", login);
+    const env = await runCli(login, ["env", "--format", "dotenv"]);
+    assert.equal(env.code, 0, env.stderr);
+    await Deno.writeTextFile(`${login}/.env.ports`, env.stdout);
+    await Deno.writeTextFile(
+      `${login}/compose.yaml`,
+      [
+        "services:",
+        "  web:",
+        "    image: node:22",
+        '    ports: ["127.0.0.1:${WEB_PORT}:3000"]',
+        "    environment:",
+        "      PUBLIC_URL: ${PUBLIC_URL}",
+        "      DATABASE_URL: ${DATABASE_URL}",
+        "  db:",
+        "    image: postgres:17",
+        '    ports: ["127.0.0.1:${DB_PORT}:5432"]',
+        "",
+      ].join("\n"),
+    );
+    const config = await run("docker-compose", ["--env-file", ".env.ports", "config"], {
+      cwd: login,
+      env: { HOME: repo.base },
+    });
+    assert.equal(config.code, 0, config.stderr);
+    for (
+      const line of [
+        "- 127.0.0.1:42010:3000/tcp",
+        "- 127.0.0.1:45010:5432/tcp",
+        "PUBLIC_URL: http://feature-login-page.localhost:42010",
+        "DATABASE_URL: postgres://app@127.0.0.1:45010/app_1",
+      ]
+    ) {
+      assert.ok(config.stdout.includes(line), `${line} in:\n${config.stdout}`);
+    }
+  },
 });

@@ -110,7 +110,12 @@ export const DEFAULT_CONFIG: Readonly<PortsConfig> = Object.freeze({
 
 const IS_WINDOWS = Deno.build.os === "windows";
 const KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const PLACEHOLDER_PATTERN = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+/** A template's parts: `{{` and `}}` are literal braces, `{name}` a placeholder. */
+const PLACEHOLDER_PATTERN = /\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+/** Placeholders that describe the worktree rather than a port. */
+const WORKTREE_PLACEHOLDERS: readonly string[] = ["slot", "branch", "name", "slug"];
+/** The longest DNS label. */
+const MAX_SLUG_LENGTH = 63;
 const META_KEY = "worktree_ports";
 const MAX_PORT = 65535;
 
@@ -266,6 +271,9 @@ export function parseConfig(
     const failKey = (problem: string) => fail(problem, [keyOrigin(key)]);
     checkKey(key, "ports", failKey);
     checkInteger(base, `port "${key}"`, 1, MAX_PORT, failKey);
+    if (WORKTREE_PLACEHOLDERS.includes(key)) {
+      failKey(`port "${key}" has the name of the placeholder "{${key}}" (rename it)`);
+    }
   }
 
   const templates = record.templates ?? {};
@@ -281,8 +289,14 @@ export function parseConfig(
       fail(`template "${key}" must be a string`);
     }
     for (const [, name] of (template as string).matchAll(PLACEHOLDER_PATTERN)) {
-      if (!Object.hasOwn(ports as object, name)) {
-        fail(`template "${key}" names "{${name}}", which is not in "ports"`);
+      if (
+        name !== undefined && !Object.hasOwn(ports as object, name) &&
+        !WORKTREE_PLACEHOLDERS.includes(name)
+      ) {
+        fail(
+          `template "${key}" names "{${name}}", which is neither in "ports" nor one of ` +
+            `"{slot}", "{branch}", "{name}" or "{slug}" (write "{{" and "}}" for literal braces)`,
+        );
       }
     }
   }
@@ -532,11 +546,29 @@ export function portsForSlot(
   return ports;
 }
 
+/** Options for {@linkcode renderBundle}. */
+export interface RenderBundleOptions {
+  /**
+   * The worktree the bundle is for, which fills `{branch}`, `{name}` and
+   * `{slug}`: its path (as git reports it) and its branch, if one is checked out.
+   *
+   * @default {undefined} `{branch}` and `{name}` are empty, `{slug}` is `slot-N`
+   */
+  worktree?: Pick<Worktree, "path" | "branch">;
+}
+
 /**
- * The full bundle of a slot: its ports, then the templates filled from them.
+ * The full bundle of a slot: its ports, then the templates filled in.
+ *
+ * In a template, `{key}` is that key's port at the slot; `{slot}` the slot;
+ * `{branch}` the worktree's branch (empty when detached); `{name}` the base
+ * name of the worktree's directory; `{slug}` a DNS label made from the
+ * branch, or from the name when detached (see {@linkcode slugOf}); and `{{`
+ * and `}}` are literal braces.
  *
  * @param config The config to render.
  * @param slot The slot to render.
+ * @param options The worktree the bundle is for.
  * @returns Each port key and template key with its value, in config order.
  *
  * @example Usage
@@ -546,27 +578,67 @@ export function portsForSlot(
  *
  * const config = parseConfig({
  *   ports: { api: 8000 },
- *   templates: { api_url: "http://127.0.0.1:{api}" },
+ *   templates: {
+ *     api_url: "http://{slug}.localhost:{api}",
+ *     compose_project_name: "app-{slug}",
+ *     json: '{{"slot": {slot}}}',
+ *   },
  * });
- * assert.deepEqual(renderBundle(config, 1), {
+ * const worktree = { path: "/src/app-login", branch: "Feature/Login_Page" };
+ * assert.deepEqual(renderBundle(config, 1, { worktree }), {
  *   api: 8100,
- *   api_url: "http://127.0.0.1:8100",
+ *   api_url: "http://feature-login-page.localhost:8100",
+ *   compose_project_name: "app-feature-login-page",
+ *   json: '{"slot": 1}',
  * });
  * ```
  */
 export function renderBundle(
   config: PortsConfig,
   slot: number,
+  options: RenderBundleOptions = {},
 ): Record<string, number | string> {
   const ports = portsForSlot(config, slot);
   const bundle: Record<string, number | string> = { ...ports };
+  const { worktree } = options;
+  const name = worktree === undefined ? "" : baseName(worktree.path);
+  const values: Record<string, string> = {
+    slot: String(slot),
+    branch: worktree?.branch ?? "",
+    name,
+    // A branch of only punctuation falls back to the name, and no worktree to the slot.
+    slug: slugOf(worktree?.branch ?? "") || slugOf(name) || `slot-${slot}`,
+  };
   for (const [key, template] of Object.entries(config.templates)) {
-    bundle[key] = template.replace(
-      PLACEHOLDER_PATTERN,
-      (_, name: string) => String(ports[name]),
-    );
+    bundle[key] = template.replace(PLACEHOLDER_PATTERN, (token, name?: string) => {
+      if (name === undefined) return token[0];
+      return Object.hasOwn(ports, name) ? String(ports[name]) : values[name];
+    });
   }
   return bundle;
+}
+
+/**
+ * A DNS label made from a branch or directory name, for `{slug}`: lower
+ * case, accents dropped, every run of other characters than `a-z` and `0-9`
+ * one `-`, no `-` at either end, at most 63 characters.
+ *
+ * @param text A branch or directory name.
+ * @returns The label; empty when `text` has no letter or digit.
+ *
+ * @example Usage
+ * ```ts
+ * import { slugOf } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(slugOf("Feature/Login_Page"), "feature-login-page");
+ * assert.equal(slugOf("fix/Ünïcode--names!"), "fix-unicode-names");
+ * ```
+ */
+export function slugOf(text: string): string {
+  return text.normalize("NFKD").replace(/\p{M}/gu, "").toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-").replace(/^-+/, "")
+    .slice(0, MAX_SLUG_LENGTH).replace(/-+$/, "");
 }
 
 // ---------------------------------------------------------------------------
@@ -1404,13 +1476,13 @@ function isForeign(file: PortFileRead, root: string): boolean {
  * config cannot be loaded: that error is for whoever allocates there.
  */
 function expectedBundle(
-  root: string,
+  worktree: Pick<Worktree, "path" | "branch">,
   slot: number,
   options: LoadConfigOptions,
 ): Record<string, number | string> | undefined {
   try {
-    const config = judgingConfig(root, options);
-    return config && renderBundle(config, slot);
+    const config = judgingConfig(worktree.path, options);
+    return config && renderBundle(config, slot, { worktree });
   } catch (error) {
     if (error instanceof WorktreePortsError) return undefined;
     throw error;
@@ -1438,13 +1510,14 @@ function judgingConfig(root: string, options: LoadConfigOptions): PortsConfig | 
 
 /** {@linkcode isOutdated} against {@linkcode judgingConfig}; config errors are thrown. */
 function isOutdatedFor(
-  root: string,
+  repository: Repository,
   data: Record<string, unknown>,
   slot: number,
   options: LoadConfigOptions,
 ): boolean {
-  const config = judgingConfig(root, options);
-  return config !== undefined && isOutdated(data, renderBundle(config, slot));
+  const config = judgingConfig(repository.root, options);
+  return config !== undefined &&
+    isOutdated(data, renderBundle(config, slot, { worktree: repository.current }));
 }
 
 /** A file's keys or values differ from the bundle its config renders now (order aside). */
@@ -1621,7 +1694,7 @@ async function allocateIn(
     const own = readPortFile(path);
     const reserved = readReservedPorts(scanned);
     allocation = await allocateSlot(
-      { root: repository.root, path, primary: repository.primary },
+      { root: repository.root, path, primary: repository.primary, worktree: repository.current },
       config,
       own,
       reserved.holders,
@@ -1653,6 +1726,8 @@ interface Target {
   root: string;
   path: string;
   primary: boolean;
+  /** The worktree, for the placeholders of templates. */
+  worktree: Pick<Worktree, "path" | "branch">;
 }
 
 /**
@@ -1676,7 +1751,7 @@ async function allocateSlot(
   });
   const allocation: Omit<Allocation, "timings"> = {
     slot: choice.slot,
-    bundle: renderBundle(config, choice.slot),
+    bundle: renderBundle(config, choice.slot, { worktree: target.worktree }),
     worktree: target.root,
     path: target.path,
     allocatedAt: current?.slot === choice.slot && current.allocated_at
@@ -1913,7 +1988,7 @@ export async function readBundle(
     data: file.data,
     foreign,
     outdated: !foreign && file.meta !== undefined &&
-      isOutdatedFor(repository.root, file.data, file.meta.slot, options),
+      isOutdatedFor(repository, file.data, file.meta.slot, options),
   };
 }
 
@@ -2067,7 +2142,7 @@ async function inspectRepository(
       return { ...status, state: "foreign" as const, detail: file.meta.worktree, reserved: [] };
     }
     if (
-      file.meta && isOutdated(file.data, expectedBundle(worktree.path, file.meta.slot, options))
+      file.meta && isOutdated(file.data, expectedBundle(worktree, file.meta.slot, options))
     ) {
       return { ...status, state: "outdated" as const, reserved: file.ports };
     }
@@ -2234,7 +2309,7 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     // An outdated file keeps its slot unless the ports its config gives it now collide.
     const outdated = reason === "outdated";
     const allocation = await allocateSlot(
-      { root, path: status.file, primary: status.primary },
+      { root, path: status.file, primary: status.primary, worktree: status },
       config,
       outdated ? readPortFile(status.file) : { state: "missing" },
       reserved,
@@ -2537,7 +2612,7 @@ export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedB
   let outdated = false;
   if (file.state === "read" && !isForeign(file, repository.root)) {
     outdated = file.meta !== undefined &&
-      isOutdatedFor(repository.root, file.data, file.meta.slot, options);
+      isOutdatedFor(repository, file.data, file.meta.slot, options);
     if (!outdated) return { path, data: file.data };
   }
   const allocation = await allocateIn(repository, options, git, start);
@@ -2676,6 +2751,11 @@ function comparablePath(path: string): string {
 
 function isAbsolutePath(path: string): boolean {
   return path.startsWith("/") || (IS_WINDOWS && /^([A-Za-z]:)?[\\/]/.test(path));
+}
+
+/** The last part of a path, as `basename` gives it. */
+function baseName(path: string): string {
+  return path.replace(/[\\/]+$/, "").split(/[\\/]/).at(-1) ?? "";
 }
 
 function joinPath(dir: string, name: string): string {

@@ -14,8 +14,10 @@ import {
   parseConfig,
   parseWorktreeList,
   readReservedPorts,
+  renderBundle,
   reservedPortsOf,
   runWithPorts,
+  slugOf,
   WorktreePortsError,
   writeFileAtomic,
 } from "./mod.ts";
@@ -90,7 +92,7 @@ Deno.test("parseConfig() rejects each invalid config with a message naming the p
     [
       "a template naming a missing key",
       { ports: { web: 3000 }, templates: { url: "http://x:{api}" } },
-      /template "url" names "\{api\}", which is not in "ports"/,
+      /template "url" names "\{api\}", which is neither in "ports" nor one of "\{slot\}"/,
     ],
     [
       "a template named like a port",
@@ -993,5 +995,73 @@ Deno.test("parseConfig() refuses keys whose variable names collide or that the e
   await t.step("names that only look alike are fine", () => {
     const config = parseConfig({ ports: { path_port: 3000, home_url_port: 4001, lc: 5002 } });
     assert.deepEqual(Object.keys(config.ports), ["path_port", "home_url_port", "lc"]);
+  });
+});
+
+Deno.test("renderBundle() fills {slot}, {branch}, {name} and {slug} from the worktree, {{ and }} as braces", async (t) => {
+  const config = parseConfig({
+    ports: { web_port: 3000 },
+    templates: {
+      project: "app-{slug}",
+      url: "http://{slug}.localhost:{web_port}",
+      db: "app_{slot}_{name}",
+      branch: "{branch}",
+      braces: "{{web_port}} }}{{ {{{web_port}}} { x }",
+    },
+  });
+  await t.step("on a branch", () => {
+    const bundle = renderBundle(config, 2, {
+      worktree: { path: "/src/app-login/", branch: "Feature/Login_Page" },
+    });
+    assert.deepEqual(bundle, {
+      web_port: 3200,
+      project: "app-feature-login-page",
+      url: "http://feature-login-page.localhost:3200",
+      db: "app_2_app-login",
+      branch: "Feature/Login_Page",
+      braces: "{web_port} }{ {3200} { x }",
+    });
+  });
+  await t.step("detached: no branch, the slug from the directory's name", () => {
+    const bundle = renderBundle(config, 1, { worktree: { path: "/src/Hot Fix 2" } });
+    assert.equal(bundle.branch, "");
+    assert.equal(bundle.project, "app-hot-fix-2");
+  });
+  await t.step("without a worktree", () => {
+    const bundle = renderBundle(config, 3);
+    assert.deepEqual([bundle.branch, bundle.project, bundle.db], ["", "app-slot-3", "app_3_"]);
+  });
+});
+
+Deno.test("slugOf() makes a DNS label of at most 63 characters", () => {
+  for (
+    const [text, slug] of [
+      ["Feature/Login_Page", "feature-login-page"],
+      ["--main--", "main"],
+      ["fix/Ünïcode  names!", "fix-unicode-names"],
+      ["日本", ""],
+      ["a".repeat(70), "a".repeat(63)],
+      [`${"a".repeat(62)}/b`, "a".repeat(62)],
+    ]
+  ) {
+    assert.equal(slugOf(text), slug, text);
+  }
+});
+
+Deno.test("parseConfig() checks template placeholders", async (t) => {
+  await t.step("an unknown placeholder, with the escape to use", () => {
+    assert.throws(
+      () => parseConfig({ ports: { web: 3000 }, templates: { json: '{"a": {b}}' } }),
+      /template "json" names "\{b\}", which is neither in "ports" nor one of "\{slot\}", "\{branch\}", "\{name\}" or "\{slug\}" \(write "\{\{" and "\}\}" for literal braces\)/,
+    );
+  });
+  await t.step("an escaped one is fine", () => {
+    parseConfig({ ports: { web: 3000 }, templates: { json: '{{"a": {{b}}}}' } });
+  });
+  await t.step("a port named like a placeholder", () => {
+    assert.throws(
+      () => parseConfig({ ports: { slot: 3000 } }),
+      /port "slot" has the name of the placeholder "\{slot\}" \(rename it\)/,
+    );
   });
 });

@@ -210,7 +210,8 @@ export interface DotenvReader {
   read(files: readonly string[]): Promise<Record<string, string | null>[]>;
 }
 
-function runsOk(command: string, args: readonly string[]): boolean {
+/** Whether a program runs and exits 0 with these arguments. */
+export function runsOk(command: string, args: readonly string[]): boolean {
   try {
     return new Deno.Command(command, { args: [...args], stdout: "null", stderr: "null" })
       .outputSync().success;
