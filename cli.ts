@@ -594,11 +594,14 @@ async function loadReportingAllocation(values: Values, command: string): Promise
   const bundle = await withLockNotice(allocateOptions(values, command), loadBundle);
   if (bundle.allocation !== undefined) {
     for (const warning of bundle.allocation.warnings) console.error(`warning: ${warning}`);
-    console.error(
-      bundle.outdated
-        ? outdatedNotice(bundle.allocation)
-        : `allocated slot ${bundle.allocation.slot} to this worktree ("${bundle.allocation.path}")`,
-    );
+    // Of several processes that found the file outdated, the one that rewrote it says so.
+    if (!bundle.outdated) {
+      console.error(
+        `allocated slot ${bundle.allocation.slot} to this worktree ("${bundle.allocation.path}")`,
+      );
+    } else if (bundle.allocation.written) {
+      console.error(outdatedNotice(bundle.allocation));
+    }
   }
   return bundle;
 }
@@ -739,7 +742,8 @@ function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
 function formatMove(move: Move): string {
   const ports = (ports: Record<string, number>) =>
     Object.entries(ports).map(([key, port]) => `${key}=${port}`).join(" ") || "(none)";
-  return `moved "${move.worktree}" (${move.reason}): ${ports(move.from)} -> ${
+  const verb = move.reason === "outdated" ? "updated" : "moved";
+  return `${verb} "${move.worktree}" (${move.reason}): ${ports(move.from)} -> ${
     ports(move.to)
   } (slot ${move.slot})`;
 }

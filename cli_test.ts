@@ -1313,7 +1313,7 @@ Deno.test("cli check reports an outdated file and --fix rewrites it for the same
   );
   const fix = await runCli(repo.root, ["check", "--fix"]);
   assert.equal(fix.code, 0, fix.stdout + fix.stderr);
-  assert.match(fix.stdout, /moved ".*wt0" \(outdated\): web_port=42010 -> .*\(slot 1\)/);
+  assert.match(fix.stdout, /^updated ".*wt0" \(outdated\): web_port=42010 -> .*\(slot 1\)$/m);
   const file = await readJson(`${a}/.worktree-ports.json`);
   assert.equal(file.api_url, "http://127.0.0.1:43010");
 });
