@@ -132,7 +132,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     usage: "show [KEY] [options]",
     summary:
       "Print this worktree's bundle, or just the value of KEY (updating a file the config outgrew)",
-    options: { output: OPTIONS.output, help: OPTIONS.help },
+    options: { output: OPTIONS.output, config: OPTIONS.config, help: OPTIONS.help },
     maxPositionals: 1,
     permissions: () => ["git", "read"],
     run: runShow,
@@ -504,7 +504,10 @@ async function withLockNotice<T>(
 }
 
 async function runShow(values: Values, positionals: string[]): Promise<number> {
-  const bundle = await readBundle({ output: values.output as string | undefined });
+  const bundle = await readBundle({
+    output: values.output as string | undefined,
+    config: values.config as string | undefined,
+  });
   if (bundle === undefined) {
     console.error(`error: This worktree has no ports yet (run "worktree-ports allocate")`);
     return 1;

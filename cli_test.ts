@@ -1512,3 +1512,17 @@ Deno.test({
     }
   },
 });
+
+Deno.test("cli show --config judges and rewrites the file by that config", async () => {
+  await using repo = await TempRepo.create({ config: WEB_ONLY });
+  const [a] = await repo.addWorktrees("wt", 1);
+  const other = `${repo.base}/other.json`;
+  await writeJson(other, { ...WEB_ONLY, templates: { web_url: "http://127.0.0.1:{web_port}" } });
+  assert.equal((await runCli(a, ["allocate", "--config", other])).code, 0);
+  const same = await runCli(a, ["show", "web_url", "--config", other]);
+  assert.deepEqual([same.code, same.stdout, same.stderr], [0, "http://127.0.0.1:42010\n", ""]);
+  await writeJson(other, { ...WEB_ONLY, templates: { web_url: "http://localhost:{web_port}" } });
+  const changed = await runCli(a, ["show", "web_url", "--config", other]);
+  assert.deepEqual([changed.code, changed.stdout], [0, "http://localhost:42010\n"]);
+  assert.match(changed.stderr, /^updated ".*" to the current config \(slot 1 kept\)\n$/);
+});

@@ -233,10 +233,11 @@ async function readJsonOutput(
 }
 
 /**
- * The dotenv readers the issue of quoting is about: python-dotenv (current,
+ * The dotenv readers whose quoting rules differ: python-dotenv (current,
  * from pip), docker-compose v1 (which uses the python-dotenv its package
- * brings), npm's `dotenv` and direnv's `dotenv`. Each is run as a real
- * process with HOME pointed at a temporary directory.
+ * brings), docker compose v2 where installed, npm's `dotenv` and direnv's
+ * `dotenv`. Each is run as a real process with HOME pointed at a temporary
+ * directory.
  */
 export function dotenvReaders(home: string): DotenvReader[] {
   const python = `${TOOLS_DIR}venv/bin/python`;
@@ -289,6 +290,55 @@ export function dotenvReaders(home: string): DotenvReader[] {
           // direnv refuses a whole file it cannot parse: every variable is lost.
           const output = await run("direnv", ["dotenv", "json", file], { env });
           values.push(output.code === 0 ? JSON.parse(output.stdout) : {});
+        }
+        return values;
+      },
+    },
+    {
+      name: "docker compose v2",
+      missing: runsOk("docker", ["compose", "version"])
+        ? undefined
+        : "docker compose v2 is not installed",
+      read: async (files) => {
+        const values: Record<string, string | null>[] = [];
+        for (const file of files) {
+          const names = [...Deno.readTextFileSync(file).matchAll(/^([A-Z_][A-Z0-9_]*)=/gm)]
+            .map((match) => match[1]);
+          const dir = await Deno.makeTempDir({ prefix: "worktree-ports-compose-" });
+          try {
+            const compose = {
+              services: {
+                s: {
+                  image: "none",
+                  environment: Object.fromEntries(names.map((name) => [name, `\${${name}}`])),
+                },
+              },
+            };
+            await Deno.writeTextFile(`${dir}/compose.yaml`, JSON.stringify(compose));
+            const output = await run(
+              "docker",
+              ["compose", "--env-file", file, "config", "--format", "json"],
+              { cwd: dir, env },
+            );
+            if (output.code !== 0) {
+              values.push({});
+              continue;
+            }
+            const environment = JSON.parse(output.stdout).services.s.environment as Record<
+              string,
+              string
+            >;
+            values.push(
+              Object.fromEntries(
+                Object.entries(environment).map(([name, value]) => [
+                  name,
+                  String(value).replaceAll("$$", "$"),
+                ]),
+              ),
+            );
+          } finally {
+            await Deno.remove(dir, { recursive: true });
+          }
         }
         return values;
       },
