@@ -34,6 +34,7 @@
 import {
   allocate,
   type AllocateOptions,
+  type Allocation,
   bundleEnv,
   configWarnings,
   type EnvFormat,
@@ -94,7 +95,7 @@ const OPTIONS = {
     type: "string",
     multiple: true,
     value: "KEY=BASE",
-    help: "Base port of KEY; repeat for more keys (replaces the config's ports)",
+    help: "Base port of KEY, added to the config's ports or replacing KEY's; repeatable",
   },
   stride: { type: "string", value: "N", help: "Distance between slots (default: 100)" },
   slots: { type: "string", value: "N", help: "Slots for linked worktrees, 1 to N (default: 50)" },
@@ -149,8 +150,9 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   show: {
     usage: "show [KEY] [options]",
-    summary: "Print this worktree's bundle, or just the value of KEY, without changing anything",
-    options: { output: OPTIONS.output, help: OPTIONS.help },
+    summary:
+      "Print this worktree's bundle, or just the value of KEY (updating a file the config outgrew)",
+    options: { output: OPTIONS.output, config: OPTIONS.config, help: OPTIONS.help },
     maxPositionals: 1,
     permissions: () => ["git", "read"],
     run: runShow,
@@ -162,7 +164,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       format: {
         type: "string",
         value: "FORMAT",
-        help: "shell (export lines to eval, the default), dotenv or json",
+        help: "shell (export lines to eval, the default), dotenv, json or fish (set -gx lines)",
       },
       ...ALLOCATION_OPTIONS,
       help: OPTIONS.help,
@@ -210,7 +212,8 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   check: {
     usage: "check [--fix] [options]",
-    summary: "Exit 1 if two worktrees share a port or a port file is copied or unreadable",
+    summary:
+      "Exit 1 if two worktrees share a port or a port file is copied, unreadable or outdated",
     options: {
       fix: {
         type: "boolean",
@@ -397,6 +400,7 @@ function allocateOptions(values: Values, command: string): AllocateOptions {
     config: values.config as string | undefined,
     output: values.output as string | undefined,
     force: values.force === true,
+    overrideNames: FLAG_NAMES,
   };
   if (values.port !== undefined) options.ports = parsePortFlags(values.port as string[], command);
   if (values.stride !== undefined) {
@@ -416,6 +420,13 @@ function allocateOptions(values: Values, command: string): AllocateOptions {
   }
   return options;
 }
+
+/** Errors that a flag causes name the flag. */
+const FLAG_NAMES = {
+  ports: `option "--port"`,
+  stride: `option "--stride"`,
+  slots: `option "--slots"`,
+};
 
 function parsePortFlags(flags: readonly string[], command: string): Record<string, number> {
   const ports: Record<string, number> = {};
@@ -575,10 +586,27 @@ async function withLockNotice<T>(
 }
 
 async function runShow(values: Values, positionals: string[]): Promise<number> {
-  const bundle = await readBundle({ output: values.output as string | undefined });
+  const bundle = await readBundle({
+    output: values.output as string | undefined,
+    config: values.config as string | undefined,
+  });
   if (bundle === undefined) {
     console.error(`error: This worktree has no ports yet (run "worktree-ports allocate")`);
     return 1;
+  }
+  if (bundle.outdated) {
+    // Rewriting is what allocate does, and needs what it needs.
+    const missing = await missingPermissions(ALLOCATING);
+    if (missing.length > 0) {
+      console.error(
+        `error: Missing permission: run again with ${requiredFlags(missing)} ("show" rewrites ` +
+          `"${bundle.path}", which the config has changed under, and needs ${
+            requiredFlags(ALLOCATING)
+          } for that)`,
+      );
+      return 2;
+    }
+    bundle.data = (await loadReportingAllocation(values, "show")).data;
   }
   if (bundle.foreign) {
     console.error(
@@ -604,13 +632,13 @@ async function runShow(values: Values, positionals: string[]): Promise<number> {
   return 0;
 }
 
-const ENV_FORMATS: readonly EnvFormat[] = ["shell", "dotenv", "json"];
+const ENV_FORMATS: readonly EnvFormat[] = ["shell", "dotenv", "json", "fish"];
 
 async function runEnv(values: Values): Promise<number> {
   const format = (values.format ?? "shell") as EnvFormat;
   if (!ENV_FORMATS.includes(format)) {
     throw new UsageError(
-      `Option "--format" must be shell, dotenv or json, got "${format}"`,
+      `Option "--format" must be shell, dotenv, json or fish, got "${format}"`,
       commandUsage("env"),
     );
   }
@@ -654,11 +682,24 @@ async function loadReportingAllocation(values: Values, command: string): Promise
   const bundle = await withLockNotice(allocateOptions(values, command), loadBundle);
   if (bundle.allocation !== undefined) {
     for (const warning of bundle.allocation.warnings) console.error(`warning: ${warning}`);
-    console.error(
-      `allocated slot ${bundle.allocation.slot} to this worktree ("${bundle.allocation.path}")`,
-    );
+    // Of several processes that found the file outdated, the one that rewrote it says so.
+    if (!bundle.outdated) {
+      console.error(
+        `allocated slot ${bundle.allocation.slot} to this worktree ("${bundle.allocation.path}")`,
+      );
+    } else if (bundle.allocation.written) {
+      console.error(outdatedNotice(bundle.allocation));
+    }
   }
   return bundle;
+}
+
+/** The line that says an outdated port file was rewritten for the current config. */
+function outdatedNotice(allocation: Allocation): string {
+  return `updated "${allocation.path}" to the current config (` +
+    (allocation.kept
+      ? `slot ${allocation.slot} kept)`
+      : `moved to slot ${allocation.slot}: the new ports of its old slot are taken)`);
 }
 
 async function runList(values: Values): Promise<number> {
@@ -673,6 +714,7 @@ async function runList(values: Values): Promise<number> {
 
 const STATE_COLORS: Record<WorktreeStatus["state"], string> = {
   ok: "32",
+  outdated: "33",
   none: "2",
   duplicate: "31",
   foreign: "33",
@@ -729,6 +771,8 @@ function noteOf(status: WorktreeStatus): string {
       return status.detail ?? "";
     case "stale":
       return "directory gone";
+    case "outdated":
+      return "config changed since written";
     case "none":
       return "no port file";
     default:
@@ -786,7 +830,14 @@ async function runCheck(values: Values): Promise<number> {
     for (const move of moves) writeStdout(formatMove(move) + "\n");
     if (moves.length === 0) writeStdout("nothing to fix\n");
   }
-  const statuses = await inspectWorktrees({ output: options.output, listening: false });
+  const statuses = await inspectWorktrees({
+    output: options.output,
+    config: options.config,
+    ports: options.ports,
+    stride: options.stride,
+    slots: options.slots,
+    listening: false,
+  });
   // In a bare repository's directory there is no worktree, and so no config.
   const current = statuses.find((status) => status.current);
   if (current !== undefined) {
@@ -813,6 +864,10 @@ function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
       problems.push(`unreadable: "${status.file}": ${status.detail}`);
     } else if (status.state === "invalid") {
       problems.push(`invalid: "${status.file}": ${status.detail}`);
+    } else if (status.state === "outdated") {
+      problems.push(
+        `outdated: "${status.file}" is not what the config renders for slot ${status.slot} now`,
+      );
     }
     for (const conflict of status.conflicts) {
       // Each pair once: from the worktree that comes first.
@@ -831,7 +886,8 @@ function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
 function formatMove(move: Move): string {
   const ports = (ports: Record<string, number>) =>
     Object.entries(ports).map(([key, port]) => `${key}=${port}`).join(" ") || "(none)";
-  return `moved "${move.worktree}" (${move.reason}): ${ports(move.from)} -> ${
+  const verb = move.reason === "outdated" ? "updated" : "moved";
+  return `${verb} "${move.worktree}" (${move.reason}): ${ports(move.from)} -> ${
     ports(move.to)
   } (slot ${move.slot})`;
 }

@@ -6,6 +6,7 @@ import {
   readJson,
   run,
   runCli,
+  runsOk,
   snapshot,
   spawnCli,
   TempRepo,
@@ -537,12 +538,13 @@ Deno.test("cli env prints shell lines that bash evaluates to exactly the values,
 Deno.test("cli env prints dotenv and json formats", async (t) => {
   await using repo = await repoWithOddTemplate();
   const [a] = await repo.addWorktrees("wt", 1);
-  await t.step("dotenv", async () => {
+  await t.step("dotenv refuses a value that dotenv readers do not all read exactly", async () => {
     const result = await runCli(a, ["env", "--format", "dotenv"]);
-    assert.equal(result.code, 0, result.stderr);
-    assert.equal(
-      result.stdout,
-      `WEB_PORT=42010\nODD="it's \\$(touch pwned) \\\`touch pwned2\\\` \\"42010\\" \\$HOME \\\\ end"\n`,
+    assert.equal(result.code, 1);
+    assert.equal(result.stdout, "");
+    assert.match(
+      result.stderr,
+      /error: Cannot write "ODD" as dotenv: its value holds "'" and "\$".*use "--format json" or "--format shell"/,
     );
   });
   await t.step("json", async () => {
@@ -552,7 +554,7 @@ Deno.test("cli env prints dotenv and json formats", async (t) => {
   await t.step("unknown format", async () => {
     const result = await runCli(a, ["env", "--format", "yaml"]);
     assert.equal(result.code, 2);
-    assert.match(result.stderr, /"--format" must be shell, dotenv or json, got "yaml"/);
+    assert.match(result.stderr, /"--format" must be shell, dotenv, json or fish, got "yaml"/);
   });
 });
 
@@ -1089,6 +1091,7 @@ Deno.test("cli completions bash loads in bash and completes commands, options an
     "shell",
     "dotenv",
     "json",
+    "fish",
   ]);
   assert.deepEqual(await complete("worktree-ports", "completions", "z"), ["zsh"]);
   assert.ok((await complete("worktree-ports", "exec", "bas")).includes("bash"));
@@ -1165,7 +1168,7 @@ Deno.test({
       ]);
       assert.equal(result.code, 0, result.stderr);
       const lines = result.stdout.trim().split("\n").map((line) => line.split("\t")[0]);
-      assert.deepEqual(lines, ["allocate", "dotenv", "json", "shell"]);
+      assert.deepEqual(lines, ["allocate", "dotenv", "fish", "json", "shell"]);
     }),
 });
 
@@ -2020,4 +2023,373 @@ Deno.test("cli check reads the config it warns about, and exits 2 when it is inv
   assert.equal(result.code, 2);
   assert.match(result.stderr, /^error: Invalid config ".*": port "web" must be an integer/);
   assert.equal(result.stdout, "");
+});
+
+// ---------------------------------------------------------------------------
+// Values reach every consumer exactly
+// ---------------------------------------------------------------------------
+
+/** Template values with what shells and dotenv readers treat specially. */
+const TRICKY_TEMPLATES: Record<string, string> = {
+  single_quote: "it's",
+  double_quotes: 'say "hi" on {web_port}',
+  dollar: "$HOME $(touch pwned) (touch pwned2) `touch pwned3`",
+  backslashes: "C:\\dir\\ \\\\ \\' \\n",
+  trailing_backslash: "end\\",
+  spaces: "  two  spaces  ",
+  newline: "line1\nline2\n",
+  unicode: "héllo ✓",
+  empty: "",
+  glob: "* ? [a] ~ %self",
+};
+
+Deno.test({
+  name: `cli env --format fish is sourced by fish to exactly the values, running nothing${
+    installed("fish") ? "" : " (skipped: fish is not installed)"
+  }`,
+  ignore: !installed("fish"),
+  fn: async () => {
+    await using repo = await TempRepo.create({
+      config: { ports: { web_port: 42000 }, templates: TRICKY_TEMPLATES, stride: 10 },
+    });
+    const [a] = await repo.addWorktrees("wt", 1);
+    const env = await runCli(a, ["env", "--format", "fish"]);
+    assert.equal(env.code, 0, env.stderr);
+    const names = ["WEB_PORT", ...Object.keys(TRICKY_TEMPLATES).map((key) => key.toUpperCase())];
+    // Sourced from a pipe, as the README shows; each value printed NUL-terminated.
+    const script = `cat $argv[1] | source; for name in ${
+      names.join(" ")
+    }; printf '%s\\0' "$$name"; end`;
+    const file = `${repo.base}/env.fish`;
+    await Deno.writeTextFile(file, env.stdout);
+    const result = await run("fish", ["--no-config", "-c", script, file], { cwd: a });
+    assert.equal(result.code, 0, result.stderr);
+    const expected = [
+      "42010",
+      ...Object.values(TRICKY_TEMPLATES).map((value) => value.replace("{web_port}", "42010")),
+    ];
+    assert.deepEqual(result.stdout.split("\0").slice(0, -1), expected);
+    for (const name of ["pwned", "pwned2", "pwned3"]) {
+      await assert.rejects(Deno.stat(`${a}/${name}`), Deno.errors.NotFound);
+    }
+  },
+});
+
+/** Rewrites a worktree's copy of the config, as a user editing it there would. */
+async function editConfig(worktree: string, config: unknown): Promise<void> {
+  await writeJson(`${worktree}/worktree-ports.config.json`, config);
+}
+
+const WEB_ONLY = { ports: { web_port: 42000 }, stride: 10, slots: 50 };
+const WEB_AND_API = {
+  ports: { web_port: 42000, api_port: 43000 },
+  templates: { api_url: "http://127.0.0.1:{api_port}" },
+  stride: 10,
+  slots: 50,
+};
+
+Deno.test("cli show, env and exec rewrite a port file the config has changed under, keeping the slot", async (t) => {
+  await using repo = await TempRepo.create({ config: WEB_ONLY });
+  const [a] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  const updated = /^updated ".*\.worktree-ports\.json" to the current config \(slot 1 kept\)\n$/;
+  await t.step("show KEY", async () => {
+    await editConfig(a, WEB_AND_API);
+    const result = await runCli(a, ["show", "api_port"]);
+    assert.deepEqual([result.code, result.stdout], [0, "43010\n"], result.stderr);
+    assert.match(besidesEphemeral(result.stderr), updated);
+    const file = await readJson(`${a}/.worktree-ports.json`);
+    assert.equal(slotOf(file), 1);
+    assert.equal(file.api_url, "http://127.0.0.1:43010");
+    const again = await runCli(a, ["show", "api_port"]);
+    assert.deepEqual([again.stdout, again.stderr], ["43010\n", ""]);
+  });
+  await t.step("env", async () => {
+    await editConfig(a, WEB_ONLY);
+    const result = await runCli(a, ["env", "--format", "json"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(JSON.parse(result.stdout), { WEB_PORT: "42010" });
+    // The keys the config no longer produces are dropped, and named.
+    const [dropped, ...rest] = besidesEphemeral(result.stderr).split(/(?<=\n)/);
+    assert.match(dropped, /^warning: Rewriting ".*" dropped "api_port", "api_url"/);
+    assert.match(rest.join(""), updated);
+  });
+  await t.step("exec", async () => {
+    await editConfig(a, WEB_AND_API);
+    const result = await runCli(a, ["exec", "--", "printenv", "API_URL"], {
+      flags: [...CLI_FLAGS.filter((flag) => flag !== "--allow-run=git"), "--allow-run"],
+    });
+    assert.deepEqual([result.code, result.stdout], [0, "http://127.0.0.1:43010\n"], result.stderr);
+    assert.match(besidesEphemeral(result.stderr), updated);
+  });
+  await t.step("show without --allow-write names the flag and changes nothing", async () => {
+    await editConfig(a, WEB_ONLY);
+    const before = await snapshot(repo.base);
+    const result = await runCli(a, ["show"], { flags: ["--allow-run=git", "--allow-read"] });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /Missing permission: run again with --allow-write --allow-net=/);
+    assert.deepEqual(await snapshot(repo.base), before);
+  });
+});
+
+Deno.test("cli env moves an outdated file to another slot only when its new ports collide", async () => {
+  await using repo = await TempRepo.create({ config: WEB_ONLY });
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  // b's own config holds one port: db_port, 45000 at slot 0.
+  await editConfig(b, { ports: { db_port: 45000 }, stride: 10, slots: 50 });
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  const bFile = await runCli(b, ["allocate"]);
+  assert.equal(bFile.code, 0, bFile.stderr);
+  const bSlot = slotOf(JSON.parse(bFile.stdout));
+  // a, at slot 1, adds a key whose slot-1 port is the one b holds.
+  await editConfig(a, {
+    ports: { web_port: 42000, db_port: 45000 + (bSlot - 1) * 10 },
+    stride: 10,
+  });
+  const result = await runCli(a, ["env", "--format", "json"]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stderr, /updated ".*" to the current config \(moved to slot \d+: /);
+  const file = await readJson(`${a}/.worktree-ports.json`);
+  assert.notEqual(slotOf(file), 1);
+  const bPorts = Object.values(await readJson(`${b}/.worktree-ports.json`));
+  assert.ok(!bPorts.includes(file.db_port), `${file.db_port} is b's`);
+});
+
+Deno.test("cli check reports an outdated file and --fix rewrites it for the same slot", async () => {
+  await using repo = await TempRepo.create({ config: WEB_ONLY });
+  const [a] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  assert.equal((await runCli(repo.root, ["check"])).code, 0);
+  await editConfig(a, WEB_AND_API);
+  const check = await runCli(repo.root, ["check"]);
+  assert.equal(check.code, 1);
+  assert.match(
+    check.stdout,
+    /^outdated: ".*\/wt0\/\.worktree-ports\.json" is not what the config renders for slot 1 now$/m,
+  );
+  const list = await runCli(repo.root, ["list", "--json"]);
+  assert.deepEqual(
+    JSON.parse(list.stdout).map((status: { state: string }) => status.state),
+    ["none", "outdated"],
+  );
+  const fix = await runCli(repo.root, ["check", "--fix"]);
+  assert.equal(fix.code, 0, fix.stdout + fix.stderr);
+  assert.match(fix.stdout, /^updated ".*wt0" \(outdated\): web_port=42010 -> .*\(slot 1\)$/m);
+  const file = await readJson(`${a}/.worktree-ports.json`);
+  assert.equal(file.api_url, "http://127.0.0.1:43010");
+});
+
+Deno.test("cli env keeps a file allocated with --port flags alone when called without them", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const allocated = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocated.code, 0, allocated.stderr);
+  const before = await snapshot(repo.base);
+  const env = await runCli(a, ["env", "--format", "json"]);
+  assert.deepEqual([env.code, env.stderr], [0, ""]);
+  assert.deepEqual(JSON.parse(env.stdout), { WEB: "42010", API: "43010" });
+  assert.equal((await runCli(repo.root, ["check"])).code, 0);
+  assert.deepEqual(await snapshot(repo.base), before);
+});
+
+Deno.test("cli --port adds to the config's ports or replaces one, and errors it causes name it", async (t) => {
+  await using repo = await TempRepo.create({
+    config: {
+      ports: { web_port: 42000 },
+      templates: { web_url: "http://127.0.0.1:{web_port}" },
+      stride: 10,
+    },
+  });
+  const [a] = await repo.addWorktrees("wt", 1);
+  await t.step("a new key is added beside the config's", async () => {
+    const result = await runCli(a, ["allocate", "--port", "api_port=43000"]);
+    assert.equal(result.code, 0, result.stderr);
+    const { worktree_ports: _, ...bundle } = JSON.parse(result.stdout);
+    assert.deepEqual(bundle, {
+      web_port: 42010,
+      web_url: "http://127.0.0.1:42010",
+      api_port: 43010,
+    });
+  });
+  await t.step("a config key is replaced, templates follow", async () => {
+    const result = await runCli(a, ["env", "--format", "json", "--port", "web_port=44000"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(JSON.parse(result.stdout), {
+      WEB_PORT: "44010",
+      WEB_URL: "http://127.0.0.1:44010",
+    });
+  });
+  const before = await snapshot(repo.base);
+  for (
+    const [name, args, message] of [
+      [
+        "a flag's own mistake",
+        ["--port", "web_port=65536"],
+        /^error: Invalid option "--port": port "web_port" must be an integer from 1 to 65535, got 65536$/m,
+      ],
+      [
+        "a flag that collides with the config",
+        ["--port", "api_port=42010"],
+        /^error: Invalid option "--port" with config ".*worktree-ports\.config\.json": port "web_port" at slot 1 and port "api_port" at slot 0 both land on 42010/m,
+      ],
+      [
+        "stride",
+        ["--stride", "0"],
+        /^error: Invalid option "--stride": "stride" must be an integer from 1 to 65535, got 0$/m,
+      ],
+      [
+        "stride that makes the config's ports collide",
+        ["--stride", "1", "--port", "api_port=42001"],
+        /^error: Invalid option "--port" and option "--stride" with config ".*": port "web_port" at slot 1 and port "api_port" at slot 0 both land on 42001/m,
+      ],
+    ] as const
+  ) {
+    await t.step(name, async () => {
+      const result = await runCli(a, ["allocate", ...args]);
+      assert.equal(result.code, 2);
+      assert.match(result.stderr, message);
+      assert.deepEqual(await snapshot(repo.base), before);
+    });
+  }
+});
+
+Deno.test("cli refuses keys whose variable names collide or are reserved, naming them, changing nothing", async (t) => {
+  await using repo = await TempRepo.create({
+    config: { ports: { web_port: 42000 }, templates: { WEB_PORT: "x" }, stride: 10 },
+  });
+  const [a] = await repo.addWorktrees("wt", 1);
+  const original = await Deno.readTextFile(`${a}/worktree-ports.config.json`);
+  const before = await snapshot(repo.base);
+  await t.step("a config whose keys collide", async () => {
+    const result = await runCli(a, ["env"]);
+    assert.equal(result.code, 2);
+    assert.match(
+      result.stderr,
+      /^error: Invalid config ".*": keys "web_port" and "WEB_PORT" both become the variable "WEB_PORT"/,
+    );
+  });
+  await editConfig(a, { ports: { web_port: 42000 }, stride: 10 });
+  await t.step("a --port key that would set PATH", async () => {
+    const result = await runCli(a, ["exec", "--port", "path=45000", "--", "true"], {
+      flags: [...CLI_FLAGS.filter((flag) => flag !== "--allow-run=git"), "--allow-run"],
+    });
+    assert.equal(result.code, 2);
+    assert.match(
+      result.stderr,
+      /^error: Invalid option "--port": key "path" would set "PATH", which commands need/,
+    );
+  });
+  await Deno.writeTextFile(`${a}/worktree-ports.config.json`, original);
+  assert.deepEqual(await snapshot(repo.base), before);
+});
+
+/** The config of the README's compose recipe. */
+const COMPOSE_RECIPE = {
+  ports: { web_port: 42000, db_port: 45000 },
+  templates: {
+    compose_project_name: "myapp-{slug}",
+    public_url: "http://{slug}.localhost:{web_port}",
+    database_url: "postgres://app@127.0.0.1:{db_port}/app_{slot}",
+  },
+  stride: 10,
+};
+
+Deno.test("cli templates know the worktree: slot, branch, name and slug, updated when the branch changes", async (t) => {
+  await using repo = await TempRepo.create({ config: COMPOSE_RECIPE });
+  const login = `${repo.base}/app-login`;
+  await git(repo.root, "worktree", "add", "-q", "-b", "Feature/Login_Page", login);
+  const detached = await repo.addWorktree("Hot Fix");
+  const envOf = async (dir: string) => {
+    const result = await runCli(dir, ["env", "--format", "json"]);
+    assert.equal(result.code, 0, result.stderr);
+    return JSON.parse(result.stdout);
+  };
+  await t.step("on a branch", async () => {
+    assert.deepEqual(await envOf(login), {
+      WEB_PORT: "42010",
+      DB_PORT: "45010",
+      COMPOSE_PROJECT_NAME: "myapp-feature-login-page",
+      PUBLIC_URL: "http://feature-login-page.localhost:42010",
+      DATABASE_URL: "postgres://app@127.0.0.1:45010/app_1",
+    });
+  });
+  await t.step("detached: the slug comes from the directory's name", async () => {
+    const env = await envOf(detached);
+    assert.equal(env.COMPOSE_PROJECT_NAME, "myapp-hot-fix");
+    assert.equal(env.DATABASE_URL, "postgres://app@127.0.0.1:45020/app_2");
+  });
+  await t.step("switching the branch rewrites the file for the same slot", async () => {
+    await git(login, "switch", "-q", "-c", "bugfix/42");
+    const result = await runCli(login, ["show", "public_url"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "http://bugfix-42.localhost:42010\n");
+    assert.match(result.stderr, /updated ".*" to the current config \(slot 1 kept\)/);
+  });
+});
+
+const hasCompose1 = runsOk("docker-compose", ["version"]);
+Deno.test({
+  name: `cli the README's compose recipe reaches docker-compose v1 through a dotenv file${
+    hasCompose1 ? "" : " (skipped: docker-compose is not installed)"
+  }`,
+  ignore: !hasCompose1,
+  fn: async () => {
+    await using repo = await TempRepo.create({ config: COMPOSE_RECIPE });
+    const login = `${repo.base}/app-login`;
+    await git(repo.root, "worktree", "add", "-q", "-b", "Feature/Login_Page", login);
+    const env = await runCli(login, ["env", "--format", "dotenv"]);
+    assert.equal(env.code, 0, env.stderr);
+    await Deno.writeTextFile(`${login}/.env.ports`, env.stdout);
+    await Deno.writeTextFile(
+      `${login}/compose.yaml`,
+      [
+        "services:",
+        "  web:",
+        "    image: node:22",
+        '    ports: ["127.0.0.1:${WEB_PORT}:3000"]',
+        "    environment:",
+        "      PUBLIC_URL: ${PUBLIC_URL}",
+        "      DATABASE_URL: ${DATABASE_URL}",
+        "  db:",
+        "    image: postgres:17",
+        '    ports: ["127.0.0.1:${DB_PORT}:5432"]',
+        "",
+      ].join("\n"),
+    );
+    const config = await run("docker-compose", ["--env-file", ".env.ports", "config"], {
+      cwd: login,
+      env: { HOME: repo.base },
+    });
+    assert.equal(config.code, 0, config.stderr);
+    for (
+      const line of [
+        "- 127.0.0.1:42010:3000/tcp",
+        "- 127.0.0.1:45010:5432/tcp",
+        "PUBLIC_URL: http://feature-login-page.localhost:42010",
+        "DATABASE_URL: postgres://app@127.0.0.1:45010/app_1",
+      ]
+    ) {
+      assert.ok(config.stdout.includes(line), `${line} in:\n${config.stdout}`);
+    }
+  },
+});
+
+Deno.test("cli show --config judges and rewrites the file by that config", async () => {
+  await using repo = await TempRepo.create({ config: WEB_ONLY });
+  const [a] = await repo.addWorktrees("wt", 1);
+  const other = `${repo.base}/other.json`;
+  await writeJson(other, { ...WEB_ONLY, templates: { web_url: "http://127.0.0.1:{web_port}" } });
+  assert.equal((await runCli(a, ["allocate", "--config", other])).code, 0);
+  const same = await runCli(a, ["show", "web_url", "--config", other]);
+  assert.deepEqual(
+    [same.code, same.stdout, same.stderr],
+    [0, "http://127.0.0.1:42010\n", ""],
+  );
+  await writeJson(other, { ...WEB_ONLY, templates: { web_url: "http://localhost:{web_port}" } });
+  const changed = await runCli(a, ["show", "web_url", "--config", other]);
+  assert.deepEqual([changed.code, changed.stdout], [0, "http://localhost:42010\n"]);
+  assert.match(
+    besidesEphemeral(changed.stderr),
+    /^updated ".*" to the current config \(slot 1 kept\)\n$/,
+  );
 });

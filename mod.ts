@@ -112,7 +112,12 @@ export const DEFAULT_CONFIG: Readonly<PortsConfig> = Object.freeze({
 
 const IS_WINDOWS = Deno.build.os === "windows";
 const KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const PLACEHOLDER_PATTERN = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+/** A template's parts: `{{` and `}}` are literal braces, `{name}` a placeholder. */
+const PLACEHOLDER_PATTERN = /\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+/** Placeholders that describe the worktree rather than a port. */
+const WORKTREE_PLACEHOLDERS: readonly string[] = ["slot", "branch", "name", "slug"];
+/** The longest DNS label. */
+const MAX_SLUG_LENGTH = 63;
 const META_KEY = "worktree_ports";
 const MAX_PORT = 65535;
 /** Port files and configs are a few hundred bytes; a larger file is not one. */
@@ -136,10 +141,12 @@ export interface PortsConfig {
   slots: number;
 }
 
-/** Values that replace those of the config file, as the CLI's flags do. */
+/** Values that change those of the config file, as the CLI's flags do. */
 export interface ConfigOverrides {
   /**
-   * Replaces the config's `ports` entirely.
+   * Base ports added to the config's `ports`, replacing those of the same
+   * keys. Without a config file (or without `ports` in it) they replace the
+   * default `{ port: 3000 }`.
    *
    * @default {undefined}
    */
@@ -156,6 +163,23 @@ export interface ConfigOverrides {
    * @default {undefined}
    */
   slots?: number;
+  /**
+   * How error messages name each override, e.g. the command-line flag that
+   * set it, so that an error an override causes blames the override.
+   *
+   * @default {undefined} `option "ports"`, `option "stride"` and `option "slots"`
+   */
+  overrideNames?: OverrideNames;
+}
+
+/** How error messages name the overrides of {@linkcode ConfigOverrides}. */
+export interface OverrideNames {
+  /** The name of `ports`, e.g. `"--port"`. */
+  ports?: string;
+  /** The name of `stride`, e.g. `"--stride"`. */
+  stride?: string;
+  /** The name of `slots`, e.g. `"--slots"`. */
+  slots?: string;
 }
 
 /** Options for {@linkcode parseConfig}. */
@@ -173,8 +197,11 @@ export interface ParseConfigOptions extends ConfigOverrides {
  *
  * Every problem is caught here, before anything is written: unknown keys,
  * non-integer or out-of-range numbers, an empty `ports`, a template naming a
- * missing key, a port of any slot outside 1..65535, and two (key, slot) pairs
- * that land on the same port.
+ * missing key, a port of any slot outside 1..65535, two (key, slot) pairs
+ * that land on the same port, two keys that become the same upper-case
+ * variable, and a key that would set a variable the environment depends on
+ * (`PATH`, `HOME`, `SHELL`, `USER`, `PWD`, `LANG`, `TERM`, `TMPDIR`, or one
+ * starting with `LC_`, `DENO_`, `GIT_`, `LD_` or `DYLD_`).
  *
  * @param value The parsed JSON of a config file, or `undefined` for none.
  * @param options Overrides and the name of the source for messages.
@@ -199,15 +226,33 @@ export function parseConfig(
   value: unknown,
   options: ParseConfigOptions = {},
 ): PortsConfig {
-  const fail = (problem: string): never => {
-    throw new WorktreePortsError(
-      "INVALID_CONFIG",
-      `Invalid config${options.source ? ` ${options.source}` : ""}: ${problem}`,
-    );
-  };
   const raw = value ?? {};
+  const record = (isPlainObject(raw) ? raw : {}) as Record<string, unknown>;
+  // Each problem names where the values it involves came from: the config,
+  // the overrides (by their names), or both.
+  const overrideName = (name: keyof OverrideNames) =>
+    options.overrideNames?.[name] ?? `option "${name}"`;
+  const keyOrigin = (key: string): string =>
+    options.ports !== undefined && Object.hasOwn(options.ports, key)
+      ? overrideName("ports")
+      : "config";
+  const numberOrigin = (name: "stride" | "slots"): string | undefined =>
+    options[name] !== undefined
+      ? overrideName(name)
+      : record[name] !== undefined
+      ? "config"
+      : undefined;
+  const fail = (problem: string, origins: readonly (string | undefined)[] = ["config"]): never => {
+    const overrides = [...new Set(origins.filter((o) => o !== undefined && o !== "config"))];
+    const source = options.source ? ` ${options.source}` : "";
+    const blamed = overrides.length === 0
+      ? `config${source}`
+      : origins.includes("config")
+      ? `${overrides.join(" and ")} with config${source}`
+      : overrides.join(" and ");
+    throw new WorktreePortsError("INVALID_CONFIG", `Invalid ${blamed}: ${problem}`);
+  };
   if (!isPlainObject(raw)) fail("it must be a JSON object");
-  const record = raw as Record<string, unknown>;
   for (const key of Object.keys(record)) {
     if (!["ports", "templates", "stride", "slots"].includes(key)) {
       fail(
@@ -216,14 +261,25 @@ export function parseConfig(
     }
   }
 
-  const ports = options.ports ??
-    (record.ports === undefined ? { ...DEFAULT_CONFIG.ports } : record.ports);
-  if (!isPlainObject(ports)) fail(`"ports" must be an object of key to base port`);
+  const configPorts = record.ports === undefined ? { ...DEFAULT_CONFIG.ports } : record.ports;
+  if (!isPlainObject(configPorts)) fail(`"ports" must be an object of key to base port`);
+  if (options.ports !== undefined && !isPlainObject(options.ports)) {
+    fail(`"ports" must be an object of key to base port`, [overrideName("ports")]);
+  }
+  const ports = options.ports === undefined
+    ? configPorts
+    : record.ports === undefined
+    ? { ...options.ports }
+    : { ...configPorts as object, ...options.ports };
   const portEntries = Object.entries(ports as Record<string, unknown>);
   if (portEntries.length === 0) fail(`"ports" must name at least one port`);
   for (const [key, base] of portEntries) {
-    checkKey(key, "ports", fail);
-    checkInteger(base, `port "${clip(key)}"`, 1, MAX_PORT, fail);
+    const failKey = (problem: string) => fail(problem, [keyOrigin(key)]);
+    checkKey(key, "ports", failKey);
+    checkInteger(base, `port "${clip(key)}"`, 1, MAX_PORT, failKey);
+    if (WORKTREE_PLACEHOLDERS.includes(key)) {
+      failKey(`port "${key}" has the name of the placeholder "{${key}}" (rename it)`);
+    }
   }
 
   const templates = record.templates ?? {};
@@ -233,22 +289,35 @@ export function parseConfig(
   for (const [key, template] of Object.entries(templates as object)) {
     checkKey(key, "templates", fail);
     if (Object.hasOwn(ports as object, key)) {
-      fail(`template "${clip(key)}" has the same name as a port`);
+      fail(`template "${clip(key)}" has the same name as a port`, ["config", keyOrigin(key)]);
     }
     if (typeof template !== "string") {
       fail(`template "${clip(key)}" must be a string`);
     }
     for (const [, name] of (template as string).matchAll(PLACEHOLDER_PATTERN)) {
-      if (!Object.hasOwn(ports as object, name)) {
-        fail(`template "${clip(key)}" names "{${clip(name)}}", which is not in "ports"`);
+      if (
+        name !== undefined && !Object.hasOwn(ports as object, name) &&
+        !WORKTREE_PLACEHOLDERS.includes(name)
+      ) {
+        fail(
+          `template "${clip(key)}" names "{${
+            clip(name)
+          }}", which is neither in "ports" nor one of ` +
+            `"{slot}", "{branch}", "{name}" or "{slug}" (write "{{" and "}}" for literal braces)`,
+        );
       }
     }
   }
 
+  checkEnvNames(
+    [...Object.keys(ports as object), ...Object.keys(templates as object)],
+    (problem, keys) => fail(problem, keys.map(keyOrigin)),
+  );
+
   const stride = options.stride ?? record.stride ?? DEFAULT_CONFIG.stride;
-  checkInteger(stride, `"stride"`, 1, MAX_PORT, fail);
+  checkInteger(stride, `"stride"`, 1, MAX_PORT, (p) => fail(p, [numberOrigin("stride")]));
   const slots = options.slots ?? record.slots ?? DEFAULT_CONFIG.slots;
-  checkInteger(slots, `"slots"`, 1, MAX_PORT, fail);
+  checkInteger(slots, `"slots"`, 1, MAX_PORT, (p) => fail(p, [numberOrigin("slots")]));
 
   const config: PortsConfig = {
     ports: ports as Record<string, number>,
@@ -256,7 +325,12 @@ export function parseConfig(
     stride: stride as number,
     slots: slots as number,
   };
-  checkSlotPorts(config, fail);
+  checkSlotPorts(config, (problem, keys) =>
+    fail(problem, [
+      ...keys.map(keyOrigin),
+      numberOrigin("stride"),
+      numberOrigin("slots"),
+    ]));
   return config;
 }
 
@@ -270,6 +344,61 @@ function checkKey(key: string, section: string, fail: (p: string) => never) {
   }
   if (key === META_KEY) {
     fail(`"${META_KEY}" is reserved for the port file's own metadata`);
+  }
+}
+
+/**
+ * Variables that the process environment depends on: a bundle key that set
+ * one would break `exec` and every shell that loads the bundle.
+ */
+const RESERVED_ENV_NAMES: ReadonlySet<string> = new Set([
+  "PATH",
+  "HOME",
+  "SHELL",
+  "USER",
+  "PWD",
+  "LANG",
+  "TERM",
+  "TMPDIR",
+]);
+const RESERVED_ENV_PREFIXES: readonly string[] = ["LC_", "DENO_", "GIT_", "LD_", "DYLD_"];
+
+/**
+ * Every key becomes its upper-case variable name: two keys must not become
+ * the same variable, and none may become one the environment depends on.
+ */
+function checkEnvNames(
+  keys: readonly string[],
+  fail: (problem: string, keys: string[]) => never,
+) {
+  const quoted = (names: readonly string[]) => names.map((name) => `"${name}"`).join(" and ");
+  const byName = new Map<string, string[]>();
+  for (const key of keys) {
+    const name = key.toUpperCase();
+    byName.set(name, [...(byName.get(name) ?? []), key]);
+  }
+  for (const [name, same] of byName) {
+    if (same.length > 1) {
+      fail(
+        `keys ${quoted(same)} both become the variable "${name}" (rename all but one)`,
+        same,
+      );
+    }
+  }
+  const reserved = keys.filter((key) => {
+    const name = key.toUpperCase();
+    return RESERVED_ENV_NAMES.has(name) ||
+      RESERVED_ENV_PREFIXES.some((prefix) => name.startsWith(prefix));
+  });
+  if (reserved.length > 0) {
+    fail(
+      `${reserved.length === 1 ? "key" : "keys"} ${quoted(reserved)} would set ${
+        quoted(reserved.map((key) => key.toUpperCase()))
+      }, which commands need from the environment (rename ${
+        reserved.length === 1 ? "it" : "them"
+      }, e.g. "app_${reserved[0]}")`,
+      reserved,
+    );
   }
 }
 
@@ -310,7 +439,10 @@ function clip(text: string): string {
  * port is at the last slot, and two keys collide exactly when their bases are
  * a whole number of strides apart, no more than `slots` strides.
  */
-function checkSlotPorts(config: PortsConfig, fail: (p: string) => never) {
+function checkSlotPorts(
+  config: PortsConfig,
+  fail: (problem: string, keys: string[]) => never,
+) {
   const { stride, slots } = config;
   const entries = Object.entries(config.ports);
   let highest: [string, number] | undefined;
@@ -324,6 +456,7 @@ function checkSlotPorts(config: PortsConfig, fail: (p: string) => never) {
       `port "${key}" at slot ${slot} would be ${
         config.ports[key] + slot * stride
       }, above ${MAX_PORT} (lower "slots", "stride" or the base port)`,
+      [key],
     );
   }
   let first: { low: string; high: string; slot: number; port: number } | undefined;
@@ -340,6 +473,7 @@ function checkSlotPorts(config: PortsConfig, fail: (p: string) => never) {
   if (first) {
     fail(
       `port "${first.low}" at slot ${first.slot} and port "${first.high}" at slot 0 both land on ${first.port} (change "stride" or a base port so the ranges do not overlap)`,
+      [first.low, first.high],
     );
   }
 }
@@ -465,11 +599,29 @@ export function portsForSlot(
   return ports;
 }
 
+/** Options for {@linkcode renderBundle}. */
+export interface RenderBundleOptions {
+  /**
+   * The worktree the bundle is for, which fills `{branch}`, `{name}` and
+   * `{slug}`: its path (as git reports it) and its branch, if one is checked out.
+   *
+   * @default {undefined} `{branch}` and `{name}` are empty, `{slug}` is `slot-N`
+   */
+  worktree?: Pick<Worktree, "path" | "branch">;
+}
+
 /**
- * The full bundle of a slot: its ports, then the templates filled from them.
+ * The full bundle of a slot: its ports, then the templates filled in.
+ *
+ * In a template, `{key}` is that key's port at the slot; `{slot}` the slot;
+ * `{branch}` the worktree's branch (empty when detached); `{name}` the base
+ * name of the worktree's directory; `{slug}` a DNS label made from the
+ * branch, or from the name when detached (see {@linkcode slugOf}); and `{{`
+ * and `}}` are literal braces.
  *
  * @param config The config to render.
  * @param slot The slot to render.
+ * @param options The worktree the bundle is for.
  * @returns Each port key and template key with its value, in config order.
  *
  * @example Usage
@@ -479,27 +631,67 @@ export function portsForSlot(
  *
  * const config = parseConfig({
  *   ports: { api: 8000 },
- *   templates: { api_url: "http://127.0.0.1:{api}" },
+ *   templates: {
+ *     api_url: "http://{slug}.localhost:{api}",
+ *     compose_project_name: "app-{slug}",
+ *     json: '{{"slot": {slot}}}',
+ *   },
  * });
- * assert.deepEqual(renderBundle(config, 1), {
+ * const worktree = { path: "/src/app-login", branch: "Feature/Login_Page" };
+ * assert.deepEqual(renderBundle(config, 1, { worktree }), {
  *   api: 8100,
- *   api_url: "http://127.0.0.1:8100",
+ *   api_url: "http://feature-login-page.localhost:8100",
+ *   compose_project_name: "app-feature-login-page",
+ *   json: '{"slot": 1}',
  * });
  * ```
  */
 export function renderBundle(
   config: PortsConfig,
   slot: number,
+  options: RenderBundleOptions = {},
 ): Record<string, number | string> {
   const ports = portsForSlot(config, slot);
   const bundle: Record<string, number | string> = { ...ports };
+  const { worktree } = options;
+  const name = worktree === undefined ? "" : baseName(worktree.path);
+  const values: Record<string, string> = {
+    slot: String(slot),
+    branch: worktree?.branch ?? "",
+    name,
+    // A branch of only punctuation falls back to the name, and no worktree to the slot.
+    slug: slugOf(worktree?.branch ?? "") || slugOf(name) || `slot-${slot}`,
+  };
   for (const [key, template] of Object.entries(config.templates)) {
-    bundle[key] = template.replace(
-      PLACEHOLDER_PATTERN,
-      (_, name: string) => String(ports[name]),
-    );
+    bundle[key] = template.replace(PLACEHOLDER_PATTERN, (token, name?: string) => {
+      if (name === undefined) return token[0];
+      return Object.hasOwn(ports, name) ? String(ports[name]) : values[name];
+    });
   }
   return bundle;
+}
+
+/**
+ * A DNS label made from a branch or directory name, for `{slug}`: lower
+ * case, accents dropped, every run of other characters than `a-z` and `0-9`
+ * one `-`, no `-` at either end, at most 63 characters.
+ *
+ * @param text A branch or directory name.
+ * @returns The label; empty when `text` has no letter or digit.
+ *
+ * @example Usage
+ * ```ts
+ * import { slugOf } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(slugOf("Feature/Login_Page"), "feature-login-page");
+ * assert.equal(slugOf("fix/Ünïcode--names!"), "fix-unicode-names");
+ * ```
+ */
+export function slugOf(text: string): string {
+  return text.normalize("NFKD").replace(/\p{M}/gu, "").toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-").replace(/^-+/, "")
+    .slice(0, MAX_SLUG_LENGTH).replace(/-+$/, "");
 }
 
 // ---------------------------------------------------------------------------
@@ -2089,6 +2281,66 @@ function namesOtherWorktree(
     live.some((worktree) => real(worktree.path) === recordedReal);
 }
 
+/**
+ * What a worktree's config renders for a slot now, or `undefined` when the
+ * config cannot be loaded: that error is for whoever allocates there.
+ */
+function expectedBundle(
+  worktree: Pick<Worktree, "path" | "branch">,
+  slot: number,
+  options: LoadConfigOptions,
+): Record<string, number | string> | undefined {
+  try {
+    const config = judgingConfig(worktree.path, options);
+    return config && renderBundle(config, slot, { worktree });
+  } catch (error) {
+    if (error instanceof WorktreePortsError) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * The config a port file is judged against: none when the worktree has no
+ * config file and no overrides are given. A file allocated with overrides
+ * alone (`--port` flags) is not outdated just because a later call gives none.
+ */
+function judgingConfig(root: string, options: LoadConfigOptions): PortsConfig | undefined {
+  const overridden = options.config !== undefined || options.ports !== undefined ||
+    options.stride !== undefined || options.slots !== undefined;
+  if (!overridden) {
+    try {
+      Deno.statSync(joinPath(root, CONFIG_FILE_NAME));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      if (error instanceof Deno.errors.NotCapable) throw error;
+    }
+  }
+  return loadConfig(root, options);
+}
+
+/** {@linkcode isOutdated} against {@linkcode judgingConfig}; config errors are thrown. */
+function isOutdatedFor(
+  repository: Repository,
+  data: Record<string, unknown>,
+  slot: number,
+  options: LoadConfigOptions,
+): boolean {
+  const config = judgingConfig(repository.root, options);
+  return config !== undefined &&
+    isOutdated(data, renderBundle(config, slot, { worktree: repository.current }));
+}
+
+/** A file's keys or values differ from the bundle its config renders now (order aside). */
+function isOutdated(
+  data: Record<string, unknown>,
+  bundle: Record<string, number | string> | undefined,
+): boolean {
+  if (bundle === undefined) return false;
+  const keys = Object.keys(data).filter((key) => key !== META_KEY);
+  return keys.length !== Object.keys(bundle).length ||
+    keys.some((key) => !Object.hasOwn(bundle, key) || bundle[key] !== data[key]);
+}
+
 // ---------------------------------------------------------------------------
 // Allocation
 // ---------------------------------------------------------------------------
@@ -2272,6 +2524,7 @@ async function allocateIn(
         primary: repository.primary,
         keptCopy,
         repository: reserved.repository,
+        worktree: repository.current,
       },
       config,
       own,
@@ -2465,6 +2718,8 @@ interface Target {
   keptCopy?: string;
   /** Its repository, to tell a moved worktree's file from a copied one. */
   repository?: Pick<Repository, "current" | "worktrees">;
+  /** The worktree, for the placeholders of templates. */
+  worktree: Pick<Worktree, "path" | "branch">;
 }
 
 /**
@@ -2488,7 +2743,7 @@ async function allocateSlot(
   });
   const allocation: Omit<Allocation, "timings"> = {
     slot: choice.slot,
-    bundle: renderBundle(config, choice.slot),
+    bundle: renderBundle(config, choice.slot, { worktree: target.worktree }),
     worktree: target.root,
     path: target.path,
     allocatedAt: current?.slot === choice.slot && current.allocated_at
@@ -2711,6 +2966,13 @@ function assertNotDirectory(path: string): void {
 /** Options for {@linkcode readBundle}. */
 export interface ReadBundleOptions extends PortFilePathOptions {
   /**
+   * The config file the port file is compared with; relative paths are
+   * resolved against the worktree root.
+   *
+   * @default {undefined} `worktree-ports.config.json` in the worktree root, if present
+   */
+  config?: string;
+  /**
    * How git is run.
    *
    * @default {denoGit}
@@ -2726,6 +2988,11 @@ export interface CurrentBundle {
   data: Record<string, unknown>;
   /** The file names another worktree: it was copied, and its ports are not this worktree's. */
   foreign: boolean;
+  /**
+   * The file's keys or values are not what the config renders for its slot
+   * now: {@linkcode loadBundle} would rewrite it.
+   */
+  outdated: boolean;
 }
 
 /**
@@ -2733,7 +3000,8 @@ export interface CurrentBundle {
  *
  * @param options Where, which output file, and the git runner.
  * @returns The file's values, or `undefined` when there is no file yet.
- * @throws {WorktreePortsError} With code `NOT_A_WORKTREE` or `GIT_FAILED`.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE`, `GIT_FAILED`, or
+ * `INVALID_CONFIG` when the config the file is compared with is not valid.
  * @throws {Error} When the file exists but cannot be read or parsed.
  *
  * @example Usage
@@ -2756,10 +3024,13 @@ export async function readBundle(
       `Cannot read "${path}": ${file.reason} (run "worktree-ports allocate" to replace it)`,
     );
   }
+  const foreign = isForeign(file, repository.root, repository);
   return {
     path,
     data: file.data,
-    foreign: isForeign(file, repository.root, repository),
+    foreign,
+    outdated: !foreign && file.meta !== undefined &&
+      isOutdatedFor(repository, file.data, file.meta.slot, options),
   };
 }
 
@@ -2775,7 +3046,8 @@ export async function readBundle(
  * holds numbers that are not ports; `stale`, git reports the worktree's
  * directory as gone (it reserves nothing); `absent`, a locked worktree whose
  * directory is away (it keeps the ports of its last written file, when a copy
- * of it is known).
+ * of it is known); `outdated`, its keys or values are not what the worktree's
+ * config renders for its slot now.
  */
 export type WorktreeState =
   | "ok"
@@ -2785,7 +3057,8 @@ export type WorktreeState =
   | "unreadable"
   | "invalid"
   | "stale"
-  | "absent";
+  | "absent"
+  | "outdated";
 
 /** Ports that one worktree shares with another. */
 export interface PortConflict {
@@ -2824,7 +3097,14 @@ export interface WorktreeStatus {
 }
 
 /** Options for {@linkcode inspectWorktrees}. */
-export interface InspectOptions extends PortFilePathOptions {
+export interface InspectOptions extends PortFilePathOptions, ConfigOverrides {
+  /**
+   * The config file each worktree's file is compared with, to tell an
+   * outdated one; relative paths are resolved against each worktree's root.
+   *
+   * @default {undefined} `worktree-ports.config.json` in each worktree's root, if present
+   */
+  config?: string;
   /**
    * Probe every port to report whether it is listening now.
    *
@@ -2933,6 +3213,11 @@ async function inspectRepository(
         detail: file.invalid.join("; "),
         reserved: file.ports,
       };
+    }
+    if (
+      file.meta && isOutdated(file.data, expectedBundle(worktree, file.meta.slot, options))
+    ) {
+      return { ...status, state: "outdated" as const, reserved: file.ports };
     }
     return { ...status, reserved: file.ports };
   }));
@@ -3156,8 +3441,11 @@ export interface FixOptions extends ConfigOverrides, PortFilePathOptions {
 export interface Move {
   /** The worktree's path, as git reports it. */
   worktree: string;
-  /** Why it moved. */
-  reason: "duplicate" | "foreign" | "unreadable" | "invalid";
+  /**
+   * Why it moved; `outdated` and `invalid` files are rewritten for the same
+   * slot unless its new ports collide.
+   */
+  reason: "duplicate" | "foreign" | "unreadable" | "invalid" | "outdated";
   /** Its ports before (empty for an unreadable file). */
   from: Record<string, number>;
   /** The slot it was given. */
@@ -3207,7 +3495,10 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
   const probe = options.probe ?? denoProbe;
   const movers = new Map<WorktreeStatus, Move["reason"]>();
   for (const status of statuses) {
-    if (status.state === "foreign" || status.state === "unreadable" || status.state === "invalid") {
+    if (
+      status.state === "foreign" || status.state === "unreadable" ||
+      status.state === "invalid" || status.state === "outdated"
+    ) {
       movers.set(status, status.state);
     }
   }
@@ -3236,12 +3527,14 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     const keptCopy = !status.primary && relativeInside(status.path, status.file) === PORT_FILE_NAME
       ? keptCopyPath(root)
       : undefined;
+    // An outdated or invalid file keeps its slot unless the ports its config gives it now collide.
+    const outdated = reason === "outdated" || reason === "invalid";
     const allocation = await allocateSlot(
-      { root, path: status.file, primary: status.primary, keptCopy },
+      { root, path: status.file, primary: status.primary, keptCopy, worktree: status },
       config,
-      { state: "missing" },
+      outdated ? readPortFile(status.file) : { state: "missing" },
       reserved,
-      { force: true, probe: options.probe },
+      { force: !outdated, probe: options.probe },
     );
     const to = portsForSlot(config, allocation.slot);
     for (const port of Object.values(to)) reserved.add(port);
@@ -3346,7 +3639,7 @@ export async function releasePorts(options: ReleaseOptions = {}): Promise<Releas
 // ---------------------------------------------------------------------------
 
 /** How {@linkcode formatEnv} writes variables. */
-export type EnvFormat = "shell" | "dotenv" | "json";
+export type EnvFormat = "shell" | "dotenv" | "json" | "fish";
 
 /**
  * A bundle's values as environment variables: each key upper-cased
@@ -3383,13 +3676,20 @@ export function bundleEnv(bundle: Record<string, unknown>): Record<string, strin
  *
  * `shell` prints `export NAME='value'` lines that are safe to `eval`: every
  * value is single-quoted, so no value can run a command. `dotenv` prints
- * `NAME=value` lines that `docker compose --env-file` and direnv's `dotenv`
- * read, quoting values that need it. `json` prints one object.
+ * `NAME=value` lines that python-dotenv, docker compose, npm's
+ * `dotenv` and direnv's `dotenv` all read back exactly, quoting values that
+ * need it; a value that no quoting keeps exact in all of them (one mixing
+ * quotes, backslashes, `$` or line breaks in certain ways, or holding `${`)
+ * is refused rather than written. `json` prints one object. `fish` prints
+ * `set -gx NAME 'value'` lines for fish's `source`, quoted the way fish reads
+ * single quotes (only `\\` and `\'` are escapes there).
  *
  * @param env Variable names and values.
  * @param format The output format.
  * @returns The text, ending with a newline.
  * @throws {TypeError} When the format is unknown.
+ * @throws {RangeError} For `dotenv`, naming the variable and the character,
+ * when a value cannot be written so that every dotenv reader gets it exactly.
  *
  * @example Usage
  * ```ts
@@ -3406,12 +3706,14 @@ export function formatEnv(env: Record<string, string>, format: EnvFormat): strin
     case "shell":
       return entries.map(([name, value]) => `export ${name}=${shellQuote(value)}\n`).join("");
     case "dotenv":
-      return entries.map(([name, value]) => `${name}=${dotenvQuote(value)}\n`).join("");
+      return entries.map(([name, value]) => `${name}=${dotenvQuote(name, value)}\n`).join("");
     case "json":
       return JSON.stringify(env, null, 2) + "\n";
+    case "fish":
+      return entries.map(([name, value]) => `set -gx ${name} ${fishQuote(value)}\n`).join("");
     default:
       throw new TypeError(
-        `Unknown env format "${format}" (expected "shell", "dotenv" or "json")`,
+        `Unknown env format "${format}" (expected "shell", "dotenv", "json" or "fish")`,
       );
   }
 }
@@ -3420,15 +3722,74 @@ function shellQuote(value: string): string {
   return `'${value.replaceAll("'", `'\\''`)}'`;
 }
 
+/** Fish reads `\\` and `\'` as escapes inside single quotes, and nothing else. */
+function fishQuote(value: string): string {
+  return `'${value.replace(/[\\']/g, "\\$&")}'`;
+}
+
 /**
- * Values of plain characters go bare. Others are single-quoted, which both
- * docker compose and direnv take literally, with no interpolation; a value
- * holding a single quote or a newline is double-quoted with escapes instead.
+ * Dotenv has no standard: python-dotenv (and docker compose v1, which uses
+ * it), npm's `dotenv` and direnv each read quotes,
+ * backslashes and `$` their own way. Each value is written in the first form
+ * that all of them were found to read back exactly, and refused when there is
+ * none:
+ *
+ * - bare, for plain characters;
+ * - single quotes, unless the value holds `'`, `\\`, `${` or a line break, or
+ *   ends with `\` (python-dotenv expands `${…}` and reads `\\` and `\'` as
+ *   escapes there, direnv cannot read a line break there);
+ * - double quotes, with `\n` and `\r` for line breaks, unless the value holds
+ *   `"`, `\` or `$` (npm keeps escape backslashes, direnv expands `$NAME`);
+ * - bare again for other values with backslashes, which every reader keeps
+ *   as they are outside quotes, as long as there is no space, quote, `#`, `$`
+ *   or backtick.
  */
-function dotenvQuote(value: string): string {
-  if (/^[\w.:/@+,=-]*$/.test(value)) return value;
-  if (!/['\n\r]/.test(value)) return `'${value}'`;
-  return `"${value.replace(/[\\"$`]/g, "\\$&").replaceAll("\n", "\\n").replaceAll("\r", "\\r")}"`;
+function dotenvQuote(name: string, value: string): string {
+  const control = /(?![\t\n\r])\p{Cc}/u.exec(value);
+  if (control) throw dotenvError(name, [control[0]]);
+  if (/^[\w.:/@+,=%-]*$/.test(value)) return value;
+  const single = /['\n\r]|\\\\|\\$|\$\{/.exec(value);
+  if (!single) return `'${value}'`;
+  const double = /["\\$]/.exec(value);
+  if (!double) return `"${value.replaceAll("\n", "\\n").replaceAll("\r", "\\r")}"`;
+  const bare = /[\s'"`#$]/.exec(value);
+  if (!bare) return value;
+  throw dotenvError(name, [single[0], double[0], bare[0]]);
+}
+
+function dotenvError(name: string, characters: string[]): RangeError {
+  // "${" says more than the "$" in it.
+  const shown = characters.includes("${") ? characters.filter((c) => c !== "$") : characters;
+  const described = [...new Set(shown.map(describeCharacter))];
+  const list = described.length === 1
+    ? described[0]
+    : `${described.slice(0, -1).join(", ")} and ${described.at(-1)}`;
+  return new RangeError(
+    `Cannot write "${name}" as dotenv: its value holds ${list}, which dotenv readers ` +
+      `(python-dotenv, docker compose, npm dotenv, direnv) do not all read back the same in ` +
+      `any quoting (use "--format json" or "--format shell")`,
+  );
+}
+
+function describeCharacter(character: string): string {
+  switch (character) {
+    case "\n":
+    case "\r":
+      return "a line break";
+    case " ":
+      return "a space";
+    case "\t":
+      return "a tab";
+  }
+  if (/\s/.test(character)) return `a space character (U+${codePoint(character)})`;
+  if (/\p{Cc}/u.test(character)) {
+    return `the control character U+${codePoint(character)}`;
+  }
+  return `"${character}"`;
+}
+
+function codePoint(character: string): string {
+  return character.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
 }
 
 /** The current worktree's bundle, as {@linkcode loadBundle} found or made it. */
@@ -3439,11 +3800,22 @@ export interface LoadedBundle {
   data: Record<string, unknown>;
   /** The allocation made because the worktree had no port file of its own, if one was made. */
   allocation?: Allocation;
+  /**
+   * The file was rewritten, as `allocation`, because its keys or values were
+   * not what the config renders for its slot now.
+   *
+   * @default {false}
+   */
+  outdated?: boolean;
 }
 
 /**
  * The current worktree's bundle: its own port file when it has one,
- * otherwise a fresh allocation (a missing, unreadable, invalid or copied file).
+ * otherwise a fresh allocation (a missing, unreadable or copied file). A file
+ * the config has changed under (keys added, removed or rendered differently),
+ * or holding a number that is not a port, is rewritten for the same slot
+ * under the lock, as {@linkcode allocate} would; the slot changes only when
+ * the new ports collide.
  *
  * @param options The same options as {@linkcode allocate}, used when allocating.
  * @returns The bundle's values, and the allocation if one was made.
@@ -3463,14 +3835,14 @@ export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedB
   const repository = await openRepository({ cwd: options.cwd, git });
   const path = portFilePath(repository.root, options);
   const file = readPortFile(path);
-  if (
-    file.state === "read" && !isForeign(file, repository.root, repository) &&
-    file.invalid === undefined
-  ) {
-    return { path, data: file.data };
+  let outdated = false;
+  if (file.state === "read" && !isForeign(file, repository.root, repository)) {
+    outdated = file.invalid !== undefined || (file.meta !== undefined &&
+      isOutdatedFor(repository, file.data, file.meta.slot, options));
+    if (!outdated) return { path, data: file.data };
   }
   const allocation = await allocateIn(repository, options, git, start);
-  return { path, data: portFileData(allocation), allocation };
+  return { path, data: portFileData(allocation), allocation, outdated };
 }
 
 // ---------------------------------------------------------------------------
@@ -3652,6 +4024,11 @@ function isAbsolutePath(path: string): boolean {
 function parentOf(path: string): string {
   const slash = path.search(/[\\/][^\\/]*$/);
   return slash <= 0 ? path.slice(0, slash + 1) || "/" : path.slice(0, slash);
+}
+
+/** The last part of a path, as `basename` gives it. */
+function baseName(path: string): string {
+  return path.replace(/[\\/]+$/, "").split(/[\\/]/).at(-1) ?? "";
 }
 
 function joinPath(dir: string, name: string): string {

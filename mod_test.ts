@@ -22,12 +22,23 @@ import {
   type PortProbe,
   portStatus,
   readReservedPorts,
+  renderBundle,
   reservedPortsOf,
   runWithPorts,
+  slugOf,
   WorktreePortsError,
   writeFileAtomic,
 } from "./mod.ts";
-import { forEachLoopback, git, readJson, run, snapshot, TempRepo, writeJson } from "./test_util.ts";
+import {
+  dotenvReaders,
+  forEachLoopback,
+  git,
+  readJson,
+  run,
+  snapshot,
+  TempRepo,
+  writeJson,
+} from "./test_util.ts";
 
 // Ports far from common services, with a small stride, so tests do not trip
 // over whatever else this machine runs.
@@ -58,12 +69,17 @@ Deno.test("parseConfig() fills in the defaults when there is no config", () => {
   });
 });
 
-Deno.test("parseConfig() lets overrides replace ports, stride and slots", () => {
+Deno.test("parseConfig() lets overrides add ports and replace stride and slots", () => {
   const config = parseConfig(
     { ports: { a: 1000, b: 2000 }, stride: 5, slots: 3 },
-    { ports: { c: 9000 }, stride: 7, slots: 4 },
+    { ports: { c: 9000, b: 3000 }, stride: 7, slots: 4 },
   );
-  assert.deepEqual(config, { ports: { c: 9000 }, templates: {}, stride: 7, slots: 4 });
+  assert.deepEqual(config, {
+    ports: { a: 1000, b: 3000, c: 9000 },
+    templates: {},
+    stride: 7,
+    slots: 4,
+  });
 });
 
 Deno.test("parseConfig() rejects each invalid config with a message naming the problem", async (t) => {
@@ -84,7 +100,7 @@ Deno.test("parseConfig() rejects each invalid config with a message naming the p
     [
       "a template naming a missing key",
       { ports: { web: 3000 }, templates: { url: "http://x:{api}" } },
-      /template "url" names "\{api\}", which is not in "ports"/,
+      /template "url" names "\{api\}", which is neither in "ports" nor one of "\{slot\}"/,
     ],
     [
       "a template named like a port",
@@ -670,13 +686,21 @@ Deno.test("formatEnv() quotes each format so values stay literal", async (t) => 
     );
   });
   await t.step("dotenv", () => {
+    const { ODD: _, ...rest } = env;
     assert.equal(
-      formatEnv({ ...env, SPACE: "a b" }, "dotenv"),
-      `PORT=3100\nURL='http://127.0.0.1:3100/a?b=c'\nODD="it's \\$(id) \\"q\\""\nSPACE='a b'\n`,
+      formatEnv({ ...rest, SPACE: "a b", QUOTE: "it's", DIR: "C:\\x", END: "x\\" }, "dotenv"),
+      `PORT=3100\nURL='http://127.0.0.1:3100/a?b=c'\nSPACE='a b'\nQUOTE="it's"\nDIR='C:\\x'\nEND=x\\\n`,
     );
+    assert.throws(() => formatEnv(env, "dotenv"), RangeError);
   });
   await t.step("json", () => {
     assert.deepEqual(JSON.parse(formatEnv(env, "json")), env);
+  });
+  await t.step("fish", () => {
+    assert.equal(
+      formatEnv({ PORT: "3100", ODD: `it's \\' $x\\` }, "fish"),
+      `set -gx PORT '3100'\nset -gx ODD 'it\\'s \\\\\\' $x\\\\'\n`,
+    );
   });
   await t.step("unknown format", () => {
     assert.throws(() => formatEnv(env, "yaml" as EnvFormat), TypeError);
@@ -1332,4 +1356,300 @@ Deno.test("allocate() moves a worktree whose file holds a port browsers refuse, 
   );
   const again = await allocate(options);
   assert.deepEqual([again.slot, again.kept, again.warnings], [2, true, []]);
+});
+
+// ---------------------------------------------------------------------------
+// Values reach every consumer exactly
+// ---------------------------------------------------------------------------
+
+/** Values that dotenv readers disagree on, by how each is quoted. */
+const TRICKY_VALUES: Record<string, string> = {
+  EMPTY: "",
+  PLAIN: "http://127.0.0.1:3100/a?b=c",
+  SPACE: "a b",
+  EDGE_SPACES: " lead and trail ",
+  SINGLE_QUOTE: "it's",
+  DOUBLE_QUOTES: 'say "hi"',
+  DOLLAR_NAME: "$HOME",
+  BACKSLASH_DOLLAR: "\\$HOME",
+  BACKSLASH: "C:\\Users\\dev",
+  DOUBLE_BACKSLASH: "a\\\\b",
+  TRAILING_BACKSLASH: "end\\",
+  BACKSLASH_N: "\\n",
+  HASH: "a#b",
+  SPACE_HASH: "a #b",
+  LEADING_HASH: "#start",
+  EQUALS: "a=b=c",
+  NEWLINE: "line1\nline2",
+  QUOTE_NEWLINE: "it's\n#2",
+  CARRIAGE_RETURN: "a\r\nb",
+  TAB: "tab\there",
+  UNICODE: "héllo ✓ \u2028",
+  BACKTICKS: "`id` $(id)",
+  LONE_DOLLARS: "a$ $ $$",
+  BRACES: "{a} }b{",
+  // No quoting keeps these exact in every reader: they are refused.
+  BRACED_NAME: "${HOME}",
+  BRACED_DEFAULT: "${HOME:-x}",
+  BOTH_QUOTES: `'both" q`,
+  QUOTE_DOLLAR: "it's $HOME",
+  BACKSLASH_SPACE: "C:\\Program Files\\",
+  BACKSLASH_NEWLINE: "a\\\nb",
+};
+
+const REFUSED_VALUES = [
+  "BRACED_NAME",
+  "BRACED_DEFAULT",
+  "BOTH_QUOTES",
+  "QUOTE_DOLLAR",
+  "BACKSLASH_SPACE",
+  "BACKSLASH_NEWLINE",
+];
+
+Deno.test("formatEnv() dotenv refuses a value no quoting keeps exact, naming the variable and the character", async (t) => {
+  for (
+    const [name, value, character] of [
+      ["BRACED_NAME", "${HOME}", /holds "\$\{"/],
+      ["QUOTE_DOLLAR", "it's $HOME", /holds "'" and "\$"/],
+      ["BACKSLASH_SPACE", "C:\\Program Files\\", /holds "\\" and a space/],
+      ["BACKSLASH_NEWLINE", "a\\\nb", /holds a line break and "\\"/],
+      ["ESCAPE", "a\x1bb", /holds the control character U\+001B/],
+    ] as const
+  ) {
+    await t.step(name, () => {
+      assert.throws(
+        () => formatEnv({ PORT: "3100", [name]: value }, "dotenv"),
+        (error: unknown) => {
+          assert.ok(error instanceof RangeError);
+          assert.match(error.message, new RegExp(`^Cannot write "${name}" as dotenv: `));
+          assert.match(error.message, character);
+          assert.match(error.message, /use "--format json" or "--format shell"/);
+          return true;
+        },
+      );
+    });
+  }
+});
+
+Deno.test("formatEnv() dotenv is read back exactly by python-dotenv, npm dotenv, direnv and docker-compose", async (t) => {
+  const accepted: Record<string, string> = {};
+  const refused: string[] = [];
+  for (const [name, value] of Object.entries(TRICKY_VALUES)) {
+    try {
+      formatEnv({ [name]: value }, "dotenv");
+      accepted[name] = value;
+    } catch (error) {
+      assert.ok(error instanceof RangeError, String(error));
+      refused.push(name);
+    }
+  }
+  assert.deepEqual(refused, REFUSED_VALUES);
+  const dir = await Deno.makeTempDir({ prefix: "worktree-ports-dotenv-" });
+  try {
+    const file = `${dir}/ports.env`;
+    await Deno.writeTextFile(file, formatEnv(accepted, "dotenv"));
+    // Each refused value in every form a dotenv writer could choose: bare,
+    // single-quoted and double-quoted with escapes, one file each.
+    const naive: string[] = [];
+    for (const name of refused) {
+      const value = TRICKY_VALUES[name];
+      const forms = [
+        value,
+        `'${value}'`,
+        `"${value.replace(/[\\"]/g, "\\$&").replaceAll("\n", "\\n")}"`,
+      ];
+      for (const [index, form] of forms.entries()) {
+        const path = `${dir}/${name}-${index}.env`;
+        await Deno.writeTextFile(path, `${name}=${form}\nNEXT=ok\n`);
+        naive.push(path);
+      }
+    }
+    const misread = new Set<string>();
+    for (const reader of dotenvReaders(dir)) {
+      await t.step({
+        name: `${reader.name}${reader.missing ? ` (skipped: ${reader.missing})` : ""}`,
+        ignore: reader.missing !== undefined,
+        fn: async () => {
+          const [values, ...naiveValues] = await reader.read([file, ...naive]);
+          assert.deepEqual(values, accepted);
+          naiveValues.forEach((read, index) => {
+            const name = refused[Math.floor(index / 3)];
+            if (read[name] !== TRICKY_VALUES[name] || read.NEXT !== "ok") {
+              misread.add(naive[index]);
+            }
+          });
+        },
+      });
+    }
+    // Compose v2 is optional here: the four others decide which values are refused.
+    const missing = dotenvReaders(dir).filter((reader) =>
+      reader.missing !== undefined && reader.name !== "docker compose v2"
+    );
+    await t.step({
+      name: `every refused value is misread in every form by some reader${
+        missing.length > 0 ? " (skipped: not every reader is installed)" : ""
+      }`,
+      ignore: missing.length > 0,
+      fn: () => assert.deepEqual(naive.filter((path) => !misread.has(path)), []),
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("parseConfig() adds the ports override to the config's ports and blames it for its errors", async (t) => {
+  const value = { ports: { web: 3000 }, templates: { url: "http://127.0.0.1:{web}" } };
+  await t.step("added and replaced", () => {
+    assert.deepEqual(parseConfig(value, { ports: { api: 9000 } }).ports, { web: 3000, api: 9000 });
+    assert.deepEqual(parseConfig(value, { ports: { web: 4000 } }).ports, { web: 4000 });
+    // Without ports in the config, the override replaces the default.
+    assert.deepEqual(parseConfig({}, { ports: { api: 9000 } }).ports, { api: 9000 });
+  });
+  await t.step("errors", () => {
+    const source = '"/repo/worktree-ports.config.json"';
+    assert.throws(
+      () => parseConfig(value, { source, ports: { api: 0 } }),
+      /^WorktreePortsError: Invalid option "ports": port "api" must be an integer/,
+    );
+    assert.throws(
+      () => parseConfig(value, { source, ports: { api: 0 }, overrideNames: { ports: "--port" } }),
+      /^WorktreePortsError: Invalid --port: port "api"/,
+    );
+    assert.throws(
+      () => parseConfig(value, { source, ports: { api: 3100 } }),
+      /^WorktreePortsError: Invalid option "ports" with config "\/repo\/worktree-ports\.config\.json": port "web" at slot 1 and port "api" at slot 0 both land on 3100/,
+    );
+    assert.throws(
+      () => parseConfig({ ...value, stride: 0 }, { source, ports: { api: 9000 } }),
+      /^WorktreePortsError: Invalid config "\/repo\/worktree-ports\.config\.json": "stride" must be/,
+    );
+  });
+});
+
+Deno.test("parseConfig() refuses keys whose variable names collide or that the environment depends on", async (t) => {
+  const cases: [string, unknown, RegExp][] = [
+    [
+      "a port and a port",
+      { ports: { web_port: 3000, WEB_PORT: 4000 } },
+      /: keys "web_port" and "WEB_PORT" both become the variable "WEB_PORT"/,
+    ],
+    [
+      "a port and a template",
+      { ports: { web: 3000 }, templates: { Web: "x" } },
+      /: keys "web" and "Web" both become the variable "WEB"/,
+    ],
+    [
+      "PATH",
+      { ports: { web: 3000 }, templates: { path: "/bin" } },
+      /: key "path" would set "PATH", which commands need from the environment \(rename it, e.g. "app_path"\)/,
+    ],
+    ...["home", "Shell", "user", "pwd", "lang", "term", "tmpdir"].map((key) =>
+      [
+        key,
+        { ports: { [key]: 3000 } },
+        new RegExp(`key "${key}" would set "${key.toUpperCase()}"`),
+      ] as [
+        string,
+        unknown,
+        RegExp,
+      ]
+    ),
+    ...["lc_all", "deno_dir", "git_dir", "ld_preload", "dyld_library_path"].map((key) =>
+      [
+        key,
+        { ports: { web: 3000 }, templates: { [key]: "x" } },
+        new RegExp(`key "${key}" would set`),
+      ] as [
+        string,
+        unknown,
+        RegExp,
+      ]
+    ),
+    [
+      "several at once",
+      { ports: { path: 3000, git_port: 4000 } },
+      /: keys "path" and "git_port" would set "PATH" and "GIT_PORT"/,
+    ],
+  ];
+  for (const [name, value, message] of cases) {
+    await t.step(name, () => {
+      assert.throws(() => parseConfig(value), (error: unknown) => {
+        assertCode("INVALID_CONFIG")(error);
+        assert.match((error as Error).message, message);
+        return true;
+      });
+    });
+  }
+  await t.step("names that only look alike are fine", () => {
+    const config = parseConfig({ ports: { path_port: 3000, home_url_port: 4001, lc: 5002 } });
+    assert.deepEqual(Object.keys(config.ports), ["path_port", "home_url_port", "lc"]);
+  });
+});
+
+Deno.test("renderBundle() fills {slot}, {branch}, {name} and {slug} from the worktree, {{ and }} as braces", async (t) => {
+  const config = parseConfig({
+    ports: { web_port: 3000 },
+    templates: {
+      project: "app-{slug}",
+      url: "http://{slug}.localhost:{web_port}",
+      db: "app_{slot}_{name}",
+      branch: "{branch}",
+      braces: "{{web_port}} }}{{ {{{web_port}}} { x }",
+    },
+  });
+  await t.step("on a branch", () => {
+    const bundle = renderBundle(config, 2, {
+      worktree: { path: "/src/app-login/", branch: "Feature/Login_Page" },
+    });
+    assert.deepEqual(bundle, {
+      web_port: 3200,
+      project: "app-feature-login-page",
+      url: "http://feature-login-page.localhost:3200",
+      db: "app_2_app-login",
+      branch: "Feature/Login_Page",
+      braces: "{web_port} }{ {3200} { x }",
+    });
+  });
+  await t.step("detached: no branch, the slug from the directory's name", () => {
+    const bundle = renderBundle(config, 1, { worktree: { path: "/src/Hot Fix 2" } });
+    assert.equal(bundle.branch, "");
+    assert.equal(bundle.project, "app-hot-fix-2");
+  });
+  await t.step("without a worktree", () => {
+    const bundle = renderBundle(config, 3);
+    assert.deepEqual([bundle.branch, bundle.project, bundle.db], ["", "app-slot-3", "app_3_"]);
+  });
+});
+
+Deno.test("slugOf() makes a DNS label of at most 63 characters", () => {
+  for (
+    const [text, slug] of [
+      ["Feature/Login_Page", "feature-login-page"],
+      ["--main--", "main"],
+      ["fix/Ünïcode  names!", "fix-unicode-names"],
+      ["日本", ""],
+      ["a".repeat(70), "a".repeat(63)],
+      [`${"a".repeat(62)}/b`, "a".repeat(62)],
+    ]
+  ) {
+    assert.equal(slugOf(text), slug, text);
+  }
+});
+
+Deno.test("parseConfig() checks template placeholders", async (t) => {
+  await t.step("an unknown placeholder, with the escape to use", () => {
+    assert.throws(
+      () => parseConfig({ ports: { web: 3000 }, templates: { json: '{"a": {b}}' } }),
+      /template "json" names "\{b\}", which is neither in "ports" nor one of "\{slot\}", "\{branch\}", "\{name\}" or "\{slug\}" \(write "\{\{" and "\}\}" for literal braces\)/,
+    );
+  });
+  await t.step("an escaped one is fine", () => {
+    parseConfig({ ports: { web: 3000 }, templates: { json: '{{"a": {{b}}}}' } });
+  });
+  await t.step("a port named like a placeholder", () => {
+    assert.throws(
+      () => parseConfig({ ports: { slot: 3000 } }),
+      /port "slot" has the name of the placeholder "\{slot\}" \(rename it\)/,
+    );
+  });
 });

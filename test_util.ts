@@ -194,3 +194,209 @@ export async function forEachLoopback(
     });
   }
 }
+
+/**
+ * Where `.ci/run` installs the dotenv readers that tests compare against: a
+ * python-dotenv virtual environment and npm's `dotenv` (git ignores it).
+ */
+export const TOOLS_DIR: string = new URL("./.cache/tools/", import.meta.url).pathname;
+
+/** A real program that reads dotenv files, or why it cannot be had here. */
+export interface DotenvReader {
+  name: string;
+  /** Why the reader is not available, if it is not. */
+  missing?: string;
+  /** The values each file defines, `null` for a variable the reader could not parse. */
+  read(files: readonly string[]): Promise<Record<string, string | null>[]>;
+}
+
+/** Whether a program runs and exits 0 with these arguments. */
+export function runsOk(command: string, args: readonly string[]): boolean {
+  try {
+    return new Deno.Command(command, { args: [...args], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+async function readJsonOutput(
+  command: string,
+  args: readonly string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<unknown> {
+  const output = await run(command, args, options);
+  if (output.code !== 0) {
+    throw new Error(`${command} ${args.join(" ")} failed: ${output.stderr}`);
+  }
+  return JSON.parse(output.stdout);
+}
+
+/**
+ * The dotenv readers whose quoting rules differ: python-dotenv (current,
+ * from pip), docker-compose v1 (which uses the python-dotenv its package
+ * brings), docker compose v2 where installed, npm's `dotenv` and direnv's
+ * `dotenv`. Each is run as a real process with HOME pointed at a temporary
+ * directory.
+ */
+export function dotenvReaders(home: string): DotenvReader[] {
+  const python = `${TOOLS_DIR}venv/bin/python`;
+  const npmDotenv = `${TOOLS_DIR}npm/node_modules/dotenv`;
+  const env = { HOME: home, XDG_CONFIG_HOME: home, XDG_DATA_HOME: home, XDG_CACHE_HOME: home };
+  // docker-compose v1 is a Python program: the interpreter that runs it has PyYAML.
+  let composePython: string | undefined;
+  if (runsOk("docker-compose", ["version"])) {
+    const where = new Deno.Command("sh", { args: ["-c", "command -v docker-compose"] })
+      .outputSync();
+    const path = new TextDecoder().decode(where.stdout).trim();
+    const shebang = Deno.readTextFileSync(path).split("\n")[0];
+    composePython = /^#!\s*(\S*python\S*)/.exec(shebang)?.[1];
+  }
+  return [
+    {
+      name: "python-dotenv",
+      missing: runsOk(python, ["-c", "import dotenv"])
+        ? undefined
+        : `python-dotenv is not installed in ${TOOLS_DIR}venv (.ci/run installs it)`,
+      read: async (files) =>
+        await readJsonOutput(python, [
+          "-c",
+          "import sys, json, dotenv\n" +
+          "print(json.dumps([dotenv.dotenv_values(f) for f in sys.argv[1:]]))",
+          ...files,
+        ], { env }) as Record<string, string | null>[],
+    },
+    {
+      name: "npm dotenv",
+      missing: runsOk("node", ["-e", `require(${JSON.stringify(npmDotenv)})`])
+        ? undefined
+        : `node or npm's dotenv in ${TOOLS_DIR}npm is not installed (.ci/run installs it)`,
+      read: async (files) =>
+        await readJsonOutput("node", [
+          "-e",
+          `const dotenv = require(${JSON.stringify(npmDotenv)});` +
+          "const fs = require('fs');" +
+          "console.log(JSON.stringify(process.argv.slice(1)" +
+          ".map((f) => dotenv.parse(fs.readFileSync(f)))));",
+          ...files,
+        ], { env }) as Record<string, string | null>[],
+    },
+    {
+      name: "direnv dotenv",
+      missing: runsOk("direnv", ["version"]) ? undefined : "direnv is not installed",
+      read: async (files) => {
+        const values: Record<string, string | null>[] = [];
+        for (const file of files) {
+          // direnv refuses a whole file it cannot parse: every variable is lost.
+          const output = await run("direnv", ["dotenv", "json", file], { env });
+          values.push(output.code === 0 ? JSON.parse(output.stdout) : {});
+        }
+        return values;
+      },
+    },
+    {
+      name: "docker compose v2",
+      missing: runsOk("docker", ["compose", "version"])
+        ? undefined
+        : "docker compose v2 is not installed",
+      read: async (files) => {
+        const values: Record<string, string | null>[] = [];
+        for (const file of files) {
+          const names = [...Deno.readTextFileSync(file).matchAll(/^([A-Z_][A-Z0-9_]*)=/gm)]
+            .map((match) => match[1]);
+          const dir = await Deno.makeTempDir({ prefix: "worktree-ports-compose-" });
+          try {
+            const compose = {
+              services: {
+                s: {
+                  image: "none",
+                  environment: Object.fromEntries(names.map((name) => [name, `\${${name}}`])),
+                },
+              },
+            };
+            await Deno.writeTextFile(`${dir}/compose.yaml`, JSON.stringify(compose));
+            const output = await run(
+              "docker",
+              ["compose", "--env-file", file, "config", "--format", "json"],
+              { cwd: dir, env },
+            );
+            if (output.code !== 0) {
+              values.push({});
+              continue;
+            }
+            const environment = JSON.parse(output.stdout).services.s.environment as Record<
+              string,
+              string
+            >;
+            values.push(
+              Object.fromEntries(
+                Object.entries(environment).map(([name, value]) => [
+                  name,
+                  String(value).replaceAll("$$", "$"),
+                ]),
+              ),
+            );
+          } finally {
+            await Deno.remove(dir, { recursive: true });
+          }
+        }
+        return values;
+      },
+    },
+    {
+      name: "docker-compose v1",
+      missing: composePython === undefined
+        ? "docker-compose v1 is not installed"
+        : runsOk(composePython, ["-c", "import yaml"])
+        ? undefined
+        : "docker-compose's Python has no PyYAML",
+      read: async (files) => {
+        const values: Record<string, string | null>[] = [];
+        for (const file of files) {
+          const names = [...Deno.readTextFileSync(file).matchAll(/^([A-Z_][A-Z0-9_]*)=/gm)]
+            .map((match) => match[1]);
+          const dir = await Deno.makeTempDir({ prefix: "worktree-ports-compose-" });
+          try {
+            // Each variable is interpolated into a service's environment;
+            // `config` renders it without a Docker engine, `$` doubled.
+            const compose = {
+              version: "3",
+              services: {
+                s: {
+                  image: "none",
+                  environment: Object.fromEntries(names.map((name) => [name, `\${${name}}`])),
+                },
+              },
+            };
+            await Deno.writeTextFile(`${dir}/docker-compose.yml`, JSON.stringify(compose));
+            const output = await run("bash", [
+              "-c",
+              'set -o pipefail; docker-compose --env-file "$1" config | "$2" -c "$3"',
+              "compose",
+              file,
+              composePython!,
+              "import sys, yaml, json\n" +
+              "print(json.dumps(yaml.safe_load(sys.stdin)['services']['s']['environment']))",
+            ], { cwd: dir, env });
+            if (output.code !== 0) {
+              values.push({});
+              continue;
+            }
+            const environment = JSON.parse(output.stdout) as Record<string, string>;
+            values.push(
+              Object.fromEntries(
+                Object.entries(environment).map(([name, value]) => [
+                  name,
+                  String(value).replaceAll("$$", "$"),
+                ]),
+              ),
+            );
+          } finally {
+            await Deno.remove(dir, { recursive: true });
+          }
+        }
+        return values;
+      },
+    },
+  ];
+}
