@@ -1560,7 +1560,7 @@ async function mkfifo(path: string): Promise<void> {
   assert.equal(result.code, 0, result.stderr);
 }
 
-Deno.test("cli never opens a FIFO: every command treats one as an unreadable file", async (t) => {
+Deno.test("cli allocate, show, env, list and check never open a FIFO: each treats one as an unreadable file", async (t) => {
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
   await mkfifo(`${b}/.worktree-ports.json`);
@@ -1806,7 +1806,7 @@ Deno.test("cli allocate --output stays in its own worktree, and a preview never 
   });
 });
 
-Deno.test("cli keeps the reservation of a locked worktree whose directory is away", async () => {
+Deno.test("cli allocate keeps the reservation of a locked worktree whose directory is away", async () => {
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
   assert.equal((await runCli(a, ["allocate", ...PORT_ARGS])).code, 0);

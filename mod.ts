@@ -930,13 +930,32 @@ async function runWorktreeList(git: GitRunner, cwd: string): Promise<Worktree[]>
     git,
   );
   // Git reports a worktree whose directory is gone as `prunable` only from
-  // 2.31 on; before that, the directory itself tells.
+  // 2.31 on, and a locked one as `locked` only from 2.36; before that, the
+  // directory and the admin entry's `locked` file tell.
   for (const worktree of worktrees) {
     if (!worktree.bare && !worktree.prunable && !pathExists(worktree.path)) {
-      worktree.prunable = true;
+      worktree.locked = isLockedAway(worktrees, worktree.path);
+      worktree.prunable = !worktree.locked;
     }
   }
   return worktrees;
+}
+
+/**
+ * Whether git keeps a worktree whose directory is gone because it is locked
+ * (`<common dir>/worktrees/<id>/locked` exists), as git does not prune it.
+ */
+function isLockedAway(worktrees: readonly Worktree[], path: string): boolean {
+  const main = worktrees[0];
+  let commonDir: string;
+  try {
+    commonDir = main.bare ? main.path : gitDirsOf(main.path).commonDir;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return false;
+  }
+  const admin = adminDirOf(commonDir, path);
+  return admin !== undefined && pathExists(joinPath(admin, "locked"));
 }
 
 /**
@@ -2216,6 +2235,12 @@ function dropKeptCopy(root: string): void {
  * files of the admin entries (its own `.git` file may be gone with it).
  */
 function readKeptCopy(commonDir: string, worktreePath: string): PortFileRead {
+  const admin = adminDirOf(commonDir, worktreePath);
+  return admin === undefined ? { state: "missing" } : readPortFile(joinPath(admin, KEPT_COPY_NAME));
+}
+
+/** The admin entry, `<common dir>/worktrees/<id>`, whose `gitdir` names the worktree at `path`. */
+function adminDirOf(commonDir: string, worktreePath: string): string | undefined {
   const target = comparablePath(joinPath(worktreePath, ".git"));
   const admin = joinPath(commonDir, "worktrees");
   try {
@@ -2228,12 +2253,12 @@ function readKeptCopy(commonDir: string, worktreePath: string): PortFileRead {
         if (error instanceof Deno.errors.NotCapable) throw error;
         continue;
       }
-      if (comparablePath(gitdir) === target) return readPortFile(joinPath(dir, KEPT_COPY_NAME));
+      if (comparablePath(gitdir) === target) return dir;
     }
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) throw error;
   }
-  return { state: "missing" };
+  return undefined;
 }
 
 /**
