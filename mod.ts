@@ -654,18 +654,20 @@ export function renderBundle(
   const ports = portsForSlot(config, slot);
   const bundle: Record<string, number | string> = { ...ports };
   const { worktree } = options;
-  const name = worktree === undefined ? "" : baseName(worktree.path);
-  const values: Record<string, string> = {
-    slot: String(slot),
-    branch: worktree?.branch ?? "",
-    name,
+  const name = () => worktree === undefined ? "" : baseName(worktree.path);
+  // Worked out only for the templates that use them: a slug costs a cold
+  // process Unicode tables, which most configs never need.
+  const value = (placeholder: string): string => {
+    if (placeholder === "slot") return String(slot);
+    if (placeholder === "branch") return worktree?.branch ?? "";
+    if (placeholder === "name") return name();
     // A branch of only punctuation falls back to the name, and no worktree to the slot.
-    slug: slugOf(worktree?.branch ?? "") || slugOf(name) || `slot-${slot}`,
+    return slugOf(worktree?.branch ?? "") || slugOf(name()) || `slot-${slot}`;
   };
   for (const [key, template] of Object.entries(config.templates)) {
     bundle[key] = template.replace(PLACEHOLDER_PATTERN, (token, name?: string) => {
       if (name === undefined) return token[0];
-      return Object.hasOwn(ports, name) ? String(ports[name]) : values[name];
+      return Object.hasOwn(ports, name) ? String(ports[name]) : value(name);
     });
   }
   return bundle;
@@ -689,7 +691,9 @@ export function renderBundle(
  * ```
  */
 export function slugOf(text: string): string {
-  return text.normalize("NFKD").replace(/\p{M}/gu, "").toLowerCase()
+  // deno-lint-ignore no-control-regex
+  const ascii = /^[\x00-\x7f]*$/.test(text);
+  return (ascii ? text : text.normalize("NFKD").replace(/\p{M}/gu, "")).toLowerCase()
     .replace(/[^a-z0-9]+/g, "-").replace(/^-+/, "")
     .slice(0, MAX_SLUG_LENGTH).replace(/-+$/, "");
 }
