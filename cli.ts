@@ -1,4 +1,4 @@
-#!/usr/bin/env -S deno run --allow-run=git --allow-read --allow-write --allow-net=127.0.0.1,[::1],0.0.0.0
+#!/usr/bin/env -S deno run --allow-run=git --allow-read --allow-write --allow-net=127.0.0.1,[::1],0.0.0.0 --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA
 /**
  * The `worktree-ports` command line: allocates the current worktree's ports,
  * shows them, exports them as environment variables, runs commands with
@@ -6,7 +6,9 @@
  *
  * ```sh
  * deno run --allow-run=git --allow-read --allow-write \
- *   --allow-net='127.0.0.1,[::1],0.0.0.0' jsr:@org/worktree-ports/cli allocate
+ *   --allow-net='127.0.0.1,[::1],0.0.0.0' \
+ *   --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA \
+ *   jsr:@org/worktree-ports/cli allocate
  * ```
  *
  * It can also be called in-process, where it returns the exit code:
@@ -29,6 +31,7 @@ import {
   fixWorktrees,
   formatEnv,
   formatPortFile,
+  INDEX_ENV_VARIABLES,
   inspectWorktrees,
   listWorktrees,
   loadBundle,
@@ -56,7 +59,7 @@ type OptionSpec = {
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
-type Permission = "git" | "read" | "write" | "net";
+type Permission = "git" | "read" | "write" | "net" | "env";
 
 interface CommandSpec {
   usage: string;
@@ -92,6 +95,12 @@ const OPTIONS = {
     value: "SECONDS",
     help: "How long to wait for another allocation to finish (default: 10)",
   },
+  scope: {
+    type: "string",
+    value: "SCOPE",
+    help:
+      "machine (avoid every indexed worktree's ports, the default) or repository (this one's only)",
+  },
   help: { type: "boolean", short: "h", help: "Show help for this command" },
 } satisfies Record<string, OptionSpec>;
 
@@ -103,9 +112,15 @@ const ALLOCATION_OPTIONS = {
   slots: OPTIONS.slots,
   output: OPTIONS.output,
   "lock-timeout": OPTIONS["lock-timeout"],
+  scope: OPTIONS.scope,
 };
 
-const ALLOCATING: Permission[] = ["git", "read", "write", "net"];
+const ALLOCATING: Permission[] = ["git", "read", "write", "net", "env"];
+
+/** The machine-wide index is found through the environment; repository scope needs none of it. */
+function allocating(values: Values): Permission[] {
+  return values.scope === "repository" ? ALLOCATING.filter((p) => p !== "env") : ALLOCATING;
+}
 
 const COMMANDS: Record<string, CommandSpec> = {
   allocate: {
@@ -124,7 +139,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       help: OPTIONS.help,
     },
     maxPositionals: 0,
-    permissions: () => ALLOCATING,
+    permissions: allocating,
     run: runAllocate,
   },
   show: {
@@ -148,7 +163,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       help: OPTIONS.help,
     },
     maxPositionals: 0,
-    permissions: () => ALLOCATING,
+    permissions: allocating,
     run: runEnv,
   },
   exec: {
@@ -156,7 +171,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     summary: "Run COMMAND with this worktree's ports in its environment (allocating if needed)",
     options: { ...ALLOCATION_OPTIONS, help: OPTIONS.help },
     maxPositionals: Infinity,
-    permissions: () => ALLOCATING,
+    permissions: allocating,
     run: runExec,
   },
   list: {
@@ -168,7 +183,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       help: OPTIONS.help,
     },
     maxPositionals: 0,
-    permissions: () => ["git", "read", "net"],
+    permissions: () => ["git", "read", "net", "env"],
     run: runList,
   },
   check: {
@@ -183,7 +198,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       help: OPTIONS.help,
     },
     maxPositionals: 0,
-    permissions: (values) => values.fix ? ALLOCATING : ["git", "read"],
+    permissions: (values) => values.fix ? allocating(values) : ["git", "read", "env"],
     run: runCheck,
   },
   release: {
@@ -347,6 +362,7 @@ function allocateOptions(values: Values, command: string): AllocateOptions {
     options.stride = parseCount("--stride", values.stride, command);
   }
   if (values.slots !== undefined) options.slots = parseCount("--slots", values.slots, command);
+  if (values.scope !== undefined) options.scope = parseScopeFlag(values.scope, command);
   if (values["lock-timeout"] !== undefined) {
     const text = values["lock-timeout"] as string;
     const seconds = Number(text);
@@ -376,6 +392,16 @@ function parsePortFlags(flags: readonly string[], command: string): Record<strin
   return ports;
 }
 
+function parseScopeFlag(value: unknown, command: string): "machine" | "repository" {
+  if (value !== "machine" && value !== "repository") {
+    throw new UsageError(
+      `Option "--scope" must be machine or repository, got "${value}"`,
+      commandUsage(command),
+    );
+  }
+  return value;
+}
+
 function parseCount(flag: string, value: unknown, command: string): number {
   if (typeof value !== "string" || !/^\d+$/.test(value)) {
     throw new UsageError(
@@ -398,6 +424,7 @@ const PERMISSION_FLAGS: Record<Permission, string> = {
   read: "--allow-read",
   write: "--allow-write",
   net: `--allow-net=${NET_FLAG_HOSTS}`,
+  env: `--allow-env=${INDEX_ENV_VARIABLES.join(",")}`,
 };
 
 function requiredFlags(permissions: readonly Permission[]): string {
@@ -420,6 +447,8 @@ async function missingPermissions(
       }))
       : permission === "git"
       ? [{ name: "run", command: "git" }]
+      : permission === "env"
+      ? INDEX_ENV_VARIABLES.map((variable) => ({ name: "env", variable }))
       : [{ name: permission }];
     for (const descriptor of descriptors) {
       if (Deno.permissions.querySync(descriptor).state !== "granted") {

@@ -407,7 +407,7 @@ Deno.test("cli rejects bad input with a clear error and changes nothing", async 
         args: ["allocate"],
         code: 2,
         stderr:
-          /Missing permission: run again with --allow-write \("allocate" needs --allow-run=git --allow-read --allow-write --allow-net=127\.0\.0\.1,\[::1\],0\.0\.0\.0\)/,
+          /Missing permission: run again with --allow-write \("allocate" needs --allow-run=git --allow-read --allow-write --allow-net=127\.0\.0\.1,\[::1\],0\.0\.0\.0 --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA\)/,
         flags: CLI_FLAGS.filter((flag) => flag !== "--allow-write"),
       },
       {
@@ -1162,4 +1162,299 @@ Deno.test("deno publish ships only the package files", async () => {
   assert.equal(result.code, 0, result.stderr);
   const files = [...result.stderr.matchAll(/file:\/\/\S*\/([^/\s]+) \(/g)].map((match) => match[1]);
   assert.deepEqual(files.sort(), ["LICENSE", "README.md", "cli.ts", "deno.json", "mod.ts"]);
+});
+
+// ---------------------------------------------------------------------------
+// The machine-wide index: no two worktrees on the machine share a port
+// ---------------------------------------------------------------------------
+
+/** A machine-wide index folder of one test's own, removed on dispose. */
+async function tempHome(): Promise<{ dir: string; env: Record<string, string> } & AsyncDisposable> {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "worktree-ports-home-" }));
+  return {
+    dir,
+    env: { WORKTREE_PORTS_HOME: dir },
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+/** Every port a CLI's printed bundle holds. */
+function portsOf(stdout: string): number[] {
+  const bundle = JSON.parse(stdout);
+  return [bundle.web, bundle.api];
+}
+
+Deno.test("cli allocate gives fresh worktrees of two repositories no shared port", async (t) => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1, a2] = await a.addWorktrees("a", 2);
+  const [b1, b2] = await b.addWorktrees("b", 2);
+  await t.step("machine scope, the default", async () => {
+    const ports: number[] = [];
+    for (const dir of [a1, b1, a2, b2]) {
+      const result = await runCli(dir, ["allocate", ...PORT_ARGS], { env: home.env });
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stderr, "");
+      ports.push(...portsOf(result.stdout));
+    }
+    assert.equal(new Set(ports).size, 8, `ports: ${ports}`);
+    const index = await readJson(`${home.dir}/index.json`);
+    assert.deepEqual(
+      (index.files as { path: string }[]).map((entry) => entry.path).sort(),
+      [a1, a2, b1, b2].map((dir) => `${dir}/.worktree-ports.json`).sort(),
+    );
+  });
+  await t.step("--scope repository looks at the repository's own worktrees only", async () => {
+    await Deno.remove(`${b1}/.worktree-ports.json`);
+    await Deno.remove(`${b2}/.worktree-ports.json`);
+    const before = await Deno.readTextFile(`${home.dir}/index.json`);
+    const result = await runCli(b1, ["allocate", "--scope", "repository", ...PORT_ARGS], {
+      env: home.env,
+    });
+    assert.equal(result.code, 0, result.stderr);
+    // a1 holds slot 1 in its own repository; b1 takes slot 1 too.
+    assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+    assert.equal(await Deno.readTextFile(`${home.dir}/index.json`), before);
+  });
+  await t.step(`config "scope": "repository" does the same`, async () => {
+    await writeJson(`${b2}/worktree-ports.config.json`, { scope: "repository" });
+    const result = await runCli(b2, ["allocate", ...PORT_ARGS], { env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(portsOf(result.stdout), [42020, 43020]);
+  });
+  await t.step("an unknown scope is a usage error", async () => {
+    const result = await runCli(b2, ["allocate", "--scope", "planet"], { env: home.env });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /"--scope" must be machine or repository, got "planet"/);
+  });
+});
+
+Deno.test("cli allocate: 3 repositories x 8 worktrees allocating at the same instant get 24 distinct bundles, 5 rounds", async () => {
+  await using home = await tempHome();
+  const repos = [await TempRepo.create(), await TempRepo.create(), await TempRepo.create()];
+  try {
+    const worktrees: string[] = [];
+    for (const [index, repo] of repos.entries()) {
+      worktrees.push(...await repo.addWorktrees(`r${index}-`, 8));
+    }
+    for (let round = 1; round <= 5; round++) {
+      for (const dir of worktrees) {
+        await Deno.remove(`${dir}/.worktree-ports.json`).catch(() => {});
+      }
+      const children = worktrees.map((dir) =>
+        spawnCli(dir, ["allocate", "--lock-timeout", "60", ...PORT_ARGS], { env: home.env })
+      );
+      const outputs = await Promise.all(children.map((child) => child.output()));
+      const bundles = outputs.map((output, index) => {
+        const stderr = new TextDecoder().decode(output.stderr);
+        assert.equal(output.code, 0, `${worktrees[index]}: ${stderr}`);
+        return JSON.parse(new TextDecoder().decode(output.stdout));
+      });
+      const ports = bundles.flatMap((bundle) => [bundle.web, bundle.api]);
+      console.log(
+        `round ${round}: ${worktrees.length} worktrees in ${repos.length} repositories, ` +
+          `${new Set(bundles.map((bundle) => bundle.web)).size} distinct bundles`,
+      );
+      assert.equal(new Set(ports).size, 48, `round ${round}: ports ${ports}`);
+    }
+  } finally {
+    for (const repo of repos) await repo[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("cli allocate: git worktree remove in one repository frees its bundle for the others", async (t) => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1, a2] = await a.addWorktrees("a", 2);
+  const [b1, b2] = await b.addWorktrees("b", 2);
+  const allocate = async (dir: string, ...args: string[]) => {
+    const result = await runCli(dir, ["allocate", ...PORT_ARGS, ...args], { env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    return portsOf(result.stdout);
+  };
+  assert.deepEqual(await allocate(a1), [42010, 43010]);
+  assert.deepEqual(await allocate(b1), [42020, 43020]);
+  await t.step("a removed worktree's file is gone: its entry is dropped", async () => {
+    await git(a.root, "worktree", "remove", a1);
+    assert.deepEqual(await allocate(b2), [42010, 43010]);
+    const index = await readJson(`${home.dir}/index.json`);
+    const paths = (index.files as { path: string }[]).map((entry) => entry.path);
+    assert.ok(!paths.includes(`${a1}/.worktree-ports.json`), `index: ${paths}`);
+  });
+  await t.step(
+    "a worktree git reports as prunable reserves nothing, though its file remains",
+    async () => {
+      // The port file lives outside the worktree, so deleting the worktree leaves it behind.
+      const file = `${a.base}/a1-ports.json`;
+      assert.deepEqual(await allocate(a2, "--output", file), [42030, 43030]);
+      await Deno.remove(a2, { recursive: true });
+      assert.match(await git(a.root, "worktree", "list", "--porcelain"), /prunable/);
+      await Deno.remove(`${b1}/.worktree-ports.json`);
+      assert.deepEqual(await allocate(b1), [42020, 43020]);
+      await Deno.remove(`${b1}/.worktree-ports.json`);
+      await Deno.remove(`${b2}/.worktree-ports.json`);
+      // Without a2's file the lowest free slots are 1 and 2; with it, 3 would be skipped anyway.
+      assert.deepEqual(await allocate(b2), [42010, 43010]);
+      assert.deepEqual(await allocate(b1), [42020, 43020]);
+      const [b3] = await b.addWorktrees("b3-", 1);
+      assert.deepEqual(await allocate(b3), [42030, 43030]);
+    },
+  );
+});
+
+Deno.test("cli allocate takes the repository lock before the machine lock, so holders never wait on each other", async (t) => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const [b1, b2] = await b.addWorktrees("b", 2);
+  await t.step("waiting for a repository lock holds no machine lock", async () => {
+    const holder = await holdLock(`${a.root}/.git/worktree-ports.lock`);
+    const waiting = spawnCli(a1, ["allocate", "--lock-timeout", "60", ...PORT_ARGS], {
+      env: home.env,
+    });
+    const stderr = waiting.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      await readUntil(stderr, "waiting for");
+      // In the wrong order the waiting process would hold the machine lock,
+      // and this allocation would time out behind it.
+      const other = await runCli(b1, ["allocate", "--lock-timeout", "5", ...PORT_ARGS], {
+        env: home.env,
+      });
+      assert.equal(other.code, 0, other.stderr);
+    } finally {
+      await holder.kill();
+    }
+    assert.equal((await waiting.status).code, 0);
+    await readRest(stderr);
+    await waiting.stdout.cancel();
+  });
+  await t.step("waiting for the machine lock, it holds its repository lock", async () => {
+    const holder = await holdLock(`${home.dir}/worktree-ports.lock`);
+    const waiting = spawnCli(b2, ["allocate", "--lock-timeout", "60", ...PORT_ARGS], {
+      env: home.env,
+    });
+    const stderr = waiting.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      await readUntil(stderr, `waiting for "${home.dir}/worktree-ports.lock"`);
+      using lock = await Deno.open(`${b.root}/.git/worktree-ports.lock`, { write: true });
+      assert.equal(await lock.tryLock(true), false);
+    } finally {
+      await holder.kill();
+    }
+    assert.equal((await waiting.status).code, 0);
+    await readRest(stderr);
+    await waiting.stdout.cancel();
+  });
+});
+
+Deno.test("cli allocate works with a bad machine-wide index, warning and keeping to the repository", async (t) => {
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const [b1] = await b.addWorktrees("b", 1);
+  const gitDir = (await run("sh", ["-c", "command -v git"])).stdout.trim().replace(/\/git$/, "");
+  /** Allocates in a1, then in b1 from scratch; returns b1's run. */
+  async function allocateBoth(env: Record<string, string>, clearEnv = false) {
+    const first = await runCli(a1, ["allocate", ...PORT_ARGS], { env, clearEnv });
+    assert.equal(first.code, 0, first.stderr);
+    await Deno.remove(`${b1}/.worktree-ports.json`).catch(() => {});
+    return await runCli(b1, ["allocate", ...PORT_ARGS], { env, clearEnv });
+  }
+  await t.step("a deleted index is started afresh", async () => {
+    await using home = await tempHome();
+    await allocateBoth(home.env);
+    await Deno.remove(`${home.dir}/index.json`);
+    await Deno.remove(`${a1}/.worktree-ports.json`);
+    const result = await allocateBoth(home.env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stderr, "");
+    assert.deepEqual(portsOf(result.stdout), [42020, 43020]);
+    const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
+    assert.equal(files.length, 2);
+  });
+  await t.step("a corrupt index is left as it is", async () => {
+    await using home = await tempHome();
+    await Deno.writeTextFile(`${home.dir}/index.json`, '{"version": 1, "files": [{"path": ');
+    const result = await allocateBoth(home.env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stderr,
+      /^warning: The index ".*index\.json" is not valid JSON; allocating for this repository only this time \(move the file away to start a new index\)\n$/,
+    );
+    assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+    assert.equal(
+      await Deno.readTextFile(`${home.dir}/index.json`),
+      '{"version": 1, "files": [{"path": ',
+    );
+  });
+  await t.step("an entry it cannot make sense of is kept as it is", async () => {
+    await using home = await tempHome();
+    const odd = { path: 42, note: "written by hand" };
+    await writeJson(`${home.dir}/index.json`, { version: 1, files: [odd] });
+    const result = await allocateBoth(home.env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(portsOf(result.stdout), [42020, 43020]);
+    const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
+    assert.deepEqual(files[0], odd);
+    assert.equal(files.length, 3);
+  });
+  await t.step("an index folder that is a file", async () => {
+    await using home = await tempHome();
+    const file = `${home.dir}/not-a-folder`;
+    await Deno.writeTextFile(file, "mine\n");
+    const result = await allocateBoth({ WORKTREE_PORTS_HOME: file });
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stderr,
+      /^warning: Cannot use the machine-wide index in ".*not-a-folder": .*; allocating for this repository only this time\n$/,
+    );
+    assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+    assert.equal(await Deno.readTextFile(file), "mine\n");
+  });
+  const readOnly = await Deno.makeTempDir({ prefix: "worktree-ports-home-" });
+  try {
+    await Deno.chmod(readOnly, 0o555);
+    await t.step({
+      name: "an unwritable index folder" +
+        ((await canCreateFileIn(readOnly))
+          ? " (skipped: this user may write into mode 0555 folders)"
+          : ""),
+      ignore: await canCreateFileIn(readOnly),
+      fn: async () => {
+        const result = await allocateBoth({ WORKTREE_PORTS_HOME: `${readOnly}/index` });
+        assert.equal(result.code, 0, result.stderr);
+        assert.match(result.stderr, /^warning: Cannot use the machine-wide index in /);
+        assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+      },
+    });
+  } finally {
+    await Deno.chmod(readOnly, 0o755);
+    await Deno.remove(readOnly, { recursive: true });
+  }
+  await t.step("an index file that is a folder", async () => {
+    await using home = await tempHome();
+    await allocateBoth(home.env);
+    await Deno.remove(`${home.dir}/index.json`);
+    await Deno.mkdir(`${home.dir}/index.json`);
+    await Deno.remove(`${a1}/.worktree-ports.json`);
+    const result = await allocateBoth(home.env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stderr,
+      /^warning: Cannot read the index ".*index\.json": it is not a regular file; allocating for this repository only this time/,
+    );
+    assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+  });
+  await t.step("HOME unset", async () => {
+    const result = await allocateBoth({ PATH: gitDir }, true);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stderr,
+      /^warning: No home folder for the machine-wide index \(set HOME or WORKTREE_PORTS_HOME\); allocating for this repository only this time\n$/,
+    );
+    assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+  });
 });

@@ -7,17 +7,23 @@
  * `.worktree-ports.json` reserves and whose ports are free on loopback. The
  * scan, the choice and the write happen under one lock shared by all
  * worktrees of the repository, so simultaneous allocations never collide.
+ * Every port file written is recorded in a per-user, machine-wide index, and
+ * the ports of other repositories' recorded files are reserved too, so no two
+ * worktrees on the machine share a port, whichever repository they belong to.
  *
  * ```ts
- * import { allocate } from "@org/worktree-ports";
+ * import { allocate, machineIndexAt } from "@org/worktree-ports";
  * import assert from "node:assert/strict";
  *
  * const dir = await Deno.makeTempDir();
+ * const index = await Deno.makeTempDir();
  * await new Deno.Command("git", { args: ["init", "-q", dir] }).output();
  * try {
  *   const allocation = await allocate({
  *     cwd: dir,
  *     ports: { web_port: 3000, api_port: 9000 },
+ *     // The machine-wide index; by default it is kept in the user's home.
+ *     index: machineIndexAt(index),
  *   });
  *   // The main worktree owns slot 0, the base ports; linked worktrees get 1, 2, ...
  *   assert.equal(allocation.slot, 0);
@@ -25,6 +31,7 @@
  *   assert.equal(allocation.path, `${await Deno.realPath(dir)}/.worktree-ports.json`);
  * } finally {
  *   await Deno.remove(dir, { recursive: true });
+ *   await Deno.remove(index, { recursive: true });
  * }
  * ```
  *
@@ -128,6 +135,8 @@ export interface PortsConfig {
   stride: number;
   /** How many slots linked worktrees can take: slots 1 to `slots`. */
   slots: number;
+  /** `repository` keeps this repository's allocations out of the machine-wide index. */
+  scope?: Scope;
 }
 
 /** Values that replace those of the config file, as the CLI's flags do. */
@@ -203,9 +212,9 @@ export function parseConfig(
   if (!isPlainObject(raw)) fail("it must be a JSON object");
   const record = raw as Record<string, unknown>;
   for (const key of Object.keys(record)) {
-    if (!["ports", "templates", "stride", "slots"].includes(key)) {
+    if (!["ports", "templates", "stride", "slots", "scope"].includes(key)) {
       fail(
-        `unknown key "${key}" (expected "ports", "templates", "stride" or "slots")`,
+        `unknown key "${key}" (expected "ports", "templates", "stride", "slots" or "scope")`,
       );
     }
   }
@@ -251,7 +260,15 @@ export function parseConfig(
     slots: slots as number,
   };
   checkSlotPorts(config, fail);
+  if (record.scope !== undefined) config.scope = parseScope(record.scope, fail);
   return config;
+}
+
+function parseScope(value: unknown, fail: (p: string) => never): Scope {
+  if (value !== "machine" && value !== "repository") {
+    fail(`"scope" must be "machine" or "repository", got ${JSON.stringify(value)}`);
+  }
+  return value as Scope;
 }
 
 function checkKey(key: string, section: string, fail: (p: string) => never) {
@@ -1096,6 +1113,415 @@ export async function lockRepository(
 }
 
 // ---------------------------------------------------------------------------
+// The machine-wide index
+// ---------------------------------------------------------------------------
+
+// Lock order, everywhere: the repository lock first, then the machine lock
+// in the index folder, never the other way round. A process holding the
+// machine lock never waits for a repository lock, so no two processes can
+// wait on each other. Both are kernel locks: a holder that dies releases both.
+
+/** Name of the machine-wide index file in the index folder. */
+export const INDEX_FILE_NAME = "index.json";
+/** Version of the index file format. */
+export const INDEX_VERSION = 1;
+/**
+ * The environment variables the default index location is read from, and
+ * the only ones this package reads.
+ */
+export const INDEX_ENV_VARIABLES: readonly string[] = [
+  "WORKTREE_PORTS_HOME",
+  "XDG_STATE_HOME",
+  "HOME",
+  "LOCALAPPDATA",
+];
+/** A port file is a few hundred bytes; an index entry never makes us read a large file. */
+const MAX_INDEXED_FILE_BYTES = 1 << 20;
+
+/**
+ * How far an allocation looks for ports held by others: `machine`, every
+ * port file recorded in the machine-wide index as well as the repository's
+ * own worktrees; `repository`, only the repository's own worktrees.
+ */
+export type Scope = "machine" | "repository";
+
+/**
+ * Where the machine-wide index lives. Injected like {@linkcode GitRunner}
+ * and {@linkcode PortProbe}, so that library users and tests can keep it in
+ * a folder of their own.
+ */
+export interface MachineIndex {
+  /**
+   * The folder holding the index file and the machine lock.
+   *
+   * @returns The folder, or `undefined` when there is no home to keep it in.
+   */
+  dir(): string | undefined;
+}
+
+/**
+ * Where the index folder goes, given how to read environment variables:
+ * `$WORKTREE_PORTS_HOME` if set, else `$XDG_STATE_HOME/worktree-ports`, else
+ * `~/.local/state/worktree-ports` (`%LOCALAPPDATA%\worktree-ports` on Windows).
+ *
+ * @param getEnv Reads one variable; `undefined` when it is not set.
+ * @param os The operating system, as in `Deno.build.os`.
+ * @returns The folder, or `undefined` when none of the variables says where home is.
+ *
+ * @example Usage
+ * ```ts
+ * import { machineIndexDir } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * const env: Record<string, string> = { HOME: "/home/ada" };
+ * assert.equal(
+ *   machineIndexDir((name) => env[name], "linux"),
+ *   "/home/ada/.local/state/worktree-ports",
+ * );
+ * ```
+ */
+export function machineIndexDir(
+  getEnv: (name: string) => string | undefined,
+  os: typeof Deno.build.os = Deno.build.os,
+): string | undefined {
+  const home = getEnv("WORKTREE_PORTS_HOME");
+  if (home) return home;
+  if (os === "windows") {
+    const local = getEnv("LOCALAPPDATA");
+    return local ? `${local.replace(/[\\/]+$/, "")}\\worktree-ports` : undefined;
+  }
+  // The XDG spec ignores a relative XDG_STATE_HOME.
+  const state = getEnv("XDG_STATE_HOME");
+  if (state && state.startsWith("/")) return joinPath(state, "worktree-ports");
+  const user = getEnv("HOME");
+  return user ? joinPath(user, ".local/state/worktree-ports") : undefined;
+}
+
+/**
+ * The real {@linkcode MachineIndex}: {@linkcode machineIndexDir} with the
+ * process's environment. Reading it needs `--allow-env` for the variables in
+ * {@linkcode INDEX_ENV_VARIABLES}.
+ */
+export const denoMachineIndex: MachineIndex = {
+  dir(): string | undefined {
+    return machineIndexDir((name) => Deno.env.get(name), Deno.build.os);
+  },
+};
+
+/**
+ * A {@linkcode MachineIndex} kept in a given folder, for tests and for tools
+ * that keep their own state.
+ *
+ * @param dir The folder; it is created when first needed.
+ * @returns The index.
+ *
+ * @example Usage
+ * ```ts
+ * import { machineIndexAt } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(machineIndexAt("/tmp/ports-index").dir(), "/tmp/ports-index");
+ * ```
+ */
+export function machineIndexAt(dir: string): MachineIndex {
+  return { dir: () => dir };
+}
+
+/** One port file recorded in the machine-wide index: a pointer, never the ports themselves. */
+export interface IndexEntry {
+  /** Absolute path of the port file. */
+  path: string;
+  /** Real path of its repository's common git directory. */
+  repository: string;
+  /** Real path of its worktree's root. */
+  worktree: string;
+}
+
+/** What {@linkcode readMachineIndex} found. */
+export interface IndexRead {
+  /** The index file. */
+  path: string;
+  /** Every well-formed entry. */
+  entries: IndexEntry[];
+  /** The file's entries exactly as stored, well-formed or not, so that rewriting loses none. */
+  raw: unknown[];
+}
+
+/**
+ * Reads the machine-wide index in a folder. A missing file is an empty index.
+ *
+ * @param dir The index folder.
+ * @returns The entries, and the file's entries as stored.
+ * @throws {SyntaxError} When the file is not an index (not JSON, or not of this shape).
+ * @throws {Error} When the file exists but cannot be read.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { denoMachineIndex, readMachineIndex } from "@org/worktree-ports";
+ *
+ * const dir = denoMachineIndex.dir();
+ * if (dir) for (const entry of readMachineIndex(dir).entries) console.log(entry.path);
+ * ```
+ */
+export function readMachineIndex(dir: string): IndexRead {
+  const path = joinPath(dir, INDEX_FILE_NAME);
+  let text: string;
+  try {
+    const info = Deno.statSync(path);
+    if (!info.isFile) throw new Error("it is not a regular file");
+    if (info.size > 64 * MAX_INDEXED_FILE_BYTES) {
+      throw new Error(`it is too large (${info.size} bytes)`);
+    }
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return { path, entries: [], raw: [] };
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    throw new Error(`Cannot read the index "${path}": ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new SyntaxError(`The index "${path}" is not valid JSON`, { cause: error });
+  }
+  const files = isPlainObject(value) ? (value as Record<string, unknown>).files : undefined;
+  if (!Array.isArray(files)) {
+    throw new SyntaxError(`The index "${path}" is not an object with a "files" array`);
+  }
+  const entries: IndexEntry[] = [];
+  for (const item of files) {
+    const entry = item as Record<string, unknown>;
+    if (
+      isPlainObject(item) && typeof entry.path === "string" &&
+      typeof entry.repository === "string" && typeof entry.worktree === "string"
+    ) {
+      entries.push({ path: entry.path, repository: entry.repository, worktree: entry.worktree });
+    }
+  }
+  return { path, entries, raw: files };
+}
+
+/** The index as one operation holds it: under the machine lock, or not in use. */
+interface MachineSession extends Disposable {
+  /** The index is in use; `false` with repository scope or when it could not be used. */
+  active: boolean;
+  /** Every port another repository's recorded file reserves, and that file. */
+  holders: Map<number, string>;
+  /** The index's well-formed entries, as read (entries whose file is gone dropped). */
+  entries: IndexEntry[];
+  /** Problems met, to pass on as warnings. */
+  warnings: string[];
+  /** Records a port file of the locked repository; writes the index only if it changed. */
+  record(path: string, worktree: string): void;
+}
+
+/** Options of {@linkcode openMachineIndex}. */
+interface MachineSessionOptions {
+  scope?: Scope;
+  index?: MachineIndex;
+  lockOptions?: LockOptions;
+  /** Only read: no folder is created, no lock taken, nothing recorded (for inspecting). */
+  readOnly?: boolean;
+}
+
+/**
+ * Takes the machine lock (the caller holds the repository lock already; see
+ * the lock order above) and reads the index: the ports that other
+ * repositories' recorded files reserve. Bad state never blocks: an index
+ * that cannot be used gives a warning and an inactive session, which is
+ * repository scope for this run, and nothing on disk is changed.
+ */
+async function openMachineIndex(
+  commonDir: string | undefined,
+  options: MachineSessionOptions,
+): Promise<MachineSession> {
+  const warnings: string[] = [];
+  const inactive = (): MachineSession => ({
+    active: false,
+    holders: new Map(),
+    entries: [],
+    warnings,
+    record() {},
+    [Symbol.dispose]() {},
+  });
+  if (options.scope === "repository") return inactive();
+  const fallback = "allocating for this repository only this time";
+  const dir = (options.index ?? denoMachineIndex).dir();
+  if (dir === undefined) {
+    warnings.push(
+      `No home folder for the machine-wide index (set HOME or WORKTREE_PORTS_HOME); ${fallback}`,
+    );
+    return inactive();
+  }
+  let lock: RepositoryLock | undefined;
+  try {
+    if (!options.readOnly) {
+      Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      lock = await lockRepository(dir, options.lockOptions);
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable || error instanceof WorktreePortsError) throw error;
+    warnings.push(
+      `Cannot use the machine-wide index in "${dir}": ${(error as Error).message}; ${fallback}`,
+    );
+    return inactive();
+  }
+  let index: IndexRead;
+  try {
+    index = readMachineIndex(dir);
+  } catch (error) {
+    lock?.release();
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    warnings.push(
+      `${(error as Error).message}; ${fallback} (move the file away to start a new index)`,
+    );
+    return inactive();
+  }
+  const repository = commonDir === undefined ? undefined : realPathOr(commonDir);
+  const kept: unknown[] = [];
+  const entries: IndexEntry[] = [];
+  const scanned: string[] = [];
+  let changed = false;
+  for (const item of index.raw) {
+    const entry = asIndexEntry(item);
+    if (entry === undefined) {
+      kept.push(item);
+      continue;
+    }
+    const usable = checkIndexedFile(entry, warnings);
+    if (usable === "gone") {
+      changed = true;
+      continue;
+    }
+    kept.push(item);
+    entries.push(entry);
+    if (usable && entry.repository !== repository && worktreeExists(entry.worktree)) {
+      scanned.push(entry.path);
+    }
+  }
+  const reserved = readReservedPorts(scanned);
+  warnings.push(...reserved.warnings);
+  const session: MachineSession = {
+    active: true,
+    holders: reserved.holders,
+    entries,
+    warnings,
+    record(path: string, worktree: string) {
+      if (repository === undefined || lock === undefined) return;
+      const entry: IndexEntry = { path, repository, worktree };
+      const at = kept.findIndex((item) => asIndexEntry(item)?.path === path);
+      const same = at !== -1 && JSON.stringify(kept[at]) === JSON.stringify(entry);
+      if (same && !changed) return;
+      if (at === -1) kept.push(entry);
+      else kept[at] = entry;
+      try {
+        writeFileAtomic(
+          index.path,
+          JSON.stringify({ version: INDEX_VERSION, files: kept }, null, 2) + "\n",
+        );
+        changed = false;
+      } catch (error) {
+        if (error instanceof Deno.errors.NotCapable) throw error;
+        warnings.push(
+          `Cannot record "${path}" in the machine-wide index: ${(error as Error).message}`,
+        );
+      }
+    },
+    [Symbol.dispose]: () => lock?.release(),
+  };
+  return session;
+}
+
+function asIndexEntry(item: unknown): IndexEntry | undefined {
+  if (!isPlainObject(item)) return undefined;
+  const { path, repository, worktree } = item as Record<string, unknown>;
+  if (typeof path !== "string" || typeof repository !== "string" || typeof worktree !== "string") {
+    return undefined;
+  }
+  return { path, repository, worktree };
+}
+
+/**
+ * Whether an indexed port file can be read: `gone` (the entry is dropped),
+ * `true`, or `false` with a warning. It is checked before it is opened, so
+ * that an entry pointing at a FIFO or a huge file cannot hang or flood us.
+ */
+function checkIndexedFile(entry: IndexEntry, warnings: string[]): boolean | "gone" {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(entry.path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return "gone";
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    warnings.push(`Skipped port file "${entry.path}": ${(error as Error).message}`);
+    return false;
+  }
+  if (!info.isFile) return "gone";
+  if (info.size > MAX_INDEXED_FILE_BYTES) {
+    warnings.push(
+      `Skipped port file "${entry.path}": too large to be a port file (${info.size} bytes)`,
+    );
+    return false;
+  }
+  return true;
+}
+
+/**
+ * A worktree whose `.git` is gone is one git reports as prunable: its file
+ * reserves nothing. Checked with one stat rather than a git process per
+ * repository, which would cost every allocation milliseconds per repository.
+ */
+function worktreeExists(worktree: string): boolean {
+  try {
+    Deno.statSync(joinPath(worktree, ".git"));
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return false;
+  }
+}
+
+/** This repository's reservations and other repositories', as one set for {@linkcode chooseSlot}. */
+function withOtherRepositories(
+  own: ReadonlyMap<number, string>,
+  others: ReadonlyMap<number, string>,
+): Pick<ReadonlySet<number>, "has"> {
+  if (others.size === 0) return own;
+  return { has: (port: number) => own.has(port) || others.has(port) };
+}
+
+/**
+ * The main worktree keeps slot 0 whatever other repositories hold, so a
+ * clash there is reported rather than moved.
+ */
+function warnAboutMainWorktree(
+  allocation: Pick<Allocation, "slot" | "bundle" | "warnings">,
+  others: ReadonlyMap<number, string>,
+): void {
+  if (allocation.slot !== 0) return;
+  for (const [key, port] of Object.entries(allocation.bundle)) {
+    const holder = typeof port === "number" ? others.get(port) : undefined;
+    if (holder === undefined) continue;
+    allocation.warnings.push(
+      `Port ${port} ("${key}") of this main worktree is also held by "${holder}" of another ` +
+        `repository; the main worktree keeps its base ports (change the base ports of one ` +
+        `repository, or see "worktree-ports check --all")`,
+    );
+  }
+}
+
+function realPathOr(path: string): string {
+  try {
+    return Deno.realPathSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return path;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Choosing a slot
 // ---------------------------------------------------------------------------
 
@@ -1351,6 +1777,20 @@ export interface AllocateOptions extends ConfigOverrides {
    * @default {denoProbe}
    */
   probe?: PortProbe;
+  /**
+   * `machine` also reserves the ports of every other repository's port file
+   * recorded in the machine-wide index, and records this one there;
+   * `repository` looks at this repository's worktrees only.
+   *
+   * @default {"machine"} unless the config says `"scope": "repository"`
+   */
+  scope?: Scope;
+  /**
+   * Where the machine-wide index lives.
+   *
+   * @default {denoMachineIndex}
+   */
+  index?: MachineIndex;
 }
 
 /** The result of {@linkcode allocate}. */
@@ -1441,16 +1881,23 @@ async function allocateIn(
     using _lock = await lockRepository(repository.commonDir, lockOptions);
     const lockedStart = performance.now();
     lockWait = lockedStart - waitStart;
+    using machine = await openMachineIndex(repository.commonDir, {
+      scope: options.scope ?? config.scope,
+      index: options.index,
+      lockOptions,
+    });
     const own = readPortFile(path);
     const reserved = readReservedPorts(scanned);
     allocation = await allocateSlot(
       { root: repository.root, path, primary: repository.primary },
       config,
       own,
-      reserved.holders,
+      withOtherRepositories(reserved.holders, machine.holders),
       { force: options.force, probe: options.probe },
     );
-    allocation.warnings.unshift(...reserved.warnings);
+    machine.record(path, repository.root);
+    warnAboutMainWorktree(allocation, machine.holders);
+    allocation.warnings.unshift(...reserved.warnings, ...machine.warnings);
     previous = own;
     locked = performance.now() - lockedStart;
   }
