@@ -28,10 +28,12 @@ import {
   type AllocateOptions,
   bundleEnv,
   type EnvFormat,
+  fixMachine,
   fixWorktrees,
   formatEnv,
   formatPortFile,
   INDEX_ENV_VARIABLES,
+  inspectMachine,
   inspectWorktrees,
   listWorktrees,
   loadBundle,
@@ -179,6 +181,10 @@ const COMMANDS: Record<string, CommandSpec> = {
     summary: "Show every worktree's slot, ports, state and which ports are listening",
     options: {
       json: { type: "boolean", help: "Print a JSON array instead of a table" },
+      all: {
+        type: "boolean",
+        help: "Every indexed worktree on the machine, grouped by repository",
+      },
       output: OPTIONS.output,
       help: OPTIONS.help,
     },
@@ -193,6 +199,10 @@ const COMMANDS: Record<string, CommandSpec> = {
       fix: {
         type: "boolean",
         help: "Repair what check finds, moving one worktree of each conflicting pair",
+      },
+      all: {
+        type: "boolean",
+        help: "Check (and with --fix, repair) every indexed worktree on the machine",
       },
       ...ALLOCATION_OPTIONS,
       help: OPTIONS.help,
@@ -606,13 +616,32 @@ async function loadReportingAllocation(values: Values, command: string): Promise
 }
 
 async function runList(values: Values): Promise<number> {
-  const statuses = await inspectWorktrees({ output: values.output as string | undefined });
+  const options = { output: values.output as string | undefined, onWarning: printWarning };
+  const statuses = values.all ? await inspectMachine(options) : await inspectWorktrees(options);
   if (values.json) {
     writeStdout(JSON.stringify(statuses, null, 2) + "\n");
+  } else if (values.all) {
+    writeStdout(formatGroups(statuses, Deno.stdout.isTerminal() && !Deno.noColor));
   } else {
     writeStdout(formatTable(statuses, Deno.stdout.isTerminal() && !Deno.noColor));
   }
   return 0;
+}
+
+function printWarning(warning: string): void {
+  console.error(`warning: ${warning}`);
+}
+
+/** One table per repository, each under the repository's shared git directory. */
+function formatGroups(statuses: readonly WorktreeStatus[], color: boolean): string {
+  const groups = new Map<string, WorktreeStatus[]>();
+  for (const status of statuses) {
+    const key = status.repository ?? "";
+    groups.set(key, [...(groups.get(key) ?? []), status]);
+  }
+  return [...groups].map(([repository, group]) =>
+    `repository ${printable(repository)}\n` + formatTable(group, color)
+  ).join("\n");
 }
 
 const STATE_COLORS: Record<WorktreeStatus["state"], string> = {
@@ -632,7 +661,7 @@ function formatTable(statuses: readonly WorktreeStatus[], color: boolean): strin
     status.slot === undefined ? "-" : String(status.slot),
     status.state,
     Object.entries(status.ports)
-      .map(([key, port]) => `${key}=${port}${status.listening[key] ? " (listening)" : ""}`)
+      .map(([key, port]) => `${key}=${port}${portNote(status, key, port)}`)
       .join(" "),
     noteOf(status),
   ]);
@@ -651,6 +680,16 @@ function formatTable(statuses: readonly WorktreeStatus[], color: boolean): strin
   return [paint("1", title), ...rows.map(line)].join("\n") + "\n";
 }
 
+/** A port held by another repository says so: whatever listens on it may well be theirs. */
+function portNote(status: WorktreeStatus, key: string, port: number): string {
+  const elsewhere = status.conflicts.some((conflict) =>
+    conflict.repository !== undefined && conflict.repository !== status.repository &&
+    conflict.ports.includes(port)
+  );
+  if (elsewhere) return " (held by another repository)";
+  return status.listening[key] ? " (listening)" : "";
+}
+
 /** A path as one table cell: quoted, with escapes, when it holds control characters. */
 function printable(text: string): string {
   return /[\p{Cc}]/u.test(text) ? JSON.stringify(text) : text;
@@ -660,7 +699,11 @@ function noteOf(status: WorktreeStatus): string {
   switch (status.state) {
     case "duplicate":
       return status.conflicts.map((c) =>
-        `shares ${c.ports.join(", ")} with ${printable(c.worktree)}`
+        `shares ${c.ports.join(", ")} with ${printable(c.worktree)}${
+          c.repository !== undefined && c.repository !== status.repository
+            ? " (another repository)"
+            : ""
+        }`
       )
         .join("; ");
     case "foreign":
@@ -679,18 +722,32 @@ function noteOf(status: WorktreeStatus): string {
 async function runCheck(values: Values): Promise<number> {
   const options = allocateOptions(values, "check");
   if (values.fix) {
-    const moves = await withLockNotice(options, fixWorktrees);
+    const moves = await withLockNotice(options, values.all ? fixMachine : fixWorktrees);
     for (const move of moves) writeStdout(formatMove(move) + "\n");
     if (moves.length === 0) writeStdout("nothing to fix\n");
   }
-  const statuses = await inspectWorktrees({ output: options.output, listening: false });
+  const inspect = values.all ? inspectMachine : inspectWorktrees;
+  const statuses = await inspect({
+    output: options.output,
+    listening: false,
+    scope: options.scope,
+    onWarning: printWarning,
+  });
   const problems = problemsOf(statuses);
   for (const problem of problems) writeStdout(problem + "\n");
   if (problems.length === 0) {
     writeStdout(`ok: ${statuses.length} worktrees, no shared ports\n`);
     return 0;
   }
-  if (!values.fix) console.error(`run "worktree-ports check --fix" to repair`);
+  const acrossRepositories = !values.all &&
+    statuses.some((status) =>
+      status.conflicts.some((conflict) => conflict.repository !== undefined)
+    );
+  if (!values.fix || acrossRepositories) {
+    console.error(
+      `run "worktree-ports check --fix${acrossRepositories ? " --all" : ""}" to repair`,
+    );
+  }
   return 1;
 }
 
@@ -703,8 +760,15 @@ function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
       problems.push(`unreadable: "${status.file}": ${status.detail}`);
     }
     for (const conflict of status.conflicts) {
-      // Each pair once: from the worktree that comes first.
-      if (statuses.findIndex((other) => other.path === conflict.worktree) > index) {
+      const other = statuses.findIndex((candidate) => candidate.path === conflict.worktree);
+      if (other === -1) {
+        problems.push(
+          `conflict: "${status.path}" and "${conflict.worktree}" of the repository "${conflict.repository}" share ports ${
+            conflict.ports.join(", ")
+          }`,
+        );
+      } else if (other > index) {
+        // Each pair once: from the worktree that comes first.
         problems.push(
           `conflict: "${status.path}" and "${conflict.worktree}" share ports ${
             conflict.ports.join(", ")

@@ -1458,3 +1458,112 @@ Deno.test("cli allocate works with a bad machine-wide index, warning and keeping
     assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
   });
 });
+
+Deno.test("cli list, check and check --fix see ports shared with other repositories", async (t) => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const [b1] = await b.addWorktrees("b", 1);
+  const cli = (cwd: string, ...args: string[]) => runCli(cwd, args, { env: home.env });
+  // Two worktrees that allocated with the opt-out, then an index that records
+  // both (one kept from before, say): allocating never records such a pair.
+  for (const dir of [a1, b1]) {
+    const result = await cli(dir, "allocate", "--scope", "repository", ...PORT_ARGS);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+  }
+  await writeJson(`${home.dir}/index.json`, {
+    version: 1,
+    files: [a1, b1].map((dir) => ({
+      path: `${dir}/.worktree-ports.json`,
+      repository: `${dir === a1 ? a.root : b.root}/.git`,
+      worktree: dir,
+    })),
+  });
+  assert.equal((await cli(a.root, "allocate", ...PORT_ARGS)).code, 0);
+  await t.step("plain list marks the ports another repository holds", async () => {
+    const result = await cli(a1, "list");
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stdout,
+      new RegExp(
+        `web=42010 \\(held by another repository\\) api=43010 \\(held by another repository\\) +shares 42010, 43010 with ${
+          RegExp.escape(b1)
+        } \\(another repository\\)`,
+      ),
+    );
+    const json = JSON.parse((await cli(a1, "list", "--json")).stdout);
+    assert.deepEqual(json[1].conflicts, [{
+      worktree: b1,
+      ports: [42010, 43010],
+      repository: `${b.root}/.git`,
+    }]);
+  });
+  await t.step("plain check reports them", async () => {
+    const result = await cli(a1, "check");
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stdout,
+      new RegExp(
+        `conflict: "${RegExp.escape(a1)}" and "${RegExp.escape(b1)}" of the repository "${
+          RegExp.escape(b.root)
+        }/\\.git" share ports 42010, 43010`,
+      ),
+    );
+    assert.match(result.stderr, /run "worktree-ports check --fix --all" to repair/);
+  });
+  await t.step(
+    "list --all groups every indexed worktree by repository, from anywhere",
+    async () => {
+      const result = await cli(home.dir, "list", "--all");
+      assert.equal(result.code, 0, result.stderr);
+      const sections = result.stdout.split("\n\n");
+      assert.equal(sections.length, 2);
+      // Outside any repository, the repositories come in order of path.
+      const [first, second] = [a.root, b.root].sort();
+      assert.match(sections[0], new RegExp(`^repository ${RegExp.escape(first)}/\\.git\n`));
+      assert.match(sections[1], new RegExp(`^repository ${RegExp.escape(second)}/\\.git\n`));
+      const bSection = sections.find((section) => section.includes(`${b.root}/.git\n`))!;
+      assert.match(bSection, new RegExp(`${RegExp.escape(b1)} .* duplicate`));
+      assert.doesNotMatch(result.stdout, /^\* /m);
+    },
+  );
+  await t.step("check --fix --all moves one of the pair, by the same rules", async () => {
+    const check = await cli(b1, "check", "--all");
+    assert.equal(check.code, 1);
+    assert.match(check.stdout, /conflict: .* share ports 42010, 43010/);
+    const fix = await cli(b1, "check", "--fix", "--all", ...PORT_ARGS);
+    assert.equal(fix.code, 0, fix.stderr);
+    // b1 was allocated later; slot 2 is free in both repositories.
+    assert.match(
+      fix.stdout,
+      new RegExp(
+        `^moved "${
+          RegExp.escape(b1)
+        }" \\(duplicate\\): web=42010 api=43010 -> web=42020 api=43020 \\(slot 2\\)\nok: 4 worktrees, no shared ports\n$`,
+      ),
+    );
+    const again = await cli(a1, "check", "--fix", "--all", ...PORT_ARGS);
+    assert.equal(again.stdout, "nothing to fix\nok: 4 worktrees, no shared ports\n");
+  });
+  await t.step(
+    "a main worktree keeps its base ports, with a warning, and check reports it",
+    async () => {
+      const result = await cli(b.root, "allocate", ...PORT_ARGS);
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual(portsOf(result.stdout), [42000, 43000]);
+      assert.match(
+        result.stderr,
+        new RegExp(
+          `^warning: Port 42000 \\("web"\\) of this main worktree is also held by "${
+            RegExp.escape(a.root)
+          }/\\.worktree-ports\\.json" of another repository`,
+        ),
+      );
+      const check = await cli(b.root, "check", "--fix", "--all", ...PORT_ARGS);
+      assert.equal(check.code, 1);
+      assert.match(check.stdout, /^nothing to fix\nconflict: .* share ports 42000, 43000\n$/);
+    },
+  );
+});

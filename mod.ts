@@ -1117,9 +1117,11 @@ export async function lockRepository(
 // ---------------------------------------------------------------------------
 
 // Lock order, everywhere: the repository lock first, then the machine lock
-// in the index folder, never the other way round. A process holding the
-// machine lock never waits for a repository lock, so no two processes can
-// wait on each other. Both are kernel locks: a holder that dies releases both.
+// in the index folder, never the other way round (repairing every repository
+// takes all their locks, in order of path, before the machine lock). A process
+// holding the machine lock never waits for a repository lock, so no two
+// processes can wait on each other. Both are kernel locks: a holder that dies
+// releases both.
 
 /** Name of the machine-wide index file in the index folder. */
 export const INDEX_FILE_NAME = "index.json";
@@ -1313,8 +1315,11 @@ interface MachineSession extends Disposable {
   entries: IndexEntry[];
   /** Problems met, to pass on as warnings. */
   warnings: string[];
-  /** Records a port file of the locked repository; writes the index only if it changed. */
-  record(path: string, worktree: string): void;
+  /**
+   * Records a port file of the locked repository, or of `repository`;
+   * writes the index only if it changed.
+   */
+  record(path: string, worktree: string, repository?: string): void;
 }
 
 /** Options of {@linkcode openMachineIndex}. */
@@ -1386,8 +1391,11 @@ async function openMachineIndex(
   let changed = false;
   for (const item of index.raw) {
     const entry = asIndexEntry(item);
-    if (entry === undefined) {
+    // This repository's own files are its worktrees', scanned as siblings;
+    // they are checked (and dropped when gone) when another repository allocates.
+    if (entry === undefined || entry.repository === repository) {
       kept.push(item);
+      if (entry !== undefined) entries.push(entry);
       continue;
     }
     const usable = checkIndexedFile(entry, warnings);
@@ -1397,9 +1405,7 @@ async function openMachineIndex(
     }
     kept.push(item);
     entries.push(entry);
-    if (usable && entry.repository !== repository && worktreeExists(entry.worktree)) {
-      scanned.push(entry.path);
-    }
+    if (usable && worktreeExists(entry.worktree)) scanned.push(entry.path);
   }
   const reserved = readReservedPorts(scanned);
   warnings.push(...reserved.warnings);
@@ -1408,9 +1414,9 @@ async function openMachineIndex(
     holders: reserved.holders,
     entries,
     warnings,
-    record(path: string, worktree: string) {
-      if (repository === undefined || lock === undefined) return;
-      const entry: IndexEntry = { path, repository, worktree };
+    record(path: string, worktree: string, of = repository) {
+      if (of === undefined || lock === undefined) return;
+      const entry: IndexEntry = { path, repository: of, worktree };
       const at = kept.findIndex((item) => asIndexEntry(item)?.path === path);
       const same = at !== -1 && JSON.stringify(kept[at]) === JSON.stringify(entry);
       if (same && !changed) return;
@@ -1510,6 +1516,114 @@ function warnAboutMainWorktree(
         `repository, or see "worktree-ports check --all")`,
     );
   }
+}
+
+/** Marks the ports that other repositories' recorded files hold as conflicts with those worktrees. */
+function markOtherRepositories(
+  statuses: readonly InspectedStatus[],
+  machine: Pick<MachineSession, "holders" | "entries">,
+): void {
+  if (machine.holders.size === 0) return;
+  const entries = new Map(machine.entries.map((entry) => [entry.path, entry]));
+  for (const status of statuses) {
+    const shared = new Map<string, number[]>();
+    for (const port of status.reserved) {
+      const holder = machine.holders.get(port);
+      if (holder !== undefined) shared.set(holder, [...(shared.get(holder) ?? []), port]);
+    }
+    for (const [holder, ports] of shared) {
+      const entry = entries.get(holder)!;
+      status.conflicts.push({ worktree: entry.worktree, ports, repository: entry.repository });
+      status.state = "duplicate";
+    }
+  }
+}
+
+/** Adds the conflicts between worktrees of different repositories. */
+function addCrossRepositoryConflicts(statuses: readonly InspectedStatus[]): void {
+  const holders = new Map<number, number[]>();
+  statuses.forEach((status, index) => {
+    for (const port of status.reserved) holders.set(port, [...(holders.get(port) ?? []), index]);
+  });
+  statuses.forEach((status, index) => {
+    const shared = new Map<number, number[]>();
+    for (const port of status.reserved) {
+      for (const other of holders.get(port)!) {
+        if (statuses[other].repository !== status.repository) {
+          shared.set(other, [...(shared.get(other) ?? []), port]);
+        }
+      }
+    }
+    for (const [other, ports] of shared) {
+      const { path, repository } = statuses[other];
+      status.conflicts.push({ worktree: path, ports, repository });
+      status.state = "duplicate";
+    }
+  });
+}
+
+/**
+ * The repository around `cwd` (if any) and every other repository with a
+ * worktree recorded in the index, each opened through one of its worktrees
+ * that still exists. Git runs once per repository: this is for `--all`,
+ * not for allocating.
+ */
+async function openIndexedRepositories(
+  options: Pick<InspectOptions, "cwd" | "git" | "index" | "onWarning">,
+): Promise<{ repositories: Repository[]; here: boolean }> {
+  const repositories: Repository[] = [];
+  try {
+    repositories.push(await openRepository({ cwd: options.cwd, git: options.git }));
+  } catch (error) {
+    if (!(error instanceof WorktreePortsError && error.code === "NOT_A_WORKTREE")) throw error;
+  }
+  using machine = await openMachineIndex(undefined, { index: options.index, readOnly: true });
+  for (const warning of machine.warnings) options.onWarning?.(warning);
+  const seen = new Set(repositories.map((repository) => realPathOr(repository.commonDir)));
+  const groups = new Map<string, string[]>();
+  for (const entry of machine.entries) {
+    if (seen.has(entry.repository)) continue;
+    groups.set(entry.repository, [...(groups.get(entry.repository) ?? []), entry.worktree]);
+  }
+  for (const key of [...groups.keys()].sort()) {
+    for (const worktree of groups.get(key)!) {
+      if (!worktreeExists(worktree)) continue;
+      try {
+        repositories.push(await openRepository({ cwd: worktree, git: options.git }));
+        break;
+      } catch (error) {
+        if (!(error instanceof WorktreePortsError)) throw error;
+      }
+    }
+  }
+  return { repositories, here: seen.size > 0 };
+}
+
+/** Every worktree of every repository given, with the conflicts between them. */
+async function inspectAll(
+  { repositories, here }: { repositories: readonly Repository[]; here: boolean },
+  options: InspectOptions,
+): Promise<InspectedStatus[]> {
+  const all: InspectedStatus[] = [];
+  for (const [index, repository] of repositories.entries()) {
+    // The first repository is the one around `cwd`, when there is one; a
+    // custom output path belongs to it.
+    const isHere = here && index === 0;
+    const statuses = await inspectRepository(repository, {
+      ...options,
+      output: isHere ? options.output : undefined,
+      listening: false,
+    });
+    const key = realPathOr(repository.commonDir);
+    for (const status of statuses) {
+      all.push({ ...status, current: status.current && isHere, repository: key });
+    }
+  }
+  addCrossRepositoryConflicts(all);
+  if (options.listening !== false) {
+    for (const status of all) await probeListening(status, options.probe ?? denoProbe);
+  }
+  return all;
 }
 
 function realPathOr(path: string): string {
@@ -2189,6 +2303,8 @@ export interface PortConflict {
   worktree: string;
   /** The ports both reserve. */
   ports: number[];
+  /** When the other worktree belongs to another repository: that repository's shared git directory. */
+  repository?: string;
 }
 
 /** One row of {@linkcode inspectWorktrees}. */
@@ -2217,6 +2333,8 @@ export interface WorktreeStatus {
   conflicts: PortConflict[];
   /** For `foreign`: the worktree the file names; for `unreadable`: why. */
   detail?: string;
+  /** The shared git directory of its repository, in {@linkcode inspectMachine}'s results. */
+  repository?: string;
 }
 
 /** Options for {@linkcode inspectWorktrees}. */
@@ -2239,6 +2357,26 @@ export interface InspectOptions extends PortFilePathOptions {
    * @default {denoProbe}
    */
   probe?: PortProbe;
+  /**
+   * `machine` also looks at other repositories' port files recorded in the
+   * machine-wide index; `repository` at this repository's worktrees only.
+   *
+   * @default {"machine"}
+   */
+  scope?: Scope;
+  /**
+   * Where the machine-wide index lives.
+   *
+   * @default {denoMachineIndex}
+   */
+  index?: MachineIndex;
+  /**
+   * Called with each problem that did not stop the inspection, such as an
+   * unreadable machine-wide index.
+   *
+   * @default {undefined}
+   */
+  onWarning?: (warning: string) => void;
 }
 
 /**
@@ -2264,6 +2402,34 @@ export async function inspectWorktrees(
 ): Promise<WorktreeStatus[]> {
   const repository = await openRepository({ cwd: options.cwd, git: options.git });
   const statuses = await inspectRepository(repository, options);
+  using machine = await openMachineIndex(repository.commonDir, { ...options, readOnly: true });
+  for (const warning of machine.warnings) options.onWarning?.(warning);
+  markOtherRepositories(statuses, machine);
+  return statuses.map(({ reserved: _, ...status }) => status);
+}
+
+/**
+ * Reports every worktree on the machine: those of the repository around
+ * `cwd` (if any) and of every repository with a port file recorded in the
+ * machine-wide index, grouped by repository, each status naming its
+ * repository. Ports shared across repositories are conflicts, as within one.
+ * Changes nothing.
+ *
+ * @param options Where, the injected git, probe and index, and a warning callback.
+ * @returns One status per worktree, the current repository's first.
+ * @throws {WorktreePortsError} With code `GIT_FAILED` when git cannot be run.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { inspectMachine } from "@org/worktree-ports";
+ *
+ * for (const status of await inspectMachine()) {
+ *   console.log(status.repository, status.path, status.state);
+ * }
+ * ```
+ */
+export async function inspectMachine(options: InspectOptions = {}): Promise<WorktreeStatus[]> {
+  const statuses = await inspectAll(await openIndexedRepositories(options), options);
   return statuses.map(({ reserved: _, ...status }) => status);
 }
 
@@ -2389,9 +2555,22 @@ export interface FixOptions extends ConfigOverrides, PortFilePathOptions {
    * @default {denoProbe}
    */
   probe?: PortProbe;
+  /**
+   * `machine` also looks at other repositories' port files recorded in the
+   * machine-wide index; `repository` at this repository's worktrees only.
+   *
+   * @default {"machine"}
+   */
+  scope?: Scope;
+  /**
+   * Where the machine-wide index lives.
+   *
+   * @default {denoMachineIndex}
+   */
+  index?: MachineIndex;
 }
 
-/** One worktree moved by {@linkcode fixWorktrees}. */
+/** One worktree moved by {@linkcode fixWorktrees} or {@linkcode fixMachine}. */
 export interface Move {
   /** The worktree's path, as git reports it. */
   worktree: string;
@@ -2437,9 +2616,27 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     timeoutMs: options.lockTimeoutMs,
     onWait: options.onLockWait,
   });
+  using machine = await openMachineIndex(repository.commonDir, {
+    scope: options.scope,
+    index: options.index,
+    lockOptions: { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait },
+  });
   // Only the worktrees of a conflicting pair are probed, so the lock is held
   // for reading the files, not for binding every port of every worktree.
   const statuses = await inspectRepository(repository, { ...options, listening: false });
+  return await repairStatuses(statuses, machine, options);
+}
+
+/**
+ * Moves one worktree of each conflicting pair, and every foreign or
+ * unreadable file, avoiding the ports the others keep and those that the
+ * machine-wide index says other repositories hold. The caller holds the locks.
+ */
+async function repairStatuses(
+  statuses: readonly InspectedStatus[],
+  machine: Pick<MachineSession, "holders" | "record">,
+  options: FixOptions,
+): Promise<Move[]> {
   const probe = options.probe ?? denoProbe;
   const movers = new Map<WorktreeStatus, Move["reason"]>();
   for (const status of statuses) {
@@ -2451,11 +2648,18 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     for (const conflict of status.conflicts) {
       const other = statuses.find((candidate) => candidate.path === conflict.worktree)!;
       if (movers.has(status) || movers.has(other)) continue;
-      movers.set(await chooseMover(status, other, probe), "duplicate");
+      // Main worktrees (of two repositories, here) keep slot 0: of such a pair, neither moves.
+      if (status.primary && other.primary) continue;
+      const mover = status.primary
+        ? other
+        : other.primary
+        ? status
+        : await chooseMover(status, other, probe);
+      movers.set(mover, "duplicate");
     }
   }
 
-  const reserved = new Set<number>();
+  const reserved = new Set<number>(machine.holders.keys());
   for (const status of statuses) {
     if (!movers.has(status)) { for (const port of status.reserved) reserved.add(port); }
   }
@@ -2471,6 +2675,7 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
       { force: true, probe: options.probe },
     );
     const to = portsForSlot(config, allocation.slot);
+    machine.record(status.file, root, status.repository);
     for (const port of Object.values(to)) reserved.add(port);
     moves.push({ worktree: status.path, reason, from: status.ports, slot: allocation.slot, to });
   }
@@ -2503,6 +2708,39 @@ async function allocationTime(status: WorktreeStatus): Promise<number> {
     return (await Deno.stat(status.file)).mtime?.getTime() ?? 0;
   } catch {
     return 0;
+  }
+}
+
+/**
+ * Repairs what {@linkcode inspectMachine} finds, by the rules of
+ * {@linkcode fixWorktrees}, across every repository in the machine-wide
+ * index. The main worktrees of two repositories that share base ports cannot
+ * move, and are left for the user. Every repository lock is taken, in order
+ * of path, then the machine lock.
+ *
+ * @param options Where, config overrides (applied to every repository), the lock timeout, and the injected git, probe and index.
+ * @returns Every move made.
+ * @throws {WorktreePortsError} With code `GIT_FAILED`, `INVALID_CONFIG`, `LOCK_TIMEOUT` or `NO_FREE_SLOT`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { fixMachine } from "@org/worktree-ports";
+ *
+ * for (const move of await fixMachine()) console.log(move.worktree, "->", move.to);
+ * ```
+ */
+export async function fixMachine(options: FixOptions = {}): Promise<Move[]> {
+  const found = await openIndexedRepositories(options);
+  const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
+  const ordered = found.repositories.map((repository) => realPathOr(repository.commonDir)).sort();
+  const locks: RepositoryLock[] = [];
+  try {
+    for (const commonDir of ordered) locks.push(await lockRepository(commonDir, lockOptions));
+    using machine = await openMachineIndex(undefined, { index: options.index, lockOptions });
+    const statuses = await inspectAll(found, { ...options, listening: false });
+    return await repairStatuses(statuses, machine, options);
+  } finally {
+    for (const lock of locks.reverse()) lock.release();
   }
 }
 
