@@ -1567,3 +1567,58 @@ Deno.test("cli list, check and check --fix see ports shared with other repositor
     },
   );
 });
+
+Deno.test("cli allocate is not led astray by index entries pointing at a FIFO, a huge file, a folder or a relative path", async () => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const elsewhere = `${home.dir}/elsewhere`;
+  await Deno.mkdir(`${elsewhere}/wt/.git`, { recursive: true });
+  const fifo = `${elsewhere}/fifo.json`;
+  const mkfifo = await run("mkfifo", [fifo]);
+  assert.equal(mkfifo.code, 0, mkfifo.stderr);
+  const huge = `${elsewhere}/huge.json`;
+  {
+    using file = await Deno.open(huge, { write: true, create: true });
+    // Sparse: 2 GiB on paper, nothing on disk; a reader that opened it would take a while.
+    await file.truncate(2 ** 31);
+  }
+  const relative = { path: "ports.json", repository: "/r/.git", worktree: "wt" };
+  const entry = (path: string) => ({ path, repository: "/elsewhere/.git", worktree: elsewhere });
+  await writeJson(`${home.dir}/index.json`, {
+    version: 1,
+    files: [entry(fifo), entry(huge), entry(`${elsewhere}/wt`), relative],
+  });
+  // A file named like the relative entry, where it would be read from by mistake.
+  await writeJson(`${a1}/ports.json`, { web: 42010, api: 43010 });
+  const result = await runCli(a1, ["allocate", "--lock-timeout", "5", ...PORT_ARGS], {
+    env: home.env,
+  });
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(
+    result.stderr,
+    `warning: Skipped port file "${huge}": too large to be a port file (${2 ** 31} bytes)\n`,
+  );
+  assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+  const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
+  // The FIFO and the folder are no port files: dropped. The rest is kept.
+  assert.deepEqual(files, [entry(huge), relative, {
+    path: `${a1}/.worktree-ports.json`,
+    repository: `${a.root}/.git`,
+    worktree: a1,
+  }]);
+});
+
+Deno.test("cli allocate with a relative WORKTREE_PORTS_HOME warns and keeps to the repository", async () => {
+  await using a = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const result = await runCli(a1, ["allocate", ...PORT_ARGS], {
+    env: { WORKTREE_PORTS_HOME: "state" },
+  });
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(
+    result.stderr,
+    /^warning: The machine-wide index folder "state" is not an absolute path \(set WORKTREE_PORTS_HOME to one\); allocating for this repository only this time\n$/,
+  );
+  await assert.rejects(Deno.stat(`${a1}/state`), Deno.errors.NotFound);
+});

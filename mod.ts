@@ -1294,13 +1294,8 @@ export function readMachineIndex(dir: string): IndexRead {
   }
   const entries: IndexEntry[] = [];
   for (const item of files) {
-    const entry = item as Record<string, unknown>;
-    if (
-      isPlainObject(item) && typeof entry.path === "string" &&
-      typeof entry.repository === "string" && typeof entry.worktree === "string"
-    ) {
-      entries.push({ path: entry.path, repository: entry.repository, worktree: entry.worktree });
-    }
+    const entry = asIndexEntry(item);
+    if (entry !== undefined) entries.push(entry);
   }
   return { path, entries, raw: files };
 }
@@ -1352,11 +1347,21 @@ async function openMachineIndex(
     [Symbol.dispose]() {},
   });
   if (options.scope === "repository") return inactive();
-  const fallback = "allocating for this repository only this time";
+  const fallback = options.readOnly
+    ? "looking at this repository only this time"
+    : "allocating for this repository only this time";
   const dir = (options.index ?? denoMachineIndex).dir();
   if (dir === undefined) {
     warnings.push(
       `No home folder for the machine-wide index (set HOME or WORKTREE_PORTS_HOME); ${fallback}`,
+    );
+    return inactive();
+  }
+  // A relative folder would give every directory an index of its own.
+  if (!isAbsolutePath(dir)) {
+    warnings.push(
+      `The machine-wide index folder "${dir}" is not an absolute path (set WORKTREE_PORTS_HOME ` +
+        `to one); ${fallback}`,
     );
     return inactive();
   }
@@ -1405,7 +1410,9 @@ async function openMachineIndex(
     }
     kept.push(item);
     entries.push(entry);
-    if (usable && worktreeExists(entry.worktree)) scanned.push(entry.path);
+    if (usable && (isInside(entry.worktree, entry.path) || worktreeExists(entry.worktree))) {
+      scanned.push(entry.path);
+    }
   }
   const reserved = readReservedPorts(scanned);
   warnings.push(...reserved.warnings);
@@ -1446,6 +1453,8 @@ function asIndexEntry(item: unknown): IndexEntry | undefined {
   if (typeof path !== "string" || typeof repository !== "string" || typeof worktree !== "string") {
     return undefined;
   }
+  // Relative paths would be read against whatever directory we run in.
+  if (!isAbsolutePath(path) || !isAbsolutePath(worktree)) return undefined;
   return { path, repository, worktree };
 }
 
@@ -1477,7 +1486,9 @@ function checkIndexedFile(entry: IndexEntry, warnings: string[]): boolean | "gon
 /**
  * A worktree whose `.git` is gone is one git reports as prunable: its file
  * reserves nothing. Checked with one stat rather than a git process per
- * repository, which would cost every allocation milliseconds per repository.
+ * repository, which would cost every allocation milliseconds per repository,
+ * and only for files outside their worktree: a file that still exists inside
+ * it shows that the directory does.
  */
 function worktreeExists(worktree: string): boolean {
   try {
@@ -1545,7 +1556,7 @@ function addCrossRepositoryConflicts(statuses: readonly InspectedStatus[]): void
   statuses.forEach((status, index) => {
     for (const port of status.reserved) holders.set(port, [...(holders.get(port) ?? []), index]);
   });
-  statuses.forEach((status, index) => {
+  for (const status of statuses) {
     const shared = new Map<number, number[]>();
     for (const port of status.reserved) {
       for (const other of holders.get(port)!) {
@@ -1559,7 +1570,7 @@ function addCrossRepositoryConflicts(statuses: readonly InspectedStatus[]): void
       status.conflicts.push({ worktree: path, ports, repository });
       status.state = "duplicate";
     }
-  });
+  }
 }
 
 /**
@@ -1624,6 +1635,10 @@ async function inspectAll(
     for (const status of all) await probeListening(status, options.probe ?? denoProbe);
   }
   return all;
+}
+
+function isInside(dir: string, path: string): boolean {
+  return relativeInside(dir, path) !== undefined;
 }
 
 function realPathOr(path: string): string {
