@@ -817,10 +817,12 @@ async function runRelease(values: Values): Promise<number> {
 // ---------------------------------------------------------------------------
 
 const SHELLS = ["bash", "zsh", "fish"] as const;
+const SCOPES = ["machine", "repository"] as const;
 
 /** Values an option takes, for completion: a fixed list, files, or anything. */
 function optionValues(name: string): readonly string[] | "files" | undefined {
   if (name === "format") return ENV_FORMATS;
+  if (name === "scope") return SCOPES;
   if (name === "config" || name === "output") return "files";
   return undefined;
 }
@@ -854,6 +856,7 @@ _worktree_ports() {
   fi
   case $prev in
     --format) COMPREPLY=($(compgen -W "${ENV_FORMATS.join(" ")}" -- "$cur")); return ;;
+    --scope) COMPREPLY=($(compgen -W "${SCOPES.join(" ")}" -- "$cur")); return ;;
     --config|--output) COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac
   case \${COMP_WORDS[1]} in
