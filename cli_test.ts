@@ -1622,3 +1622,34 @@ Deno.test("cli allocate with a relative WORKTREE_PORTS_HOME warns and keeps to t
   );
   await assert.rejects(Deno.stat(`${a1}/state`), Deno.errors.NotFound);
 });
+
+Deno.test("cli completions bash completes --scope and --all", async () => {
+  const script = (await runCli(ROOT, ["completions", "bash"], { flags: [] })).stdout;
+  const complete = async (...words: string[]) => {
+    const line = `COMP_WORDS=(${words.map((word) => `'${word}'`).join(" ")}); COMP_CWORD=${
+      words.length - 1
+    }; _worktree_ports; printf '%s\\n' "\${COMPREPLY[@]}"`;
+    const result = await run("bash", ["-c", `${script}\n${line}`]);
+    assert.equal(result.code, 0, result.stderr);
+    return result.stdout.trim().split("\n");
+  };
+  assert.deepEqual(await complete("worktree-ports", "allocate", "--scope", ""), [
+    "machine",
+    "repository",
+  ]);
+  assert.deepEqual(await complete("worktree-ports", "list", "--a"), ["--all"]);
+});
+
+Deno.test("cli allocate writes a symlinked index.json through its link", async () => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  await Deno.mkdir(`${home.dir}/synced`);
+  await writeJson(`${home.dir}/synced/index.json`, { version: 1, files: [] });
+  await Deno.symlink(`${home.dir}/synced/index.json`, `${home.dir}/index.json`);
+  const result = await runCli(a1, ["allocate", ...PORT_ARGS], { env: home.env });
+  assert.equal(result.code, 0, result.stderr);
+  assert.ok((await Deno.lstat(`${home.dir}/index.json`)).isSymlink);
+  const files = (await readJson(`${home.dir}/synced/index.json`)).files as { path: string }[];
+  assert.deepEqual(files.map((entry) => entry.path), [`${a1}/.worktree-ports.json`]);
+});

@@ -1430,8 +1430,9 @@ async function openMachineIndex(
       if (at === -1) kept.push(entry);
       else kept[at] = entry;
       try {
+        // Through a symbolic link, if the user made index.json one.
         writeFileAtomic(
-          index.path,
+          realPathOr(index.path),
           JSON.stringify({ version: INDEX_VERSION, files: kept }, null, 2) + "\n",
         );
         changed = false;
