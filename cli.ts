@@ -520,6 +520,8 @@ async function withLockNotice<T>(
     return await operation({
       ...options,
       onLockWait: (path) => {
+        // The machine lock may be waited for after the repository's: one notice, for the current wait.
+        if (notice !== undefined) clearTimeout(notice);
         notice = setTimeout(() => {
           console.error(`waiting for "${path}": another worktree-ports process holds the lock`);
         }, 1000);
