@@ -208,7 +208,10 @@ const COMMANDS: Record<string, CommandSpec> = {
       help: OPTIONS.help,
     },
     maxPositionals: 0,
-    permissions: (values) => values.fix ? allocating(values) : ["git", "read", "env"],
+    permissions: (values) =>
+      values.fix
+        ? allocating(values)
+        : ["git", "read", ...allocating(values).filter((p) => p === "env")],
     run: runCheck,
   },
   release: {

@@ -1653,3 +1653,23 @@ Deno.test("cli allocate writes a symlinked index.json through its link", async (
   const files = (await readJson(`${home.dir}/synced/index.json`)).files as { path: string }[];
   assert.deepEqual(files.map((entry) => entry.path), [`${a1}/.worktree-ports.json`]);
 });
+
+Deno.test("cli check needs --allow-env only to read the machine-wide index", async (t) => {
+  await using home = await tempHome();
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const flags = ["--allow-run=git", "--allow-read"];
+  await t.step("with --scope repository, git and read suffice", async () => {
+    const result = await runCli(a, ["check", "--scope", "repository"], { flags, env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "ok: 2 worktrees, no shared ports\n");
+  });
+  await t.step("otherwise it names the missing --allow-env", async () => {
+    const result = await runCli(a, ["check"], { flags, env: home.env });
+    assert.equal(result.code, 2);
+    assert.match(
+      result.stderr,
+      /^error: Missing permission: run again with --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA \("check" needs /,
+    );
+  });
+});
