@@ -1673,3 +1673,21 @@ Deno.test("cli check needs --allow-env only to read the machine-wide index", asy
     );
   });
 });
+
+Deno.test("cli allocate keeps a worktree's slot when the index still files it under a repository it left", async () => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const first = await runCli(a1, ["allocate", ...PORT_ARGS], { env: home.env });
+  assert.equal(first.code, 0, first.stderr);
+  // As after the directory was reused by another repository's worktree.
+  await writeJson(`${home.dir}/index.json`, {
+    version: 1,
+    files: [{ path: `${a1}/.worktree-ports.json`, repository: "/gone/.git", worktree: a1 }],
+  });
+  const again = await runCli(a1, ["allocate", ...PORT_ARGS], { env: home.env });
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal(again.stdout, first.stdout);
+  const files = (await readJson(`${home.dir}/index.json`)).files as { repository: string }[];
+  assert.deepEqual(files.map((entry) => entry.repository), [`${a.root}/.git`]);
+});

@@ -1324,6 +1324,8 @@ interface MachineSessionOptions {
   lockOptions?: LockOptions;
   /** Only read: no folder is created, no lock taken, nothing recorded (for inspecting). */
   readOnly?: boolean;
+  /** The port file being allocated, which never reserves anything against itself. */
+  ownFile?: string;
 }
 
 /**
@@ -1398,7 +1400,7 @@ async function openMachineIndex(
     const entry = asIndexEntry(item);
     // This repository's own files are its worktrees', scanned as siblings;
     // they are checked (and dropped when gone) when another repository allocates.
-    if (entry === undefined || entry.repository === repository) {
+    if (entry === undefined || entry.repository === repository || entry.path === options.ownFile) {
       kept.push(item);
       if (entry !== undefined) entries.push(entry);
       continue;
@@ -2015,6 +2017,7 @@ async function allocateIn(
       scope: options.scope ?? config.scope,
       index: options.index,
       lockOptions,
+      ownFile: path,
     });
     const own = readPortFile(path);
     const reserved = readReservedPorts(scanned);
