@@ -1304,6 +1304,8 @@ export function readMachineIndex(dir: string): IndexRead {
 interface MachineSession extends Disposable {
   /** The index is in use; `false` with repository scope or when it could not be used. */
   active: boolean;
+  /** Milliseconds spent waiting for another process to release the machine lock. */
+  lockWait: number;
   /** Every port another repository's recorded file reserves, and that file. */
   holders: Map<number, string>;
   /** The index's well-formed entries, as read (entries whose file is gone dropped). */
@@ -1342,6 +1344,7 @@ async function openMachineIndex(
   const warnings: string[] = [];
   const inactive = (): MachineSession => ({
     active: false,
+    lockWait: 0,
     holders: new Map(),
     entries: [],
     warnings,
@@ -1368,10 +1371,13 @@ async function openMachineIndex(
     return inactive();
   }
   let lock: RepositoryLock | undefined;
+  let lockWait = 0;
   try {
     if (!options.readOnly) {
       Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const waitStart = performance.now();
       lock = await lockRepository(dir, options.lockOptions);
+      lockWait = performance.now() - waitStart;
     }
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable || error instanceof WorktreePortsError) throw error;
@@ -1420,6 +1426,7 @@ async function openMachineIndex(
   warnings.push(...reserved.warnings);
   const session: MachineSession = {
     active: true,
+    lockWait,
     holders: reserved.holders,
     entries,
     warnings,
@@ -1951,9 +1958,9 @@ export interface Allocation {
 export interface AllocationTimings {
   /** Asking git for the worktrees and finding this one. */
   git: number;
-  /** Waiting for another process to release the lock. */
+  /** Waiting for other processes to release the locks (the repository's, then the machine's). */
   lockWait: number;
-  /** Holding the lock: the scan, the choice and the write. */
+  /** Holding the locks: the scan, the choice and the write. */
   locked: number;
   /** The whole allocation. */
   total: number;
@@ -2019,6 +2026,7 @@ async function allocateIn(
       lockOptions,
       ownFile: path,
     });
+    lockWait += machine.lockWait;
     const own = readPortFile(path);
     const reserved = readReservedPorts(scanned);
     allocation = await allocateSlot(
@@ -2032,7 +2040,7 @@ async function allocateIn(
     warnAboutMainWorktree(allocation, machine.holders);
     allocation.warnings.unshift(...reserved.warnings, ...machine.warnings);
     previous = own;
-    locked = performance.now() - lockedStart;
+    locked = performance.now() - lockedStart - machine.lockWait;
   }
   // A worktree's own file was dealt with when it was first written; a new,
   // copied or corrupt one is checked now, outside the critical section.
