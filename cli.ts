@@ -1,4 +1,4 @@
-#!/usr/bin/env -S deno run --allow-run=git --allow-read --allow-write --allow-net=127.0.0.1,[::1],0.0.0.0
+#!/usr/bin/env -S deno run --allow-run=git --allow-read --allow-write --allow-net=127.0.0.1,[::1],0.0.0.0 --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA
 /**
  * The `worktree-ports` command line: allocates the current worktree's ports,
  * shows them, exports them as environment variables, runs commands with
@@ -6,7 +6,9 @@
  *
  * ```sh
  * deno run --allow-run=git --allow-read --allow-write \
- *   --allow-net='127.0.0.1,[::1],0.0.0.0' jsr:@org/worktree-ports/cli allocate
+ *   --allow-net='127.0.0.1,[::1],0.0.0.0' \
+ *   --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA \
+ *   jsr:@org/worktree-ports/cli allocate
  * ```
  *
  * It can also be called in-process, where it returns the exit code and
@@ -38,9 +40,12 @@ import {
   bundleEnv,
   configWarnings,
   type EnvFormat,
+  fixMachine,
   fixWorktrees,
   formatEnv,
   formatPortFile,
+  INDEX_ENV_VARIABLES,
+  inspectMachine,
   inspectWorktrees,
   listSlots,
   listWorktrees,
@@ -71,7 +76,7 @@ type OptionSpec = {
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
-type Permission = "git" | "read" | "write" | "net";
+type Permission = "git" | "read" | "write" | "net" | "env";
 
 interface CommandSpec {
   usage: string;
@@ -109,6 +114,12 @@ const OPTIONS = {
     value: "SECONDS",
     help: "How long to wait for another allocation to finish (default: 10)",
   },
+  scope: {
+    type: "string",
+    value: "SCOPE",
+    help:
+      "machine (avoid every indexed worktree's ports, the default) or repository (this one's only)",
+  },
   help: { type: "boolean", short: "h", help: "Show help for this command" },
 } satisfies Record<string, OptionSpec>;
 
@@ -120,9 +131,15 @@ const ALLOCATION_OPTIONS = {
   slots: OPTIONS.slots,
   output: OPTIONS.output,
   "lock-timeout": OPTIONS["lock-timeout"],
+  scope: OPTIONS.scope,
 };
 
-const ALLOCATING: Permission[] = ["git", "read", "write", "net"];
+const ALLOCATING: Permission[] = ["git", "read", "write", "net", "env"];
+
+/** The machine-wide index is found through the environment; repository scope needs none of it. */
+function allocating(values: Values): Permission[] {
+  return values.scope === "repository" ? ALLOCATING.filter((p) => p !== "env") : ALLOCATING;
+}
 
 const COMMANDS: Record<string, CommandSpec> = {
   allocate: {
@@ -145,7 +162,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       help: OPTIONS.help,
     },
     maxPositionals: 0,
-    permissions: () => ALLOCATING,
+    permissions: allocating,
     run: runAllocate,
   },
   show: {
@@ -170,7 +187,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       help: OPTIONS.help,
     },
     maxPositionals: 0,
-    permissions: () => ALLOCATING,
+    permissions: allocating,
     run: runEnv,
   },
   exec: {
@@ -178,7 +195,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     summary: "Run COMMAND with this worktree's ports in its environment (allocating if needed)",
     options: { ...ALLOCATION_OPTIONS, help: OPTIONS.help },
     maxPositionals: Infinity,
-    permissions: () => ALLOCATING,
+    permissions: allocating,
     permissionNote: "and --allow-run=git,COMMAND (or --allow-run) to run COMMAND",
     run: runExec,
   },
@@ -187,11 +204,15 @@ const COMMANDS: Record<string, CommandSpec> = {
     summary: "Show every worktree's slot, ports, state and which ports are listening",
     options: {
       json: { type: "boolean", help: "Print a JSON array instead of a table" },
+      all: {
+        type: "boolean",
+        help: "Every indexed worktree on the machine, grouped by repository",
+      },
       output: OPTIONS.output,
       help: OPTIONS.help,
     },
     maxPositionals: 0,
-    permissions: () => ["git", "read", "net"],
+    permissions: () => ["git", "read", "net", "env"],
     run: runList,
   },
   slots: {
@@ -219,11 +240,18 @@ const COMMANDS: Record<string, CommandSpec> = {
         type: "boolean",
         help: "Repair what check finds, moving one worktree of each conflicting pair",
       },
+      all: {
+        type: "boolean",
+        help: "Check (and with --fix, repair) every indexed worktree on the machine",
+      },
       ...ALLOCATION_OPTIONS,
       help: OPTIONS.help,
     },
     maxPositionals: 0,
-    permissions: (values) => values.fix ? ALLOCATING : ["git", "read"],
+    permissions: (values) =>
+      values.fix
+        ? allocating(values)
+        : ["git", "read", ...allocating(values).filter((p) => p === "env")],
     run: runCheck,
   },
   release: {
@@ -407,6 +435,7 @@ function allocateOptions(values: Values, command: string): AllocateOptions {
     options.stride = parseCount("--stride", values.stride, command);
   }
   if (values.slots !== undefined) options.slots = parseCount("--slots", values.slots, command);
+  if (values.scope !== undefined) options.scope = parseScopeFlag(values.scope, command);
   if (values["lock-timeout"] !== undefined) {
     const text = values["lock-timeout"] as string;
     const seconds = Number(text);
@@ -443,6 +472,16 @@ function parsePortFlags(flags: readonly string[], command: string): Record<strin
   return ports;
 }
 
+function parseScopeFlag(value: unknown, command: string): "machine" | "repository" {
+  if (value !== "machine" && value !== "repository") {
+    throw new UsageError(
+      `Option "--scope" must be machine or repository, got "${value}"`,
+      commandUsage(command),
+    );
+  }
+  return value;
+}
+
 function parseCount(flag: string, value: unknown, command: string): number {
   if (typeof value !== "string" || !/^\d+$/.test(value)) {
     throw new UsageError(
@@ -466,6 +505,7 @@ const PERMISSION_FLAGS: Record<Permission, string> = {
   write: "--allow-write",
   // Quoted, so that the flag pastes into zsh, where `[::1]` is a glob.
   net: `--allow-net='${NET_FLAG_HOSTS}'`,
+  env: `--allow-env=${INDEX_ENV_VARIABLES.join(",")}`,
 };
 
 /** How the README installs the command; the flags go between the two. */
@@ -512,6 +552,8 @@ async function missingPermissions(
       }))
       : permission === "git"
       ? [{ name: "run", command: "git" }]
+      : permission === "env"
+      ? INDEX_ENV_VARIABLES.map((variable) => ({ name: "env", variable }))
       : [{ name: permission }];
     for (const descriptor of descriptors) {
       if (Deno.permissions.querySync(descriptor).state !== "granted") {
@@ -574,6 +616,8 @@ async function withLockNotice<T>(
     return await operation({
       ...options,
       onLockWait: (path) => {
+        // The machine lock may be waited for after the repository's: one notice, for the current wait.
+        if (notice !== undefined) clearTimeout(notice);
         notice = setTimeout(() => {
           console.error(`waiting for "${path}": another worktree-ports process holds the lock`);
         }, 1000);
@@ -703,13 +747,32 @@ function outdatedNotice(allocation: Allocation): string {
 }
 
 async function runList(values: Values): Promise<number> {
-  const statuses = await inspectWorktrees({ output: values.output as string | undefined });
+  const options = { output: values.output as string | undefined, onWarning: printWarning };
+  const statuses = values.all ? await inspectMachine(options) : await inspectWorktrees(options);
   if (values.json) {
     writeStdout(JSON.stringify(statuses, null, 2) + "\n");
+  } else if (values.all) {
+    writeStdout(formatGroups(statuses, Deno.stdout.isTerminal() && !Deno.noColor));
   } else {
     writeStdout(formatTable(statuses, Deno.stdout.isTerminal() && !Deno.noColor));
   }
   return 0;
+}
+
+function printWarning(warning: string): void {
+  console.error(`warning: ${warning}`);
+}
+
+/** One table per repository, each under the repository's shared git directory. */
+function formatGroups(statuses: readonly WorktreeStatus[], color: boolean): string {
+  const groups = new Map<string, WorktreeStatus[]>();
+  for (const status of statuses) {
+    const key = status.repository ?? "";
+    groups.set(key, [...(groups.get(key) ?? []), status]);
+  }
+  return [...groups].map(([repository, group]) =>
+    `repository ${printable(repository)}\n` + formatTable(group, color)
+  ).join("\n");
 }
 
 const STATE_COLORS: Record<WorktreeStatus["state"], string> = {
@@ -732,7 +795,7 @@ function formatTable(statuses: readonly WorktreeStatus[], color: boolean): strin
     status.slot === undefined ? "-" : String(status.slot),
     status.state,
     Object.entries(status.ports)
-      .map(([key, port]) => `${key}=${port}${status.listening[key] ? " (listening)" : ""}`)
+      .map(([key, port]) => `${key}=${port}${portNote(status, key, port)}`)
       .join(" "),
     noteOf(status),
   ]);
@@ -751,6 +814,16 @@ function formatTable(statuses: readonly WorktreeStatus[], color: boolean): strin
   return [paint("1", title), ...rows.map(line)].join("\n") + "\n";
 }
 
+/** A port held by another repository says so: whatever listens on it may well be theirs. */
+function portNote(status: WorktreeStatus, key: string, port: number): string {
+  const elsewhere = status.conflicts.some((conflict) =>
+    conflict.repository !== undefined && conflict.repository !== status.repository &&
+    conflict.ports.includes(port)
+  );
+  if (elsewhere) return " (held by another repository)";
+  return status.listening[key] ? " (listening)" : "";
+}
+
 /** A path as one table cell: quoted, with escapes, when it holds control characters. */
 function printable(text: string): string {
   return /[\p{Cc}]/u.test(text) ? JSON.stringify(text) : text;
@@ -760,7 +833,11 @@ function noteOf(status: WorktreeStatus): string {
   switch (status.state) {
     case "duplicate":
       return status.conflicts.map((c) =>
-        `shares ${c.ports.join(", ")} with ${printable(c.worktree)}`
+        `shares ${c.ports.join(", ")} with ${printable(c.worktree)}${
+          c.repository !== undefined && c.repository !== status.repository
+            ? " (another repository)"
+            : ""
+        }`
       )
         .join("; ");
     case "foreign":
@@ -826,20 +903,23 @@ function slotNote(info: SlotInfo): string {
 async function runCheck(values: Values): Promise<number> {
   const options = allocateOptions(values, "check");
   if (values.fix) {
-    const moves = await withLockNotice(options, fixWorktrees);
+    const moves = await withLockNotice(options, values.all ? fixMachine : fixWorktrees);
     for (const move of moves) writeStdout(formatMove(move) + "\n");
     if (moves.length === 0) writeStdout("nothing to fix\n");
   }
-  const statuses = await inspectWorktrees({
+  const inspect = values.all ? inspectMachine : inspectWorktrees;
+  const statuses = await inspect({
     output: options.output,
     config: options.config,
     ports: options.ports,
     stride: options.stride,
     slots: options.slots,
     listening: false,
+    scope: options.scope,
+    onWarning: printWarning,
   });
   // In a bare repository's directory there is no worktree, and so no config.
-  const current = statuses.find((status) => status.current);
+  const current = values.all ? undefined : statuses.find((status) => status.current);
   if (current !== undefined) {
     for (const warning of configWarnings(loadConfig(current.path, options))) {
       console.error(`warning: ${warning}`);
@@ -851,7 +931,15 @@ async function runCheck(values: Values): Promise<number> {
     writeStdout(`ok: ${statuses.length} worktrees, no shared ports\n`);
     return 0;
   }
-  if (!values.fix) console.error(`run "worktree-ports check --fix" to repair`);
+  const acrossRepositories = !values.all &&
+    statuses.some((status) =>
+      status.conflicts.some((conflict) => conflict.repository !== undefined)
+    );
+  if (!values.fix || acrossRepositories) {
+    console.error(
+      `run "worktree-ports check --fix${acrossRepositories ? " --all" : ""}" to repair`,
+    );
+  }
   return 1;
 }
 
@@ -870,8 +958,15 @@ function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
       );
     }
     for (const conflict of status.conflicts) {
-      // Each pair once: from the worktree that comes first.
-      if (statuses.findIndex((other) => other.path === conflict.worktree) > index) {
+      const other = statuses.findIndex((candidate) => candidate.path === conflict.worktree);
+      if (other === -1) {
+        problems.push(
+          `conflict: "${status.path}" and "${conflict.worktree}" of the repository "${conflict.repository}" share ports ${
+            conflict.ports.join(", ")
+          }`,
+        );
+      } else if (other > index) {
+        // Each pair once: from the worktree that comes first.
         problems.push(
           `conflict: "${status.path}" and "${conflict.worktree}" share ports ${
             conflict.ports.join(", ")
@@ -921,10 +1016,12 @@ async function runRelease(values: Values): Promise<number> {
 // ---------------------------------------------------------------------------
 
 const SHELLS = ["bash", "zsh", "fish"] as const;
+const SCOPES = ["machine", "repository"] as const;
 
 /** Values an option takes, for completion: a fixed list, files, or anything. */
 function optionValues(name: string): readonly string[] | "files" | undefined {
   if (name === "format") return ENV_FORMATS;
+  if (name === "scope") return SCOPES;
   if (name === "config" || name === "output") return "files";
   return undefined;
 }
@@ -958,6 +1055,7 @@ _worktree_ports() {
   fi
   case $prev in
     --format) COMPREPLY=($(compgen -W "${ENV_FORMATS.join(" ")}" -- "$cur")); return ;;
+    --scope) COMPREPLY=($(compgen -W "${SCOPES.join(" ")}" -- "$cur")); return ;;
     --config|--output) COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac
   case \${COMP_WORDS[1]} in

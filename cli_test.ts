@@ -20,6 +20,9 @@ function besidesEphemeral(stderr: string): string {
   return stderr.replace(/^warning: Ports of this config lie in the ephemeral range .*\n/m, "");
 }
 
+/** The --allow-env flag of the permission set: the variables that locate the machine-wide index. */
+const ENV_FLAG = "--allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA";
+
 function slotOf(file: Record<string, unknown>): number {
   return (file.worktree_ports as { slot: number }).slot;
 }
@@ -415,7 +418,7 @@ Deno.test("cli rejects bad input with a clear error and changes nothing", async 
         args: ["allocate"],
         code: 2,
         stderr:
-          /Missing permission: run again with --allow-write \("allocate" needs --allow-run=git --allow-read --allow-write --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0'\)/,
+          /Missing permission: run again with --allow-write \("allocate" needs --allow-run=git --allow-read --allow-write --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0' --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA\)/,
         flags: CLI_FLAGS.filter((flag) => flag !== "--allow-write"),
       },
       {
@@ -673,7 +676,7 @@ Deno.test("cli exec needs permission to run the command", async () => {
   // An installed command cannot be run with flags: it says how to reinstall, able to run anything.
   assert.match(
     result.stderr,
-    / reinstall it with deno install -g -f -n worktree-ports --allow-run --allow-read --allow-write --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0' jsr:@org\/worktree-ports\/cli\n$/,
+    / reinstall it with deno install -g -f -n worktree-ports --allow-run --allow-read --allow-write --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0' --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA jsr:@org\/worktree-ports\/cli\n$/,
   );
 });
 
@@ -956,7 +959,7 @@ Deno.test("cli flags everywhere match the permission set in deno.json", async ()
     [...flags].sort(),
   );
   // Printed and shown, the net flag is quoted, so that it pastes into zsh.
-  assert.match(help.stdout, / --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0'\n/);
+  assert.match(help.stdout, / --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0'[ \n]/);
   const readme = await Deno.readTextFile(`${ROOT}README.md`);
   const install = /deno install -g -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
   assert.deepEqual(
@@ -1295,8 +1298,12 @@ Deno.test("cli allocate, list and check work inside a submodule and its linked w
   const linked = await runCli(libLinked, ["allocate", ...PORT_ARGS]);
   assert.equal(linked.code, 0, linked.stderr);
   assert.equal(slotOf(JSON.parse(linked.stdout)), 1);
-  // The superproject is a repository of its own: it too gets slot 0.
-  const superproject = await runCli(repo.root, ["allocate", ...PORT_ARGS]);
+  // The superproject is a repository of its own: it too gets slot 0 (of other base ports,
+  // or the machine-wide index would report two main worktrees on the same ones).
+  const superproject = await runCli(repo.root, [
+    "allocate",
+    ...["--port", "web=44000", "--port", "api=45000", "--stride", "10"],
+  ]);
   assert.equal(slotOf(JSON.parse(superproject.stdout)), 0);
   const list = await runCli(libLinked, ["list", "--json"]);
   assert.equal(list.code, 0, list.stderr);
@@ -1422,9 +1429,9 @@ Deno.test("cli help [COMMAND] prints what --help prints, and each command's perm
       const check = await runCli(repo.root, ["check", "--help"]);
       assert.ok(
         check.stdout.endsWith(
-          "\nPermissions: --allow-run=git --allow-read\n" +
+          `\nPermissions: --allow-run=git --allow-read ${ENV_FLAG}\n` +
             "  with --fix: --allow-run=git --allow-read --allow-write " +
-            "--allow-net='127.0.0.1,[::1],0.0.0.0'\n",
+            `--allow-net='127.0.0.1,[::1],0.0.0.0' ${ENV_FLAG}\n`,
         ),
         check.stdout,
       );
@@ -2392,4 +2399,532 @@ Deno.test("cli show --config judges and rewrites the file by that config", async
     besidesEphemeral(changed.stderr),
     /^updated ".*" to the current config \(slot 1 kept\)\n$/,
   );
+});
+
+// ---------------------------------------------------------------------------
+// The machine-wide index: no two worktrees on the machine share a port
+// ---------------------------------------------------------------------------
+
+/** A machine-wide index folder of one test's own, removed on dispose. */
+async function tempHome(): Promise<{ dir: string; env: Record<string, string> } & AsyncDisposable> {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "worktree-ports-home-" }));
+  return {
+    dir,
+    env: { WORKTREE_PORTS_HOME: dir },
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+/** Every port a CLI's printed bundle holds. */
+function portsOf(stdout: string): number[] {
+  const bundle = JSON.parse(stdout);
+  return [bundle.web, bundle.api];
+}
+
+Deno.test("cli allocate gives fresh worktrees of two repositories no shared port", async (t) => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1, a2] = await a.addWorktrees("a", 2);
+  const [b1, b2] = await b.addWorktrees("b", 2);
+  await t.step("machine scope, the default", async () => {
+    const ports: number[] = [];
+    for (const dir of [a1, b1, a2, b2]) {
+      const result = await runCli(dir, ["allocate", ...PORT_ARGS], { env: home.env });
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(besidesEphemeral(result.stderr), "");
+      ports.push(...portsOf(result.stdout));
+    }
+    assert.equal(new Set(ports).size, 8, `ports: ${ports}`);
+    const index = await readJson(`${home.dir}/index.json`);
+    assert.deepEqual(
+      (index.files as { path: string }[]).map((entry) => entry.path).sort(),
+      [a1, a2, b1, b2].map((dir) => `${dir}/.worktree-ports.json`).sort(),
+    );
+  });
+  await t.step("--scope repository looks at the repository's own worktrees only", async () => {
+    await Deno.remove(`${b1}/.worktree-ports.json`);
+    await Deno.remove(`${b2}/.worktree-ports.json`);
+    const before = await Deno.readTextFile(`${home.dir}/index.json`);
+    const result = await runCli(b1, ["allocate", "--scope", "repository", ...PORT_ARGS], {
+      env: home.env,
+    });
+    assert.equal(result.code, 0, result.stderr);
+    // a1 holds slot 1 in its own repository; b1 takes slot 1 too.
+    assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+    assert.equal(await Deno.readTextFile(`${home.dir}/index.json`), before);
+  });
+  await t.step(`config "scope": "repository" does the same`, async () => {
+    await writeJson(`${b2}/worktree-ports.config.json`, { scope: "repository" });
+    const result = await runCli(b2, ["allocate", ...PORT_ARGS], { env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(portsOf(result.stdout), [42020, 43020]);
+  });
+  await t.step("an unknown scope is a usage error", async () => {
+    const result = await runCli(b2, ["allocate", "--scope", "planet"], { env: home.env });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /"--scope" must be machine or repository, got "planet"/);
+  });
+});
+
+Deno.test("cli allocate: 3 repositories x 8 worktrees allocating at the same instant get 24 distinct bundles, 5 rounds", async () => {
+  await using home = await tempHome();
+  const repos = [await TempRepo.create(), await TempRepo.create(), await TempRepo.create()];
+  try {
+    const worktrees: string[] = [];
+    for (const [index, repo] of repos.entries()) {
+      worktrees.push(...await repo.addWorktrees(`r${index}-`, 8));
+    }
+    for (let round = 1; round <= 5; round++) {
+      for (const dir of worktrees) {
+        await Deno.remove(`${dir}/.worktree-ports.json`).catch(() => {});
+      }
+      const children = worktrees.map((dir) =>
+        spawnCli(dir, ["allocate", "--lock-timeout", "60", ...PORT_ARGS], { env: home.env })
+      );
+      const outputs = await Promise.all(children.map((child) => child.output()));
+      const bundles = outputs.map((output, index) => {
+        const stderr = new TextDecoder().decode(output.stderr);
+        assert.equal(output.code, 0, `${worktrees[index]}: ${stderr}`);
+        return JSON.parse(new TextDecoder().decode(output.stdout));
+      });
+      const ports = bundles.flatMap((bundle) => [bundle.web, bundle.api]);
+      console.log(
+        `round ${round}: ${worktrees.length} worktrees in ${repos.length} repositories, ` +
+          `${new Set(bundles.map((bundle) => bundle.web)).size} distinct bundles`,
+      );
+      assert.equal(new Set(ports).size, 48, `round ${round}: ports ${ports}`);
+    }
+  } finally {
+    for (const repo of repos) await repo[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("cli allocate: git worktree remove in one repository frees its bundle for the others", async (t) => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1, a2] = await a.addWorktrees("a", 2);
+  const [b1, b2] = await b.addWorktrees("b", 2);
+  const allocate = async (dir: string, ...args: string[]) => {
+    const result = await runCli(dir, ["allocate", ...PORT_ARGS, ...args], { env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    return portsOf(result.stdout);
+  };
+  assert.deepEqual(await allocate(a1), [42010, 43010]);
+  assert.deepEqual(await allocate(b1), [42020, 43020]);
+  await t.step("a removed worktree's file is gone: its entry is dropped", async () => {
+    await git(a.root, "worktree", "remove", a1);
+    assert.deepEqual(await allocate(b2), [42010, 43010]);
+    const index = await readJson(`${home.dir}/index.json`);
+    const paths = (index.files as { path: string }[]).map((entry) => entry.path);
+    assert.ok(!paths.includes(`${a1}/.worktree-ports.json`), `index: ${paths}`);
+  });
+  await t.step(
+    "a worktree git reports as prunable reserves nothing, though its file remains",
+    async () => {
+      // The port file lives outside the worktree, so deleting the worktree leaves it behind.
+      const file = `${a.base}/a1-ports.json`;
+      assert.deepEqual(await allocate(a2, "--output", file), [42030, 43030]);
+      await Deno.remove(a2, { recursive: true });
+      assert.match(await git(a.root, "worktree", "list", "--porcelain"), /prunable/);
+      await Deno.remove(`${b1}/.worktree-ports.json`);
+      assert.deepEqual(await allocate(b1), [42020, 43020]);
+      await Deno.remove(`${b1}/.worktree-ports.json`);
+      await Deno.remove(`${b2}/.worktree-ports.json`);
+      // Without a2's file the lowest free slots are 1 and 2; with it, 3 would be skipped anyway.
+      assert.deepEqual(await allocate(b2), [42010, 43010]);
+      assert.deepEqual(await allocate(b1), [42020, 43020]);
+      const [b3] = await b.addWorktrees("b3-", 1);
+      assert.deepEqual(await allocate(b3), [42030, 43030]);
+    },
+  );
+});
+
+Deno.test("cli allocate takes the repository lock before the machine lock, so holders never wait on each other", async (t) => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const [b1, b2] = await b.addWorktrees("b", 2);
+  await t.step("waiting for a repository lock holds no machine lock", async () => {
+    const holder = await holdLock(`${a.root}/.git/worktree-ports.lock`);
+    const waiting = spawnCli(a1, ["allocate", "--lock-timeout", "60", ...PORT_ARGS], {
+      env: home.env,
+    });
+    const stderr = waiting.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      await readUntil(stderr, "waiting for");
+      // In the wrong order the waiting process would hold the machine lock,
+      // and this allocation would time out behind it.
+      const other = await runCli(b1, ["allocate", "--lock-timeout", "5", ...PORT_ARGS], {
+        env: home.env,
+      });
+      assert.equal(other.code, 0, other.stderr);
+    } finally {
+      await holder.kill();
+    }
+    assert.equal((await waiting.status).code, 0);
+    await readRest(stderr);
+    await waiting.stdout.cancel();
+  });
+  await t.step("waiting for the machine lock, it holds its repository lock", async () => {
+    const holder = await holdLock(`${home.dir}/worktree-ports.lock`);
+    const waiting = spawnCli(b2, ["allocate", "--lock-timeout", "60", ...PORT_ARGS], {
+      env: home.env,
+    });
+    const stderr = waiting.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      await readUntil(stderr, `waiting for "${home.dir}/worktree-ports.lock"`);
+      using lock = await Deno.open(`${b.root}/.git/worktree-ports.lock`, { write: true });
+      assert.equal(await lock.tryLock(true), false);
+    } finally {
+      await holder.kill();
+    }
+    assert.equal((await waiting.status).code, 0);
+    await readRest(stderr);
+    await waiting.stdout.cancel();
+  });
+});
+
+Deno.test("cli allocate works with a bad machine-wide index, warning and keeping to the repository", async (t) => {
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const [b1] = await b.addWorktrees("b", 1);
+  const gitDir = (await run("sh", ["-c", "command -v git"])).stdout.trim().replace(/\/git$/, "");
+  /** Allocates in a1, then in b1 from scratch; returns b1's run. */
+  async function allocateBoth(env: Record<string, string>, clearEnv = false) {
+    const first = await runCli(a1, ["allocate", ...PORT_ARGS], { env, clearEnv });
+    assert.equal(first.code, 0, first.stderr);
+    await Deno.remove(`${b1}/.worktree-ports.json`).catch(() => {});
+    return await runCli(b1, ["allocate", ...PORT_ARGS], { env, clearEnv });
+  }
+  await t.step("a deleted index is started afresh", async () => {
+    await using home = await tempHome();
+    await allocateBoth(home.env);
+    await Deno.remove(`${home.dir}/index.json`);
+    await Deno.remove(`${a1}/.worktree-ports.json`);
+    const result = await allocateBoth(home.env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(besidesEphemeral(result.stderr), "");
+    assert.deepEqual(portsOf(result.stdout), [42020, 43020]);
+    const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
+    assert.equal(files.length, 2);
+  });
+  await t.step("a corrupt index is left as it is", async () => {
+    await using home = await tempHome();
+    await Deno.writeTextFile(`${home.dir}/index.json`, '{"version": 1, "files": [{"path": ');
+    const result = await allocateBoth(home.env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      besidesEphemeral(result.stderr),
+      /^warning: The index ".*index\.json" is not valid JSON; allocating for this repository only this time \(move the file away to start a new index\)\n$/,
+    );
+    assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+    assert.equal(
+      await Deno.readTextFile(`${home.dir}/index.json`),
+      '{"version": 1, "files": [{"path": ',
+    );
+  });
+  await t.step("an entry it cannot make sense of is kept as it is", async () => {
+    await using home = await tempHome();
+    const odd = { path: 42, note: "written by hand" };
+    await writeJson(`${home.dir}/index.json`, { version: 1, files: [odd] });
+    const result = await allocateBoth(home.env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(portsOf(result.stdout), [42020, 43020]);
+    const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
+    assert.deepEqual(files[0], odd);
+    assert.equal(files.length, 3);
+  });
+  await t.step("an index folder that is a file", async () => {
+    await using home = await tempHome();
+    const file = `${home.dir}/not-a-folder`;
+    await Deno.writeTextFile(file, "mine\n");
+    const result = await allocateBoth({ WORKTREE_PORTS_HOME: file });
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      besidesEphemeral(result.stderr),
+      /^warning: Cannot use the machine-wide index in ".*not-a-folder": .*; allocating for this repository only this time\n$/,
+    );
+    assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+    assert.equal(await Deno.readTextFile(file), "mine\n");
+  });
+  const readOnly = await Deno.makeTempDir({ prefix: "worktree-ports-home-" });
+  try {
+    await Deno.chmod(readOnly, 0o555);
+    await t.step({
+      name: "an unwritable index folder" +
+        ((await canCreateFileIn(readOnly))
+          ? " (skipped: this user may write into mode 0555 folders)"
+          : ""),
+      ignore: await canCreateFileIn(readOnly),
+      fn: async () => {
+        const result = await allocateBoth({ WORKTREE_PORTS_HOME: `${readOnly}/index` });
+        assert.equal(result.code, 0, result.stderr);
+        assert.match(result.stderr, /^warning: Cannot use the machine-wide index in /);
+        assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+      },
+    });
+  } finally {
+    await Deno.chmod(readOnly, 0o755);
+    await Deno.remove(readOnly, { recursive: true });
+  }
+  await t.step("an index file that is a folder", async () => {
+    await using home = await tempHome();
+    await allocateBoth(home.env);
+    await Deno.remove(`${home.dir}/index.json`);
+    await Deno.mkdir(`${home.dir}/index.json`);
+    await Deno.remove(`${a1}/.worktree-ports.json`);
+    const result = await allocateBoth(home.env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      besidesEphemeral(result.stderr),
+      /^warning: Cannot read the index ".*index\.json": it is not a regular file; allocating for this repository only this time/,
+    );
+    assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+  });
+  await t.step("HOME unset", async () => {
+    const result = await allocateBoth({ PATH: gitDir }, true);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      besidesEphemeral(result.stderr),
+      /^warning: No home folder for the machine-wide index \(set HOME or WORKTREE_PORTS_HOME\); allocating for this repository only this time\n$/,
+    );
+    assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+  });
+});
+
+Deno.test("cli list, check and check --fix see ports shared with other repositories", async (t) => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const [b1] = await b.addWorktrees("b", 1);
+  const cli = (cwd: string, ...args: string[]) => runCli(cwd, args, { env: home.env });
+  // Two worktrees that allocated with the opt-out, then an index that records
+  // both (one kept from before, say): allocating never records such a pair.
+  for (const dir of [a1, b1]) {
+    const result = await cli(dir, "allocate", "--scope", "repository", ...PORT_ARGS);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+  }
+  await writeJson(`${home.dir}/index.json`, {
+    version: 1,
+    files: [a1, b1].map((dir) => ({
+      path: `${dir}/.worktree-ports.json`,
+      repository: `${dir === a1 ? a.root : b.root}/.git`,
+      worktree: dir,
+    })),
+  });
+  assert.equal((await cli(a.root, "allocate", ...PORT_ARGS)).code, 0);
+  await t.step("plain list marks the ports another repository holds", async () => {
+    const result = await cli(a1, "list");
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stdout,
+      new RegExp(
+        `web=42010 \\(held by another repository\\) api=43010 \\(held by another repository\\) +shares 42010, 43010 with ${
+          RegExp.escape(b1)
+        } \\(another repository\\)`,
+      ),
+    );
+    const json = JSON.parse((await cli(a1, "list", "--json")).stdout);
+    assert.deepEqual(json[1].conflicts, [{
+      worktree: b1,
+      ports: [42010, 43010],
+      repository: `${b.root}/.git`,
+    }]);
+  });
+  await t.step("plain check reports them", async () => {
+    const result = await cli(a1, "check");
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stdout,
+      new RegExp(
+        `conflict: "${RegExp.escape(a1)}" and "${RegExp.escape(b1)}" of the repository "${
+          RegExp.escape(b.root)
+        }/\\.git" share ports 42010, 43010`,
+      ),
+    );
+    assert.match(result.stderr, /run "worktree-ports check --fix --all" to repair/);
+  });
+  await t.step(
+    "list --all groups every indexed worktree by repository, from anywhere",
+    async () => {
+      const result = await cli(home.dir, "list", "--all");
+      assert.equal(result.code, 0, result.stderr);
+      const sections = result.stdout.split("\n\n");
+      assert.equal(sections.length, 2);
+      // Outside any repository, the repositories come in order of path.
+      const [first, second] = [a.root, b.root].sort();
+      assert.match(sections[0], new RegExp(`^repository ${RegExp.escape(first)}/\\.git\n`));
+      assert.match(sections[1], new RegExp(`^repository ${RegExp.escape(second)}/\\.git\n`));
+      const bSection = sections.find((section) => section.includes(`${b.root}/.git\n`))!;
+      assert.match(bSection, new RegExp(`${RegExp.escape(b1)} .* duplicate`));
+      assert.doesNotMatch(result.stdout, /^\* /m);
+    },
+  );
+  await t.step("check --fix --all moves one of the pair, by the same rules", async () => {
+    const check = await cli(b1, "check", "--all");
+    assert.equal(check.code, 1);
+    assert.match(check.stdout, /conflict: .* share ports 42010, 43010/);
+    const fix = await cli(b1, "check", "--fix", "--all", ...PORT_ARGS);
+    assert.equal(fix.code, 0, fix.stderr);
+    // b1 was allocated later; slot 2 is free in both repositories.
+    assert.match(
+      fix.stdout,
+      new RegExp(
+        `^moved "${
+          RegExp.escape(b1)
+        }" \\(duplicate\\): web=42010 api=43010 -> web=42020 api=43020 \\(slot 2\\)\nok: 4 worktrees, no shared ports\n$`,
+      ),
+    );
+    const again = await cli(a1, "check", "--fix", "--all", ...PORT_ARGS);
+    assert.equal(again.stdout, "nothing to fix\nok: 4 worktrees, no shared ports\n");
+  });
+  await t.step(
+    "a main worktree keeps its base ports, with a warning, and check reports it",
+    async () => {
+      const result = await cli(b.root, "allocate", ...PORT_ARGS);
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual(portsOf(result.stdout), [42000, 43000]);
+      assert.match(
+        besidesEphemeral(result.stderr),
+        new RegExp(
+          `^warning: Port 42000 \\("web"\\) of this main worktree is also held by "${
+            RegExp.escape(a.root)
+          }/\\.worktree-ports\\.json" of another repository`,
+        ),
+      );
+      const check = await cli(b.root, "check", "--fix", "--all", ...PORT_ARGS);
+      assert.equal(check.code, 1);
+      assert.match(check.stdout, /^nothing to fix\nconflict: .* share ports 42000, 43000\n$/);
+    },
+  );
+});
+
+Deno.test("cli allocate is not led astray by index entries pointing at a FIFO, a huge file, a folder or a relative path", async () => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const elsewhere = `${home.dir}/elsewhere`;
+  await Deno.mkdir(`${elsewhere}/wt/.git`, { recursive: true });
+  const fifo = `${elsewhere}/fifo.json`;
+  const mkfifo = await run("mkfifo", [fifo]);
+  assert.equal(mkfifo.code, 0, mkfifo.stderr);
+  const huge = `${elsewhere}/huge.json`;
+  {
+    using file = await Deno.open(huge, { write: true, create: true });
+    // Sparse: 2 GiB on paper, nothing on disk; a reader that opened it would take a while.
+    await file.truncate(2 ** 31);
+  }
+  const relative = { path: "ports.json", repository: "/r/.git", worktree: "wt" };
+  const entry = (path: string) => ({ path, repository: "/elsewhere/.git", worktree: elsewhere });
+  await writeJson(`${home.dir}/index.json`, {
+    version: 1,
+    files: [entry(fifo), entry(huge), entry(`${elsewhere}/wt`), relative],
+  });
+  // A file named like the relative entry, where it would be read from by mistake.
+  await writeJson(`${a1}/ports.json`, { web: 42010, api: 43010 });
+  const result = await runCli(a1, ["allocate", "--lock-timeout", "5", ...PORT_ARGS], {
+    env: home.env,
+  });
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(
+    besidesEphemeral(result.stderr),
+    `warning: Skipped port file "${huge}": too large to be a port file (${2 ** 31} bytes)\n`,
+  );
+  assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
+  const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
+  // The FIFO and the folder are no port files: dropped. The rest is kept.
+  assert.deepEqual(files, [entry(huge), relative, {
+    path: `${a1}/.worktree-ports.json`,
+    repository: `${a.root}/.git`,
+    worktree: a1,
+  }]);
+});
+
+Deno.test("cli allocate with a relative WORKTREE_PORTS_HOME warns and keeps to the repository", async () => {
+  await using a = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const result = await runCli(a1, ["allocate", ...PORT_ARGS], {
+    env: { WORKTREE_PORTS_HOME: "state" },
+  });
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(
+    besidesEphemeral(result.stderr),
+    /^warning: The machine-wide index folder "state" is not an absolute path \(set WORKTREE_PORTS_HOME to one\); allocating for this repository only this time\n$/,
+  );
+  await assert.rejects(Deno.stat(`${a1}/state`), Deno.errors.NotFound);
+});
+
+Deno.test("cli completions bash completes --scope and --all", async () => {
+  const script = (await runCli(ROOT, ["completions", "bash"], { flags: [] })).stdout;
+  const complete = async (...words: string[]) => {
+    const line = `COMP_WORDS=(${words.map((word) => `'${word}'`).join(" ")}); COMP_CWORD=${
+      words.length - 1
+    }; _worktree_ports; printf '%s\\n' "\${COMPREPLY[@]}"`;
+    const result = await run("bash", ["-c", `${script}\n${line}`]);
+    assert.equal(result.code, 0, result.stderr);
+    return result.stdout.trim().split("\n");
+  };
+  assert.deepEqual(await complete("worktree-ports", "allocate", "--scope", ""), [
+    "machine",
+    "repository",
+  ]);
+  assert.deepEqual(await complete("worktree-ports", "list", "--a"), ["--all"]);
+});
+
+Deno.test("cli allocate writes a symlinked index.json through its link", async () => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  await Deno.mkdir(`${home.dir}/synced`);
+  await writeJson(`${home.dir}/synced/index.json`, { version: 1, files: [] });
+  await Deno.symlink(`${home.dir}/synced/index.json`, `${home.dir}/index.json`);
+  const result = await runCli(a1, ["allocate", ...PORT_ARGS], { env: home.env });
+  assert.equal(result.code, 0, result.stderr);
+  assert.ok((await Deno.lstat(`${home.dir}/index.json`)).isSymlink);
+  const files = (await readJson(`${home.dir}/synced/index.json`)).files as { path: string }[];
+  assert.deepEqual(files.map((entry) => entry.path), [`${a1}/.worktree-ports.json`]);
+});
+
+Deno.test("cli check needs --allow-env only to read the machine-wide index", async (t) => {
+  await using home = await tempHome();
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const flags = ["--allow-run=git", "--allow-read"];
+  await t.step("with --scope repository, git and read suffice", async () => {
+    const result = await runCli(a, ["check", "--scope", "repository"], { flags, env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "ok: 2 worktrees, no shared ports\n");
+  });
+  await t.step("otherwise it names the missing --allow-env", async () => {
+    const result = await runCli(a, ["check"], { flags, env: home.env });
+    assert.equal(result.code, 2);
+    assert.match(
+      besidesEphemeral(result.stderr),
+      /^error: Missing permission: run again with --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA \("check" needs /,
+    );
+  });
+});
+
+Deno.test("cli allocate keeps a worktree's slot when the index still files it under a repository it left", async () => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const first = await runCli(a1, ["allocate", ...PORT_ARGS], { env: home.env });
+  assert.equal(first.code, 0, first.stderr);
+  // As after the directory was reused by another repository's worktree.
+  await writeJson(`${home.dir}/index.json`, {
+    version: 1,
+    files: [{ path: `${a1}/.worktree-ports.json`, repository: "/gone/.git", worktree: a1 }],
+  });
+  const again = await runCli(a1, ["allocate", ...PORT_ARGS], { env: home.env });
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal(again.stdout, first.stdout);
+  const files = (await readJson(`${home.dir}/index.json`)).files as { repository: string }[];
+  assert.deepEqual(files.map((entry) => entry.repository), [`${a.root}/.git`]);
 });

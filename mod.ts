@@ -7,17 +7,23 @@
  * `.worktree-ports.json` reserves and whose ports are free on loopback. The
  * scan, the choice and the write happen under one lock shared by all
  * worktrees of the repository, so simultaneous allocations never collide.
+ * Every port file written is recorded in a per-user, machine-wide index, and
+ * the ports of other repositories' recorded files are reserved too, so no two
+ * worktrees on the machine share a port, whichever repository they belong to.
  *
  * ```ts
- * import { allocate } from "@org/worktree-ports";
+ * import { allocate, machineIndexAt } from "@org/worktree-ports";
  * import assert from "node:assert/strict";
  *
  * const dir = await Deno.makeTempDir();
+ * const index = await Deno.makeTempDir();
  * await new Deno.Command("git", { args: ["init", "-q", dir] }).output();
  * try {
  *   const allocation = await allocate({
  *     cwd: dir,
  *     ports: { web_port: 3000, api_port: 9000 },
+ *     // The machine-wide index; by default it is kept in the user's home.
+ *     index: machineIndexAt(index),
  *   });
  *   // The main worktree owns slot 0, the base ports; linked worktrees get 1, 2, ...
  *   assert.equal(allocation.slot, 0);
@@ -25,6 +31,7 @@
  *   assert.equal(allocation.path, `${await Deno.realPath(dir)}/.worktree-ports.json`);
  * } finally {
  *   await Deno.remove(dir, { recursive: true });
+ *   await Deno.remove(index, { recursive: true });
  * }
  * ```
  *
@@ -139,6 +146,8 @@ export interface PortsConfig {
   stride: number;
   /** How many slots linked worktrees can take: slots 1 to `slots`. */
   slots: number;
+  /** `repository` keeps this repository's allocations out of the machine-wide index. */
+  scope?: Scope;
 }
 
 /** Values that change those of the config file, as the CLI's flags do. */
@@ -254,9 +263,9 @@ export function parseConfig(
   };
   if (!isPlainObject(raw)) fail("it must be a JSON object");
   for (const key of Object.keys(record)) {
-    if (!["ports", "templates", "stride", "slots"].includes(key)) {
+    if (!["ports", "templates", "stride", "slots", "scope"].includes(key)) {
       fail(
-        `unknown key "${clip(key)}" (expected "ports", "templates", "stride" or "slots")`,
+        `unknown key "${clip(key)}" (expected "ports", "templates", "stride", "slots" or "scope")`,
       );
     }
   }
@@ -331,7 +340,15 @@ export function parseConfig(
       numberOrigin("stride"),
       numberOrigin("slots"),
     ]));
+  if (record.scope !== undefined) config.scope = parseScope(record.scope, fail);
   return config;
+}
+
+function parseScope(value: unknown, fail: (p: string) => never): Scope {
+  if (value !== "machine" && value !== "repository") {
+    fail(`"scope" must be "machine" or "repository", got ${JSON.stringify(value)}`);
+  }
+  return value as Scope;
 }
 
 function checkKey(key: string, section: string, fail: (p: string) => never) {
@@ -1935,6 +1952,554 @@ export async function lockRepository(
 }
 
 // ---------------------------------------------------------------------------
+// The machine-wide index
+// ---------------------------------------------------------------------------
+
+// Lock order, everywhere: the repository lock first, then the machine lock
+// in the index folder, never the other way round (repairing every repository
+// takes all their locks, in order of path, before the machine lock). A process
+// holding the machine lock never waits for a repository lock, so no two
+// processes can wait on each other. Both are kernel locks: a holder that dies
+// releases both.
+
+/** Name of the machine-wide index file in the index folder. */
+export const INDEX_FILE_NAME = "index.json";
+/** Version of the index file format. */
+export const INDEX_VERSION = 1;
+/**
+ * The environment variables the default index location is read from, and
+ * the only ones this package reads.
+ */
+export const INDEX_ENV_VARIABLES: readonly string[] = [
+  "WORKTREE_PORTS_HOME",
+  "XDG_STATE_HOME",
+  "HOME",
+  "LOCALAPPDATA",
+];
+/** A port file is a few hundred bytes; an index entry never makes us read a large file. */
+const MAX_INDEXED_FILE_BYTES = 1 << 20;
+
+/**
+ * How far an allocation looks for ports held by others: `machine`, every
+ * port file recorded in the machine-wide index as well as the repository's
+ * own worktrees; `repository`, only the repository's own worktrees.
+ */
+export type Scope = "machine" | "repository";
+
+/**
+ * Where the machine-wide index lives. Injected like {@linkcode GitRunner}
+ * and {@linkcode PortProbe}, so that library users and tests can keep it in
+ * a folder of their own.
+ */
+export interface MachineIndex {
+  /**
+   * The folder holding the index file and the machine lock.
+   *
+   * @returns The folder, or `undefined` when there is no home to keep it in.
+   */
+  dir(): string | undefined;
+}
+
+/**
+ * Where the index folder goes, given how to read environment variables:
+ * `$WORKTREE_PORTS_HOME` if set, else `$XDG_STATE_HOME/worktree-ports`, else
+ * `~/.local/state/worktree-ports` (`%LOCALAPPDATA%\worktree-ports` on Windows).
+ *
+ * @param getEnv Reads one variable; `undefined` when it is not set.
+ * @param os The operating system, as in `Deno.build.os`.
+ * @returns The folder, or `undefined` when none of the variables says where home is.
+ *
+ * @example Usage
+ * ```ts
+ * import { machineIndexDir } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * const env: Record<string, string> = { HOME: "/home/ada" };
+ * assert.equal(
+ *   machineIndexDir((name) => env[name], "linux"),
+ *   "/home/ada/.local/state/worktree-ports",
+ * );
+ * ```
+ */
+export function machineIndexDir(
+  getEnv: (name: string) => string | undefined,
+  os: typeof Deno.build.os = Deno.build.os,
+): string | undefined {
+  const home = getEnv("WORKTREE_PORTS_HOME");
+  if (home) return home;
+  if (os === "windows") {
+    const local = getEnv("LOCALAPPDATA");
+    return local ? `${local.replace(/[\\/]+$/, "")}\\worktree-ports` : undefined;
+  }
+  // The XDG spec ignores a relative XDG_STATE_HOME.
+  const state = getEnv("XDG_STATE_HOME");
+  if (state && state.startsWith("/")) return joinPath(state, "worktree-ports");
+  const user = getEnv("HOME");
+  return user ? joinPath(user, ".local/state/worktree-ports") : undefined;
+}
+
+/**
+ * The real {@linkcode MachineIndex}: {@linkcode machineIndexDir} with the
+ * process's environment. Reading it needs `--allow-env` for the variables in
+ * {@linkcode INDEX_ENV_VARIABLES}.
+ */
+export const denoMachineIndex: MachineIndex = {
+  dir(): string | undefined {
+    return machineIndexDir((name) => Deno.env.get(name), Deno.build.os);
+  },
+};
+
+/**
+ * A {@linkcode MachineIndex} kept in a given folder, for tests and for tools
+ * that keep their own state.
+ *
+ * @param dir The folder; it is created when first needed.
+ * @returns The index.
+ *
+ * @example Usage
+ * ```ts
+ * import { machineIndexAt } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(machineIndexAt("/tmp/ports-index").dir(), "/tmp/ports-index");
+ * ```
+ */
+export function machineIndexAt(dir: string): MachineIndex {
+  return { dir: () => dir };
+}
+
+/** One port file recorded in the machine-wide index: a pointer, never the ports themselves. */
+export interface IndexEntry {
+  /** Absolute path of the port file. */
+  path: string;
+  /** Real path of its repository's common git directory. */
+  repository: string;
+  /** Real path of its worktree's root. */
+  worktree: string;
+}
+
+/** What {@linkcode readMachineIndex} found. */
+export interface IndexRead {
+  /** The index file. */
+  path: string;
+  /** Every well-formed entry. */
+  entries: IndexEntry[];
+  /** The file's entries exactly as stored, well-formed or not, so that rewriting loses none. */
+  raw: unknown[];
+}
+
+/**
+ * Reads the machine-wide index in a folder. A missing file is an empty index.
+ *
+ * @param dir The index folder.
+ * @returns The entries, and the file's entries as stored.
+ * @throws {SyntaxError} When the file is not an index (not JSON, or not of this shape).
+ * @throws {Error} When the file exists but cannot be read.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { denoMachineIndex, readMachineIndex } from "@org/worktree-ports";
+ *
+ * const dir = denoMachineIndex.dir();
+ * if (dir) for (const entry of readMachineIndex(dir).entries) console.log(entry.path);
+ * ```
+ */
+export function readMachineIndex(dir: string): IndexRead {
+  const path = joinPath(dir, INDEX_FILE_NAME);
+  let text: string;
+  try {
+    const info = Deno.statSync(path);
+    if (!info.isFile) throw new Error("it is not a regular file");
+    if (info.size > 64 * MAX_INDEXED_FILE_BYTES) {
+      throw new Error(`it is too large (${info.size} bytes)`);
+    }
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return { path, entries: [], raw: [] };
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    throw new Error(`Cannot read the index "${path}": ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new SyntaxError(`The index "${path}" is not valid JSON`, { cause: error });
+  }
+  const files = isPlainObject(value) ? (value as Record<string, unknown>).files : undefined;
+  if (!Array.isArray(files)) {
+    throw new SyntaxError(`The index "${path}" is not an object with a "files" array`);
+  }
+  const entries: IndexEntry[] = [];
+  for (const item of files) {
+    const entry = asIndexEntry(item);
+    if (entry !== undefined) entries.push(entry);
+  }
+  return { path, entries, raw: files };
+}
+
+/** The index as one operation holds it: under the machine lock, or not in use. */
+interface MachineSession extends Disposable {
+  /** The index is in use; `false` with repository scope or when it could not be used. */
+  active: boolean;
+  /** Milliseconds spent waiting for another process to release the machine lock. */
+  lockWait: number;
+  /** Every port another repository's recorded file reserves, and that file. */
+  holders: Map<number, string>;
+  /** The index's well-formed entries, as read (entries whose file is gone dropped). */
+  entries: IndexEntry[];
+  /** Problems met, to pass on as warnings. */
+  warnings: string[];
+  /**
+   * Records a port file of the locked repository, or of `repository`;
+   * writes the index only if it changed.
+   */
+  record(path: string, worktree: string, repository?: string): void;
+}
+
+/** Options of {@linkcode openMachineIndex}. */
+interface MachineSessionOptions {
+  scope?: Scope;
+  index?: MachineIndex;
+  lockOptions?: LockOptions;
+  /** Only read: no folder is created, no lock taken, nothing recorded (for inspecting). */
+  readOnly?: boolean;
+  /** The port file being allocated, which never reserves anything against itself. */
+  ownFile?: string;
+}
+
+/**
+ * Takes the machine lock (the caller holds the repository lock already; see
+ * the lock order above) and reads the index: the ports that other
+ * repositories' recorded files reserve. Bad state never blocks: an index
+ * that cannot be used gives a warning and an inactive session, which is
+ * repository scope for this run, and nothing on disk is changed.
+ */
+async function openMachineIndex(
+  commonDir: string | undefined,
+  options: MachineSessionOptions,
+): Promise<MachineSession> {
+  const warnings: string[] = [];
+  const inactive = (): MachineSession => ({
+    active: false,
+    lockWait: 0,
+    holders: new Map(),
+    entries: [],
+    warnings,
+    record() {},
+    [Symbol.dispose]() {},
+  });
+  if (options.scope === "repository") return inactive();
+  const fallback = options.readOnly
+    ? "looking at this repository only this time"
+    : "allocating for this repository only this time";
+  const dir = (options.index ?? denoMachineIndex).dir();
+  if (dir === undefined) {
+    warnings.push(
+      `No home folder for the machine-wide index (set HOME or WORKTREE_PORTS_HOME); ${fallback}`,
+    );
+    return inactive();
+  }
+  // A relative folder would give every directory an index of its own.
+  if (!isAbsolutePath(dir)) {
+    warnings.push(
+      `The machine-wide index folder "${dir}" is not an absolute path (set WORKTREE_PORTS_HOME ` +
+        `to one); ${fallback}`,
+    );
+    return inactive();
+  }
+  let lock: RepositoryLock | undefined;
+  let lockWait = 0;
+  try {
+    if (!options.readOnly) {
+      Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const waitStart = performance.now();
+      lock = await lockRepository(dir, options.lockOptions);
+      lockWait = performance.now() - waitStart;
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable || error instanceof WorktreePortsError) throw error;
+    warnings.push(
+      `Cannot use the machine-wide index in "${dir}": ${(error as Error).message}; ${fallback}`,
+    );
+    return inactive();
+  }
+  let index: IndexRead;
+  try {
+    index = readMachineIndex(dir);
+  } catch (error) {
+    lock?.release();
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    warnings.push(
+      `${(error as Error).message}; ${fallback} (move the file away to start a new index)`,
+    );
+    return inactive();
+  }
+  const repository = commonDir === undefined ? undefined : realPathOr(commonDir);
+  const kept: unknown[] = [];
+  const entries: IndexEntry[] = [];
+  const scanned: string[] = [];
+  let changed = false;
+  for (const item of index.raw) {
+    const entry = asIndexEntry(item);
+    // This repository's own files are its worktrees', scanned as siblings;
+    // they are checked (and dropped when gone) when another repository allocates.
+    if (entry === undefined || entry.repository === repository || entry.path === options.ownFile) {
+      kept.push(item);
+      if (entry !== undefined) entries.push(entry);
+      continue;
+    }
+    const usable = checkIndexedFile(entry, warnings);
+    if (usable === "gone") {
+      changed = true;
+      continue;
+    }
+    kept.push(item);
+    entries.push(entry);
+    if (usable && (isInside(entry.worktree, entry.path) || worktreeExists(entry.worktree))) {
+      scanned.push(entry.path);
+    }
+  }
+  const reserved = readReservedPorts(scanned);
+  warnings.push(...reserved.warnings);
+  const session: MachineSession = {
+    active: true,
+    lockWait,
+    holders: reserved.holders,
+    entries,
+    warnings,
+    record(path: string, worktree: string, of = repository) {
+      if (of === undefined || lock === undefined) return;
+      const entry: IndexEntry = { path, repository: of, worktree };
+      const at = kept.findIndex((item) => asIndexEntry(item)?.path === path);
+      const same = at !== -1 && JSON.stringify(kept[at]) === JSON.stringify(entry);
+      if (same && !changed) return;
+      if (at === -1) kept.push(entry);
+      else kept[at] = entry;
+      try {
+        // Through a symbolic link, if the user made index.json one.
+        writeFileAtomic(
+          realPathOr(index.path),
+          JSON.stringify({ version: INDEX_VERSION, files: kept }, null, 2) + "\n",
+        );
+        changed = false;
+      } catch (error) {
+        if (error instanceof Deno.errors.NotCapable) throw error;
+        warnings.push(
+          `Cannot record "${path}" in the machine-wide index: ${(error as Error).message}`,
+        );
+      }
+    },
+    [Symbol.dispose]: () => lock?.release(),
+  };
+  return session;
+}
+
+function asIndexEntry(item: unknown): IndexEntry | undefined {
+  if (!isPlainObject(item)) return undefined;
+  const { path, repository, worktree } = item as Record<string, unknown>;
+  if (typeof path !== "string" || typeof repository !== "string" || typeof worktree !== "string") {
+    return undefined;
+  }
+  // Relative paths would be read against whatever directory we run in.
+  if (!isAbsolutePath(path) || !isAbsolutePath(worktree)) return undefined;
+  return { path, repository, worktree };
+}
+
+/**
+ * Whether an indexed port file can be read: `gone` (the entry is dropped),
+ * `true`, or `false` with a warning. It is checked before it is opened, so
+ * that an entry pointing at a FIFO or a huge file cannot hang or flood us.
+ */
+function checkIndexedFile(entry: IndexEntry, warnings: string[]): boolean | "gone" {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(entry.path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return "gone";
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    warnings.push(`Skipped port file "${entry.path}": ${(error as Error).message}`);
+    return false;
+  }
+  if (!info.isFile) return "gone";
+  if (info.size > MAX_INDEXED_FILE_BYTES) {
+    warnings.push(
+      `Skipped port file "${entry.path}": too large to be a port file (${info.size} bytes)`,
+    );
+    return false;
+  }
+  return true;
+}
+
+/**
+ * A worktree whose `.git` is gone is one git reports as prunable: its file
+ * reserves nothing. Checked with one stat rather than a git process per
+ * repository, which would cost every allocation milliseconds per repository,
+ * and only for files outside their worktree: a file that still exists inside
+ * it shows that the directory does.
+ */
+function worktreeExists(worktree: string): boolean {
+  try {
+    Deno.statSync(joinPath(worktree, ".git"));
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return false;
+  }
+}
+
+/** This repository's reservations and other repositories', as one set for {@linkcode chooseSlot}. */
+function withOtherRepositories(
+  own: ReadonlyMap<number, string>,
+  others: ReadonlyMap<number, string>,
+): Pick<ReadonlySet<number>, "has"> {
+  if (others.size === 0) return own;
+  return { has: (port: number) => own.has(port) || others.has(port) };
+}
+
+/**
+ * The main worktree keeps slot 0 whatever other repositories hold, so a
+ * clash there is reported rather than moved.
+ */
+function warnAboutMainWorktree(
+  allocation: Pick<Allocation, "slot" | "bundle" | "warnings">,
+  others: ReadonlyMap<number, string>,
+): void {
+  if (allocation.slot !== 0) return;
+  for (const [key, port] of Object.entries(allocation.bundle)) {
+    const holder = typeof port === "number" ? others.get(port) : undefined;
+    if (holder === undefined) continue;
+    allocation.warnings.push(
+      `Port ${port} ("${key}") of this main worktree is also held by "${holder}" of another ` +
+        `repository; the main worktree keeps its base ports (change the base ports of one ` +
+        `repository, or see "worktree-ports check --all")`,
+    );
+  }
+}
+
+/** Marks the ports that other repositories' recorded files hold as conflicts with those worktrees. */
+function markOtherRepositories(
+  statuses: readonly InspectedStatus[],
+  machine: Pick<MachineSession, "holders" | "entries">,
+): void {
+  if (machine.holders.size === 0) return;
+  const entries = new Map(machine.entries.map((entry) => [entry.path, entry]));
+  for (const status of statuses) {
+    const shared = new Map<string, number[]>();
+    for (const port of status.reserved) {
+      const holder = machine.holders.get(port);
+      if (holder !== undefined) shared.set(holder, [...(shared.get(holder) ?? []), port]);
+    }
+    for (const [holder, ports] of shared) {
+      const entry = entries.get(holder)!;
+      status.conflicts.push({ worktree: entry.worktree, ports, repository: entry.repository });
+      status.state = "duplicate";
+    }
+  }
+}
+
+/** Adds the conflicts between worktrees of different repositories. */
+function addCrossRepositoryConflicts(statuses: readonly InspectedStatus[]): void {
+  const holders = new Map<number, number[]>();
+  statuses.forEach((status, index) => {
+    for (const port of status.reserved) holders.set(port, [...(holders.get(port) ?? []), index]);
+  });
+  for (const status of statuses) {
+    const shared = new Map<number, number[]>();
+    for (const port of status.reserved) {
+      for (const other of holders.get(port)!) {
+        if (statuses[other].repository !== status.repository) {
+          shared.set(other, [...(shared.get(other) ?? []), port]);
+        }
+      }
+    }
+    for (const [other, ports] of shared) {
+      const { path, repository } = statuses[other];
+      status.conflicts.push({ worktree: path, ports, repository });
+      status.state = "duplicate";
+    }
+  }
+}
+
+/**
+ * The repository around `cwd` (if any) and every other repository with a
+ * worktree recorded in the index, each opened through one of its worktrees
+ * that still exists. Git runs once per repository: this is for `--all`,
+ * not for allocating.
+ */
+async function openIndexedRepositories(
+  options: Pick<InspectOptions, "cwd" | "git" | "index" | "onWarning">,
+): Promise<{ repositories: Repository[]; here: boolean }> {
+  const repositories: Repository[] = [];
+  try {
+    repositories.push(await openRepository({ cwd: options.cwd, git: options.git }));
+  } catch (error) {
+    if (!(error instanceof WorktreePortsError && error.code === "NOT_A_WORKTREE")) throw error;
+  }
+  using machine = await openMachineIndex(undefined, { index: options.index, readOnly: true });
+  for (const warning of machine.warnings) options.onWarning?.(warning);
+  const seen = new Set(repositories.map((repository) => realPathOr(repository.commonDir)));
+  const groups = new Map<string, string[]>();
+  for (const entry of machine.entries) {
+    if (seen.has(entry.repository)) continue;
+    groups.set(entry.repository, [...(groups.get(entry.repository) ?? []), entry.worktree]);
+  }
+  for (const key of [...groups.keys()].sort()) {
+    for (const worktree of groups.get(key)!) {
+      if (!worktreeExists(worktree)) continue;
+      try {
+        repositories.push(await openRepository({ cwd: worktree, git: options.git }));
+        break;
+      } catch (error) {
+        if (!(error instanceof WorktreePortsError)) throw error;
+      }
+    }
+  }
+  return { repositories, here: seen.size > 0 };
+}
+
+/** Every worktree of every repository given, with the conflicts between them. */
+async function inspectAll(
+  { repositories, here }: { repositories: readonly Repository[]; here: boolean },
+  options: InspectOptions,
+): Promise<InspectedStatus[]> {
+  const all: InspectedStatus[] = [];
+  for (const [index, repository] of repositories.entries()) {
+    // The first repository is the one around `cwd`, when there is one; a
+    // custom output path belongs to it.
+    const isHere = here && index === 0;
+    const statuses = await inspectRepository(repository, {
+      ...options,
+      output: isHere ? options.output : undefined,
+      listening: false,
+    });
+    const key = realPathOr(repository.commonDir);
+    for (const status of statuses) {
+      all.push({ ...status, current: status.current && isHere, repository: key });
+    }
+  }
+  addCrossRepositoryConflicts(all);
+  if (options.listening !== false) {
+    for (const status of all) await probeListening(status, options.probe ?? denoProbe);
+  }
+  return all;
+}
+
+function isInside(dir: string, path: string): boolean {
+  return relativeInside(dir, path) !== undefined;
+}
+
+function realPathOr(path: string): string {
+  try {
+    return Deno.realPathSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return path;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Choosing a slot
 // ---------------------------------------------------------------------------
 
@@ -2443,13 +3008,27 @@ export interface AllocateOptions extends ConfigOverrides {
   /**
    * Choose the slot exactly as a real allocation would, under the lock with
    * the same scan and probes, and write nothing: no port file, no exclude
-   * rule. The result is what would be written, with `written` `false`; a
-   * real allocation made next, with nothing changed meanwhile, gets the
-   * same slot and bundle.
+   * rule, no entry in the machine-wide index. The result is what would be
+   * written, with `written` `false`; a real allocation made next, with
+   * nothing changed meanwhile, gets the same slot and bundle.
    *
    * @default {false}
    */
   dryRun?: boolean;
+  /**
+   * `machine` also reserves the ports of every other repository's port file
+   * recorded in the machine-wide index, and records this one there;
+   * `repository` looks at this repository's worktrees only.
+   *
+   * @default {"machine"} unless the config says `"scope": "repository"`
+   */
+  scope?: Scope;
+  /**
+   * Where the machine-wide index lives.
+   *
+   * @default {denoMachineIndex}
+   */
+  index?: MachineIndex;
 }
 
 /** The result of {@linkcode allocate}. */
@@ -2478,9 +3057,9 @@ export interface Allocation {
 export interface AllocationTimings {
   /** Asking git for the worktrees and finding this one. */
   git: number;
-  /** Waiting for another process to release the lock. */
+  /** Waiting for other processes to release the locks (the repository's, then the machine's). */
   lockWait: number;
-  /** Holding the lock: the scan, the choice and the write. */
+  /** Holding the locks: the scan, the choice and the write. */
   locked: number;
   /** The whole allocation. */
   total: number;
@@ -2543,6 +3122,13 @@ async function allocateIn(
     using _lock = await lockRepository(repository.commonDir, lockOptions);
     const lockedStart = performance.now();
     lockWait = lockedStart - waitStart;
+    using machine = await openMachineIndex(repository.commonDir, {
+      scope: options.scope ?? config.scope,
+      index: options.index,
+      lockOptions,
+      ownFile: path,
+    });
+    lockWait += machine.lockWait;
     const reserved = await scanCurrentReservations(repository, git, path, inside, options);
     if (!options.dryRun) removeStaleTemporaryFiles(path);
     const own = readPortFile(path);
@@ -2557,7 +3143,7 @@ async function allocateIn(
       },
       config,
       own,
-      reserved.holders,
+      withOtherRepositories(reserved.holders, machine.holders),
       {
         force: options.force,
         probe: options.probe,
@@ -2565,9 +3151,11 @@ async function allocateIn(
         makeParent: inside !== undefined,
       },
     );
-    allocation.warnings.unshift(...reserved.warnings);
+    if (!options.dryRun) machine.record(path, repository.root);
+    warnAboutMainWorktree(allocation, machine.holders);
+    allocation.warnings.unshift(...reserved.warnings, ...machine.warnings);
     previous = own;
-    locked = performance.now() - lockedStart;
+    locked = performance.now() - lockedStart - machine.lockWait;
   }
   allocation.warnings.push(...configWarnings(config));
   allocation.warnings.push(...movedOffBlocked(previous, repository.root, allocation.slot));
@@ -3095,6 +3683,8 @@ export interface PortConflict {
   worktree: string;
   /** The ports both reserve. */
   ports: number[];
+  /** When the other worktree belongs to another repository: that repository's shared git directory. */
+  repository?: string;
 }
 
 /** One row of {@linkcode inspectWorktrees}. */
@@ -3123,6 +3713,8 @@ export interface WorktreeStatus {
   conflicts: PortConflict[];
   /** For `foreign`: the worktree the file names; for `unreadable`, `invalid` and `absent`: why. */
   detail?: string;
+  /** The shared git directory of its repository, in {@linkcode inspectMachine}'s results. */
+  repository?: string;
 }
 
 /** Options for {@linkcode inspectWorktrees}. */
@@ -3152,6 +3744,26 @@ export interface InspectOptions extends PortFilePathOptions, ConfigOverrides {
    * @default {denoProbe}
    */
   probe?: PortProbe;
+  /**
+   * `machine` also looks at other repositories' port files recorded in the
+   * machine-wide index; `repository` at this repository's worktrees only.
+   *
+   * @default {"machine"}
+   */
+  scope?: Scope;
+  /**
+   * Where the machine-wide index lives.
+   *
+   * @default {denoMachineIndex}
+   */
+  index?: MachineIndex;
+  /**
+   * Called with each problem that did not stop the inspection, such as an
+   * unreadable machine-wide index.
+   *
+   * @default {undefined}
+   */
+  onWarning?: (warning: string) => void;
 }
 
 /**
@@ -3177,6 +3789,34 @@ export async function inspectWorktrees(
 ): Promise<WorktreeStatus[]> {
   const repository = await openRepositoryOrBare({ cwd: options.cwd, git: options.git });
   const statuses = await inspectRepository(repository, options);
+  using machine = await openMachineIndex(repository.commonDir, { ...options, readOnly: true });
+  for (const warning of machine.warnings) options.onWarning?.(warning);
+  markOtherRepositories(statuses, machine);
+  return statuses.map(({ reserved: _, ...status }) => status);
+}
+
+/**
+ * Reports every worktree on the machine: those of the repository around
+ * `cwd` (if any) and of every repository with a port file recorded in the
+ * machine-wide index, grouped by repository, each status naming its
+ * repository. Ports shared across repositories are conflicts, as within one.
+ * Changes nothing.
+ *
+ * @param options Where, the injected git, probe and index, and a warning callback.
+ * @returns One status per worktree, the current repository's first.
+ * @throws {WorktreePortsError} With code `GIT_FAILED` when git cannot be run.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { inspectMachine } from "@org/worktree-ports";
+ *
+ * for (const status of await inspectMachine()) {
+ *   console.log(status.repository, status.path, status.state);
+ * }
+ * ```
+ */
+export async function inspectMachine(options: InspectOptions = {}): Promise<WorktreeStatus[]> {
+  const statuses = await inspectAll(await openIndexedRepositories(options), options);
   return statuses.map(({ reserved: _, ...status }) => status);
 }
 
@@ -3464,9 +4104,22 @@ export interface FixOptions extends ConfigOverrides, PortFilePathOptions {
    * @default {denoProbe}
    */
   probe?: PortProbe;
+  /**
+   * `machine` also looks at other repositories' port files recorded in the
+   * machine-wide index; `repository` at this repository's worktrees only.
+   *
+   * @default {"machine"}
+   */
+  scope?: Scope;
+  /**
+   * Where the machine-wide index lives.
+   *
+   * @default {denoMachineIndex}
+   */
+  index?: MachineIndex;
 }
 
-/** One worktree moved by {@linkcode fixWorktrees}. */
+/** One worktree moved by {@linkcode fixWorktrees} or {@linkcode fixMachine}. */
 export interface Move {
   /** The worktree's path, as git reports it. */
   worktree: string;
@@ -3517,10 +4170,28 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     timeoutMs: options.lockTimeoutMs,
     onWait: options.onLockWait,
   });
+  using machine = await openMachineIndex(listed.commonDir, {
+    scope: options.scope,
+    index: options.index,
+    lockOptions: { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait },
+  });
   const repository = await currentListing(listed, git);
   // Only the worktrees of a conflicting pair are probed, so the lock is held
   // for reading the files, not for binding every port of every worktree.
   const statuses = await inspectRepository(repository, { ...options, listening: false });
+  return await repairStatuses(statuses, machine, options);
+}
+
+/**
+ * Moves one worktree of each conflicting pair, and every foreign or
+ * unreadable file, avoiding the ports the others keep and those that the
+ * machine-wide index says other repositories hold. The caller holds the locks.
+ */
+async function repairStatuses(
+  statuses: readonly InspectedStatus[],
+  machine: Pick<MachineSession, "holders" | "record">,
+  options: FixOptions,
+): Promise<Move[]> {
   const probe = options.probe ?? denoProbe;
   const movers = new Map<WorktreeStatus, Move["reason"]>();
   for (const status of statuses) {
@@ -3535,17 +4206,21 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     for (const conflict of status.conflicts) {
       const other = statuses.find((candidate) => candidate.path === conflict.worktree)!;
       if (movers.has(status) || movers.has(other)) continue;
-      // An absent worktree cannot be written to: the one that is here moves.
-      const mover = status.state === "absent"
+      // Main worktrees (of two repositories, here) keep slot 0, and an absent
+      // worktree cannot be written to: of a pair of those, neither moves.
+      const pinned = (candidate: WorktreeStatus) =>
+        candidate.primary || candidate.state === "absent";
+      if (pinned(status) && pinned(other)) continue;
+      const mover = pinned(status)
         ? other
-        : other.state === "absent"
+        : pinned(other)
         ? status
         : await chooseMover(status, other, probe);
       movers.set(mover, "duplicate");
     }
   }
 
-  const reserved = new Set<number>();
+  const reserved = new Set<number>(machine.holders.keys());
   for (const status of statuses) {
     if (!movers.has(status)) { for (const port of status.reserved) reserved.add(port); }
   }
@@ -3566,6 +4241,7 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
       { force: !outdated, probe: options.probe },
     );
     const to = portsForSlot(config, allocation.slot);
+    machine.record(status.file, root, status.repository);
     for (const port of Object.values(to)) reserved.add(port);
     moves.push({ worktree: status.path, reason, from: status.ports, slot: allocation.slot, to });
   }
@@ -3598,6 +4274,39 @@ async function allocationTime(status: WorktreeStatus): Promise<number> {
     return (await Deno.stat(status.file)).mtime?.getTime() ?? 0;
   } catch {
     return 0;
+  }
+}
+
+/**
+ * Repairs what {@linkcode inspectMachine} finds, by the rules of
+ * {@linkcode fixWorktrees}, across every repository in the machine-wide
+ * index. The main worktrees of two repositories that share base ports cannot
+ * move, and are left for the user. Every repository lock is taken, in order
+ * of path, then the machine lock.
+ *
+ * @param options Where, config overrides (applied to every repository), the lock timeout, and the injected git, probe and index.
+ * @returns Every move made.
+ * @throws {WorktreePortsError} With code `GIT_FAILED`, `INVALID_CONFIG`, `LOCK_TIMEOUT` or `NO_FREE_SLOT`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { fixMachine } from "@org/worktree-ports";
+ *
+ * for (const move of await fixMachine()) console.log(move.worktree, "->", move.to);
+ * ```
+ */
+export async function fixMachine(options: FixOptions = {}): Promise<Move[]> {
+  const found = await openIndexedRepositories(options);
+  const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
+  const ordered = found.repositories.map((repository) => realPathOr(repository.commonDir)).sort();
+  const locks: RepositoryLock[] = [];
+  try {
+    for (const commonDir of ordered) locks.push(await lockRepository(commonDir, lockOptions));
+    using machine = await openMachineIndex(undefined, { index: options.index, lockOptions });
+    const statuses = await inspectAll(found, { ...options, listening: false });
+    return await repairStatuses(statuses, machine, options);
+  } finally {
+    for (const lock of locks.reverse()) lock.release();
   }
 }
 

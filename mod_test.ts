@@ -16,6 +16,8 @@ import {
   listSlots,
   listWorktrees,
   lockRepository,
+  machineIndexAt,
+  machineIndexDir,
   openRepository,
   parseConfig,
   parseWorktreeList,
@@ -37,6 +39,7 @@ import {
   run,
   snapshot,
   TempRepo,
+  TEST_HOME,
   writeJson,
 } from "./test_util.ts";
 
@@ -1652,4 +1655,89 @@ Deno.test("parseConfig() checks template placeholders", async (t) => {
       /port "slot" has the name of the placeholder "\{slot\}" \(rename it\)/,
     );
   });
+});
+
+Deno.test("machineIndexDir() follows WORKTREE_PORTS_HOME, XDG_STATE_HOME, HOME and LOCALAPPDATA", async (t) => {
+  const cases: [string, Record<string, string>, typeof Deno.build.os, string | undefined][] = [
+    ["WORKTREE_PORTS_HOME wins", { WORKTREE_PORTS_HOME: "/x", HOME: "/h" }, "linux", "/x"],
+    ["XDG_STATE_HOME next", { XDG_STATE_HOME: "/s", HOME: "/h" }, "linux", "/s/worktree-ports"],
+    [
+      "a relative XDG_STATE_HOME is ignored",
+      { XDG_STATE_HOME: "s", HOME: "/h" },
+      "linux",
+      "/h/.local/state/worktree-ports",
+    ],
+    ["HOME on macOS", { HOME: "/Users/a" }, "darwin", "/Users/a/.local/state/worktree-ports"],
+    ["nothing set", {}, "linux", undefined],
+    ["an empty HOME", { HOME: "" }, "linux", undefined],
+    [
+      "LOCALAPPDATA on Windows",
+      { LOCALAPPDATA: "C:\\Users\\a\\AppData\\Local", HOME: "/h" },
+      "windows",
+      "C:\\Users\\a\\AppData\\Local\\worktree-ports",
+    ],
+    ["no LOCALAPPDATA on Windows", { HOME: "/h" }, "windows", undefined],
+  ];
+  for (const [name, env, os, expected] of cases) {
+    await t.step(name, () => {
+      assert.equal(machineIndexDir((variable) => env[variable], os), expected);
+    });
+  }
+});
+
+Deno.test('parseConfig() accepts "scope" and rejects any other value', () => {
+  assert.equal(parseConfig({ scope: "repository" }).scope, "repository");
+  assert.equal(parseConfig({ scope: "machine" }).scope, "machine");
+  assert.equal(parseConfig({}).scope, undefined);
+  assert.throws(
+    () => parseConfig({ scope: "planet" }),
+    (error: unknown) =>
+      error instanceof WorktreePortsError && error.code === "INVALID_CONFIG" &&
+      /"scope" must be "machine" or "repository", got "planet"/.test(error.message),
+  );
+});
+
+Deno.test("allocate() keeps the machine-wide index where it is told, and reserves other repositories' ports", async () => {
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const [b1] = await b.addWorktrees("b", 1);
+  const dir = await Deno.makeTempDir();
+  try {
+    const index = machineIndexAt(`${dir}/index`);
+    const first = await allocateIn(a1, { index });
+    const second = await allocateIn(b1, { index });
+    assert.deepEqual([first.slot, second.slot], [1, 2]);
+    assert.deepEqual(second.warnings.filter((line) => !/ephemeral range/.test(line)), []);
+    const files = (await readJson(`${dir}/index/index.json`)).files as { path: string }[];
+    assert.deepEqual(files.map((entry) => entry.path), [first.path, second.path]);
+    // The default index of these tests, elsewhere, saw none of it.
+    const other = await allocateIn(b1, { index: machineIndexAt(TEST_HOME), force: true });
+    assert.equal(other.slot, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("allocate() without permission to read the environment says so instead of falling back", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const script = `import { allocate } from ${
+    JSON.stringify(new URL("./mod.ts", import.meta.url).href)
+  };
+try {
+  await allocate({ ports: { web: 41000 }, stride: 10 });
+  console.log("allocated");
+} catch (error) {
+  console.log(error.name);
+}`;
+  await Deno.writeTextFile(`${repo.base}/script.ts`, script);
+  const result = await run(Deno.execPath(), [
+    "run",
+    "--no-prompt",
+    ...["--allow-run=git", "--allow-read", "--allow-write", "--allow-net=127.0.0.1,[::1],0.0.0.0"],
+    `${repo.base}/script.ts`,
+  ], { cwd: a });
+  assert.equal(result.stdout, "NotCapable\n", result.stderr);
+  await assert.rejects(Deno.stat(`${a}/.worktree-ports.json`), Deno.errors.NotFound);
 });

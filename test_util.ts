@@ -10,7 +10,23 @@ export const CLI_FLAGS: readonly string[] = [
   "--allow-read",
   "--allow-write",
   "--allow-net=127.0.0.1,[::1],0.0.0.0",
+  "--allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA",
 ];
+
+/**
+ * The machine-wide index of every CLI run and library call in the tests: a
+ * folder of their own, never the real home. Set in this process too, so that
+ * library calls made in-process use it.
+ */
+export const TEST_HOME: string = Deno.makeTempDirSync({ prefix: "worktree-ports-home-" });
+Deno.env.set("WORKTREE_PORTS_HOME", TEST_HOME);
+globalThis.addEventListener("unload", () => {
+  try {
+    Deno.removeSync(TEST_HOME, { recursive: true });
+  } catch {
+    // Already gone.
+  }
+});
 
 /** Git with no user or system config, so tests behave the same on every machine. */
 export const GIT_ENV: Record<string, string> = {
@@ -37,7 +53,9 @@ export async function run(
   const output = await new Deno.Command(command, {
     args: [...args],
     cwd: options.cwd,
-    env: { ...GIT_ENV, ...options.env },
+    env: options.clearEnv
+      ? { ...GIT_ENV, ...options.env }
+      : { ...GIT_ENV, WORKTREE_PORTS_HOME: TEST_HOME, ...options.env },
     clearEnv: options.clearEnv,
     stdin: "null",
   }).output();
@@ -62,11 +80,12 @@ export async function git(cwd: string, ...args: string[]): Promise<string> {
 export function runCli(
   cwd: string,
   args: readonly string[],
-  options: { flags?: readonly string[]; env?: Record<string, string> } = {},
+  options: { flags?: readonly string[]; env?: Record<string, string>; clearEnv?: boolean } = {},
 ): Promise<Output> {
   return run(Deno.execPath(), ["run", ...(options.flags ?? CLI_FLAGS), CLI, ...args], {
     cwd,
     env: options.env,
+    clearEnv: options.clearEnv,
   });
 }
 
@@ -74,12 +93,12 @@ export function runCli(
 export function spawnCli(
   cwd: string,
   args: readonly string[],
-  options: { flags?: readonly string[] } = {},
+  options: { flags?: readonly string[]; env?: Record<string, string> } = {},
 ): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", ...(options.flags ?? CLI_FLAGS), CLI, ...args],
     cwd,
-    env: GIT_ENV,
+    env: { ...GIT_ENV, WORKTREE_PORTS_HOME: TEST_HOME, ...options.env },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

@@ -8,9 +8,12 @@
 //   each-op   one of each runtime operation allocate performs, without its logic
 //   allocate  the CLI in a worktree that already has its file (the common case)
 //   fresh     the CLI in a worktree whose file was just deleted (scan, probe, write)
-// The floor (baseline a) is empty + git of the same round. It then races 32
-// fresh worktrees, runs the micro-benchmarks, and rewrites bench/README.md and
-// the summary in the main README.
+// The floor (baseline a) is empty + git of the same round. It then times
+// allocate with 100 worktrees here and 100 indexed worktrees in 5 other
+// repositories against the same allocate with an empty machine-wide index,
+// races 32 fresh worktrees, runs the micro-benchmarks, and rewrites
+// bench/README.md and the summary in the main README. Every run keeps its
+// machine-wide index in a temporary folder, never the real home.
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CLI = `${ROOT}cli.ts`;
@@ -19,6 +22,7 @@ const CLI_FLAGS = [
   "--allow-read",
   "--allow-write",
   "--allow-net=127.0.0.1,[::1],0.0.0.0",
+  "--allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA",
 ];
 const SIZES = [10, 100, 1000];
 const RACERS = 32;
@@ -33,6 +37,8 @@ const GIT_ENV = {
   GIT_COMMITTER_EMAIL: "bench@example.com",
 };
 const deno = Deno.execPath();
+/** The machine-wide index of every run that does not name its own. */
+const BENCH_HOME = await Deno.makeTempDir({ prefix: "worktree-ports-bench-home-" });
 const quick = Deno.args.includes("--quick");
 
 interface Run {
@@ -42,10 +48,19 @@ interface Run {
   stderr: string;
 }
 
-async function run(command: string, args: string[], cwd: string): Promise<Run> {
+async function run(
+  command: string,
+  args: string[],
+  cwd: string,
+  home: string = BENCH_HOME,
+): Promise<Run> {
   const start = performance.now();
-  const output = await new Deno.Command(command, { args, cwd, env: GIT_ENV, stdin: "null" })
-    .output();
+  const output = await new Deno.Command(command, {
+    args,
+    cwd,
+    env: { ...GIT_ENV, WORKTREE_PORTS_HOME: home },
+    stdin: "null",
+  }).output();
   const ms = performance.now() - start;
   const decoder = new TextDecoder();
   return {
@@ -228,6 +243,129 @@ async function benchSize(size: number): Promise<SizeResult> {
   }
 }
 
+const OTHER_REPOSITORIES = 5;
+const INDEXED_ELSEWHERE = 100;
+
+interface MachineResult {
+  rounds: number;
+  empty: number;
+  machine: number;
+  emptyFresh: number;
+  machineFresh: number;
+  lockedEmpty: number;
+  lockedMachine: number;
+}
+
+/**
+ * Allocate in a repository of 100 worktrees (half with port files) with two
+ * indexes, alternating: one that records only this repository's files, and
+ * one that also records 100 worktrees' files in 5 other repositories, whose
+ * slots lie beyond this repository's, so both choose the same slot.
+ */
+async function benchMachine(): Promise<MachineResult> {
+  const base = await Deno.makeTempDir({ prefix: "worktree-ports-bench-machine-" });
+  try {
+    await Deno.mkdir(`${base}/here`);
+    const worktrees = await buildRepository(`${base}/here`, 100);
+    const emptyHome = `${base}/empty-home`;
+    const fullHome = `${base}/full-home`;
+    await Deno.mkdir(emptyHome);
+    await Deno.mkdir(fullHome);
+    const hereRepository = await Deno.realPath(`${base}/here/main/.git`);
+    const entries: { path: string; repository: string; worktree: string }[] = worktrees
+      .slice(0, 50).map((worktree) => ({
+        path: `${worktree}/.worktree-ports.json`,
+        repository: hereRepository,
+        worktree,
+      }));
+    const perRepository = INDEXED_ELSEWHERE / OTHER_REPOSITORIES;
+    for (let r = 0; r < OTHER_REPOSITORIES; r++) {
+      const other = `${base}/other${r}`;
+      await Deno.mkdir(other);
+      await git(other, "init", "-q", "-b", "main", "main");
+      await git(`${other}/main`, "commit", "-q", "--allow-empty", "-m", "initial");
+      const repository = await Deno.realPath(`${other}/main/.git`);
+      for (let index = 0; index < perRepository; index++) {
+        const worktree = `${other}/wt${index}`;
+        await git(`${other}/main`, "worktree", "add", "-q", "--detach", worktree);
+        const slot = 52 + r * perRepository + index;
+        const file = {
+          web: CONFIG.ports.web + slot * CONFIG.stride,
+          api: CONFIG.ports.api + slot * CONFIG.stride,
+          worktree_ports: { version: 1, slot, worktree, allocated_at: "2026-01-01T00:00:00Z" },
+        };
+        await Deno.writeTextFile(
+          `${worktree}/.worktree-ports.json`,
+          JSON.stringify(file, null, 2) + "\n",
+        );
+        entries.push({ path: `${worktree}/.worktree-ports.json`, repository, worktree });
+      }
+    }
+    await Deno.writeTextFile(
+      `${fullHome}/index.json`,
+      JSON.stringify({ version: 1, files: entries }, null, 2) + "\n",
+    );
+    const target = worktrees[50];
+    const portFile = `${target}/.worktree-ports.json`;
+    const allocateArgs = ["run", ...CLI_FLAGS, CLI, "allocate", "--timings"];
+    // The first run in each index records this worktree; after that, both are steady.
+    const slots = new Set<number>();
+    for (const home of [emptyHome, fullHome]) {
+      const first = await run(deno, allocateArgs, target, home);
+      if (first.code !== 0) throw new Error(`allocate failed: ${first.stderr}`);
+      slots.add(JSON.parse(first.stdout).worktree_ports.slot);
+    }
+    if (slots.size !== 1) throw new Error(`the two indexes gave different slots: ${[...slots]}`);
+    const variants: Record<string, () => Promise<Run>> = {
+      empty: () => run(deno, allocateArgs, target, emptyHome),
+      machine: () => run(deno, allocateArgs, target, fullHome),
+      emptyFresh: async () => {
+        await Deno.remove(portFile);
+        return await run(deno, allocateArgs, target, emptyHome);
+      },
+      machineFresh: async () => {
+        await Deno.remove(portFile);
+        return await run(deno, allocateArgs, target, fullHome);
+      },
+    };
+    const names = Object.keys(variants);
+    const times: Record<string, number[]> = Object.fromEntries(names.map((name) => [name, []]));
+    const locked: Record<string, number[]> = { empty: [], machine: [] };
+    const rounds = quick ? 5 : 31;
+    for (let round = 0; round < rounds; round++) {
+      for (let step = 0; step < names.length; step++) {
+        const name = names[(round + step) % names.length];
+        const result = await variants[name]();
+        if (result.code !== 0) throw new Error(`${name} failed: ${result.stderr}`);
+        if (JSON.parse(result.stdout).worktree_ports.slot !== [...slots][0]) {
+          throw new Error(`${name} returned another slot: ${result.stdout}`);
+        }
+        if (result.stderr.includes("warning")) throw new Error(`${name}: ${result.stderr}`);
+        const timings = /locked ([\d.]+) ms/.exec(result.stderr);
+        if (timings && (name === "empty" || name === "machine")) {
+          locked[name].push(Number(timings[1]));
+        }
+        times[name].push(result.ms);
+      }
+    }
+    const index = JSON.parse(await Deno.readTextFile(`${fullHome}/index.json`));
+    if (index.files.length !== entries.length + 1) {
+      throw new Error(`the index lost entries: ${index.files.length} of ${entries.length + 1}`);
+    }
+    return {
+      rounds,
+      empty: median(times.empty),
+      machine: median(times.machine),
+      emptyFresh: median(times.emptyFresh),
+      machineFresh: median(times.machineFresh),
+      lockedEmpty: median(locked.empty),
+      lockedMachine: median(locked.machine),
+    };
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+}
+
 interface RaceResult {
   totalMs: number;
   distinct: number;
@@ -320,6 +458,15 @@ for (const size of SIZES) {
     }), fresh ${ms(last.fresh)} ms (${ratio(last.fresh / last.floor)})`,
   );
 }
+console.error("machine-wide index");
+const machineResult = await benchMachine();
+console.error(
+  `  allocate ${ms(machineResult.machine)} ms vs ${ms(machineResult.empty)} ms (${
+    ratio(machineResult.machine / machineResult.empty)
+  }), fresh ${ms(machineResult.machineFresh)} ms vs ${ms(machineResult.emptyFresh)} ms (${
+    ratio(machineResult.machineFresh / machineResult.emptyFresh)
+  })`,
+);
 console.error("race");
 const races: RaceResult[] = [];
 for (let round = 0; round < RACE_ROUNDS; round++) {
@@ -405,6 +552,22 @@ const lines = [
       "",
     ]
     : []),
+  "## Other repositories in the machine-wide index",
+  "",
+  "`allocate` in a repository of 100 worktrees (50 with port files), alternating between two",
+  "indexes: `empty` records only this repository's files; `machine` also records 100 worktrees'",
+  `files in ${OTHER_REPOSITORIES} other repositories, every one of which is checked, and read, on each run. Their`,
+  "slots lie beyond this repository's, so both choose the same slot. `fresh` deletes the port file",
+  "first. Medians of the whole process; `held` is the time under the locks (`--timings`).",
+  "",
+  "| rounds | allocate: empty | allocate: machine | machine / empty | fresh: empty | fresh: machine | machine / empty | held: empty | held: machine |",
+  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  `| ${machineResult.rounds} | ${ms(machineResult.empty)} ms | ${ms(machineResult.machine)} ms | ${
+    ratio(machineResult.machine / machineResult.empty)
+  } | ${ms(machineResult.emptyFresh)} ms | ${ms(machineResult.machineFresh)} ms | ${
+    ratio(machineResult.machineFresh / machineResult.emptyFresh)
+  } | ${ms(machineResult.lockedEmpty)} ms | ${ms(machineResult.lockedMachine)} ms |`,
+  "",
   `## ${RACERS} simultaneous allocations`,
   "",
   `${RACERS} fresh worktrees run \`allocate\` at the same instant; time from the first spawn until`,
@@ -450,6 +613,14 @@ const lines = [
   } ms, ${allDistinct ? "all" : "not all"} distinct | ${
     verdict(slowestRace <= 1500 && allDistinct)
   } |`,
+  `| allocate with 100 indexed worktrees in ${OTHER_REPOSITORIES} other repositories ≤ 1.15 × with an empty index | ${
+    ratio(machineResult.machine / machineResult.empty)
+  } (fresh ${ratio(machineResult.machineFresh / machineResult.emptyFresh)}) | ${
+    verdict(
+      machineResult.machine / machineResult.empty <= 1.15 &&
+        machineResult.machineFresh / machineResult.emptyFresh <= 1.15,
+    )
+  } |`,
   `| lock held briefly (scan, choice, write only) | held median ${ms(median(allLocked))} ms, max ${
     ms(Math.max(...allLocked))
   } ms; waits median ${ms(median(allWaits))} ms | |`,
@@ -486,4 +657,5 @@ await Deno.writeTextFile(
   `${ROOT}README.md`,
   readme.replace(/<!-- bench:start -->[\s\S]*<!-- bench:end -->/, summary),
 );
+await Deno.remove(BENCH_HOME, { recursive: true });
 console.error("wrote bench/README.md and the summary in README.md");
