@@ -2834,7 +2834,8 @@ Deno.test("cli allocate is not led astray by index entries pointing at a FIFO, a
   assert.equal(result.code, 0, result.stderr);
   assert.equal(
     besidesEphemeral(result.stderr),
-    `warning: Skipped port file "${huge}": too large to be a port file (${2 ** 31} bytes)\n`,
+    `warning: Port file "${huge}" is unreadable (it is larger than 1048576 bytes); its ports are ` +
+      `not reserved; to fix, run "worktree-ports allocate" in its worktree to rewrite it\n`,
   );
   assert.deepEqual(portsOf(result.stdout), [42010, 43010]);
   const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];

@@ -1329,8 +1329,10 @@ export type PortFileRead =
   | {
     /** The file exists but cannot be used. */
     state: "unreadable";
-    /** Why, e.g. "not valid JSON" or "it is a FIFO (named pipe)". */
+    /** Why, e.g. "not valid JSON" or "it is a FIFO (named pipe), not a file". */
     reason: string;
+    /** It is no regular file at all: a directory, FIFO, socket or device. */
+    irregular?: boolean;
     /** The ports recovered from its text: every `"key": integer` pair that is a port. */
     ports: number[];
   }
@@ -1369,7 +1371,8 @@ export function readPortFile(path: string): PortFileRead {
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return { state: "missing" };
     if (error instanceof Deno.errors.NotCapable) throw error;
-    return { state: "unreadable", reason: fileProblemOf(error), ports: [] };
+    const irregular = error instanceof FileProblem && error.irregular;
+    return { state: "unreadable", reason: fileProblemOf(error), ports: [], irregular };
   }
   let data: unknown;
   try {
@@ -2239,7 +2242,7 @@ async function openMachineIndex(
   const repository = commonDir === undefined ? undefined : realPathOr(commonDir);
   const kept: unknown[] = [];
   const entries: IndexEntry[] = [];
-  const scanned: string[] = [];
+  const holders = new Map<number, string>();
   let changed = false;
   for (const item of index.raw) {
     const entry = asIndexEntry(item);
@@ -2250,23 +2253,24 @@ async function openMachineIndex(
       if (entry !== undefined) entries.push(entry);
       continue;
     }
-    const usable = checkIndexedFile(entry, warnings);
-    if (usable === "gone") {
+    // Read the way sibling files are: never opened unless a small regular file.
+    const file = readPortFile(entry.path);
+    if (file.state === "missing" || (file.state === "unreadable" && file.irregular)) {
       changed = true;
       continue;
     }
     kept.push(item);
     entries.push(entry);
-    if (usable && (isInside(entry.worktree, entry.path) || worktreeExists(entry.worktree))) {
-      scanned.push(entry.path);
+    if (isInside(entry.worktree, entry.path) || worktreeExists(entry.worktree)) {
+      for (const port of reservedPortsOfPath(entry.path, file, warnings)) {
+        if (!holders.has(port)) holders.set(port, entry.path);
+      }
     }
   }
-  const reserved = readReservedPorts(scanned);
-  warnings.push(...reserved.warnings);
   const session: MachineSession = {
     active: true,
     lockWait,
-    holders: reserved.holders,
+    holders,
     entries,
     warnings,
     record(path: string, worktree: string, of = repository) {
@@ -2305,31 +2309,6 @@ function asIndexEntry(item: unknown): IndexEntry | undefined {
   // Relative paths would be read against whatever directory we run in.
   if (!isAbsolutePath(path) || !isAbsolutePath(worktree)) return undefined;
   return { path, repository, worktree };
-}
-
-/**
- * Whether an indexed port file can be read: `gone` (the entry is dropped),
- * `true`, or `false` with a warning. It is checked before it is opened, so
- * that an entry pointing at a FIFO or a huge file cannot hang or flood us.
- */
-function checkIndexedFile(entry: IndexEntry, warnings: string[]): boolean | "gone" {
-  let info: Deno.FileInfo;
-  try {
-    info = Deno.statSync(entry.path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return "gone";
-    if (error instanceof Deno.errors.NotCapable) throw error;
-    warnings.push(`Skipped port file "${entry.path}": ${(error as Error).message}`);
-    return false;
-  }
-  if (!info.isFile) return "gone";
-  if (info.size > MAX_INDEXED_FILE_BYTES) {
-    warnings.push(
-      `Skipped port file "${entry.path}": too large to be a port file (${info.size} bytes)`,
-    );
-    return false;
-  }
-  return true;
 }
 
 /**
@@ -4708,9 +4687,12 @@ function isPlainObject(value: unknown): boolean {
 
 /** A file that exists but is not one this tool reads: a FIFO, a device, a huge file. */
 class FileProblem extends Error {
-  constructor(message: string) {
+  /** It is no regular file at all, rather than one too large. */
+  readonly irregular: boolean;
+  constructor(message: string, irregular: boolean) {
     super(message);
     this.name = "FileProblem";
+    this.irregular = irregular;
   }
 }
 
@@ -4725,9 +4707,9 @@ class FileProblem extends Error {
  */
 function readRegularTextFile(path: string): string {
   const info = Deno.statSync(path);
-  if (!info.isFile) throw new FileProblem(irregularFileKind(info));
+  if (!info.isFile) throw new FileProblem(irregularFileKind(info), true);
   if (info.size > MAX_FILE_BYTES) {
-    throw new FileProblem(`it is larger than ${MAX_FILE_BYTES} bytes`);
+    throw new FileProblem(`it is larger than ${MAX_FILE_BYTES} bytes`, false);
   }
   const text = Deno.readTextFileSync(path);
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
