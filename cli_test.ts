@@ -2527,7 +2527,10 @@ Deno.test("cli allocate: git worktree remove in one repository frees its bundle 
       const file = `${a.base}/a1-ports.json`;
       assert.deepEqual(await allocate(a2, "--output", file), [42030, 43030]);
       await Deno.remove(a2, { recursive: true });
-      assert.match(await git(a.root, "worktree", "list", "--porcelain"), /prunable/);
+      // Git still lists it (and from 2.31 on calls it prunable); its directory is gone.
+      assert.ok(
+        (await git(a.root, "worktree", "list", "--porcelain")).includes(`worktree ${a2}\n`),
+      );
       await Deno.remove(`${b1}/.worktree-ports.json`);
       assert.deepEqual(await allocate(b1), [42020, 43020]);
       await Deno.remove(`${b1}/.worktree-ports.json`);
