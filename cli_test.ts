@@ -2932,3 +2932,199 @@ Deno.test("cli allocate keeps a worktree's slot when the index still files it un
   const files = (await readJson(`${home.dir}/index.json`)).files as { repository: string }[];
   assert.deepEqual(files.map((entry) => entry.repository), [`${a.root}/.git`]);
 });
+
+// ---------------------------------------------------------------------------
+// Found by trying to break it: moves while waiting, git's own files, kills
+// ---------------------------------------------------------------------------
+
+Deno.test("cli check --fix sees a sibling moved while it waited for the lock", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b, c] = await repo.addWorktrees("wt", 3);
+  assert.equal((await runCli(a, ["allocate", ...PORT_ARGS])).code, 0);
+  assert.equal((await runCli(b, ["allocate", ...PORT_ARGS])).code, 0);
+  // c holds a copy of a's file: --fix moves it to the lowest slot nobody holds.
+  const copy = await readJson(`${a}/.worktree-ports.json`);
+  await writeJson(`${c}/.worktree-ports.json`, copy);
+  const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
+  let waiting;
+  try {
+    waiting = await startWaiting(repo.root, ["check", "--fix", ...PORT_ARGS]);
+    await git(repo.root, "worktree", "move", b, `${repo.base}/moved`);
+  } finally {
+    await holder.kill();
+  }
+  const result = await waiting.finish();
+  assert.equal(result.code, 0, result.stdout + result.stderr);
+  assert.equal(slotOf(await readJson(`${c}/.worktree-ports.json`)), 3);
+});
+
+Deno.test("cli allocate sees a sibling moved while it waited, even with a new directory at its old place", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  assert.equal((await runCli(b, ["allocate", ...PORT_ARGS])).code, 0);
+  const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
+  let waiting;
+  try {
+    waiting = await startWaiting(a, ["allocate", ...PORT_ARGS]);
+    await git(repo.root, "worktree", "move", b, `${repo.base}/moved`);
+    await Deno.mkdir(b);
+  } finally {
+    await holder.kill();
+  }
+  const result = await waiting.finish();
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(slotOf(JSON.parse(result.stdout)), 2);
+});
+
+Deno.test("cli allocate refuses to write for a worktree moved while it waited", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
+  let waiting;
+  try {
+    waiting = await startWaiting(a, ["allocate", ...PORT_ARGS]);
+    await git(repo.root, "worktree", "move", a, `${repo.base}/moved`);
+  } finally {
+    await holder.kill();
+  }
+  const result = await waiting.finish();
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(result.stderr, /is not a worktree any more: it was moved or removed while/);
+  await assert.rejects(Deno.stat(a), Deno.errors.NotFound);
+});
+
+Deno.test("cli allocate warns when a linked worktree holds one of the main worktree's base ports, and --fix moves that one", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  // Another branch's config: its slot 1 lands on the main worktree's base port.
+  await writeJson(`${a}/worktree-ports.config.json`, { ports: { port: 21900 } });
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  await writeJson(`${repo.root}/worktree-ports.config.json`, { ports: { port: 22000 } });
+  const main = await runCli(repo.root, ["allocate"]);
+  assert.equal(main.code, 0, main.stderr);
+  assert.match(
+    main.stderr,
+    /^warning: Port 22000 \("port"\) of this main worktree is also held by ".*wt0\/\.worktree-ports\.json"/m,
+  );
+  const fix = await runCli(repo.root, ["check", "--fix"]);
+  assert.match(fix.stdout, /^moved ".*wt0" \(duplicate\)/);
+  assert.equal(slotOf(await readJson(`${repo.root}/.worktree-ports.json`)), 0);
+});
+
+Deno.test("cli allocate --output never writes into git's own directory or breaks .gitignore", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  for (
+    const [where, cwd, output] of [
+      ["HEAD", repo.root, ".git/HEAD"],
+      ["config", repo.root, ".git/config"],
+      ["a linked worktree's .git file", a, ".git"],
+      ["its admin entry", a, `${repo.root}/.git/worktrees/wt0/ports.json`],
+    ]
+  ) {
+    await t.step(where, async () => {
+      const before = await snapshot(repo.base);
+      const result = await runCli(cwd, ["allocate", ...PORT_ARGS, "--output", output]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, /^error: Cannot write ".*": it is inside git's own directory/);
+      assert.deepEqual(await snapshot(repo.base), before);
+    });
+  }
+  await t.step("a name with a line break", async () => {
+    const before = await snapshot(repo.base);
+    const result = await runCli(a, ["allocate", ...PORT_ARGS, "--output", "new\nline.json"]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /a path with a line break cannot be kept out of git/);
+    assert.deepEqual(await snapshot(repo.base), before);
+  });
+});
+
+Deno.test("cli allocate killed at any moment never leaves git status dirty", async () => {
+  await using repo = await TempRepo.create();
+  const worktrees = await repo.addWorktrees("wt", 24);
+  for (const [index, dir] of worktrees.entries()) {
+    const child = spawnCli(dir, ["allocate", ...PORT_ARGS]);
+    // Spread over the whole run, start-up to exit (about 50 ms here).
+    await new Promise((resolve) => setTimeout(resolve, 15 + index * 2.5));
+    try {
+      child.kill(index % 2 === 0 ? "SIGKILL" : "SIGTERM");
+    } catch {
+      // It had finished.
+    }
+    await child.status;
+    await child.stdout.cancel();
+    await child.stderr.cancel();
+    assert.equal(await git(dir, "status", "--porcelain"), "", `${dir}, killed`);
+  }
+  // The next allocation anywhere removes what the killed ones left.
+  for (const dir of worktrees) {
+    assert.equal((await runCli(dir, ["allocate", ...PORT_ARGS])).code, 0);
+  }
+  const leftovers: string[] = [];
+  for (const dir of [...worktrees, `${repo.root}/.git/info`]) {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.name.endsWith(".tmp")) leftovers.push(`${dir}/${entry.name}`);
+    }
+  }
+  assert.deepEqual(leftovers, []);
+});
+
+Deno.test("cli allocate puts the ignore rules in place before it writes the port file", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
+  let waiting;
+  try {
+    waiting = await startWaiting(a, ["allocate", ...PORT_ARGS]);
+    // Made while it waits: the write of the port file itself fails.
+    await Deno.mkdir(`${a}/.worktree-ports.json/in-the-way`, { recursive: true });
+  } finally {
+    await holder.kill();
+  }
+  const result = await waiting.finish();
+  assert.equal(result.code, 1, result.stderr);
+  assert.match(result.stderr, /^error: Cannot write ".*\.worktree-ports\.json"/m);
+  assert.ok(
+    (await Deno.readTextFile(`${repo.root}/.git/info/exclude`))
+      .endsWith("\n/.worktree-ports.json\n/.worktree-ports.json.*.tmp\n"),
+  );
+});
+
+Deno.test("cli allocate removes stale temporary files in git's directory, and writes through a linked exclude file", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const shared = `${repo.base}/shared-exclude`;
+  await Deno.writeTextFile(shared, "*.log\n");
+  await Deno.remove(`${repo.root}/.git/info/exclude`);
+  await Deno.symlink(shared, `${repo.root}/.git/info/exclude`);
+  assert.equal((await runCli(a, ["allocate", ...PORT_ARGS])).code, 0);
+  assert.ok((await Deno.lstat(`${repo.root}/.git/info/exclude`)).isSymlink);
+  assert.equal(
+    await Deno.readTextFile(shared),
+    "*.log\n/.worktree-ports.json\n/.worktree-ports.json.*.tmp\n",
+  );
+  const stale = [
+    `${shared}.12345-abcdefgh.tmp`,
+    `${repo.root}/.git/worktrees/wt0/worktree-ports.json.12345-abcdefgh.tmp`,
+  ];
+  for (const path of stale) await Deno.writeTextFile(path, "x");
+  // The exclude rules are in place: only allocations that write them clean beside them.
+  await Deno.writeTextFile(shared, "*.log\n");
+  assert.equal((await runCli(a, ["allocate", ...PORT_ARGS])).code, 0);
+  for (const path of stale) await assert.rejects(Deno.stat(path), Deno.errors.NotFound, path);
+});
+
+Deno.test("cli allocate and release replace a port file that is a symbolic link loop", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const own = `${a}/.worktree-ports.json`;
+  await Deno.symlink(own, own);
+  const allocate = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocate.code, 0, allocate.stderr);
+  assert.match(allocate.stderr, /is unusable \(Too many levels of symbolic links/);
+  assert.ok((await Deno.lstat(own)).isFile);
+  await Deno.remove(own);
+  await Deno.symlink(own, own);
+  assert.equal((await runCli(a, ["release"])).code, 0);
+  await assert.rejects(Deno.lstat(own), Deno.errors.NotFound);
+});

@@ -565,6 +565,15 @@ export function loadConfig(root: string, options: LoadConfigOptions = {}): Ports
   return parseConfig(value, { ...options, source });
 }
 
+function isSymlink(path: string): boolean {
+  try {
+    return Deno.lstatSync(path).isSymlink;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return false;
+  }
+}
+
 /** A symbolic link whose target does not exist. */
 function isBrokenLink(path: string): boolean {
   try {
@@ -2343,10 +2352,20 @@ function withOtherRepositories(
  */
 function warnAboutMainWorktree(
   allocation: Pick<Allocation, "slot" | "bundle" | "warnings">,
+  siblings: ReadonlyMap<number, string>,
   others: ReadonlyMap<number, string>,
 ): void {
   if (allocation.slot !== 0) return;
   for (const [key, port] of Object.entries(allocation.bundle)) {
+    // A linked worktree on a base port: its config (another branch's) differs.
+    const sibling = typeof port === "number" ? siblings.get(port) : undefined;
+    if (sibling !== undefined) {
+      allocation.warnings.push(
+        `Port ${port} ("${key}") of this main worktree is also held by "${sibling}"; the main ` +
+          `worktree keeps its base ports (run "worktree-ports check --fix" to move the other one)`,
+      );
+      continue;
+    }
     const holder = typeof port === "number" ? others.get(port) : undefined;
     if (holder === undefined) continue;
     allocation.warnings.push(
@@ -3084,7 +3103,7 @@ async function allocateIn(
   const inside = relativeInside(repository.root, path);
   // Everything that can be known before the lock is read before it, so the
   // critical section is only the scan, the choice and the write.
-  if (options.output !== undefined) await assertOwnOutput(repository, path);
+  if (options.output !== undefined) await assertOwnOutput(repository, path, inside);
   const config = loadConfig(repository.root, options);
   assertNotDirectory(path);
   const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
@@ -3095,6 +3114,7 @@ async function allocateIn(
   let allocation: Omit<Allocation, "timings">;
   let previous: PortFileRead;
   let lockWait: number;
+  const allocation0Warnings: string[] = [];
   let locked: number;
   {
     const waitStart = performance.now();
@@ -3109,7 +3129,16 @@ async function allocateIn(
     });
     lockWait += machine.lockWait;
     const reserved = await scanCurrentReservations(repository, git, path, inside, options);
-    if (!options.dryRun) removeStaleTemporaryFiles(path);
+    assertStillWorktree(repository.root);
+    if (!options.dryRun) {
+      removeStaleTemporaryFiles(path);
+      if (keptCopy !== undefined) removeStaleTemporaryFiles(keptCopy);
+    }
+    // The rules go in before the file: a process killed in between leaves
+    // nothing for "git status" to show.
+    const beforeWrite = inside !== undefined && options.ignoreOutput !== false
+      ? () => excludeFromGit(repository.commonDir, excludePatterns(inside), allocation0Warnings)
+      : undefined;
     const own = readPortFile(path);
     allocation = await allocateSlot(
       {
@@ -3128,11 +3157,14 @@ async function allocateIn(
         probe: options.probe,
         dryRun: options.dryRun,
         makeParent: inside !== undefined,
+        beforeWrite,
       },
     );
+    // A file kept as it was may still lack its rules (a write of them failed).
+    if (!options.dryRun && !allocation.written) beforeWrite?.();
     if (!options.dryRun) machine.record(path, repository.root);
-    warnAboutMainWorktree(allocation, machine.holders);
-    allocation.warnings.unshift(...reserved.warnings, ...machine.warnings);
+    warnAboutMainWorktree(allocation, reserved.holders, machine.holders);
+    allocation.warnings.unshift(...reserved.warnings, ...machine.warnings, ...allocation0Warnings);
     previous = own;
     locked = performance.now() - lockedStart - machine.lockWait;
   }
@@ -3144,16 +3176,12 @@ async function allocateIn(
   ) {
     allocation.warnings.push(...await busyBaseWarnings(config, options.probe ?? denoProbe));
   }
-  if (inside !== undefined && options.ignoreOutput !== false && !options.dryRun) {
-    // A file this tool did not write for this worktree may be one git checked out.
-    const checkedOut = allocation.written && previous.state !== "missing" &&
-      !(previous.state === "read" && previous.meta !== undefined &&
-        !isForeign(previous, repository.root, repository));
-    await keepOutOfGit(git, repository, inside, {
-      checkedOut,
-      lockOptions,
-      warnings: allocation.warnings,
-    });
+  // A file this tool did not write for this worktree may be one git checked out.
+  const checkedOut = allocation.written && previous.state !== "missing" &&
+    !(previous.state === "read" && previous.meta !== undefined &&
+      !isForeign(previous, repository.root, repository));
+  if (inside !== undefined && options.ignoreOutput !== false && checkedOut) {
+    await warnIfTracked(git, repository, inside, allocation.warnings);
   }
   const total = performance.now() - start;
   return { ...allocation, timings: { git: gitDone - start, lockWait, locked, total } };
@@ -3200,7 +3228,9 @@ function scanReservations(
     const read = readPortFile(file);
     const kept = () => readKeptCopy(repository.commonDir, worktree.path);
     if (read.state === "missing") {
-      if (isDirectory(worktree.path)) continue;
+      // A directory without its .git is not the worktree any more: moved,
+      // with a new directory made at the old place.
+      if (pathExists(joinPath(worktree.path, ".git"))) continue;
       // Git keeps a locked worktree whose directory is away (removable media):
       // it still holds the ports it had when last written.
       if (worktree.locked) {
@@ -3225,6 +3255,27 @@ function scanReservations(
   return { holders, warnings, gone };
 }
 
+/**
+ * Refuses to write for a worktree that was moved or removed while the caller
+ * waited for the lock: writing at its old place would make a stray file.
+ */
+function assertStillWorktree(root: string): void {
+  if (pathExists(joinPath(root, ".git"))) return;
+  throw new WorktreePortsError(
+    "NOT_A_WORKTREE",
+    `"${root}" is not a worktree any more: it was moved or removed while this command waited ` +
+      `for the lock (run it again where the worktree is now)`,
+  );
+}
+
+/** Whether a listed linked worktree has lost its `.git`: the listing is out of date. */
+function hasVanishedWorktree(repository: Repository): boolean {
+  return repository.worktrees.some((worktree) =>
+    worktree !== repository.worktrees[0] && !worktree.bare && !worktree.prunable &&
+    !worktree.locked && !pathExists(joinPath(worktree.path, ".git"))
+  );
+}
+
 function isDirectory(path: string): boolean {
   try {
     return Deno.statSync(path).isDirectory;
@@ -3238,11 +3289,40 @@ function isDirectory(path: string): boolean {
  * Refuses an output inside another worktree's tree: a port file there would
  * be read as that worktree's own.
  */
-async function assertOwnOutput(repository: Repository, path: string): Promise<void> {
+async function assertOwnOutput(
+  repository: Repository,
+  path: string,
+  inside: string | undefined,
+): Promise<void> {
+  const refuse = (why: string) => {
+    throw new WorktreePortsError("INVALID_OUTPUT", `Cannot write "${path}": ${why}`);
+  };
+  if (inside !== undefined && /[\r\n]/.test(inside)) {
+    refuse("a path with a line break cannot be kept out of git (choose another name)");
+  }
+  const real = realPathOfNearest(path);
+  const gitDirs = [joinPath(repository.root, ".git"), repository.commonDir];
+  try {
+    gitDirs.push(gitDirsOf(repository.root).gitDir);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+  }
+  for (const dir of gitDirs) {
+    const realDir = realPathOr(dir);
+    if (
+      [path, real].some((candidate) =>
+        comparablePath(candidate) === comparablePath(dir) ||
+        comparablePath(candidate) === comparablePath(realDir) ||
+        relativeInside(dir, candidate) !== undefined ||
+        relativeInside(realDir, candidate) !== undefined
+      )
+    ) {
+      refuse(`it is inside git's own directory "${dir}" (choose a path in the worktree)`);
+    }
+  }
   const worktrees = repository.worktrees.filter((worktree) => !worktree.bare);
   let holder = findContaining(worktrees, path, (worktree) => worktree.path);
   if (holder === undefined || holder === repository.current) {
-    const real = realPathOfNearest(path);
     holder = findContaining(await realPaths(worktrees), real, (entry) => entry.real)?.worktree ??
       holder;
   }
@@ -3327,7 +3407,10 @@ async function allocateSlot(
   config: PortsConfig,
   own: PortFileRead,
   reserved: Pick<ReadonlySet<number>, "has">,
-  options: Pick<AllocateOptions, "force" | "probe" | "dryRun"> & { makeParent?: boolean },
+  options: Pick<AllocateOptions, "force" | "probe" | "dryRun"> & {
+    makeParent?: boolean;
+    beforeWrite?: () => void;
+  },
 ): Promise<Omit<Allocation, "timings">> {
   const warnings: string[] = [];
   const current = ownMeta(own, target, warnings, options.dryRun);
@@ -3354,6 +3437,7 @@ async function allocateSlot(
     !options.dryRun && (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text)
   ) {
     if (own.state === "read") warnDroppedKeys(own.data, allocation, warnings);
+    options.beforeWrite?.();
     if (options.makeParent) Deno.mkdirSync(parentOf(target.path), { recursive: true });
     writeFileAtomic(target.path, text);
     allocation.written = true;
@@ -3412,72 +3496,56 @@ function ownMeta(
 // ---------------------------------------------------------------------------
 
 /**
- * Makes git ignore a port file and its temporary files. The rules go in
- * `info/exclude` in the common git directory: they apply to every worktree
- * and never touch a tracked `.gitignore`. Once the temporary-file rule is
- * there, the file has been dealt with and nothing is asked, unless the file
- * replaced one this tool did not write, which git may have checked out. Until
- * then (a new file, or a write of the rules that failed) one `git ls-files`
- * call answers, with the same rules as `git check-ignore`: `H` marks a
- * tracked file, `?` one that no rule ignores, and no output an ignored one.
+ * Warns when git tracks the port file: a committed port file gives every new
+ * worktree the same bundle. Asked only when the file replaced one this tool
+ * did not write for this worktree, which git may have checked out.
  */
-async function keepOutOfGit(
+async function warnIfTracked(
   git: GitRunner,
   repository: Repository,
   inside: string,
-  { checkedOut, lockOptions, warnings }: {
-    checkedOut: boolean;
-    lockOptions: LockOptions;
-    warnings: string[];
-  },
+  warnings: string[],
 ): Promise<void> {
-  const [filePattern, temporaryPattern] = excludePatterns(inside);
-  const excludes = readExcludes(repository.commonDir, warnings);
-  if (excludes === undefined) return;
-  if (excludes.includes(temporaryPattern) && !checkedOut) return;
-  let missing = [filePattern, temporaryPattern];
-  if (!excludes.includes(filePattern) || checkedOut) {
-    const output = await git.run(
-      ["ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard", "--", inside],
-      repository.root,
-    );
-    if (output.startsWith("H ")) {
-      warnings.push(
-        `"${joinPath(repository.root, inside)}" is tracked by git: every new worktree checks out ` +
-          `the same ports. Untrack it with "git rm --cached ${inside}" and commit`,
-      );
-      return;
-    }
-    // Another rule ignores the file itself; its temporary files still need one.
-    if (output === "") missing = [temporaryPattern];
-  } else {
-    missing = [temporaryPattern];
-  }
-  if (missing.every((pattern) => excludes.includes(pattern))) return;
-  using _lock = await lockRepository(repository.commonDir, lockOptions);
-  excludeFromGit(repository.commonDir, missing);
+  const output = await git.run(["ls-files", "-z", "--cached", "--", inside], repository.root);
+  if (output === "") return;
+  warnings.push(
+    `"${joinPath(repository.root, inside)}" is tracked by git: every new worktree checks out ` +
+      `the same ports. Untrack it with "git rm --cached ${inside}" and commit`,
+  );
 }
 
 /**
- * Adds patterns to `info/exclude` (the caller holds the lock), atomically:
- * a full disk leaves the old file whole, and the next allocation tries again.
+ * Makes git ignore a port file and its temporary files, with two rules in
+ * `info/exclude` in the common git directory: they apply to every worktree
+ * and never touch a tracked `.gitignore`. The caller holds the lock. Missing
+ * rules are added atomically (a full disk leaves the old file whole, and the
+ * next allocation tries again), through a symbolic link if the file is one.
  */
-function excludeFromGit(commonDir: string, patterns: readonly string[]): void {
-  const dir = joinPath(commonDir, "info");
-  const path = joinPath(dir, "exclude");
-  let text = "";
-  try {
-    text = readRegularTextFile(path);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
-  const lines = text.split(/\r?\n/);
+function excludeFromGit(
+  commonDir: string,
+  patterns: readonly string[],
+  warnings: string[],
+): void {
+  const lines = readExcludes(commonDir, warnings);
+  if (lines === undefined) return;
   const added = patterns.filter((pattern) => !lines.includes(pattern));
   if (added.length === 0) return;
-  Deno.mkdirSync(dir, { recursive: true });
-  removeStaleTemporaryFiles(path);
-  const separator = text === "" || text.endsWith("\n") ? "" : "\n";
-  writeFileAtomic(path, `${text}${separator}${added.join("\n")}\n`);
+  const dir = joinPath(commonDir, "info");
+  const link = joinPath(dir, "exclude");
+  try {
+    Deno.mkdirSync(dir, { recursive: true });
+    const path = realPathOr(link);
+    removeStaleTemporaryFiles(path);
+    const text = lines.join("\n");
+    const separator = text === "" || text.endsWith("\n") ? "" : "\n";
+    writeFileAtomic(path, `${text}${separator}${added.join("\n")}\n`);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    warnings.push(
+      `Cannot add the port file to "${link}" (${(error as Error).message}), so it may show in ` +
+        `"git status"; the next allocation tries again`,
+    );
+  }
 }
 
 /**
@@ -3552,6 +3620,8 @@ function assertNotDirectory(path: string): void {
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return;
     if (error instanceof Deno.errors.NotCapable) throw error;
+    // A link that leads nowhere (a loop) is replaced by the write, not followed.
+    if (isSymlink(path)) return;
     throw new Error(`Cannot write "${path}": ${(error as Error).message}`, { cause: error });
   }
   if (info.isDirectory) {
@@ -4154,7 +4224,8 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     index: options.index,
     lockOptions: { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait },
   });
-  const repository = await currentListing(listed, git);
+  let repository = await currentListing(listed, git);
+  if (hasVanishedWorktree(repository)) repository = await relist(listed, git);
   // Only the worktrees of a conflicting pair are probed, so the lock is held
   // for reading the files, not for binding every port of every worktree.
   const statuses = await inspectRepository(repository, { ...options, listening: false });
@@ -4339,6 +4410,7 @@ export async function releasePorts(options: ReleaseOptions = {}): Promise<Releas
   assertNotDirectory(portFilePath(listed.root, options));
   using _lock = await lockRepository(listed.commonDir, { timeoutMs: options.lockTimeoutMs });
   const repository = await currentListing(listed, git);
+  assertStillWorktree(repository.root);
   const path = portFilePath(repository.root, options);
   removeStaleTemporaryFiles(path);
   if (path === joinPath(repository.root, PORT_FILE_NAME)) dropKeptCopy(repository.root);

@@ -613,12 +613,9 @@ Deno.test("allocate() asks git once, however many worktrees there are", async ()
       return (await run("git", args, { cwd })).stdout;
     },
   };
-  // The first allocation in a repository also asks whether git ignores the new file.
+  // The ignore rules go in without asking git, the first allocation's included.
   await allocateIn(worktrees[0], { git });
-  assert.deepEqual(calls, [
-    "worktree list --porcelain -z",
-    `ls-files -z -t --cached --others --exclude-standard -- .worktree-ports.json`,
-  ]);
+  assert.deepEqual(calls, ["worktree list --porcelain -z"], "the first allocation");
   for (const cwd of worktrees.slice(1)) {
     calls.length = 0;
     await allocateIn(cwd, { git });
@@ -722,7 +719,7 @@ Deno.test("allocate() makes git ignore the port file without touching .gitignore
   await assert.rejects(Deno.stat(`${repo.root}/.gitignore`), Deno.errors.NotFound);
 });
 
-Deno.test("allocate() adds only the temporary-file rule when a .gitignore already covers the file", async () => {
+Deno.test("allocate() adds its ignore rules once, also when a .gitignore already covers the file", async () => {
   await using repo = await TempRepo.create();
   await Deno.writeTextFile(`${repo.root}/.gitignore`, ".worktree-ports.json\n");
   await git(repo.root, "add", ".gitignore");
@@ -733,7 +730,7 @@ Deno.test("allocate() adds only the temporary-file rule when a .gitignore alread
   await allocateIn(a, { force: true });
   assert.equal(
     await Deno.readTextFile(`${repo.root}/.git/info/exclude`),
-    `${exclude}/.worktree-ports.json.*.tmp\n`,
+    `${exclude}/.worktree-ports.json\n/.worktree-ports.json.*.tmp\n`,
   );
   assert.equal(await git(a, "status", "--porcelain"), "");
 });
