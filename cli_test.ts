@@ -3128,3 +3128,55 @@ Deno.test("cli allocate and release replace a port file that is a symbolic link 
   assert.equal((await runCli(a, ["release"])).code, 0);
   await assert.rejects(Deno.lstat(own), Deno.errors.NotFound);
 });
+
+/** How to run a command as a user that file modes bind, or why that cannot be done here. */
+const asNobody: { prefix: string[] } | { reason: string } = (() => {
+  if (Deno.build.os !== "linux") return { reason: "not Linux" };
+  const uid = new TextDecoder().decode(new Deno.Command("id", { args: ["-u"] }).outputSync().stdout)
+    .trim();
+  if (uid !== "0") return { prefix: [] };
+  try {
+    new Deno.Command("setpriv", { args: ["--version"] }).outputSync();
+  } catch {
+    return { reason: "running as root without setpriv" };
+  }
+  return { prefix: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] };
+})();
+
+Deno.test({
+  name: `cli allocate reserves an unreadable sibling's ports from its kept copy, naming the fix${
+    "reason" in asNobody ? ` (skipped: ${asNobody.reason})` : ""
+  }`,
+  ignore: "reason" in asNobody,
+  fn: async () => {
+    await using repo = await TempRepo.create();
+    const [a, b] = await repo.addWorktrees("wt", 2);
+    const home = `${repo.base}/home`;
+    await Deno.mkdir(`${home}/deno`, { recursive: true });
+    const prefix = "prefix" in asNobody ? asNobody.prefix : [];
+    if (prefix.length > 0) {
+      await Deno.chmod(repo.base, 0o755);
+      assert.equal((await run("chown", ["-R", "65534:65534", repo.base])).code, 0);
+    }
+    const allocate = (cwd: string) =>
+      run(prefix[0] ?? Deno.execPath(), [
+        ...prefix.slice(1),
+        ...(prefix.length > 0 ? [Deno.execPath()] : []),
+        "run",
+        ...CLI_FLAGS,
+        new URL("./cli.ts", import.meta.url).pathname,
+        "allocate",
+        ...PORT_ARGS,
+      ], { cwd, env: { HOME: home, DENO_DIR: `${home}/deno`, WORKTREE_PORTS_HOME: home } });
+    const first = await allocate(b);
+    assert.equal(first.code, 0, first.stderr);
+    await Deno.chmod(`${b}/.worktree-ports.json`, 0o000);
+    const result = await allocate(a);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(slotOf(JSON.parse(result.stdout)), 2);
+    assert.match(
+      result.stderr,
+      /^warning: Port file ".*wt1\/\.worktree-ports\.json" is unreadable \(permission denied\); reserving the ports it held when last written \(42010, 43010\); to fix, make it readable \("chmod u\+r .*"\)/m,
+    );
+  },
+});
