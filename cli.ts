@@ -687,7 +687,7 @@ async function runEnv(values: Values): Promise<number> {
     );
   }
   const bundle = await loadReportingAllocation(values, "env");
-  writeStdout(formatEnv(bundleEnv(bundle.data), format));
+  writeStdout(formatEnv(bundleEnv(bundle.data, { onWarning: printWarning }), format));
   return 0;
 }
 
@@ -710,6 +710,8 @@ async function runExec(values: Values, positionals: string[]): Promise<number> {
   // Loaded first, so that a new allocation is reported before the command
   // starts rather than after it ends.
   const bundle = await loadReportingAllocation(values, "exec");
+  // runWithPorts leaves out the same keys; say which before the command starts.
+  bundleEnv(bundle.data, { onWarning: printWarning });
   let result;
   try {
     result = await runWithPorts(command, args, { bundle });

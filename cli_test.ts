@@ -2932,3 +2932,37 @@ Deno.test("cli allocate keeps a worktree's slot when the index still files it un
   const files = (await readJson(`${home.dir}/index.json`)).files as { repository: string }[];
   assert.deepEqual(files.map((entry) => entry.repository), [`${a.root}/.git`]);
 });
+
+Deno.test("cli env and exec leave out a port file's PATH and LD_PRELOAD keys, with a warning", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const allocated = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocated.code, 0, allocated.stderr);
+  const file = `${a}/.worktree-ports.json`;
+  // As a committed or planted file would have it.
+  await writeJson(file, {
+    path: "/x/evilbin",
+    ld_preload: "/tmp/x.so",
+    api: 43010,
+    API: 43020,
+    ...await readJson(file),
+  });
+  const env = await runCli(a, ["env", "--format", "json"]);
+  assert.equal(env.code, 0, env.stderr);
+  assert.deepEqual(JSON.parse(env.stdout), { WEB: "42010" });
+  const warnings = besidesEphemeral(env.stderr).trim().split("\n");
+  assert.equal(warnings.length, 3, env.stderr);
+  assert.match(warnings[0], /^warning: Left out key "path" of the port file: it would set "PATH"/);
+  assert.match(warnings[1], /^warning: Left out key "ld_preload" .*"LD_PRELOAD"/);
+  assert.match(warnings[2], /^warning: Left out keys "api" and "API" .*the variable "API"/);
+  const exec = await runCli(
+    a,
+    ["exec", "--", "bash", "-c", 'printf "%s|%s|%s|%s" "$PATH" "$LD_PRELOAD" "$WEB" "$API"'],
+    { flags: ["--allow-run", ...CLI_FLAGS.slice(1)] },
+  );
+  assert.equal(exec.code, 0, exec.stderr);
+  const [path, preload, web, api] = exec.stdout.split("|");
+  assert.notEqual(path, "/x/evilbin");
+  assert.deepEqual([preload, web, api], ["", "42010", ""]);
+  assert.match(exec.stderr, /^warning: Left out key "path" of the port file/m);
+});

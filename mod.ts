@@ -380,6 +380,12 @@ const RESERVED_ENV_NAMES: ReadonlySet<string> = new Set([
 ]);
 const RESERVED_ENV_PREFIXES: readonly string[] = ["LC_", "DENO_", "GIT_", "LD_", "DYLD_"];
 
+/** A variable the environment depends on, which no bundle key may set. */
+function isReservedEnvName(name: string): boolean {
+  return RESERVED_ENV_NAMES.has(name) ||
+    RESERVED_ENV_PREFIXES.some((prefix) => name.startsWith(prefix));
+}
+
 /**
  * Every key becomes its upper-case variable name: two keys must not become
  * the same variable, and none may become one the environment depends on.
@@ -402,11 +408,7 @@ function checkEnvNames(
       );
     }
   }
-  const reserved = keys.filter((key) => {
-    const name = key.toUpperCase();
-    return RESERVED_ENV_NAMES.has(name) ||
-      RESERVED_ENV_PREFIXES.some((prefix) => name.startsWith(prefix));
-  });
+  const reserved = keys.filter((key) => isReservedEnvName(key.toUpperCase()));
   if (reserved.length > 0) {
     fail(
       `${reserved.length === 1 ? "key" : "keys"} ${quoted(reserved)} would set ${
@@ -4358,12 +4360,31 @@ export async function releasePorts(options: ReleaseOptions = {}): Promise<Releas
 /** How {@linkcode formatEnv} writes variables. */
 export type EnvFormat = "shell" | "dotenv" | "json" | "fish";
 
+/** Options for {@linkcode bundleEnv}. */
+export interface BundleEnvOptions {
+  /**
+   * Called with a message for each key left out because it would set a
+   * variable the environment depends on, or because it becomes the same
+   * variable as another key.
+   *
+   * @default {undefined}
+   */
+  onWarning?: (warning: string) => void;
+}
+
 /**
  * A bundle's values as environment variables: each key upper-cased
  * (`cloud_port` becomes `CLOUD_PORT`). Only keys that are valid variable
  * names with port or string values are kept; the metadata is left out.
  *
+ * A port file may come from anywhere (a commit, a copy), so no key may set a
+ * variable that commands depend on (`PATH`, `HOME`, `LD_PRELOAD`, `GIT_DIR`
+ * and the others a config refuses): such keys are left out. Keys that become
+ * the same variable (`web_port` and `WEB_PORT`) are all left out, since
+ * either value may be the wrong one.
+ *
  * @param bundle The top-level values of a port file.
+ * @param options Where to report the keys left out.
  * @returns Variable names and their values as strings.
  *
  * @example Usage
@@ -4377,13 +4398,41 @@ export type EnvFormat = "shell" | "dotenv" | "json" | "fish";
  * );
  * ```
  */
-export function bundleEnv(bundle: Record<string, unknown>): Record<string, string> {
-  const env: Record<string, string> = {};
+export function bundleEnv(
+  bundle: Record<string, unknown>,
+  options: BundleEnvOptions = {},
+): Record<string, string> {
+  const byName = new Map<string, [string, string][]>();
   for (const [key, value] of Object.entries(bundle)) {
     if (key === META_KEY || !KEY_PATTERN.test(key)) continue;
     // A number that is not a port (Infinity from `1e400`, a negative one)
     // is damage, never a value to hand a program.
-    if (isPort(value) || typeof value === "string") env[key.toUpperCase()] = String(value);
+    if (!isPort(value) && typeof value !== "string") continue;
+    const name = key.toUpperCase();
+    byName.set(name, [...(byName.get(name) ?? []), [key, String(value)]]);
+  }
+  const env: Record<string, string> = {};
+  const quoted = (entries: readonly [string, string][]) =>
+    entries.map(([key]) => `"${key}"`).join(" and ");
+  for (const [name, entries] of byName) {
+    if (isReservedEnvName(name)) {
+      options.onWarning?.(
+        `Left out ${entries.length === 1 ? "key" : "keys"} ${quoted(entries)} of the port file: ` +
+          `${entries.length === 1 ? "it" : "they"} would set "${name}", which commands need from ` +
+          `the environment (no config may have such a key: run "worktree-ports allocate" to ` +
+          `rewrite the file from the config)`,
+      );
+    } else if (entries.length > 1) {
+      options.onWarning?.(
+        `Left out keys ${quoted(entries)} of the port file: they ${
+          entries.length === 2 ? "both" : "all"
+        } become the variable ` +
+          `"${name}" (no config may have both: run "worktree-ports allocate" to rewrite the ` +
+          `file from the config)`,
+      );
+    } else {
+      env[name] = entries[0][1];
+    }
   }
   return env;
 }

@@ -1741,3 +1741,42 @@ try {
   assert.equal(result.stdout, "NotCapable\n", result.stderr);
   await assert.rejects(Deno.stat(`${a}/.worktree-ports.json`), Deno.errors.NotFound);
 });
+
+Deno.test("bundleEnv() leaves out keys that would set a variable commands depend on, or the same variable", async (t) => {
+  const table: [string, Record<string, unknown>, Record<string, string>, RegExp[]][] = [
+    [
+      "PATH and LD_PRELOAD",
+      { port: 3100, path: "/x/evilbin", ld_preload: "/tmp/x.so" },
+      { PORT: "3100" },
+      [/^Left out key "path" of the port file: it would set "PATH"/, /"ld_preload".*"LD_PRELOAD"/],
+    ],
+    [
+      "every reserved prefix",
+      { lc_all: "C", deno_dir: "/x", git_dir: "/x", dyld_insert_libraries: "/x", home: "/x" },
+      {},
+      [/"LC_ALL"/, /"DENO_DIR"/, /"GIT_DIR"/, /"DYLD_INSERT_LIBRARIES"/, /"HOME"/],
+    ],
+    [
+      "two keys that become one variable",
+      { web: 3100, WEB: 3200, api: 3300 },
+      { API: "3300" },
+      [/^Left out keys "web" and "WEB" of the port file: they both become the variable "WEB"/],
+    ],
+    [
+      "reserved names that also collide",
+      { path: "/a", PATH: "/b" },
+      {},
+      [/^Left out keys "path" and "PATH" of the port file: they would set "PATH"/],
+    ],
+    ["a key that is not exported does not collide", { web: 3100, WEB: {} }, { WEB: "3100" }, []],
+  ];
+  for (const [name, bundle, expected, warnings] of table) {
+    await t.step(name, () => {
+      const seen: string[] = [];
+      assert.deepEqual(bundleEnv(bundle, { onWarning: (w) => seen.push(w) }), expected);
+      assert.equal(seen.length, warnings.length, seen.join("\n"));
+      warnings.forEach((pattern, index) => assert.match(seen[index], pattern));
+      assert.deepEqual(bundleEnv(bundle), expected);
+    });
+  }
+});
