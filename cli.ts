@@ -657,6 +657,16 @@ async function runShow(values: Values, positionals: string[]): Promise<number> {
       `warning: "${bundle.path}" was written for another worktree (copied?); run "worktree-ports allocate" to get this worktree's own ports`,
     );
   }
+  // A rewritten file was checked against the other worktrees on the way.
+  if (bundle.moved && !bundle.outdated) {
+    console.error(
+      `warning: "${bundle.path}" was written for "${
+        (bundle.data.worktree_ports as { worktree: string }).worktree
+      }", which is no worktree now (moved with its worktree, or copied from a removed one); ` +
+        `run "worktree-ports allocate" to record this worktree's path and check its ports ` +
+        `against the other worktrees`,
+    );
+  }
   const [key] = positionals;
   if (key === undefined) {
     writeStdout(JSON.stringify(bundle.data, null, 2) + "\n");
@@ -729,15 +739,23 @@ async function loadReportingAllocation(values: Values, command: string): Promise
   if (bundle.allocation !== undefined) {
     for (const warning of bundle.allocation.warnings) console.error(`warning: ${warning}`);
     // Of several processes that found the file outdated, the one that rewrote it says so.
-    if (!bundle.outdated) {
+    if (!bundle.outdated && !bundle.moved) {
       console.error(
         `allocated slot ${bundle.allocation.slot} to this worktree ("${bundle.allocation.path}")`,
       );
     } else if (bundle.allocation.written) {
-      console.error(outdatedNotice(bundle.allocation));
+      console.error(
+        bundle.outdated ? outdatedNotice(bundle.allocation) : movedNotice(bundle.allocation),
+      );
     }
   }
   return bundle;
+}
+
+/** The line that says a moved or copied port file was rewritten for this worktree. */
+function movedNotice(allocation: Allocation): string {
+  return `recorded this worktree's path in "${allocation.path}" (slot ${allocation.slot}` +
+    (allocation.kept ? " kept)" : ")");
 }
 
 /** The line that says an outdated port file was rewritten for the current config. */

@@ -3339,6 +3339,7 @@ async function allocateSlot(
     primary: target.primary,
     probe: options.probe,
   });
+  warnLostMovedSlot(current, target, choice.slot, warnings);
   const allocation: Omit<Allocation, "timings"> = {
     slot: choice.slot,
     bundle: renderBundle(config, choice.slot, { worktree: target.worktree }),
@@ -3364,6 +3365,25 @@ async function allocateSlot(
     keepCopy(target.keptCopy, text, allocation.written, warnings);
   }
   return allocation;
+}
+
+/**
+ * A file that names a path that is no worktree now moved with its worktree,
+ * or was copied from a removed one; when its slot is held by another
+ * worktree, it was the copy, and this worktree gets another slot.
+ */
+function warnLostMovedSlot(
+  current: PortFileMeta | undefined,
+  target: Target,
+  slot: number,
+  warnings: string[],
+): void {
+  if (current === undefined || current.worktree === target.root || current.slot === slot) return;
+  warnings.push(
+    `"${target.path}" was written for "${current.worktree}", which is no worktree now ` +
+      `(copied from a removed worktree?), and its slot ${current.slot} is another worktree's; ` +
+      `this worktree gets slot ${slot} instead`,
+  );
 }
 
 /** Warns about keys of the old file that the new one no longer has: someone put them there. */
@@ -3587,6 +3607,13 @@ export interface CurrentBundle {
   /** The file names another worktree: it was copied, and its ports are not this worktree's. */
   foreign: boolean;
   /**
+   * The file names a path that is no worktree now: it moved with its worktree
+   * (`git worktree move`), or was copied from a removed worktree, whose slot
+   * another worktree may hold by now. {@linkcode loadBundle} checks it against
+   * the other worktrees and rewrites it.
+   */
+  moved: boolean;
+  /**
    * The file's keys or values are not what the config renders for its slot
    * now: {@linkcode loadBundle} would rewrite it.
    */
@@ -3627,6 +3654,7 @@ export async function readBundle(
     path,
     data: file.data,
     foreign,
+    moved: !foreign && file.meta !== undefined && file.meta.worktree !== repository.root,
     outdated: !foreign && file.meta !== undefined &&
       isOutdatedFor(repository, file.data, file.meta.slot, options),
   };
@@ -4573,6 +4601,14 @@ export interface LoadedBundle {
    * @default {false}
    */
   outdated?: boolean;
+  /**
+   * The file, as `allocation`, was rewritten because it named a path that is
+   * no worktree now: it moved with its worktree, or was copied from a removed
+   * one. It keeps its slot unless another worktree holds it.
+   *
+   * @default {false}
+   */
+  moved?: boolean;
 }
 
 /**
@@ -4602,13 +4638,26 @@ export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedB
   const path = portFilePath(repository.root, options);
   const file = readPortFile(path);
   let outdated = false;
-  if (file.state === "read" && !isForeign(file, repository.root, repository)) {
+  // A file that names another path (a moved worktree's, or a copy from a
+  // removed one) is checked against the siblings under the lock: its slot
+  // may be another worktree's by now.
+  if (
+    file.state === "read" && (file.meta === undefined || file.meta.worktree === repository.root)
+  ) {
     outdated = file.invalid !== undefined || (file.meta !== undefined &&
       isOutdatedFor(repository, file.data, file.meta.slot, options));
     if (!outdated) return { path, data: file.data };
   }
+  const moved = file.state === "read" && file.meta !== undefined &&
+    file.meta.worktree !== repository.root && !isForeign(file, repository.root, repository);
   const allocation = await allocateIn(repository, options, git, start);
-  return { path, data: portFileData(allocation), allocation, outdated };
+  return {
+    path,
+    data: portFileData(allocation),
+    allocation,
+    outdated,
+    ...(moved ? { moved } : {}),
+  };
 }
 
 // ---------------------------------------------------------------------------
