@@ -924,7 +924,10 @@ async function runCheck(values: Values): Promise<number> {
   const options = allocateOptions(values, "check");
   if (values.fix) {
     const moves = await withLockNotice(options, values.all ? fixMachine : fixWorktrees);
-    for (const move of moves) writeStdout(formatMove(move) + "\n");
+    for (const move of moves) {
+      for (const warning of move.warnings) console.error(`warning: ${warning}`);
+      writeStdout(formatMove(move) + "\n");
+    }
     if (moves.length === 0) writeStdout("nothing to fix\n");
   }
   const inspect = values.all ? inspectMachine : inspectWorktrees;

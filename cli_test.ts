@@ -3026,3 +3026,29 @@ Deno.test("cli env keeps the slot of a worktree moved with git worktree move, re
   const again = await runCli(moved, ["show", "web"]);
   assert.deepEqual([again.stdout, besidesEphemeral(again.stderr)], ["42010\n", ""]);
 });
+
+Deno.test("cli check --fix warns about the keys a moved duplicate's file loses", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const first = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(first.code, 0, first.stderr);
+  // An older allocator's file with a's ports, and keys the user added.
+  await writeJson(`${b}/.worktree-ports.json`, {
+    web: 42010,
+    api: 43010,
+    redis_port: 6380,
+    my_note: "staging",
+  });
+  const fixed = await runCli(a, ["check", "--fix", ...PORT_ARGS]);
+  assert.equal(fixed.code, 0, fixed.stdout + fixed.stderr);
+  assert.equal(
+    fixed.stdout,
+    `moved "${b}" (duplicate): web=42010 api=43010 redis_port=6380 -> web=42020 api=43020 (slot 2)\n` +
+      "ok: 3 worktrees, no shared ports\n",
+  );
+  assert.equal(
+    besidesEphemeral(fixed.stderr),
+    `warning: Rewriting "${b}/.worktree-ports.json" dropped "redis_port", "my_note", which the ` +
+      `config does not produce (add them to the config's "ports" or "templates" to keep them)\n`,
+  );
+});

@@ -4143,6 +4143,11 @@ export interface Move {
   slot: number;
   /** Its ports now. */
   to: Record<string, number>;
+  /**
+   * Problems that did not stop the move, such as keys of the old file (added
+   * by hand) that the rewritten file no longer has.
+   */
+  warnings: string[];
 }
 
 /**
@@ -4242,17 +4247,29 @@ async function repairStatuses(
       : undefined;
     // An outdated or invalid file keeps its slot unless the ports its config gives it now collide.
     const outdated = reason === "outdated" || reason === "invalid";
+    const old = readPortFile(status.file);
     const allocation = await allocateSlot(
       { root, path: status.file, primary: status.primary, keptCopy, worktree: status },
       config,
-      outdated ? readPortFile(status.file) : { state: "missing" },
+      outdated ? old : { state: "missing" },
       reserved,
       { force: !outdated, probe: options.probe },
     );
+    // allocateSlot warns about the keys it drops only from a file it was given.
+    if (!outdated && old.state === "read" && allocation.written) {
+      warnDroppedKeys(old.data, allocation, allocation.warnings);
+    }
     const to = portsForSlot(config, allocation.slot);
     machine.record(status.file, root, status.repository);
     for (const port of Object.values(to)) reserved.add(port);
-    moves.push({ worktree: status.path, reason, from: status.ports, slot: allocation.slot, to });
+    moves.push({
+      worktree: status.path,
+      reason,
+      from: status.ports,
+      slot: allocation.slot,
+      to,
+      warnings: allocation.warnings,
+    });
   }
   return moves;
 }

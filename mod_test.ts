@@ -775,6 +775,7 @@ Deno.test("fixWorktrees() moves the later of two equally idle duplicates, then h
     from: { web: 41010 },
     slot: 2,
     to: { web: 41020 },
+    warnings: [],
   }]);
   assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), older);
   assert.deepEqual(
@@ -1779,4 +1780,27 @@ Deno.test("bundleEnv() leaves out keys that would set a variable commands depend
       assert.deepEqual(bundleEnv(bundle), expected);
     });
   }
+});
+
+Deno.test("fixWorktrees() names the keys a moved duplicate's file loses in the move's warnings", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const older = {
+    web: 41010,
+    worktree_ports: { slot: 1, worktree: a, allocated_at: "2026-01-01T00:00:00Z" },
+  };
+  // An older allocator's file, written later, with keys someone added by hand.
+  const newer = { web: 41010, redis_port: 6380, my_note: "staging" };
+  await writeJson(`${a}/.worktree-ports.json`, older);
+  await writeJson(`${b}/.worktree-ports.json`, newer);
+  const moves = await fixWorktrees({ cwd: a, ...TEST_PORTS, ports: { ...TEST_PORTS.ports } });
+  assert.deepEqual(moves.map((move) => [move.worktree, move.reason, move.slot]), [
+    [b, "duplicate", 2],
+  ]);
+  assert.equal(moves[0].warnings.length, 1, moves[0].warnings.join("\n"));
+  assert.match(
+    moves[0].warnings[0],
+    /^Rewriting ".*wt1\/\.worktree-ports\.json" dropped "redis_port", "my_note", which the config does not produce/,
+  );
+  assert.equal((await readJson(`${b}/.worktree-ports.json`)).redis_port, undefined);
 });
