@@ -3052,3 +3052,21 @@ Deno.test("cli check --fix warns about the keys a moved duplicate's file loses",
       `config does not produce (add them to the config's "ports" or "templates" to keep them)\n`,
   );
 });
+
+Deno.test("cli allocate --output refuses to replace a tracked file that is no port file", async () => {
+  await using repo = await TempRepo.create();
+  await Deno.writeTextFile(`${repo.root}/README.md`, "# My project\n");
+  await git(repo.root, "add", "README.md");
+  await git(repo.root, "commit", "-q", "-m", "readme");
+  const [a] = await repo.addWorktrees("wt", 1);
+  const before = await snapshot(repo.base);
+  const result = await runCli(a, ["allocate", ...PORT_ARGS, "--output", "README.md"]);
+  assert.equal(result.code, 2, result.stderr);
+  assert.equal(result.stdout, "");
+  assert.match(
+    result.stderr,
+    /^error: Cannot write ".*wt0\/README\.md": it is not a port file \(not valid JSON\), and writing would replace it/,
+  );
+  assert.deepEqual(await snapshot(repo.base), before);
+  assert.equal(await git(a, "status", "--porcelain"), "");
+});

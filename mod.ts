@@ -54,7 +54,7 @@ export type ErrorCode =
 /**
  * The error callers are expected to catch: every slot taken, the lock not
  * acquired in time, not inside a git worktree, git failing, a bad config, or
- * an output path inside another worktree.
+ * an output path inside another worktree or holding a file that is no port file.
  *
  * @example Usage
  * ```ts ignore
@@ -3057,7 +3057,9 @@ export interface AllocationTimings {
  * @param options Where, which config, and the injected git and probe.
  * @returns The allocation that was written.
  * @throws {WorktreePortsError} With code `NOT_A_WORKTREE`, `GIT_FAILED`,
- * `INVALID_CONFIG`, `LOCK_TIMEOUT` or `NO_FREE_SLOT`.
+ * `INVALID_CONFIG`, `LOCK_TIMEOUT` or `NO_FREE_SLOT`; `INVALID_OUTPUT` when
+ * `output` is inside another worktree, or names an existing file that is no
+ * port file (not a JSON object of ports and strings, or not a regular file).
  * @throws {Error} When the port file cannot be written; nothing is changed then.
  *
  * @example Usage
@@ -3087,6 +3089,7 @@ async function allocateIn(
   // Everything that can be known before the lock is read before it, so the
   // critical section is only the scan, the choice and the write.
   if (options.output !== undefined) await assertOwnOutput(repository, path);
+  if (options.output !== undefined) assertReplaceableOutput(path);
   const config = loadConfig(repository.root, options);
   assertNotDirectory(path);
   const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
@@ -3255,6 +3258,41 @@ async function assertOwnOutput(repository: Repository, path: string): Promise<vo
         `("${repository.root}"); run "worktree-ports allocate" in that worktree instead`,
     );
   }
+}
+
+/**
+ * Refuses an output that exists and is no port file: `--output README.md`
+ * must not replace a file someone keeps. A port file is a JSON object of
+ * ports and strings (and its metadata); an empty file, as `mktemp` makes,
+ * holds nothing to lose. A directory is left for the write to refuse.
+ */
+function assertReplaceableOutput(path: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return;
+  }
+  if (info.isDirectory || (info.isFile && info.size === 0)) return;
+  const file = readPortFile(path);
+  const nested = file.state === "read"
+    ? Object.keys(file.data).find((key) => {
+      const value = file.data[key];
+      return key !== META_KEY && typeof value === "object" && value !== null;
+    })
+    : undefined;
+  const problem = file.state === "unreadable"
+    ? file.reason
+    : nested !== undefined
+    ? `its "${clip(nested)}" holds an object or array, which no port file has`
+    : undefined;
+  if (problem === undefined) return;
+  throw new WorktreePortsError(
+    "INVALID_OUTPUT",
+    `Cannot write "${path}": it is not a port file (${problem}), and writing would replace it ` +
+      `(choose another output path, or remove the file first)`,
+  );
 }
 
 /** The real path of `path`, resolving its nearest existing ancestor. */

@@ -1804,3 +1804,42 @@ Deno.test("fixWorktrees() names the keys a moved duplicate's file loses in the m
   );
   assert.equal((await readJson(`${b}/.worktree-ports.json`)).redis_port, undefined);
 });
+
+Deno.test("allocate() refuses an explicit output that is an existing file but no port file", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const table: [string, string][] = [
+    ["text", "# My project\n"],
+    ["a JSON array", "[3100]\n"],
+    ["a JSON object with nested values", '{ "name": "app", "scripts": { "dev": "vite" } }\n'],
+  ];
+  for (const [name, text] of table) {
+    await t.step(name, async () => {
+      const output = `${a}/kept-${slugOf(name)}`;
+      await Deno.writeTextFile(output, text);
+      await assert.rejects(allocateIn(a, { output }), (error: unknown) => {
+        assertCode("INVALID_OUTPUT")(error);
+        assert.match((error as Error).message, /is not a port file .*choose another output path/);
+        return true;
+      });
+      assert.equal(await Deno.readTextFile(output), text);
+    });
+  }
+  await t.step("a FIFO", async () => {
+    await run("mkfifo", [`${a}/fifo`]);
+    await assert.rejects(allocateIn(a, { output: `${a}/fifo` }), assertCode("INVALID_OUTPUT"));
+    assert.ok((await Deno.lstat(`${a}/fifo`)).isFifo);
+  });
+  await t.step("an empty file and a port file are written", async () => {
+    const output = `${a}/empty.json`;
+    await Deno.writeTextFile(output, "");
+    assert.equal((await allocateIn(a, { output })).slot, 1);
+    assert.equal((await readJson(output)).web, 41010);
+    assert.equal((await allocateIn(a, { output })).written, false);
+  });
+  await t.step("the default port file is still replaced with a warning", async () => {
+    await Deno.writeTextFile(`${a}/.worktree-ports.json`, "# not JSON\n");
+    const allocation = await allocateIn(a);
+    assert.match(allocation.warnings.join("\n"), /is unusable \(not valid JSON\); replacing it/);
+  });
+});
