@@ -657,6 +657,16 @@ async function runShow(values: Values, positionals: string[]): Promise<number> {
       `warning: "${bundle.path}" was written for another worktree (copied?); run "worktree-ports allocate" to get this worktree's own ports`,
     );
   }
+  // A rewritten file was checked against the other worktrees on the way.
+  if (bundle.moved && !bundle.outdated) {
+    console.error(
+      `warning: "${bundle.path}" was written for "${
+        (bundle.data.worktree_ports as { worktree: string }).worktree
+      }", which is no worktree now (moved with its worktree, or copied from a removed one); ` +
+        `run "worktree-ports allocate" to record this worktree's path and check its ports ` +
+        `against the other worktrees`,
+    );
+  }
   const [key] = positionals;
   if (key === undefined) {
     writeStdout(JSON.stringify(bundle.data, null, 2) + "\n");
@@ -687,7 +697,7 @@ async function runEnv(values: Values): Promise<number> {
     );
   }
   const bundle = await loadReportingAllocation(values, "env");
-  writeStdout(formatEnv(bundleEnv(bundle.data), format));
+  writeStdout(formatEnv(bundleEnv(bundle.data, { onWarning: printWarning }), format));
   return 0;
 }
 
@@ -710,6 +720,8 @@ async function runExec(values: Values, positionals: string[]): Promise<number> {
   // Loaded first, so that a new allocation is reported before the command
   // starts rather than after it ends.
   const bundle = await loadReportingAllocation(values, "exec");
+  // runWithPorts leaves out the same keys; say which before the command starts.
+  bundleEnv(bundle.data, { onWarning: printWarning });
   let result;
   try {
     result = await runWithPorts(command, args, { bundle });
@@ -727,15 +739,23 @@ async function loadReportingAllocation(values: Values, command: string): Promise
   if (bundle.allocation !== undefined) {
     for (const warning of bundle.allocation.warnings) console.error(`warning: ${warning}`);
     // Of several processes that found the file outdated, the one that rewrote it says so.
-    if (!bundle.outdated) {
+    if (!bundle.outdated && !bundle.moved) {
       console.error(
         `allocated slot ${bundle.allocation.slot} to this worktree ("${bundle.allocation.path}")`,
       );
     } else if (bundle.allocation.written) {
-      console.error(outdatedNotice(bundle.allocation));
+      console.error(
+        bundle.outdated ? outdatedNotice(bundle.allocation) : movedNotice(bundle.allocation),
+      );
     }
   }
   return bundle;
+}
+
+/** The line that says a moved or copied port file was rewritten for this worktree. */
+function movedNotice(allocation: Allocation): string {
+  return `recorded this worktree's path in "${allocation.path}" (slot ${allocation.slot}` +
+    (allocation.kept ? " kept)" : ")");
 }
 
 /** The line that says an outdated port file was rewritten for the current config. */
@@ -904,7 +924,10 @@ async function runCheck(values: Values): Promise<number> {
   const options = allocateOptions(values, "check");
   if (values.fix) {
     const moves = await withLockNotice(options, values.all ? fixMachine : fixWorktrees);
-    for (const move of moves) writeStdout(formatMove(move) + "\n");
+    for (const move of moves) {
+      for (const warning of move.warnings) console.error(`warning: ${warning}`);
+      writeStdout(formatMove(move) + "\n");
+    }
     if (moves.length === 0) writeStdout("nothing to fix\n");
   }
   const inspect = values.all ? inspectMachine : inspectWorktrees;

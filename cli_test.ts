@@ -1376,9 +1376,14 @@ Deno.test("cli check treats a file moved by git worktree move as its worktree's 
       { ...list.find((status) => status.path === moved), state: "ok", slot: 1 },
     );
     const show = await runCli(moved, ["show", "web"]);
-    assert.deepEqual([show.stdout, show.stderr], ["42010\n", ""]);
+    assert.equal(show.stdout, "42010\n");
+    // Until it is rewritten, the file could as well be a copy from a removed worktree.
+    assert.match(show.stderr, /^warning: .* which is no worktree now \(moved with its worktree/);
     const env = await runCli(moved, ["env", ...PORT_ARGS]);
-    assert.deepEqual([env.code, env.stderr], [0, ""]);
+    assert.deepEqual([env.code, besidesEphemeral(env.stderr)], [
+      0,
+      `recorded this worktree's path in "${moved}/.worktree-ports.json" (slot 1 kept)\n`,
+    ]);
   });
   await t.step("allocate keeps the slot and records the new path", async () => {
     const result = await runCli(moved, ["allocate", ...PORT_ARGS]);
@@ -3179,4 +3184,137 @@ Deno.test({
       /^warning: Port file ".*wt1\/\.worktree-ports\.json" is unreadable \(permission denied\); reserving the ports it held when last written \(42010, 43010\); to fix, make it readable \("chmod u\+r .*"\)/m,
     );
   },
+});
+
+Deno.test("cli env and exec leave out a port file's PATH and LD_PRELOAD keys, with a warning", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const allocated = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocated.code, 0, allocated.stderr);
+  const file = `${a}/.worktree-ports.json`;
+  // As a committed or planted file would have it.
+  await writeJson(file, {
+    path: "/x/evilbin",
+    ld_preload: "/tmp/x.so",
+    api: 43010,
+    API: 43020,
+    ...await readJson(file),
+  });
+  const env = await runCli(a, ["env", "--format", "json"]);
+  assert.equal(env.code, 0, env.stderr);
+  assert.deepEqual(JSON.parse(env.stdout), { WEB: "42010" });
+  const warnings = besidesEphemeral(env.stderr).trim().split("\n");
+  assert.equal(warnings.length, 3, env.stderr);
+  assert.match(warnings[0], /^warning: Left out key "path" of the port file: it would set "PATH"/);
+  assert.match(warnings[1], /^warning: Left out key "ld_preload" .*"LD_PRELOAD"/);
+  assert.match(warnings[2], /^warning: Left out keys "api" and "API" .*the variable "API"/);
+  const exec = await runCli(
+    a,
+    ["exec", "--", "bash", "-c", 'printf "%s|%s|%s|%s" "$PATH" "$LD_PRELOAD" "$WEB" "$API"'],
+    { flags: ["--allow-run", ...CLI_FLAGS.slice(1)] },
+  );
+  assert.equal(exec.code, 0, exec.stderr);
+  const [path, preload, web, api] = exec.stdout.split("|");
+  assert.notEqual(path, "/x/evilbin");
+  assert.deepEqual([preload, web, api], ["", "42010", ""]);
+  assert.match(exec.stderr, /^warning: Left out key "path" of the port file/m);
+});
+
+Deno.test("cli env gives a fresh slot for a file copied from a removed worktree whose slot another holds", async () => {
+  await using repo = await TempRepo.create();
+  const [x, b, c] = await repo.addWorktrees("wt", 3);
+  const first = await runCli(x, ["allocate", ...PORT_ARGS]);
+  assert.equal(first.code, 0, first.stderr);
+  const saved = await Deno.readTextFile(`${x}/.worktree-ports.json`);
+  await git(repo.root, "worktree", "remove", "--force", x);
+  const taken = await runCli(c, ["allocate", ...PORT_ARGS]);
+  assert.equal(taken.code, 0, taken.stderr);
+  assert.equal(slotOf(JSON.parse(taken.stdout)), 1);
+  await Deno.writeTextFile(`${b}/.worktree-ports.json`, saved);
+
+  const show = await runCli(b, ["show"]);
+  assert.equal(show.code, 0, show.stderr);
+  assert.match(
+    show.stderr,
+    new RegExp(`^warning: ".*" was written for "${x}", which is no worktree now`, "m"),
+  );
+
+  const env = await runCli(b, ["env", "--format", "json", ...PORT_ARGS]);
+  assert.equal(env.code, 0, env.stderr);
+  assert.deepEqual(JSON.parse(env.stdout), { WEB: "42020", API: "43020" });
+  assert.match(env.stderr, /its slot 1 is another worktree's; this worktree gets slot 2 instead/);
+  const file = await readJson(`${b}/.worktree-ports.json`);
+  assert.deepEqual([slotOf(file), (file.worktree_ports as { worktree: string }).worktree], [2, b]);
+  const check = await runCli(b, ["check"]);
+  assert.equal(check.code, 0, check.stdout + check.stderr);
+});
+
+Deno.test("cli env keeps the slot of a worktree moved with git worktree move, rewriting its path", async () => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const first = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(first.code, 0, first.stderr);
+  const moved = `${repo.base}/moved`;
+  await git(repo.root, "worktree", "move", a, moved);
+  const show = await runCli(moved, ["show", "web"]);
+  assert.equal(show.stdout, "42010\n");
+  assert.match(show.stderr, /which is no worktree now \(moved with its worktree, or copied/);
+  const env = await runCli(moved, ["env", "--format", "json", ...PORT_ARGS]);
+  assert.equal(env.code, 0, env.stderr);
+  assert.deepEqual(JSON.parse(env.stdout), { WEB: "42010", API: "43010" });
+  assert.equal(
+    besidesEphemeral(env.stderr),
+    `recorded this worktree's path in "${moved}/.worktree-ports.json" (slot 1 kept)\n`,
+  );
+  const file = await readJson(`${moved}/.worktree-ports.json`);
+  assert.deepEqual([slotOf(file), (file.worktree_ports as { worktree: string }).worktree], [
+    1,
+    moved,
+  ]);
+  const again = await runCli(moved, ["show", "web"]);
+  assert.deepEqual([again.stdout, besidesEphemeral(again.stderr)], ["42010\n", ""]);
+});
+
+Deno.test("cli check --fix warns about the keys a moved duplicate's file loses", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const first = await runCli(a, ["allocate", ...PORT_ARGS]);
+  assert.equal(first.code, 0, first.stderr);
+  // An older allocator's file with a's ports, and keys the user added.
+  await writeJson(`${b}/.worktree-ports.json`, {
+    web: 42010,
+    api: 43010,
+    redis_port: 6380,
+    my_note: "staging",
+  });
+  const fixed = await runCli(a, ["check", "--fix", ...PORT_ARGS]);
+  assert.equal(fixed.code, 0, fixed.stdout + fixed.stderr);
+  assert.equal(
+    fixed.stdout,
+    `moved "${b}" (duplicate): web=42010 api=43010 redis_port=6380 -> web=42020 api=43020 (slot 2)\n` +
+      "ok: 3 worktrees, no shared ports\n",
+  );
+  assert.equal(
+    besidesEphemeral(fixed.stderr),
+    `warning: Rewriting "${b}/.worktree-ports.json" dropped "redis_port", "my_note", which the ` +
+      `config does not produce (add them to the config's "ports" or "templates" to keep them)\n`,
+  );
+});
+
+Deno.test("cli allocate --output refuses to replace a tracked file that is no port file", async () => {
+  await using repo = await TempRepo.create();
+  await Deno.writeTextFile(`${repo.root}/README.md`, "# My project\n");
+  await git(repo.root, "add", "README.md");
+  await git(repo.root, "commit", "-q", "-m", "readme");
+  const [a] = await repo.addWorktrees("wt", 1);
+  const before = await snapshot(repo.base);
+  const result = await runCli(a, ["allocate", ...PORT_ARGS, "--output", "README.md"]);
+  assert.equal(result.code, 2, result.stderr);
+  assert.equal(result.stdout, "");
+  assert.match(
+    result.stderr,
+    /^error: Cannot write ".*wt0\/README\.md": it is not a port file \(not valid JSON\), and writing would replace it/,
+  );
+  assert.deepEqual(await snapshot(repo.base), before);
+  assert.equal(await git(a, "status", "--porcelain"), "");
 });

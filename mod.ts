@@ -54,7 +54,7 @@ export type ErrorCode =
 /**
  * The error callers are expected to catch: every slot taken, the lock not
  * acquired in time, not inside a git worktree, git failing, a bad config, or
- * an output path inside another worktree.
+ * an output path inside another worktree or holding a file that is no port file.
  *
  * @example Usage
  * ```ts ignore
@@ -380,6 +380,12 @@ const RESERVED_ENV_NAMES: ReadonlySet<string> = new Set([
 ]);
 const RESERVED_ENV_PREFIXES: readonly string[] = ["LC_", "DENO_", "GIT_", "LD_", "DYLD_"];
 
+/** A variable the environment depends on, which no bundle key may set. */
+function isReservedEnvName(name: string): boolean {
+  return RESERVED_ENV_NAMES.has(name) ||
+    RESERVED_ENV_PREFIXES.some((prefix) => name.startsWith(prefix));
+}
+
 /**
  * Every key becomes its upper-case variable name: two keys must not become
  * the same variable, and none may become one the environment depends on.
@@ -402,11 +408,7 @@ function checkEnvNames(
       );
     }
   }
-  const reserved = keys.filter((key) => {
-    const name = key.toUpperCase();
-    return RESERVED_ENV_NAMES.has(name) ||
-      RESERVED_ENV_PREFIXES.some((prefix) => name.startsWith(prefix));
-  });
+  const reserved = keys.filter((key) => isReservedEnvName(key.toUpperCase()));
   if (reserved.length > 0) {
     fail(
       `${reserved.length === 1 ? "key" : "keys"} ${quoted(reserved)} would set ${
@@ -3074,7 +3076,9 @@ export interface AllocationTimings {
  * @param options Where, which config, and the injected git and probe.
  * @returns The allocation that was written.
  * @throws {WorktreePortsError} With code `NOT_A_WORKTREE`, `GIT_FAILED`,
- * `INVALID_CONFIG`, `LOCK_TIMEOUT` or `NO_FREE_SLOT`.
+ * `INVALID_CONFIG`, `LOCK_TIMEOUT` or `NO_FREE_SLOT`; `INVALID_OUTPUT` when
+ * `output` is inside another worktree, or names an existing file that is no
+ * port file (not a JSON object of ports and strings, or not a regular file).
  * @throws {Error} When the port file cannot be written; nothing is changed then.
  *
  * @example Usage
@@ -3103,7 +3107,10 @@ async function allocateIn(
   const inside = relativeInside(repository.root, path);
   // Everything that can be known before the lock is read before it, so the
   // critical section is only the scan, the choice and the write.
-  if (options.output !== undefined) await assertOwnOutput(repository, path, inside);
+  if (options.output !== undefined) {
+    await assertOwnOutput(repository, path, inside);
+    assertReplaceableOutput(path);
+  }
   const config = loadConfig(repository.root, options);
   assertNotDirectory(path);
   const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
@@ -3335,6 +3342,41 @@ async function assertOwnOutput(
   }
 }
 
+/**
+ * Refuses an output that exists and is no port file: `--output README.md`
+ * must not replace a file someone keeps. A port file is a JSON object of
+ * ports and strings (and its metadata); an empty file, as `mktemp` makes,
+ * holds nothing to lose. A directory is left for the write to refuse.
+ */
+function assertReplaceableOutput(path: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return;
+  }
+  if (info.isDirectory || (info.isFile && info.size === 0)) return;
+  const file = readPortFile(path);
+  const nested = file.state === "read"
+    ? Object.keys(file.data).find((key) => {
+      const value = file.data[key];
+      return key !== META_KEY && typeof value === "object" && value !== null;
+    })
+    : undefined;
+  const problem = file.state === "unreadable"
+    ? file.reason
+    : nested !== undefined
+    ? `its "${clip(nested)}" holds an object or array, which no port file has`
+    : undefined;
+  if (problem === undefined) return;
+  throw new WorktreePortsError(
+    "INVALID_OUTPUT",
+    `Cannot write "${path}": it is not a port file (${problem}), and writing would replace it ` +
+      `(choose another output path, or remove the file first)`,
+  );
+}
+
 /** The real path of `path`, resolving its nearest existing ancestor. */
 function realPathOfNearest(path: string): string {
   let rest = "";
@@ -3420,6 +3462,7 @@ async function allocateSlot(
     primary: target.primary,
     probe: options.probe,
   });
+  warnLostMovedSlot(current, target, choice.slot, warnings);
   const allocation: Omit<Allocation, "timings"> = {
     slot: choice.slot,
     bundle: renderBundle(config, choice.slot, { worktree: target.worktree }),
@@ -3446,6 +3489,25 @@ async function allocateSlot(
     keepCopy(target.keptCopy, text, allocation.written, warnings);
   }
   return allocation;
+}
+
+/**
+ * A file that names a path that is no worktree now moved with its worktree,
+ * or was copied from a removed one; when its slot is held by another
+ * worktree, it was the copy, and this worktree gets another slot.
+ */
+function warnLostMovedSlot(
+  current: PortFileMeta | undefined,
+  target: Target,
+  slot: number,
+  warnings: string[],
+): void {
+  if (current === undefined || current.worktree === target.root || current.slot === slot) return;
+  warnings.push(
+    `"${target.path}" was written for "${current.worktree}", which is no worktree now ` +
+      `(copied from a removed worktree?), and its slot ${current.slot} is another worktree's; ` +
+      `this worktree gets slot ${slot} instead`,
+  );
 }
 
 /** Warns about keys of the old file that the new one no longer has: someone put them there. */
@@ -3655,6 +3717,13 @@ export interface CurrentBundle {
   /** The file names another worktree: it was copied, and its ports are not this worktree's. */
   foreign: boolean;
   /**
+   * The file names a path that is no worktree now: it moved with its worktree
+   * (`git worktree move`), or was copied from a removed worktree, whose slot
+   * another worktree may hold by now. {@linkcode loadBundle} checks it against
+   * the other worktrees and rewrites it.
+   */
+  moved: boolean;
+  /**
    * The file's keys or values are not what the config renders for its slot
    * now: {@linkcode loadBundle} would rewrite it.
    */
@@ -3695,6 +3764,7 @@ export async function readBundle(
     path,
     data: file.data,
     foreign,
+    moved: !foreign && file.meta !== undefined && file.meta.worktree !== repository.root,
     outdated: !foreign && file.meta !== undefined &&
       isOutdatedFor(repository, file.data, file.meta.slot, options),
   };
@@ -4183,6 +4253,11 @@ export interface Move {
   slot: number;
   /** Its ports now. */
   to: Record<string, number>;
+  /**
+   * Problems that did not stop the move, such as keys of the old file (added
+   * by hand) that the rewritten file no longer has.
+   */
+  warnings: string[];
 }
 
 /**
@@ -4283,17 +4358,29 @@ async function repairStatuses(
       : undefined;
     // An outdated or invalid file keeps its slot unless the ports its config gives it now collide.
     const outdated = reason === "outdated" || reason === "invalid";
+    const old = readPortFile(status.file);
     const allocation = await allocateSlot(
       { root, path: status.file, primary: status.primary, keptCopy, worktree: status },
       config,
-      outdated ? readPortFile(status.file) : { state: "missing" },
+      outdated ? old : { state: "missing" },
       reserved,
       { force: !outdated, probe: options.probe },
     );
+    // allocateSlot warns about the keys it drops only from a file it was given.
+    if (!outdated && old.state === "read" && allocation.written) {
+      warnDroppedKeys(old.data, allocation, allocation.warnings);
+    }
     const to = portsForSlot(config, allocation.slot);
     machine.record(status.file, root, status.repository);
     for (const port of Object.values(to)) reserved.add(port);
-    moves.push({ worktree: status.path, reason, from: status.ports, slot: allocation.slot, to });
+    moves.push({
+      worktree: status.path,
+      reason,
+      from: status.ports,
+      slot: allocation.slot,
+      to,
+      warnings: allocation.warnings,
+    });
   }
   return moves;
 }
@@ -4430,12 +4517,31 @@ export async function releasePorts(options: ReleaseOptions = {}): Promise<Releas
 /** How {@linkcode formatEnv} writes variables. */
 export type EnvFormat = "shell" | "dotenv" | "json" | "fish";
 
+/** Options for {@linkcode bundleEnv}. */
+export interface BundleEnvOptions {
+  /**
+   * Called with a message for each key left out because it would set a
+   * variable the environment depends on, or because it becomes the same
+   * variable as another key.
+   *
+   * @default {undefined}
+   */
+  onWarning?: (warning: string) => void;
+}
+
 /**
  * A bundle's values as environment variables: each key upper-cased
  * (`cloud_port` becomes `CLOUD_PORT`). Only keys that are valid variable
  * names with port or string values are kept; the metadata is left out.
  *
+ * A port file may come from anywhere (a commit, a copy), so no key may set a
+ * variable that commands depend on (`PATH`, `HOME`, `LD_PRELOAD`, `GIT_DIR`
+ * and the others a config refuses): such keys are left out. Keys that become
+ * the same variable (`web_port` and `WEB_PORT`) are all left out, since
+ * either value may be the wrong one.
+ *
  * @param bundle The top-level values of a port file.
+ * @param options Where to report the keys left out.
  * @returns Variable names and their values as strings.
  *
  * @example Usage
@@ -4449,13 +4555,41 @@ export type EnvFormat = "shell" | "dotenv" | "json" | "fish";
  * );
  * ```
  */
-export function bundleEnv(bundle: Record<string, unknown>): Record<string, string> {
-  const env: Record<string, string> = {};
+export function bundleEnv(
+  bundle: Record<string, unknown>,
+  options: BundleEnvOptions = {},
+): Record<string, string> {
+  const byName = new Map<string, [string, string][]>();
   for (const [key, value] of Object.entries(bundle)) {
     if (key === META_KEY || !KEY_PATTERN.test(key)) continue;
     // A number that is not a port (Infinity from `1e400`, a negative one)
     // is damage, never a value to hand a program.
-    if (isPort(value) || typeof value === "string") env[key.toUpperCase()] = String(value);
+    if (!isPort(value) && typeof value !== "string") continue;
+    const name = key.toUpperCase();
+    byName.set(name, [...(byName.get(name) ?? []), [key, String(value)]]);
+  }
+  const env: Record<string, string> = {};
+  const quoted = (entries: readonly [string, string][]) =>
+    entries.map(([key]) => `"${key}"`).join(" and ");
+  for (const [name, entries] of byName) {
+    if (isReservedEnvName(name)) {
+      options.onWarning?.(
+        `Left out ${entries.length === 1 ? "key" : "keys"} ${quoted(entries)} of the port file: ` +
+          `${entries.length === 1 ? "it" : "they"} would set "${name}", which commands need from ` +
+          `the environment (no config may have such a key: run "worktree-ports allocate" to ` +
+          `rewrite the file from the config)`,
+      );
+    } else if (entries.length > 1) {
+      options.onWarning?.(
+        `Left out keys ${quoted(entries)} of the port file: they ${
+          entries.length === 2 ? "both" : "all"
+        } become the variable ` +
+          `"${name}" (no config may have both: run "worktree-ports allocate" to rewrite the ` +
+          `file from the config)`,
+      );
+    } else {
+      env[name] = entries[0][1];
+    }
   }
   return env;
 }
@@ -4596,6 +4730,14 @@ export interface LoadedBundle {
    * @default {false}
    */
   outdated?: boolean;
+  /**
+   * The file, as `allocation`, was rewritten because it named a path that is
+   * no worktree now: it moved with its worktree, or was copied from a removed
+   * one. It keeps its slot unless another worktree holds it.
+   *
+   * @default {false}
+   */
+  moved?: boolean;
 }
 
 /**
@@ -4625,13 +4767,26 @@ export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedB
   const path = portFilePath(repository.root, options);
   const file = readPortFile(path);
   let outdated = false;
-  if (file.state === "read" && !isForeign(file, repository.root, repository)) {
+  // A file that names another path (a moved worktree's, or a copy from a
+  // removed one) is checked against the siblings under the lock: its slot
+  // may be another worktree's by now.
+  if (
+    file.state === "read" && (file.meta === undefined || file.meta.worktree === repository.root)
+  ) {
     outdated = file.invalid !== undefined || (file.meta !== undefined &&
       isOutdatedFor(repository, file.data, file.meta.slot, options));
     if (!outdated) return { path, data: file.data };
   }
+  const moved = file.state === "read" && file.meta !== undefined &&
+    file.meta.worktree !== repository.root && !isForeign(file, repository.root, repository);
   const allocation = await allocateIn(repository, options, git, start);
-  return { path, data: portFileData(allocation), allocation, outdated };
+  return {
+    path,
+    data: portFileData(allocation),
+    allocation,
+    outdated,
+    ...(moved ? { moved } : {}),
+  };
 }
 
 // ---------------------------------------------------------------------------

@@ -772,6 +772,7 @@ Deno.test("fixWorktrees() moves the later of two equally idle duplicates, then h
     from: { web: 41010 },
     slot: 2,
     to: { web: 41020 },
+    warnings: [],
   }]);
   assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), older);
   assert.deepEqual(
@@ -1737,4 +1738,105 @@ try {
   ], { cwd: a });
   assert.equal(result.stdout, "NotCapable\n", result.stderr);
   await assert.rejects(Deno.stat(`${a}/.worktree-ports.json`), Deno.errors.NotFound);
+});
+
+Deno.test("bundleEnv() leaves out keys that would set a variable commands depend on, or the same variable", async (t) => {
+  const table: [string, Record<string, unknown>, Record<string, string>, RegExp[]][] = [
+    [
+      "PATH and LD_PRELOAD",
+      { port: 3100, path: "/x/evilbin", ld_preload: "/tmp/x.so" },
+      { PORT: "3100" },
+      [/^Left out key "path" of the port file: it would set "PATH"/, /"ld_preload".*"LD_PRELOAD"/],
+    ],
+    [
+      "every reserved prefix",
+      { lc_all: "C", deno_dir: "/x", git_dir: "/x", dyld_insert_libraries: "/x", home: "/x" },
+      {},
+      [/"LC_ALL"/, /"DENO_DIR"/, /"GIT_DIR"/, /"DYLD_INSERT_LIBRARIES"/, /"HOME"/],
+    ],
+    [
+      "two keys that become one variable",
+      { web: 3100, WEB: 3200, api: 3300 },
+      { API: "3300" },
+      [/^Left out keys "web" and "WEB" of the port file: they both become the variable "WEB"/],
+    ],
+    [
+      "reserved names that also collide",
+      { path: "/a", PATH: "/b" },
+      {},
+      [/^Left out keys "path" and "PATH" of the port file: they would set "PATH"/],
+    ],
+    ["a key that is not exported does not collide", { web: 3100, WEB: {} }, { WEB: "3100" }, []],
+  ];
+  for (const [name, bundle, expected, warnings] of table) {
+    await t.step(name, () => {
+      const seen: string[] = [];
+      assert.deepEqual(bundleEnv(bundle, { onWarning: (w) => seen.push(w) }), expected);
+      assert.equal(seen.length, warnings.length, seen.join("\n"));
+      warnings.forEach((pattern, index) => assert.match(seen[index], pattern));
+      assert.deepEqual(bundleEnv(bundle), expected);
+    });
+  }
+});
+
+Deno.test("fixWorktrees() names the keys a moved duplicate's file loses in the move's warnings", async () => {
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const older = {
+    web: 41010,
+    worktree_ports: { slot: 1, worktree: a, allocated_at: "2026-01-01T00:00:00Z" },
+  };
+  // An older allocator's file, written later, with keys someone added by hand.
+  const newer = { web: 41010, redis_port: 6380, my_note: "staging" };
+  await writeJson(`${a}/.worktree-ports.json`, older);
+  await writeJson(`${b}/.worktree-ports.json`, newer);
+  const moves = await fixWorktrees({ cwd: a, ...TEST_PORTS, ports: { ...TEST_PORTS.ports } });
+  assert.deepEqual(moves.map((move) => [move.worktree, move.reason, move.slot]), [
+    [b, "duplicate", 2],
+  ]);
+  assert.equal(moves[0].warnings.length, 1, moves[0].warnings.join("\n"));
+  assert.match(
+    moves[0].warnings[0],
+    /^Rewriting ".*wt1\/\.worktree-ports\.json" dropped "redis_port", "my_note", which the config does not produce/,
+  );
+  assert.equal((await readJson(`${b}/.worktree-ports.json`)).redis_port, undefined);
+});
+
+Deno.test("allocate() refuses an explicit output that is an existing file but no port file", async (t) => {
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const table: [string, string][] = [
+    ["text", "# My project\n"],
+    ["a JSON array", "[3100]\n"],
+    ["a JSON object with nested values", '{ "name": "app", "scripts": { "dev": "vite" } }\n'],
+  ];
+  for (const [name, text] of table) {
+    await t.step(name, async () => {
+      const output = `${a}/kept-${slugOf(name)}`;
+      await Deno.writeTextFile(output, text);
+      await assert.rejects(allocateIn(a, { output }), (error: unknown) => {
+        assertCode("INVALID_OUTPUT")(error);
+        assert.match((error as Error).message, /is not a port file .*choose another output path/);
+        return true;
+      });
+      assert.equal(await Deno.readTextFile(output), text);
+    });
+  }
+  await t.step("a FIFO", async () => {
+    await run("mkfifo", [`${a}/fifo`]);
+    await assert.rejects(allocateIn(a, { output: `${a}/fifo` }), assertCode("INVALID_OUTPUT"));
+    assert.ok((await Deno.lstat(`${a}/fifo`)).isFifo);
+  });
+  await t.step("an empty file and a port file are written", async () => {
+    const output = `${a}/empty.json`;
+    await Deno.writeTextFile(output, "");
+    assert.equal((await allocateIn(a, { output })).slot, 1);
+    assert.equal((await readJson(output)).web, 41010);
+    assert.equal((await allocateIn(a, { output })).written, false);
+  });
+  await t.step("the default port file is still replaced with a warning", async () => {
+    await Deno.writeTextFile(`${a}/.worktree-ports.json`, "# not JSON\n");
+    const allocation = await allocateIn(a);
+    assert.match(allocation.warnings.join("\n"), /is unusable \(not valid JSON\); replacing it/);
+  });
 });
