@@ -2932,3 +2932,53 @@ Deno.test("cli allocate keeps a worktree's slot when the index still files it un
   const files = (await readJson(`${home.dir}/index.json`)).files as { repository: string }[];
   assert.deepEqual(files.map((entry) => entry.repository), [`${a.root}/.git`]);
 });
+
+Deno.test("cli works in a main worktree whose git directory is elsewhere (--separate-git-dir)", async () => {
+  await using repo = await TempRepo.create();
+  const main = `${repo.base}/sepwt`;
+  await git(repo.base, "init", "-q", "-b", "main", "--separate-git-dir", "sep.git", main);
+  await git(main, "commit", "-q", "--allow-empty", "-m", "initial");
+  await git(main, "worktree", "add", "-q", "--detach", `${repo.base}/linked`);
+  await Deno.mkdir(`${main}/sub`);
+  const allocated = await runCli(`${main}/sub`, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocated.code, 0, allocated.stderr);
+  const file = await readJson(`${main}/.worktree-ports.json`);
+  assert.equal(file.web, 42000);
+  assert.equal((file.worktree_ports as { worktree: string }).worktree, main);
+  const linked = await runCli(`${repo.base}/linked`, ["allocate", ...PORT_ARGS]);
+  assert.equal(linked.code, 0, linked.stderr);
+  const list = await runCli(main, ["list", "--json"]);
+  assert.equal(list.code, 0, list.stderr);
+  const statuses = JSON.parse(list.stdout) as { path: string; slot: number; current: boolean }[];
+  assert.deepEqual(
+    statuses.map(({ path, slot, current }) => ({ path, slot, current })),
+    [{ path: main, slot: 0, current: true }, {
+      path: `${repo.base}/linked`,
+      slot: 1,
+      current: false,
+    }],
+  );
+});
+
+Deno.test("cli reads a .bare layout's folder as the bare repository and works in its worktrees", async () => {
+  await using repo = await TempRepo.create();
+  const project = `${repo.base}/project`;
+  await git(repo.base, "clone", "-q", "--bare", "main", "project/.bare");
+  await Deno.writeTextFile(`${project}/.git`, "gitdir: ./.bare\n");
+  await git(project, "worktree", "add", "-q", "--detach", "f1");
+  const allocated = await runCli(`${project}/f1`, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocated.code, 0, allocated.stderr);
+  const list = await runCli(project, ["list", "--json"]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.deepEqual(
+    (JSON.parse(list.stdout) as { path: string }[]).map((status) => status.path),
+    [`${project}/f1`],
+  );
+  const check = await runCli(project, ["check"]);
+  assert.equal(check.code, 0, check.stderr);
+  assert.equal(check.stdout, "ok: 1 worktrees, no shared ports\n");
+  const allocate = await runCli(project, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocate.code, 2);
+  assert.match(allocate.stderr, /is a bare repository, which has no files/);
+  await assert.rejects(Deno.stat(`${project}/.worktree-ports.json`), Deno.errors.NotFound);
+});

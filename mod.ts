@@ -1142,7 +1142,8 @@ async function openRepositoryOrBare(options: ListWorktreesOptions): Promise<Repo
   const before = adminEntriesAround(dir);
   const worktrees = await listWorktrees({ cwd: dir, git });
   const current = findContaining(worktrees, dir, (w) => w.path) ??
-    findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree;
+    findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree ??
+    mainNamedByGitDir(worktrees, dir);
   if (current === undefined) throw notAWorktree(dir);
   const root = Deno.realPathSync(current.path);
   // Git's own directory sits inside the main worktree but is not part of it.
@@ -1158,6 +1159,41 @@ async function openRepositoryOrBare(options: ListWorktreesOptions): Promise<Repo
     LISTED_ENTRIES.set(repository, before.entries);
   }
   return repository;
+}
+
+/**
+ * The main worktree when git names it by its git directory, so that no listed
+ * worktree contains `dir`: a worktree made with `git init --separate-git-dir`,
+ * or the folder whose `.git` file points to a bare repository beside it
+ * (`gitdir: ./.bare`). The nearest `.git` above `dir`, found as git finds it,
+ * leads to the main entry's directory; the main entry then takes the folder
+ * holding that `.git` as its path, while a bare one stays the bare repository.
+ */
+function mainNamedByGitDir(worktrees: Worktree[], dir: string): Worktree | undefined {
+  const main = worktrees[0];
+  if (main === undefined || main.prunable) return undefined;
+  for (let candidate = dir;;) {
+    try {
+      const { gitDir, commonDir } = gitDirsOf(candidate);
+      // A linked worktree's `.git` leads to its admin entry, never straight
+      // to the common directory; one moved away from its listed path is not
+      // the main worktree.
+      if (
+        gitDir !== commonDir ||
+        comparablePath(realPathOr(commonDir)) !== comparablePath(realPathOr(main.path))
+      ) {
+        return undefined;
+      }
+      if (!main.bare) main.path = candidate;
+      return main;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      if (!(error instanceof Deno.errors.NotFound)) return undefined;
+    }
+    const parent = candidate.replace(/[\\/][^\\/]*$/, "");
+    if (parent === candidate || parent === "") return undefined;
+    candidate = parent;
+  }
 }
 
 /**
