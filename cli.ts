@@ -858,7 +858,7 @@ function noteOf(status: WorktreeStatus): string {
 }
 
 async function runSlots(values: Values): Promise<number> {
-  const slots = await listSlots(allocateOptions(values, "slots"));
+  const slots = await listSlots({ ...allocateOptions(values, "slots"), onWarning: printWarning });
   if (values.json) {
     writeStdout(JSON.stringify(slots, null, 2) + "\n");
   } else {

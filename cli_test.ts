@@ -2982,3 +2982,35 @@ Deno.test("cli reads a .bare layout's folder as the bare repository and works in
   assert.match(allocate.stderr, /is a bare repository, which has no files/);
   await assert.rejects(Deno.stat(`${project}/.worktree-ports.json`), Deno.errors.NotFound);
 });
+
+Deno.test("cli slots holds the slots allocate skips for a damaged, unreadable or away worktree", async (t) => {
+  const cases: [string, (dir: string, repo: TempRepo) => Promise<void>][] = [
+    ["a damaged file keeps the ports its text names", async (dir) => {
+      const text = await Deno.readTextFile(`${dir}/.worktree-ports.json`);
+      await Deno.writeTextFile(`${dir}/.worktree-ports.json`, text.slice(0, text.indexOf(",") + 1));
+    }],
+    ["an unreadable file keeps the ports of its copy in git's dir", async (dir) => {
+      await Deno.writeTextFile(`${dir}/.worktree-ports.json`, "not json at all");
+    }],
+    ["a locked worktree whose directory is away keeps its ports", async (dir, repo) => {
+      await git(repo.root, "worktree", "lock", dir);
+      await Deno.rename(dir, `${dir}-away`);
+    }],
+  ];
+  for (const [name, damage] of cases) {
+    await t.step(name, async () => {
+      await using repo = await TempRepo.create();
+      const [a, b] = await repo.addWorktrees("wt", 2);
+      const first = await runCli(b, ["allocate", ...PORT_ARGS]);
+      assert.equal(first.code, 0, first.stderr);
+      await damage(b, repo);
+      const slots = await runCli(a, ["slots", "--json", ...PORT_ARGS]);
+      assert.equal(slots.code, 0, slots.stderr);
+      const slot1 = (JSON.parse(slots.stdout) as { state: string; holders: string[] }[])[1];
+      assert.deepEqual(slot1, { ...slot1, state: "held", holders: [b] });
+      const dryRun = await runCli(a, ["allocate", "--dry-run", ...PORT_ARGS]);
+      assert.equal(dryRun.code, 0, dryRun.stderr);
+      assert.equal(slotOf(JSON.parse(dryRun.stdout)), 2);
+    });
+  }
+});

@@ -4016,6 +4016,13 @@ export interface ListSlotsOptions extends ConfigOverrides, PortFilePathOptions {
    * @default {denoProbe}
    */
   probe?: PortProbe;
+  /**
+   * Called with each problem that did not stop the listing, such as a port
+   * file that cannot be read.
+   *
+   * @default {undefined}
+   */
+  onWarning?: (warning: string) => void;
 }
 
 /**
@@ -4044,15 +4051,7 @@ export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInf
   const ownPath = portFilePath(repository.root, options);
   const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
   const probe = options.probe ?? denoProbe;
-  // Read as allocate reads them: every file that parses reserves its ports.
-  const holders = new Map<number, Worktree[]>();
-  for (const worktree of repository.worktrees) {
-    if (worktree.bare || worktree.prunable) continue;
-    const current = worktree === repository.current;
-    const file = readPortFile(current ? ownPath : joinPath(worktree.path, inside));
-    if (file.state !== "read") continue;
-    for (const port of file.ports) holders.set(port, [...(holders.get(port) ?? []), worktree]);
-  }
+  const holders = heldPorts(repository, ownPath, inside, options.onWarning);
   const slots: SlotInfo[] = [];
   for (let slot = 0; slot <= config.slots; slot++) {
     const ports = Object.values(portsForSlot(config, slot));
@@ -4089,6 +4088,36 @@ export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInf
   return slots;
 }
 
+/**
+ * Every port a worktree's file reserves, with each worktree holding it. The
+ * other worktrees' files are read as an allocation reads them (see
+ * {@linkcode scanReservations}), one worktree at a time so that a port two
+ * of them hold names both: a damaged file keeps the ports its text names, an
+ * unreadable one and a locked worktree whose directory is away the ports of
+ * the copy kept in git's directory.
+ */
+function heldPorts(
+  repository: Repository,
+  ownPath: string,
+  inside: string,
+  onWarning: ((warning: string) => void) | undefined,
+): Map<number, Worktree[]> {
+  const holders = new Map<number, Worktree[]>();
+  const hold = (port: number, worktree: Worktree) =>
+    holders.set(port, [...(holders.get(port) ?? []), worktree]);
+  for (const worktree of repository.worktrees) {
+    if (worktree.bare || worktree.prunable) continue;
+    if (worktree === repository.current) {
+      const file = readPortFile(ownPath);
+      if (file.state === "read") { for (const port of file.ports) hold(port, worktree); }
+      continue;
+    }
+    const scan = scanReservations({ ...repository, worktrees: [worktree] }, ownPath, inside, {});
+    for (const warning of scan.warnings) onWarning?.(warning);
+    for (const port of scan.holders.keys()) hold(port, worktree);
+  }
+  return holders;
+}
 // ---------------------------------------------------------------------------
 // Repairing
 // ---------------------------------------------------------------------------
