@@ -322,7 +322,10 @@ function parseCommandArgs(
       : Object.keys(spec.options).find((key) => `-${spec.options[key].short}` === flag);
     const option = name === undefined ? undefined : spec.options[name];
     if (name === undefined || option === undefined) {
-      throw new UsageError(`Unknown option "${flag}" for "${command}"`, commandUsage(command));
+      throw new UsageError(
+        `Unknown option ${quoted(flag)} for "${command}"`,
+        commandUsage(command),
+      );
     }
     if (option.type === "boolean") {
       if (equals !== -1) {
@@ -348,7 +351,7 @@ function parseCommandArgs(
   }
   if (positionals.length > spec.maxPositionals) {
     throw new UsageError(
-      `Unexpected argument "${positionals.at(-1)}" for "${command}"`,
+      `Unexpected argument ${quoted(positionals.at(-1)!)} for "${command}"`,
       commandUsage(command),
     );
   }
@@ -463,7 +466,7 @@ function parsePortFlags(flags: readonly string[], command: string): Record<strin
     const match = /^([^=]+)=(\d+)$/.exec(flag);
     if (!match) {
       throw new UsageError(
-        `Option "--port" must look like KEY=BASE, e.g. web=3000, got "${flag}"`,
+        `Option "--port" must look like KEY=BASE, e.g. web=3000, got ${quoted(flag)}`,
         commandUsage(command),
       );
     }
@@ -665,9 +668,7 @@ async function runShow(values: Values, positionals: string[]): Promise<number> {
   if (!Object.hasOwn(bundle.data, key)) {
     const keys = Object.keys(bundle.data).filter((name) => name !== "worktree_ports");
     console.error(
-      `error: "${bundle.path}" has no key "${key}" (it has: ${
-        keys.map((k) => `"${k}"`).join(", ")
-      })`,
+      `error: "${bundle.path}" has no key ${quoted(key)} (it has: ${keys.map(quoted).join(", ")})`,
     );
     return 1;
   }
@@ -795,7 +796,7 @@ function formatTable(statuses: readonly WorktreeStatus[], color: boolean): strin
     status.slot === undefined ? "-" : String(status.slot),
     status.state,
     Object.entries(status.ports)
-      .map(([key, port]) => `${key}=${port}${portNote(status, key, port)}`)
+      .map(([key, port]) => `${printable(key)}=${port}${portNote(status, key, port)}`)
       .join(" "),
     noteOf(status),
   ]);
@@ -827,6 +828,11 @@ function portNote(status: WorktreeStatus, key: string, port: number): string {
 /** A path as one table cell: quoted, with escapes, when it holds control characters. */
 function printable(text: string): string {
   return /[\p{Cc}]/u.test(text) ? JSON.stringify(text) : text;
+}
+
+/** A key or path for a message, in double quotes: with escapes when it holds control characters. */
+function quoted(text: string): string {
+  return /[\p{Cc}]/u.test(text) ? JSON.stringify(text) : `"${text}"`;
 }
 
 function noteOf(status: WorktreeStatus): string {
@@ -980,7 +986,7 @@ function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
 
 function formatMove(move: Move): string {
   const ports = (ports: Record<string, number>) =>
-    Object.entries(ports).map(([key, port]) => `${key}=${port}`).join(" ") || "(none)";
+    Object.entries(ports).map(([key, port]) => `${printable(key)}=${port}`).join(" ") || "(none)";
   const verb = move.reason === "outdated" ? "updated" : "moved";
   return `${verb} "${move.worktree}" (${move.reason}): ${ports(move.from)} -> ${
     ports(move.to)

@@ -3014,3 +3014,47 @@ Deno.test("cli slots holds the slots allocate skips for a damaged, unreadable or
     });
   }
 });
+
+Deno.test("cli escapes control characters in keys instead of sending them to the terminal", async (t) => {
+  await using repo = await TempRepo.create();
+  const key = "a\u001b[2J\nb";
+  const escaped = JSON.stringify(key);
+  const raw = /[\u0000-\u001f\u007f]/;
+  const allocated = await runCli(repo.root, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocated.code, 0, allocated.stderr);
+  const file = `${repo.root}/.worktree-ports.json`;
+  const written = await readJson(file);
+  await t.step("in the list table", async () => {
+    await writeJson(file, { ...written, [key]: 45000 });
+    const list = await runCli(repo.root, ["list"], { env: { NO_COLOR: "1" } });
+    assert.equal(list.code, 0, list.stderr);
+    assert.ok(list.stdout.includes(`${escaped}=45000`), list.stdout);
+    assert.doesNotMatch(list.stdout.replaceAll("\n", ""), raw);
+  });
+  await t.step("in the dropped-key warning", async () => {
+    await writeJson(file, { ...written, [key]: 45000 });
+    const result = await runCli(repo.root, ["allocate", ...PORT_ARGS]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(result.stderr.includes(`dropped ${escaped}, `), result.stderr);
+    assert.doesNotMatch(result.stderr.replaceAll("\n", ""), raw);
+  });
+  await t.step("in an invalid port file's note", async () => {
+    await writeJson(file, { ...written, [key]: 70000 });
+    const list = await runCli(repo.root, ["list"], { env: { NO_COLOR: "1" } });
+    assert.ok(list.stdout.includes(`${escaped} is `), list.stdout);
+    assert.doesNotMatch(list.stdout.replaceAll("\n", ""), raw);
+  });
+  await t.step("in config and option errors", async () => {
+    await writeJson(`${repo.root}/worktree-ports.config.json`, { ports: { [key]: 3000 } });
+    const config = await runCli(repo.root, ["allocate"]);
+    await Deno.remove(`${repo.root}/worktree-ports.config.json`);
+    assert.equal(config.code, 2);
+    assert.ok(config.stderr.includes(`key ${escaped} in "ports"`), config.stderr);
+    const option = await runCli(repo.root, ["allocate", "--port", `${key}=3000`]);
+    assert.equal(option.code, 2);
+    assert.ok(option.stderr.includes(`key ${escaped} in "ports"`), option.stderr);
+    for (const result of [config, option]) {
+      assert.doesNotMatch(besidesEphemeral(result.stderr).replaceAll("\n", ""), raw);
+    }
+  });
+});

@@ -265,7 +265,9 @@ export function parseConfig(
   for (const key of Object.keys(record)) {
     if (!["ports", "templates", "stride", "slots", "scope"].includes(key)) {
       fail(
-        `unknown key "${clip(key)}" (expected "ports", "templates", "stride", "slots" or "scope")`,
+        `unknown key ${
+          quoteKey(clip(key))
+        } (expected "ports", "templates", "stride", "slots" or "scope")`,
       );
     }
   }
@@ -354,9 +356,9 @@ function parseScope(value: unknown, fail: (p: string) => never): Scope {
 function checkKey(key: string, section: string, fail: (p: string) => never) {
   if (!KEY_PATTERN.test(key)) {
     fail(
-      `key "${
-        clip(key)
-      }" in "${section}" must match ${KEY_PATTERN.source} (letters, digits, underscores)`,
+      `key ${
+        quoteKey(clip(key))
+      } in "${section}" must match ${KEY_PATTERN.source} (letters, digits, underscores)`,
     );
   }
   if (key === META_KEY) {
@@ -448,6 +450,15 @@ function quoteValue(value: unknown): string {
 /** Text for an error message, cut to about 200 characters: a message must stay readable. */
 function clip(text: string): string {
   return text.length > 200 ? `${text.slice(0, 200)}… (${text.length} characters)` : text;
+}
+
+/**
+ * A key for a message, in double quotes; JSON-escaped when it holds control
+ * characters, which would otherwise reach the terminal raw (a key read from
+ * a port file can hold anything).
+ */
+function quoteKey(key: string): string {
+  return /\p{Cc}/u.test(key) ? JSON.stringify(key) : `"${key}"`;
 }
 
 /**
@@ -1429,7 +1440,7 @@ export function readPortFile(path: string): PortFileRead {
   const record = data as Record<string, unknown>;
   const notPorts = Object.entries(record).filter(([, value]) =>
     typeof value === "number" && !isPort(value)
-  ).map(([key, value]) => `"${key}" is ${describeNumber(value as number)}`);
+  ).map(([key, value]) => `${quoteKey(key)} is ${describeNumber(value as number)}`);
   return {
     state: "read",
     data: record,
@@ -3411,7 +3422,7 @@ function warnDroppedKeys(
   );
   if (dropped.length === 0) return;
   warnings.push(
-    `Rewriting "${allocation.path}" dropped ${dropped.map((key) => `"${key}"`).join(", ")}, ` +
+    `Rewriting "${allocation.path}" dropped ${dropped.map(quoteKey).join(", ")}, ` +
       `which the config does not produce (add them to the config's "ports" or "templates" to keep them)`,
   );
 }
