@@ -3058,3 +3058,85 @@ Deno.test("cli escapes control characters in keys instead of sending them to the
     }
   });
 });
+
+Deno.test("cli names the lock in one line when it cannot be opened, and changes nothing", async (t) => {
+  const cases: [string, (lock: string) => Promise<void>, RegExp][] = [
+    ["a directory", (lock) => Deno.mkdir(lock), /it is a directory \(remove it; /],
+    [
+      "a symbolic link loop",
+      (lock) => Deno.symlink(lock, lock),
+      /it is a symbolic link loop \(remove the link; /,
+    ],
+    [
+      "a link to a missing folder",
+      (lock) => Deno.symlink("/nonexistent-worktree-ports-dir/lock", lock),
+      /it is a symbolic link to a folder that does not exist \(remove the link; /,
+    ],
+  ];
+  for (const [name, make, reason] of cases) {
+    await t.step(name, async () => {
+      await using repo = await TempRepo.create();
+      const lock = `${repo.root}/.git/worktree-ports.lock`;
+      await make(lock);
+      const result = await runCli(repo.root, ["allocate", ...PORT_ARGS]);
+      assert.equal(result.code, 1);
+      const stderr = besidesEphemeral(result.stderr);
+      assert.ok(stderr.startsWith(`error: Cannot open the lock "${lock}": `), stderr);
+      assert.match(stderr, reason);
+      assert.doesNotMatch(stderr, /os error/);
+      assert.equal(stderr.split("\n").length, 2, stderr);
+      await assert.rejects(Deno.lstat(`${repo.root}/.worktree-ports.json`), Deno.errors.NotFound);
+    });
+  }
+  const unreadable = await TempRepo.create();
+  try {
+    const lock = `${unreadable.root}/.git/worktree-ports.lock`;
+    await Deno.writeTextFile(lock, "");
+    await Deno.chmod(lock, 0o000);
+    const canOpen = await Deno.open(lock, { read: true, write: true }).then(
+      (file) => (file.close(), true),
+      () => false,
+    );
+    await t.step({
+      name: "a file this user may not open" +
+        (canOpen ? " (skipped: this user may open mode 000 files)" : ""),
+      ignore: canOpen,
+      fn: async () => {
+        const result = await runCli(unreadable.root, ["allocate", ...PORT_ARGS]);
+        assert.equal(result.code, 1);
+        assert.match(
+          besidesEphemeral(result.stderr),
+          /^error: Cannot open the lock ".*": permission denied \(make it, and the folder ".*\.git", readable and writable by this user\)\n$/,
+        );
+      },
+    });
+  } finally {
+    await unreadable[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("cli names a config that is a symbolic link loop in one line", async () => {
+  await using repo = await TempRepo.create();
+  const config = `${repo.root}/worktree-ports.config.json`;
+  await Deno.symlink(config, config);
+  const result = await runCli(repo.root, ["allocate"]);
+  assert.equal(result.code, 2);
+  assert.equal(
+    result.stderr,
+    `error: Cannot read config "${config}": it is a symbolic link loop (point the link at a file, or remove it)\n`,
+  );
+  await assert.rejects(Deno.lstat(`${repo.root}/.worktree-ports.json`), Deno.errors.NotFound);
+});
+
+Deno.test("cli allocate still only warns when the machine-wide index's lock cannot be opened", async () => {
+  await using home = await tempHome();
+  await using repo = await TempRepo.create();
+  await Deno.mkdir(`${home.dir}/worktree-ports.lock`);
+  const result = await runCli(repo.root, ["allocate", ...PORT_ARGS], { env: home.env });
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(
+    besidesEphemeral(result.stderr),
+    `warning: Cannot use the machine-wide index in "${home.dir}": Cannot open the lock "${home.dir}/worktree-ports.lock": it is a directory (remove it; worktree-ports creates the lock again as an empty file); allocating for this repository only this time\n`,
+  );
+  assert.equal(portsOf(result.stdout)[0], 42000);
+});

@@ -46,6 +46,7 @@
 export type ErrorCode =
   | "NO_FREE_SLOT"
   | "LOCK_TIMEOUT"
+  | "LOCK_FAILED"
   | "NOT_A_WORKTREE"
   | "GIT_FAILED"
   | "INVALID_CONFIG"
@@ -53,7 +54,7 @@ export type ErrorCode =
 
 /**
  * The error callers are expected to catch: every slot taken, the lock not
- * acquired in time, not inside a git worktree, git failing, a bad config, or
+ * acquired in time or not openable, not inside a git worktree, git failing, a bad config, or
  * an output path inside another worktree.
  *
  * @example Usage
@@ -592,6 +593,8 @@ function asConfigError(error: unknown, path: string): unknown {
     ? isBrokenLink(path)
       ? "it is a symbolic link to a file that does not exist"
       : "the file does not exist"
+    : error instanceof Deno.errors.FilesystemLoop
+    ? "it is a symbolic link loop (point the link at a file, or remove it)"
     : fileProblemOf(error);
   return new WorktreePortsError(
     "INVALID_CONFIG",
@@ -1945,7 +1948,8 @@ export interface RepositoryLock extends Disposable {
  * @param commonDir The repository's common git directory.
  * @param options How long to wait, and a callback for when waiting begins.
  * @returns The held lock.
- * @throws {WorktreePortsError} With code `LOCK_TIMEOUT` when it stays held past the timeout.
+ * @throws {WorktreePortsError} With code `LOCK_TIMEOUT` when it stays held past the timeout,
+ * `LOCK_FAILED` when the lock file cannot be opened (a directory in its place, say).
  * @throws {RangeError} When the timeout is negative or not a number.
  *
  * @example Usage
@@ -1966,7 +1970,7 @@ export async function lockRepository(
     throw new RangeError(`Lock timeout must be 0 or more milliseconds, got ${timeoutMs}`);
   }
   const path = joinPath(commonDir, LOCK_FILE_NAME);
-  const file = Deno.openSync(path, { read: true, write: true, create: true });
+  const file = openLockFile(path);
   try {
     if (!file.tryLockSync(true)) {
       options.onWait?.(path);
@@ -1999,6 +2003,40 @@ export async function lockRepository(
     }
   };
   return { path, release, [Symbol.dispose]: release };
+}
+
+/**
+ * Opens (creating it if need be) the lock file. What stands in its place is
+ * named in one line with the fix, rather than as the operating system's
+ * error: a directory, a symbolic link loop, a file this user may not open.
+ */
+function openLockFile(path: string): Deno.FsFile {
+  try {
+    return Deno.openSync(path, { read: true, write: true, create: true });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    const recreate = "worktree-ports creates the lock again as an empty file";
+    const reason = error instanceof Deno.errors.IsADirectory
+      ? `it is a directory (remove it; ${recreate})`
+      : error instanceof Deno.errors.FilesystemLoop
+      ? `it is a symbolic link loop (remove the link; ${recreate})`
+      : error instanceof Deno.errors.NotFound && isBrokenLink(path)
+      ? `it is a symbolic link to a folder that does not exist (remove the link; ${recreate})`
+      : error instanceof Deno.errors.PermissionDenied
+      ? `permission denied (make it, and the folder "${
+        parentOf(path)
+      }", readable and writable by this user)`
+      : `${osErrorText(error)} (remove or repair it; ${recreate})`;
+    throw new WorktreePortsError("LOCK_FAILED", `Cannot open the lock "${path}": ${reason}`, {
+      cause: error,
+    });
+  }
+}
+
+/** An operating system error's own words, without the code and the call Deno appends. */
+function osErrorText(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/ \(os error \d+\)(: \w+ '.*')?$/s, "");
 }
 
 // ---------------------------------------------------------------------------
@@ -2269,7 +2307,12 @@ async function openMachineIndex(
       lockWait = performance.now() - waitStart;
     }
   } catch (error) {
-    if (error instanceof Deno.errors.NotCapable || error instanceof WorktreePortsError) throw error;
+    if (
+      error instanceof Deno.errors.NotCapable ||
+      (error instanceof WorktreePortsError && error.code !== "LOCK_FAILED")
+    ) {
+      throw error;
+    }
     warnings.push(
       `Cannot use the machine-wide index in "${dir}": ${(error as Error).message}; ${fallback}`,
     );
@@ -4802,6 +4845,7 @@ function irregularFileKind(info: Deno.FileInfo): string {
 /** Why a file could not be read, in a few words. */
 function fileProblemOf(error: unknown): string {
   if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (error instanceof Deno.errors.FilesystemLoop) return "it is a symbolic link loop";
   return (error as Error).message;
 }
 
