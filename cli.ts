@@ -462,6 +462,7 @@ const FLAG_NAMES = {
 
 function parsePortFlags(flags: readonly string[], command: string): Record<string, number> {
   const ports: Record<string, number> = {};
+  const given = new Map<string, string>();
   for (const flag of flags) {
     const match = /^([^=]+)=(\d+)$/.exec(flag);
     if (!match) {
@@ -470,6 +471,16 @@ function parsePortFlags(flags: readonly string[], command: string): Record<strin
         commandUsage(command),
       );
     }
+    const earlier = given.get(match[1]);
+    if (earlier !== undefined) {
+      throw new UsageError(
+        `Option "--port" names the key ${quoted(match[1])} more than once (${quoted(earlier)} and ${
+          quoted(flag)
+        }; give each key once)`,
+        commandUsage(command),
+      );
+    }
+    given.set(match[1], flag);
     ports[match[1]] = Number(match[2]);
   }
   return ports;

@@ -3140,3 +3140,18 @@ Deno.test("cli allocate still only warns when the machine-wide index's lock cann
   );
   assert.equal(portsOf(result.stdout)[0], 42000);
 });
+
+Deno.test("cli refuses a --port key given twice, naming the key and both flags", async (t) => {
+  await using repo = await TempRepo.create();
+  for (const command of ["allocate", "env", "slots"]) {
+    await t.step(command, async () => {
+      const result = await runCli(repo.root, [command, "--port", "p=3000", "--port", "p=4000"]);
+      assert.equal(result.code, 2);
+      assert.match(
+        result.stderr,
+        /^error: Option "--port" names the key "p" more than once \("p=3000" and "p=4000"; give each key once\)\n\nUsage: /,
+      );
+      await assert.rejects(Deno.lstat(`${repo.root}/.worktree-ports.json`), Deno.errors.NotFound);
+    });
+  }
+});
