@@ -3019,7 +3019,7 @@ Deno.test("cli escapes control characters in keys instead of sending them to the
   await using repo = await TempRepo.create();
   const key = "a\u001b[2J\nb";
   const escaped = JSON.stringify(key);
-  const raw = /[\u0000-\u001f\u007f]/;
+  const raw = /\p{Cc}/u;
   const allocated = await runCli(repo.root, ["allocate", ...PORT_ARGS]);
   assert.equal(allocated.code, 0, allocated.stderr);
   const file = `${repo.root}/.worktree-ports.json`;
