@@ -322,7 +322,10 @@ function parseCommandArgs(
       : Object.keys(spec.options).find((key) => `-${spec.options[key].short}` === flag);
     const option = name === undefined ? undefined : spec.options[name];
     if (name === undefined || option === undefined) {
-      throw new UsageError(`Unknown option "${flag}" for "${command}"`, commandUsage(command));
+      throw new UsageError(
+        `Unknown option ${quoted(flag)} for "${command}"`,
+        commandUsage(command),
+      );
     }
     if (option.type === "boolean") {
       if (equals !== -1) {
@@ -348,7 +351,7 @@ function parseCommandArgs(
   }
   if (positionals.length > spec.maxPositionals) {
     throw new UsageError(
-      `Unexpected argument "${positionals.at(-1)}" for "${command}"`,
+      `Unexpected argument ${quoted(positionals.at(-1)!)} for "${command}"`,
       commandUsage(command),
     );
   }
@@ -459,14 +462,25 @@ const FLAG_NAMES = {
 
 function parsePortFlags(flags: readonly string[], command: string): Record<string, number> {
   const ports: Record<string, number> = {};
+  const given = new Map<string, string>();
   for (const flag of flags) {
     const match = /^([^=]+)=(\d+)$/.exec(flag);
     if (!match) {
       throw new UsageError(
-        `Option "--port" must look like KEY=BASE, e.g. web=3000, got "${flag}"`,
+        `Option "--port" must look like KEY=BASE, e.g. web=3000, got ${quoted(flag)}`,
         commandUsage(command),
       );
     }
+    const earlier = given.get(match[1]);
+    if (earlier !== undefined) {
+      throw new UsageError(
+        `Option "--port" names the key ${quoted(match[1])} more than once (${quoted(earlier)} and ${
+          quoted(flag)
+        }; give each key once)`,
+        commandUsage(command),
+      );
+    }
+    given.set(match[1], flag);
     ports[match[1]] = Number(match[2]);
   }
   return ports;
@@ -675,9 +689,7 @@ async function runShow(values: Values, positionals: string[]): Promise<number> {
   if (!Object.hasOwn(bundle.data, key)) {
     const keys = Object.keys(bundle.data).filter((name) => name !== "worktree_ports");
     console.error(
-      `error: "${bundle.path}" has no key "${key}" (it has: ${
-        keys.map((k) => `"${k}"`).join(", ")
-      })`,
+      `error: "${bundle.path}" has no key ${quoted(key)} (it has: ${keys.map(quoted).join(", ")})`,
     );
     return 1;
   }
@@ -815,7 +827,7 @@ function formatTable(statuses: readonly WorktreeStatus[], color: boolean): strin
     status.slot === undefined ? "-" : String(status.slot),
     status.state,
     Object.entries(status.ports)
-      .map(([key, port]) => `${key}=${port}${portNote(status, key, port)}`)
+      .map(([key, port]) => `${printable(key)}=${port}${portNote(status, key, port)}`)
       .join(" "),
     noteOf(status),
   ]);
@@ -849,6 +861,11 @@ function printable(text: string): string {
   return /[\p{Cc}]/u.test(text) ? JSON.stringify(text) : text;
 }
 
+/** A key or path for a message, in double quotes: with escapes when it holds control characters. */
+function quoted(text: string): string {
+  return /[\p{Cc}]/u.test(text) ? JSON.stringify(text) : `"${text}"`;
+}
+
 function noteOf(status: WorktreeStatus): string {
   switch (status.state) {
     case "duplicate":
@@ -878,7 +895,7 @@ function noteOf(status: WorktreeStatus): string {
 }
 
 async function runSlots(values: Values): Promise<number> {
-  const slots = await listSlots(allocateOptions(values, "slots"));
+  const slots = await listSlots({ ...allocateOptions(values, "slots"), onWarning: printWarning });
   if (values.json) {
     writeStdout(JSON.stringify(slots, null, 2) + "\n");
   } else {
@@ -1003,7 +1020,7 @@ function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
 
 function formatMove(move: Move): string {
   const ports = (ports: Record<string, number>) =>
-    Object.entries(ports).map(([key, port]) => `${key}=${port}`).join(" ") || "(none)";
+    Object.entries(ports).map(([key, port]) => `${printable(key)}=${port}`).join(" ") || "(none)";
   const verb = move.reason === "outdated" ? "updated" : "moved";
   return `${verb} "${move.worktree}" (${move.reason}): ${ports(move.from)} -> ${
     ports(move.to)

@@ -3126,7 +3126,7 @@ Deno.test("cli allocate and release replace a port file that is a symbolic link 
   await Deno.symlink(own, own);
   const allocate = await runCli(a, ["allocate", ...PORT_ARGS]);
   assert.equal(allocate.code, 0, allocate.stderr);
-  assert.match(allocate.stderr, /is unusable \(Too many levels of symbolic links/);
+  assert.match(allocate.stderr, /is unusable \(it is a symbolic link loop\)/);
   assert.ok((await Deno.lstat(own)).isFile);
   await Deno.remove(own);
   await Deno.symlink(own, own);
@@ -3317,4 +3317,227 @@ Deno.test("cli allocate --output refuses to replace a tracked file that is no po
   );
   assert.deepEqual(await snapshot(repo.base), before);
   assert.equal(await git(a, "status", "--porcelain"), "");
+});
+
+Deno.test("cli works in a main worktree whose git directory is elsewhere (--separate-git-dir)", async () => {
+  await using repo = await TempRepo.create();
+  const main = `${repo.base}/sepwt`;
+  await git(repo.base, "init", "-q", "-b", "main", "--separate-git-dir", "sep.git", main);
+  await git(main, "commit", "-q", "--allow-empty", "-m", "initial");
+  await git(main, "worktree", "add", "-q", "--detach", `${repo.base}/linked`);
+  await Deno.mkdir(`${main}/sub`);
+  const allocated = await runCli(`${main}/sub`, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocated.code, 0, allocated.stderr);
+  const file = await readJson(`${main}/.worktree-ports.json`);
+  assert.equal(file.web, 42000);
+  assert.equal((file.worktree_ports as { worktree: string }).worktree, main);
+  const linked = await runCli(`${repo.base}/linked`, ["allocate", ...PORT_ARGS]);
+  assert.equal(linked.code, 0, linked.stderr);
+  const list = await runCli(main, ["list", "--json"]);
+  assert.equal(list.code, 0, list.stderr);
+  const statuses = JSON.parse(list.stdout) as { path: string; slot: number; current: boolean }[];
+  assert.deepEqual(
+    statuses.map(({ path, slot, current }) => ({ path, slot, current })),
+    [{ path: main, slot: 0, current: true }, {
+      path: `${repo.base}/linked`,
+      slot: 1,
+      current: false,
+    }],
+  );
+});
+
+Deno.test("cli reads a .bare layout's folder as the bare repository and works in its worktrees", async () => {
+  await using repo = await TempRepo.create();
+  const project = `${repo.base}/project`;
+  await git(repo.base, "clone", "-q", "--bare", "main", "project/.bare");
+  await Deno.writeTextFile(`${project}/.git`, "gitdir: ./.bare\n");
+  await git(project, "worktree", "add", "-q", "--detach", "f1");
+  const allocated = await runCli(`${project}/f1`, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocated.code, 0, allocated.stderr);
+  const list = await runCli(project, ["list", "--json"]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.deepEqual(
+    (JSON.parse(list.stdout) as { path: string }[]).map((status) => status.path),
+    [`${project}/f1`],
+  );
+  const check = await runCli(project, ["check"]);
+  assert.equal(check.code, 0, check.stderr);
+  assert.equal(check.stdout, "ok: 1 worktrees, no shared ports\n");
+  const allocate = await runCli(project, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocate.code, 2);
+  assert.match(allocate.stderr, /is a bare repository, which has no files/);
+  await assert.rejects(Deno.stat(`${project}/.worktree-ports.json`), Deno.errors.NotFound);
+});
+
+Deno.test("cli slots holds the slots allocate skips for a damaged, unreadable or away worktree", async (t) => {
+  const cases: [string, (dir: string, repo: TempRepo) => Promise<void>][] = [
+    ["a damaged file keeps the ports its text names", async (dir) => {
+      const text = await Deno.readTextFile(`${dir}/.worktree-ports.json`);
+      await Deno.writeTextFile(`${dir}/.worktree-ports.json`, text.slice(0, text.indexOf(",") + 1));
+    }],
+    ["an unreadable file keeps the ports of its copy in git's dir", async (dir) => {
+      await Deno.writeTextFile(`${dir}/.worktree-ports.json`, "not json at all");
+    }],
+    ["a locked worktree whose directory is away keeps its ports", async (dir, repo) => {
+      await git(repo.root, "worktree", "lock", dir);
+      await Deno.rename(dir, `${dir}-away`);
+    }],
+  ];
+  for (const [name, damage] of cases) {
+    await t.step(name, async () => {
+      await using repo = await TempRepo.create();
+      const [a, b] = await repo.addWorktrees("wt", 2);
+      const first = await runCli(b, ["allocate", ...PORT_ARGS]);
+      assert.equal(first.code, 0, first.stderr);
+      await damage(b, repo);
+      const slots = await runCli(a, ["slots", "--json", ...PORT_ARGS]);
+      assert.equal(slots.code, 0, slots.stderr);
+      const slot1 = (JSON.parse(slots.stdout) as { state: string; holders: string[] }[])[1];
+      assert.deepEqual(slot1, { ...slot1, state: "held", holders: [b] });
+      const dryRun = await runCli(a, ["allocate", "--dry-run", ...PORT_ARGS]);
+      assert.equal(dryRun.code, 0, dryRun.stderr);
+      assert.equal(slotOf(JSON.parse(dryRun.stdout)), 2);
+    });
+  }
+});
+
+Deno.test("cli escapes control characters in keys instead of sending them to the terminal", async (t) => {
+  await using repo = await TempRepo.create();
+  const key = "a\u001b[2J\nb";
+  const escaped = JSON.stringify(key);
+  const raw = /\p{Cc}/u;
+  const allocated = await runCli(repo.root, ["allocate", ...PORT_ARGS]);
+  assert.equal(allocated.code, 0, allocated.stderr);
+  const file = `${repo.root}/.worktree-ports.json`;
+  const written = await readJson(file);
+  await t.step("in the list table", async () => {
+    await writeJson(file, { ...written, [key]: 45000 });
+    const list = await runCli(repo.root, ["list"], { env: { NO_COLOR: "1" } });
+    assert.equal(list.code, 0, list.stderr);
+    assert.ok(list.stdout.includes(`${escaped}=45000`), list.stdout);
+    assert.doesNotMatch(list.stdout.replaceAll("\n", ""), raw);
+  });
+  await t.step("in the dropped-key warning", async () => {
+    await writeJson(file, { ...written, [key]: 45000 });
+    const result = await runCli(repo.root, ["allocate", ...PORT_ARGS]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(result.stderr.includes(`dropped ${escaped}, `), result.stderr);
+    assert.doesNotMatch(result.stderr.replaceAll("\n", ""), raw);
+  });
+  await t.step("in an invalid port file's note", async () => {
+    await writeJson(file, { ...written, [key]: 70000 });
+    const list = await runCli(repo.root, ["list"], { env: { NO_COLOR: "1" } });
+    assert.ok(list.stdout.includes(`${escaped} is `), list.stdout);
+    assert.doesNotMatch(list.stdout.replaceAll("\n", ""), raw);
+  });
+  await t.step("in config and option errors", async () => {
+    await writeJson(`${repo.root}/worktree-ports.config.json`, { ports: { [key]: 3000 } });
+    const config = await runCli(repo.root, ["allocate"]);
+    await Deno.remove(`${repo.root}/worktree-ports.config.json`);
+    assert.equal(config.code, 2);
+    assert.ok(config.stderr.includes(`key ${escaped} in "ports"`), config.stderr);
+    const option = await runCli(repo.root, ["allocate", "--port", `${key}=3000`]);
+    assert.equal(option.code, 2);
+    assert.ok(option.stderr.includes(`key ${escaped} in "ports"`), option.stderr);
+    for (const result of [config, option]) {
+      assert.doesNotMatch(besidesEphemeral(result.stderr).replaceAll("\n", ""), raw);
+    }
+  });
+});
+
+Deno.test("cli names the lock in one line when it cannot be opened, and changes nothing", async (t) => {
+  const cases: [string, (lock: string) => Promise<void>, RegExp][] = [
+    ["a directory", (lock) => Deno.mkdir(lock), /it is a directory \(remove it; /],
+    [
+      "a symbolic link loop",
+      (lock) => Deno.symlink(lock, lock),
+      /it is a symbolic link loop \(remove the link; /,
+    ],
+    [
+      "a link to a missing folder",
+      (lock) => Deno.symlink("/nonexistent-worktree-ports-dir/lock", lock),
+      /it is a symbolic link to a folder that does not exist \(remove the link; /,
+    ],
+  ];
+  for (const [name, make, reason] of cases) {
+    await t.step(name, async () => {
+      await using repo = await TempRepo.create();
+      const lock = `${repo.root}/.git/worktree-ports.lock`;
+      await make(lock);
+      const result = await runCli(repo.root, ["allocate", ...PORT_ARGS]);
+      assert.equal(result.code, 1);
+      const stderr = besidesEphemeral(result.stderr);
+      assert.ok(stderr.startsWith(`error: Cannot open the lock "${lock}": `), stderr);
+      assert.match(stderr, reason);
+      assert.doesNotMatch(stderr, /os error/);
+      assert.equal(stderr.split("\n").length, 2, stderr);
+      await assert.rejects(Deno.lstat(`${repo.root}/.worktree-ports.json`), Deno.errors.NotFound);
+    });
+  }
+  const unreadable = await TempRepo.create();
+  try {
+    const lock = `${unreadable.root}/.git/worktree-ports.lock`;
+    await Deno.writeTextFile(lock, "");
+    await Deno.chmod(lock, 0o000);
+    const canOpen = await Deno.open(lock, { read: true, write: true }).then(
+      (file) => (file.close(), true),
+      () => false,
+    );
+    await t.step({
+      name: "a file this user may not open" +
+        (canOpen ? " (skipped: this user may open mode 000 files)" : ""),
+      ignore: canOpen,
+      fn: async () => {
+        const result = await runCli(unreadable.root, ["allocate", ...PORT_ARGS]);
+        assert.equal(result.code, 1);
+        assert.match(
+          besidesEphemeral(result.stderr),
+          /^error: Cannot open the lock ".*": permission denied \(make it, and the folder ".*\.git", readable and writable by this user\)\n$/,
+        );
+      },
+    });
+  } finally {
+    await unreadable[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("cli names a config that is a symbolic link loop in one line", async () => {
+  await using repo = await TempRepo.create();
+  const config = `${repo.root}/worktree-ports.config.json`;
+  await Deno.symlink(config, config);
+  const result = await runCli(repo.root, ["allocate"]);
+  assert.equal(result.code, 2);
+  assert.equal(
+    result.stderr,
+    `error: Cannot read config "${config}": it is a symbolic link loop (point the link at a file, or remove it)\n`,
+  );
+  await assert.rejects(Deno.lstat(`${repo.root}/.worktree-ports.json`), Deno.errors.NotFound);
+});
+
+Deno.test("cli allocate still only warns when the machine-wide index's lock cannot be opened", async () => {
+  await using home = await tempHome();
+  await using repo = await TempRepo.create();
+  await Deno.mkdir(`${home.dir}/worktree-ports.lock`);
+  const result = await runCli(repo.root, ["allocate", ...PORT_ARGS], { env: home.env });
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(
+    besidesEphemeral(result.stderr),
+    `warning: Cannot use the machine-wide index in "${home.dir}": Cannot open the lock "${home.dir}/worktree-ports.lock": it is a directory (remove it; worktree-ports creates the lock again as an empty file); allocating for this repository only this time\n`,
+  );
+  assert.equal(portsOf(result.stdout)[0], 42000);
+});
+
+Deno.test("cli refuses a --port key given twice, naming the key and both flags", async (t) => {
+  await using repo = await TempRepo.create();
+  for (const command of ["allocate", "env", "slots"]) {
+    await t.step(command, async () => {
+      const result = await runCli(repo.root, [command, "--port", "p=3000", "--port", "p=4000"]);
+      assert.equal(result.code, 2);
+      assert.match(
+        result.stderr,
+        /^error: Option "--port" names the key "p" more than once \("p=3000" and "p=4000"; give each key once\)\n\nUsage: /,
+      );
+      await assert.rejects(Deno.lstat(`${repo.root}/.worktree-ports.json`), Deno.errors.NotFound);
+    });
+  }
 });

@@ -46,6 +46,7 @@
 export type ErrorCode =
   | "NO_FREE_SLOT"
   | "LOCK_TIMEOUT"
+  | "LOCK_FAILED"
   | "NOT_A_WORKTREE"
   | "GIT_FAILED"
   | "INVALID_CONFIG"
@@ -53,8 +54,9 @@ export type ErrorCode =
 
 /**
  * The error callers are expected to catch: every slot taken, the lock not
- * acquired in time, not inside a git worktree, git failing, a bad config, or
- * an output path inside another worktree or holding a file that is no port file.
+ * acquired in time or not openable, not inside a git worktree, git failing, a
+ * bad config, or an output path inside another worktree or holding a file
+ * that is no port file.
  *
  * @example Usage
  * ```ts ignore
@@ -265,7 +267,9 @@ export function parseConfig(
   for (const key of Object.keys(record)) {
     if (!["ports", "templates", "stride", "slots", "scope"].includes(key)) {
       fail(
-        `unknown key "${clip(key)}" (expected "ports", "templates", "stride", "slots" or "scope")`,
+        `unknown key ${
+          quoteKey(clip(key))
+        } (expected "ports", "templates", "stride", "slots" or "scope")`,
       );
     }
   }
@@ -354,9 +358,9 @@ function parseScope(value: unknown, fail: (p: string) => never): Scope {
 function checkKey(key: string, section: string, fail: (p: string) => never) {
   if (!KEY_PATTERN.test(key)) {
     fail(
-      `key "${
-        clip(key)
-      }" in "${section}" must match ${KEY_PATTERN.source} (letters, digits, underscores)`,
+      `key ${
+        quoteKey(clip(key))
+      } in "${section}" must match ${KEY_PATTERN.source} (letters, digits, underscores)`,
     );
   }
   if (key === META_KEY) {
@@ -450,6 +454,15 @@ function quoteValue(value: unknown): string {
 /** Text for an error message, cut to about 200 characters: a message must stay readable. */
 function clip(text: string): string {
   return text.length > 200 ? `${text.slice(0, 200)}… (${text.length} characters)` : text;
+}
+
+/**
+ * A key for a message, in double quotes; JSON-escaped when it holds control
+ * characters, which would otherwise reach the terminal raw (a key read from
+ * a port file can hold anything).
+ */
+function quoteKey(key: string): string {
+  return /\p{Cc}/u.test(key) ? JSON.stringify(key) : `"${key}"`;
 }
 
 /**
@@ -592,6 +605,8 @@ function asConfigError(error: unknown, path: string): unknown {
     ? isBrokenLink(path)
       ? "it is a symbolic link to a file that does not exist"
       : "the file does not exist"
+    : error instanceof Deno.errors.FilesystemLoop
+    ? "it is a symbolic link loop (point the link at a file, or remove it)"
     : fileProblemOf(error);
   return new WorktreePortsError(
     "INVALID_CONFIG",
@@ -1153,7 +1168,8 @@ async function openRepositoryOrBare(options: ListWorktreesOptions): Promise<Repo
   const before = adminEntriesAround(dir);
   const worktrees = await listWorktrees({ cwd: dir, git });
   const current = findContaining(worktrees, dir, (w) => w.path) ??
-    findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree;
+    findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree ??
+    mainNamedByGitDir(worktrees, dir);
   if (current === undefined) throw notAWorktree(dir);
   const root = Deno.realPathSync(current.path);
   // Git's own directory sits inside the main worktree but is not part of it.
@@ -1169,6 +1185,41 @@ async function openRepositoryOrBare(options: ListWorktreesOptions): Promise<Repo
     LISTED_ENTRIES.set(repository, before.entries);
   }
   return repository;
+}
+
+/**
+ * The main worktree when git names it by its git directory, so that no listed
+ * worktree contains `dir`: a worktree made with `git init --separate-git-dir`,
+ * or the folder whose `.git` file points to a bare repository beside it
+ * (`gitdir: ./.bare`). The nearest `.git` above `dir`, found as git finds it,
+ * leads to the main entry's directory; the main entry then takes the folder
+ * holding that `.git` as its path, while a bare one stays the bare repository.
+ */
+function mainNamedByGitDir(worktrees: Worktree[], dir: string): Worktree | undefined {
+  const main = worktrees[0];
+  if (main === undefined || main.prunable) return undefined;
+  for (let candidate = dir;;) {
+    try {
+      const { gitDir, commonDir } = gitDirsOf(candidate);
+      // A linked worktree's `.git` leads to its admin entry, never straight
+      // to the common directory; one moved away from its listed path is not
+      // the main worktree.
+      if (
+        gitDir !== commonDir ||
+        comparablePath(realPathOr(commonDir)) !== comparablePath(realPathOr(main.path))
+      ) {
+        return undefined;
+      }
+      if (!main.bare) main.path = candidate;
+      return main;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      if (!(error instanceof Deno.errors.NotFound)) return undefined;
+    }
+    const parent = candidate.replace(/[\\/][^\\/]*$/, "");
+    if (parent === candidate || parent === "") return undefined;
+    candidate = parent;
+  }
 }
 
 /**
@@ -1404,7 +1455,7 @@ export function readPortFile(path: string): PortFileRead {
   const record = data as Record<string, unknown>;
   const notPorts = Object.entries(record).filter(([, value]) =>
     typeof value === "number" && !isPort(value)
-  ).map(([key, value]) => `"${key}" is ${describeNumber(value as number)}`);
+  ).map(([key, value]) => `${quoteKey(key)} is ${describeNumber(value as number)}`);
   return {
     state: "read",
     data: record,
@@ -1909,7 +1960,8 @@ export interface RepositoryLock extends Disposable {
  * @param commonDir The repository's common git directory.
  * @param options How long to wait, and a callback for when waiting begins.
  * @returns The held lock.
- * @throws {WorktreePortsError} With code `LOCK_TIMEOUT` when it stays held past the timeout.
+ * @throws {WorktreePortsError} With code `LOCK_TIMEOUT` when it stays held past the timeout,
+ * `LOCK_FAILED` when the lock file cannot be opened (a directory in its place, say).
  * @throws {RangeError} When the timeout is negative or not a number.
  *
  * @example Usage
@@ -1930,7 +1982,7 @@ export async function lockRepository(
     throw new RangeError(`Lock timeout must be 0 or more milliseconds, got ${timeoutMs}`);
   }
   const path = joinPath(commonDir, LOCK_FILE_NAME);
-  const file = Deno.openSync(path, { read: true, write: true, create: true });
+  const file = openLockFile(path);
   try {
     if (!file.tryLockSync(true)) {
       options.onWait?.(path);
@@ -1963,6 +2015,40 @@ export async function lockRepository(
     }
   };
   return { path, release, [Symbol.dispose]: release };
+}
+
+/**
+ * Opens (creating it if need be) the lock file. What stands in its place is
+ * named in one line with the fix, rather than as the operating system's
+ * error: a directory, a symbolic link loop, a file this user may not open.
+ */
+function openLockFile(path: string): Deno.FsFile {
+  try {
+    return Deno.openSync(path, { read: true, write: true, create: true });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    const recreate = "worktree-ports creates the lock again as an empty file";
+    const reason = error instanceof Deno.errors.IsADirectory
+      ? `it is a directory (remove it; ${recreate})`
+      : error instanceof Deno.errors.FilesystemLoop
+      ? `it is a symbolic link loop (remove the link; ${recreate})`
+      : error instanceof Deno.errors.NotFound && isBrokenLink(path)
+      ? `it is a symbolic link to a folder that does not exist (remove the link; ${recreate})`
+      : error instanceof Deno.errors.PermissionDenied
+      ? `permission denied (make it, and the folder "${
+        parentOf(path)
+      }", readable and writable by this user)`
+      : `${osErrorText(error)} (remove or repair it; ${recreate})`;
+    throw new WorktreePortsError("LOCK_FAILED", `Cannot open the lock "${path}": ${reason}`, {
+      cause: error,
+    });
+  }
+}
+
+/** An operating system error's own words, without the code and the call Deno appends. */
+function osErrorText(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/ \(os error \d+\)(: \w+ '.*')?$/s, "");
 }
 
 // ---------------------------------------------------------------------------
@@ -2233,7 +2319,12 @@ async function openMachineIndex(
       lockWait = performance.now() - waitStart;
     }
   } catch (error) {
-    if (error instanceof Deno.errors.NotCapable || error instanceof WorktreePortsError) throw error;
+    if (
+      error instanceof Deno.errors.NotCapable ||
+      (error instanceof WorktreePortsError && error.code !== "LOCK_FAILED")
+    ) {
+      throw error;
+    }
     warnings.push(
       `Cannot use the machine-wide index in "${dir}": ${(error as Error).message}; ${fallback}`,
     );
@@ -3521,7 +3612,7 @@ function warnDroppedKeys(
   );
   if (dropped.length === 0) return;
   warnings.push(
-    `Rewriting "${allocation.path}" dropped ${dropped.map((key) => `"${key}"`).join(", ")}, ` +
+    `Rewriting "${allocation.path}" dropped ${dropped.map(quoteKey).join(", ")}, ` +
       `which the config does not produce (add them to the config's "ports" or "templates" to keep them)`,
   );
 }
@@ -4120,6 +4211,13 @@ export interface ListSlotsOptions extends ConfigOverrides, PortFilePathOptions {
    * @default {denoProbe}
    */
   probe?: PortProbe;
+  /**
+   * Called with each problem that did not stop the listing, such as a port
+   * file that cannot be read.
+   *
+   * @default {undefined}
+   */
+  onWarning?: (warning: string) => void;
 }
 
 /**
@@ -4148,15 +4246,7 @@ export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInf
   const ownPath = portFilePath(repository.root, options);
   const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
   const probe = options.probe ?? denoProbe;
-  // Read as allocate reads them: every file that parses reserves its ports.
-  const holders = new Map<number, Worktree[]>();
-  for (const worktree of repository.worktrees) {
-    if (worktree.bare || worktree.prunable) continue;
-    const current = worktree === repository.current;
-    const file = readPortFile(current ? ownPath : joinPath(worktree.path, inside));
-    if (file.state !== "read") continue;
-    for (const port of file.ports) holders.set(port, [...(holders.get(port) ?? []), worktree]);
-  }
+  const holders = heldPorts(repository, ownPath, inside, options.onWarning);
   const slots: SlotInfo[] = [];
   for (let slot = 0; slot <= config.slots; slot++) {
     const ports = Object.values(portsForSlot(config, slot));
@@ -4193,6 +4283,36 @@ export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInf
   return slots;
 }
 
+/**
+ * Every port a worktree's file reserves, with each worktree holding it. The
+ * other worktrees' files are read as an allocation reads them (see
+ * {@linkcode scanReservations}), one worktree at a time so that a port two
+ * of them hold names both: a damaged file keeps the ports its text names, an
+ * unreadable one and a locked worktree whose directory is away the ports of
+ * the copy kept in git's directory.
+ */
+function heldPorts(
+  repository: Repository,
+  ownPath: string,
+  inside: string,
+  onWarning: ((warning: string) => void) | undefined,
+): Map<number, Worktree[]> {
+  const holders = new Map<number, Worktree[]>();
+  const hold = (port: number, worktree: Worktree) =>
+    holders.set(port, [...(holders.get(port) ?? []), worktree]);
+  for (const worktree of repository.worktrees) {
+    if (worktree.bare || worktree.prunable) continue;
+    if (worktree === repository.current) {
+      const file = readPortFile(ownPath);
+      if (file.state === "read") { for (const port of file.ports) hold(port, worktree); }
+      continue;
+    }
+    const scan = scanReservations({ ...repository, worktrees: [worktree] }, ownPath, inside, {});
+    for (const warning of scan.warnings) onWarning?.(warning);
+    for (const port of scan.holders.keys()) hold(port, worktree);
+  }
+  return holders;
+}
 // ---------------------------------------------------------------------------
 // Repairing
 // ---------------------------------------------------------------------------
@@ -4953,6 +5073,7 @@ function irregularFileKind(info: Deno.FileInfo): string {
 /** Why a file could not be read, in a few words. */
 function fileProblemOf(error: unknown): string {
   if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (error instanceof Deno.errors.FilesystemLoop) return "it is a symbolic link loop";
   return (error as Error).message;
 }
 
