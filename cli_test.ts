@@ -10,6 +10,7 @@ import {
   snapshot,
   spawnCli,
   TempRepo,
+  UNPRIVILEGED,
   writeJson,
 } from "./test_util.ts";
 
@@ -1504,6 +1505,24 @@ async function startWaiting(cwd: string, args: readonly string[]) {
   };
 }
 
+/** Runs a CLI command that waits on the held repository lock, does `meanwhile`, then releases it. */
+async function whileWaiting(
+  root: string,
+  cwd: string,
+  args: readonly string[],
+  meanwhile: () => Promise<void>,
+) {
+  const holder = await holdLock(`${root}/.git/worktree-ports.lock`);
+  let waiting;
+  try {
+    waiting = await startWaiting(cwd, args);
+    await meanwhile();
+  } finally {
+    await holder.kill();
+  }
+  return await waiting.finish();
+}
+
 /** A port file as this tool writes it, for a worktree at `slot` of {@link PORT_ARGS}. */
 function portFileAt(worktree: string, slot: number) {
   return {
@@ -1516,16 +1535,10 @@ function portFileAt(worktree: string, slot: number) {
 Deno.test("cli allocate sees a worktree created and allocated while it waited for the lock", async () => {
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
-  const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
-  let waiting;
-  try {
-    waiting = await startWaiting(a, ["allocate", ...PORT_ARGS]);
+  const result = await whileWaiting(repo.root, a, ["allocate", ...PORT_ARGS], async () => {
     const b = await repo.addWorktree("late");
     await writeJson(`${b}/.worktree-ports.json`, portFileAt(b, 1));
-  } finally {
-    await holder.kill();
-  }
-  const result = await waiting.finish();
+  });
   assert.equal(result.code, 0, result.stderr);
   assert.equal(slotOf(JSON.parse(result.stdout)), 2);
 });
@@ -1535,16 +1548,10 @@ Deno.test("cli check --fix sees a worktree created and allocated while it waited
   const [a] = await repo.addWorktrees("wt", 1);
   // A file copied from the main worktree: --fix reallocates it to the lowest free slot.
   await writeJson(`${a}/.worktree-ports.json`, portFileAt(repo.root, 5));
-  const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
-  let waiting;
-  try {
-    waiting = await startWaiting(a, ["check", "--fix", ...PORT_ARGS]);
+  const result = await whileWaiting(repo.root, a, ["check", "--fix", ...PORT_ARGS], async () => {
     const b = await repo.addWorktree("late");
     await writeJson(`${b}/.worktree-ports.json`, portFileAt(b, 1));
-  } finally {
-    await holder.kill();
-  }
-  const result = await waiting.finish();
+  });
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stdout, /moved ".*wt0" \(foreign\).*\(slot 2\)/);
   assert.equal(slotOf(await readJson(`${a}/.worktree-ports.json`)), 2);
@@ -2950,15 +2957,14 @@ Deno.test("cli check --fix sees a sibling moved while it waited for the lock", a
   // c holds a copy of a's file: --fix moves it to the lowest slot nobody holds.
   const copy = await readJson(`${a}/.worktree-ports.json`);
   await writeJson(`${c}/.worktree-ports.json`, copy);
-  const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
-  let waiting;
-  try {
-    waiting = await startWaiting(repo.root, ["check", "--fix", ...PORT_ARGS]);
-    await git(repo.root, "worktree", "move", b, `${repo.base}/moved`);
-  } finally {
-    await holder.kill();
-  }
-  const result = await waiting.finish();
+  const result = await whileWaiting(
+    repo.root,
+    repo.root,
+    ["check", "--fix", ...PORT_ARGS],
+    async () => {
+      await git(repo.root, "worktree", "move", b, `${repo.base}/moved`);
+    },
+  );
   assert.equal(result.code, 0, result.stdout + result.stderr);
   assert.equal(slotOf(await readJson(`${c}/.worktree-ports.json`)), 3);
 });
@@ -2967,16 +2973,10 @@ Deno.test("cli allocate sees a sibling moved while it waited, even with a new di
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
   assert.equal((await runCli(b, ["allocate", ...PORT_ARGS])).code, 0);
-  const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
-  let waiting;
-  try {
-    waiting = await startWaiting(a, ["allocate", ...PORT_ARGS]);
+  const result = await whileWaiting(repo.root, a, ["allocate", ...PORT_ARGS], async () => {
     await git(repo.root, "worktree", "move", b, `${repo.base}/moved`);
     await Deno.mkdir(b);
-  } finally {
-    await holder.kill();
-  }
-  const result = await waiting.finish();
+  });
   assert.equal(result.code, 0, result.stderr);
   assert.equal(slotOf(JSON.parse(result.stdout)), 2);
 });
@@ -2984,15 +2984,9 @@ Deno.test("cli allocate sees a sibling moved while it waited, even with a new di
 Deno.test("cli allocate refuses to write for a worktree moved while it waited", async () => {
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
-  const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
-  let waiting;
-  try {
-    waiting = await startWaiting(a, ["allocate", ...PORT_ARGS]);
+  const result = await whileWaiting(repo.root, a, ["allocate", ...PORT_ARGS], async () => {
     await git(repo.root, "worktree", "move", a, `${repo.base}/moved`);
-  } finally {
-    await holder.kill();
-  }
-  const result = await waiting.finish();
+  });
   assert.equal(result.code, 2, result.stderr);
   assert.match(result.stderr, /is not a worktree any more: it was moved or removed while/);
   await assert.rejects(Deno.stat(a), Deno.errors.NotFound);
@@ -3077,16 +3071,10 @@ Deno.test("cli allocate killed at any moment never leaves git status dirty", asy
 Deno.test("cli allocate puts the ignore rules in place before it writes the port file", async () => {
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
-  const holder = await holdLock(`${repo.root}/.git/worktree-ports.lock`);
-  let waiting;
-  try {
-    waiting = await startWaiting(a, ["allocate", ...PORT_ARGS]);
+  const result = await whileWaiting(repo.root, a, ["allocate", ...PORT_ARGS], async () => {
     // Made while it waits: the write of the port file itself fails.
     await Deno.mkdir(`${a}/.worktree-ports.json/in-the-way`, { recursive: true });
-  } finally {
-    await holder.kill();
-  }
-  const result = await waiting.finish();
+  });
   assert.equal(result.code, 1, result.stderr);
   assert.match(result.stderr, /^error: Cannot write ".*\.worktree-ports\.json"/m);
   assert.ok(
@@ -3134,31 +3122,17 @@ Deno.test("cli allocate and release replace a port file that is a symbolic link 
   await assert.rejects(Deno.lstat(own), Deno.errors.NotFound);
 });
 
-/** How to run a command as a user that file modes bind, or why that cannot be done here. */
-const asNobody: { prefix: string[] } | { reason: string } = (() => {
-  if (Deno.build.os !== "linux") return { reason: "not Linux" };
-  const uid = new TextDecoder().decode(new Deno.Command("id", { args: ["-u"] }).outputSync().stdout)
-    .trim();
-  if (uid !== "0") return { prefix: [] };
-  try {
-    new Deno.Command("setpriv", { args: ["--version"] }).outputSync();
-  } catch {
-    return { reason: "running as root without setpriv" };
-  }
-  return { prefix: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] };
-})();
-
 Deno.test({
   name: `cli allocate reserves an unreadable sibling's ports from its kept copy, naming the fix${
-    "reason" in asNobody ? ` (skipped: ${asNobody.reason})` : ""
+    "reason" in UNPRIVILEGED ? ` (skipped: ${UNPRIVILEGED.reason})` : ""
   }`,
-  ignore: "reason" in asNobody,
+  ignore: "reason" in UNPRIVILEGED,
   fn: async () => {
     await using repo = await TempRepo.create();
     const [a, b] = await repo.addWorktrees("wt", 2);
     const home = `${repo.base}/home`;
     await Deno.mkdir(`${home}/deno`, { recursive: true });
-    const prefix = "prefix" in asNobody ? asNobody.prefix : [];
+    const prefix = "prefix" in UNPRIVILEGED ? UNPRIVILEGED.prefix : [];
     if (prefix.length > 0) {
       await Deno.chmod(repo.base, 0o755);
       assert.equal((await run("chown", ["-R", "65534:65534", repo.base])).code, 0);

@@ -1198,20 +1198,31 @@ async function openRepositoryOrBare(options: ListWorktreesOptions): Promise<Repo
 function mainNamedByGitDir(worktrees: Worktree[], dir: string): Worktree | undefined {
   const main = worktrees[0];
   if (main === undefined || main.prunable) return undefined;
+  const found = nearestGitDirs(dir);
+  // A linked worktree's `.git` leads to its admin entry, never straight to
+  // the common directory; one moved away from its listed path is not the
+  // main worktree.
+  if (
+    found === undefined || found.gitDir !== found.commonDir ||
+    comparablePath(realPathOr(found.commonDir)) !== comparablePath(realPathOr(main.path))
+  ) {
+    return undefined;
+  }
+  if (!main.bare) main.path = found.at;
+  return main;
+}
+
+/**
+ * The nearest `.git` at or above `dir`, found as git finds it, with the git
+ * directory and common directory it leads to; `undefined` when there is none
+ * or it cannot be read.
+ */
+function nearestGitDirs(
+  dir: string,
+): { at: string; gitDir: string; commonDir: string } | undefined {
   for (let candidate = dir;;) {
     try {
-      const { gitDir, commonDir } = gitDirsOf(candidate);
-      // A linked worktree's `.git` leads to its admin entry, never straight
-      // to the common directory; one moved away from its listed path is not
-      // the main worktree.
-      if (
-        gitDir !== commonDir ||
-        comparablePath(realPathOr(commonDir)) !== comparablePath(realPathOr(main.path))
-      ) {
-        return undefined;
-      }
-      if (!main.bare) main.path = candidate;
-      return main;
+      return { at: candidate, ...gitDirsOf(candidate) };
     } catch (error) {
       if (error instanceof Deno.errors.NotCapable) throw error;
       if (!(error instanceof Deno.errors.NotFound)) return undefined;
@@ -1232,19 +1243,9 @@ const LISTED_ENTRIES = new WeakMap<Repository, string>();
 
 /** The admin entries of the repository around `dir`, found the way git finds `.git`. */
 function adminEntriesAround(dir: string): { commonDir: string; entries: string } | undefined {
-  for (let candidate = dir;;) {
-    try {
-      const { commonDir } = gitDirsOf(candidate);
-      const entries = adminEntries(commonDir);
-      return entries === undefined ? undefined : { commonDir, entries };
-    } catch (error) {
-      if (error instanceof Deno.errors.NotCapable) throw error;
-      if (!(error instanceof Deno.errors.NotFound)) return undefined;
-    }
-    const parent = candidate.replace(/[\\/][^\\/]*$/, "");
-    if (parent === candidate || parent === "") return undefined;
-    candidate = parent;
-  }
+  const found = nearestGitDirs(dir);
+  const entries = found === undefined ? undefined : adminEntries(found.commonDir);
+  return entries === undefined ? undefined : { commonDir: found!.commonDir, entries };
 }
 
 /** The names of the admin entries, sorted; `undefined` when they cannot be read. */

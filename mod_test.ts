@@ -40,6 +40,7 @@ import {
   snapshot,
   TempRepo,
   TEST_HOME,
+  UNPRIVILEGED,
   writeJson,
 } from "./test_util.ts";
 
@@ -1146,25 +1147,11 @@ Deno.test("allocate() takes a port the OS refuses as not free, and writes nothin
   await assert.rejects(Deno.stat(`${b}/.worktree-ports.json`), Deno.errors.NotFound);
 });
 
-/** Who this process runs as, and whether a normal user can be switched to, for privileged-port tests. */
-const unprivileged = (() => {
-  const id = new Deno.Command("id", { args: ["-u"] }).outputSync();
-  const uid = new TextDecoder().decode(id.stdout).trim();
-  if (Deno.build.os !== "linux") return { reason: "not Linux" };
-  if (uid !== "0") return { prefix: [] as string[] };
-  try {
-    new Deno.Command("setpriv", { args: ["--version"] }).outputSync();
-  } catch {
-    return { reason: "running as root without setpriv" };
-  }
-  return { prefix: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] };
-})();
-
 Deno.test({
   name: `portStatus() finds a privileged port refused for a normal user, and isPortFree() not free${
-    "reason" in unprivileged ? ` (skipped: ${unprivileged.reason})` : ""
+    "reason" in UNPRIVILEGED ? ` (skipped: ${UNPRIVILEGED.reason})` : ""
   }`,
-  ignore: "reason" in unprivileged,
+  ignore: "reason" in UNPRIVILEGED,
   fn: async () => {
     const start = Number((await run("cat", ["/proc/sys/net/ipv4/ip_unprivileged_port_start"]))
       .stdout.trim());
@@ -1180,7 +1167,7 @@ Deno.test({
       const script = `import { isPortFree, portStatus } from ${mod};
         console.log(JSON.stringify([portStatus(80), isPortFree(80)]));`;
       const [command, ...args] = [
-        ...("prefix" in unprivileged ? unprivileged.prefix! : []),
+        ...("prefix" in UNPRIVILEGED ? UNPRIVILEGED.prefix : []),
         Deno.execPath(),
         "eval",
         script,

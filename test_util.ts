@@ -347,14 +347,7 @@ export function dotenvReaders(home: string): DotenvReader[] {
               string,
               string
             >;
-            values.push(
-              Object.fromEntries(
-                Object.entries(environment).map(([name, value]) => [
-                  name,
-                  String(value).replaceAll("$$", "$"),
-                ]),
-              ),
-            );
+            values.push(composeValues(environment));
           } finally {
             await Deno.remove(dir, { recursive: true });
           }
@@ -402,14 +395,7 @@ export function dotenvReaders(home: string): DotenvReader[] {
               continue;
             }
             const environment = JSON.parse(output.stdout) as Record<string, string>;
-            values.push(
-              Object.fromEntries(
-                Object.entries(environment).map(([name, value]) => [
-                  name,
-                  String(value).replaceAll("$$", "$"),
-                ]),
-              ),
-            );
+            values.push(composeValues(environment));
           } finally {
             await Deno.remove(dir, { recursive: true });
           }
@@ -418,4 +404,27 @@ export function dotenvReaders(home: string): DotenvReader[] {
       },
     },
   ];
+}
+
+/**
+ * How to run a command as a user that file modes and privileged ports bind:
+ * a prefix (empty when this process is not root), or why that cannot be done here.
+ */
+export const UNPRIVILEGED: { prefix: string[] } | { reason: string } = (() => {
+  if (Deno.build.os !== "linux") return { reason: "not Linux" };
+  const id = new Deno.Command("id", { args: ["-u"] }).outputSync();
+  if (new TextDecoder().decode(id.stdout).trim() !== "0") return { prefix: [] };
+  try {
+    new Deno.Command("setpriv", { args: ["--version"] }).outputSync();
+  } catch {
+    return { reason: "running as root without setpriv" };
+  }
+  return { prefix: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] };
+})();
+
+/** A compose service's environment as the values it holds: compose writes `$` as `$$`. */
+function composeValues(environment: Record<string, unknown>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(environment).map(([name, value]) => [name, String(value).replaceAll("$$", "$")]),
+  );
 }
