@@ -977,7 +977,9 @@ async function runCheck(values: Values): Promise<number> {
     );
   if (!values.fix || acrossRepositories) {
     console.error(
-      `run "worktree-ports check --fix${acrossRepositories ? " --all" : ""}" to repair`,
+      `run "worktree-ports check --fix${
+        acrossRepositories || values.all ? " --all" : ""
+      }" to repair`,
     );
   }
   return 1;

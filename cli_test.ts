@@ -3515,3 +3515,108 @@ Deno.test("cli refuses a --port key given twice, naming the key and both flags",
     });
   }
 });
+
+Deno.test("cli allocate keeps another repository's ports after its worktree moved or its files were never indexed", async (t) => {
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1, a2, a3] = await a.addWorktrees("a", 3);
+  const [b1, b2] = await b.addWorktrees("b", 2);
+  const allocate = async (dir: string) => {
+    const result = await runCli(dir, ["allocate", ...PORT_ARGS], { env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    return portsOf(result.stdout);
+  };
+  await t.step("a worktree moved after it was recorded", async () => {
+    assert.deepEqual(await allocate(a1), [42010, 43010]);
+    await git(a.root, "worktree", "move", a1, `${a.base}/moved`);
+    assert.deepEqual(await allocate(b1), [42020, 43020]);
+    // The index now points at the moved file.
+    const paths = ((await readJson(`${home.dir}/index.json`)).files as { path: string }[])
+      .map((entry) => entry.path);
+    assert.ok(paths.includes(`${a.base}/moved/.worktree-ports.json`), `index: ${paths}`);
+  });
+  await t.step("files written before the index was lost", async () => {
+    assert.deepEqual(await allocate(a2), [42030, 43030]);
+    await Deno.remove(`${home.dir}/index.json`);
+    // One allocation in repository a records all of its files again (it cannot
+    // know b1's any more: the index was the only pointer to it).
+    const [a3Web] = await allocate(a3);
+    const [b2Web] = await allocate(b2);
+    assert.ok(![42010, 42030, a3Web].includes(b2Web), `b2 got ${b2Web}`);
+  });
+});
+
+Deno.test("cli check --fix --all opens a moved repository once and finishes", async () => {
+  await using home = await tempHome();
+  await using repo = await TempRepo.create();
+  const [w1] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(w1, ["allocate", ...PORT_ARGS], { env: home.env })).code, 0);
+  const moved = `${repo.base}/main2`;
+  await Deno.rename(repo.root, moved);
+  await git(moved, "worktree", "repair");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...CLI_FLAGS,
+      new URL("./cli.ts", import.meta.url).pathname,
+      "check",
+      "--fix",
+      "--all",
+      "--lock-timeout",
+      "5",
+      ...PORT_ARGS,
+    ],
+    cwd: w1,
+    env: { ...home.env, GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = await child.output();
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.doesNotMatch(stderr, /Timed out/);
+  assert.equal(output.code, 0, stderr + new TextDecoder().decode(output.stdout));
+});
+
+Deno.test("cli refuses templates no environment can carry, and keys shells treat specially", async (t) => {
+  await using repo = await TempRepo.create();
+  const a = await repo.addWorktree("w".repeat(60));
+  for (
+    const [what, config, message] of [
+      ["a NUL", { templates: { v: "a\u0000b" } }, /holds a NUL character/],
+      ["half a surrogate pair", { templates: { v: "\ud800x" } }, /half of a UTF-16 surrogate pair/],
+      ["IFS", { ports: { ifs: 22000 } }, /"ifs"/],
+      // 120,000 bytes of config; each {slug} becomes the 60 characters of the worktree's name.
+      [
+        "a port file no worktree could read",
+        { templates: { big: "{slug}".repeat(20_000) } },
+        /render a port file larger than 1048576 bytes/,
+      ],
+    ] as const
+  ) {
+    await t.step(what, async () => {
+      await writeJson(`${a}/worktree-ports.config.json`, config);
+      // The lock file, which any earlier allocation leaves behind, is no change.
+      await Deno.writeTextFile(`${repo.root}/.git/worktree-ports.lock`, "");
+      const before = await snapshot(repo.base);
+      const result = await runCli(a, ["allocate"]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, message);
+      assert.deepEqual(await snapshot(repo.base), before);
+    });
+  }
+});
+
+Deno.test("cli allocate treats an index entry pointing into /proc as a file to skip", async () => {
+  await using home = await tempHome();
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  await writeJson(`${home.dir}/index.json`, {
+    version: 1,
+    files: [{ path: "/proc/self/environ", repository: "/elsewhere/.git", worktree: "/proc/self" }],
+  });
+  const result = await runCli(a, ["allocate", ...PORT_ARGS], { env: home.env });
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+});

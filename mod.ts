@@ -307,6 +307,16 @@ export function parseConfig(
     if (typeof template !== "string") {
       fail(`template "${clip(key)}" must be a string`);
     }
+    // No environment variable can carry a NUL, and half a surrogate pair is
+    // written differently by every format.
+    if ((template as string).includes("\0")) {
+      fail(
+        `template "${clip(key)}" holds a NUL character, which no environment variable can carry`,
+      );
+    }
+    if (!(template as string).isWellFormed()) {
+      fail(`template "${clip(key)}" holds half of a UTF-16 surrogate pair (not valid Unicode)`);
+    }
     for (const [, name] of (template as string).matchAll(PLACEHOLDER_PATTERN)) {
       if (
         name !== undefined && !Object.hasOwn(ports as object, name) &&
@@ -381,6 +391,16 @@ const RESERVED_ENV_NAMES: ReadonlySet<string> = new Set([
   "LANG",
   "TERM",
   "TMPDIR",
+  // Shells give these a meaning of their own, or refuse to set them.
+  "IFS",
+  "UID",
+  "EUID",
+  "PPID",
+  "SHLVL",
+  "OLDPWD",
+  "CDPATH",
+  "ENV",
+  "BASH_ENV",
 ]);
 const RESERVED_ENV_PREFIXES: readonly string[] = ["LC_", "DENO_", "GIT_", "LD_", "DYLD_"];
 
@@ -1433,7 +1453,19 @@ export function readPortFile(path: string): PortFileRead {
     text = readRegularTextFile(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return { state: "missing" };
-    if (error instanceof Deno.errors.NotCapable) throw error;
+    // Deno opens the kernel's files (/proc) only with --allow-all: no flag
+    // the tool asks for helps, and no port file lives there.
+    if (error instanceof Deno.errors.NotCapable && !/requires all access/i.test(error.message)) {
+      throw error;
+    }
+    if (error instanceof Deno.errors.NotCapable) {
+      return {
+        state: "unreadable",
+        reason: "a special file of the system, not a port file",
+        ports: [],
+        irregular: true,
+      };
+    }
     const irregular = error instanceof FileProblem && error.irregular;
     return { state: "unreadable", reason: fileProblemOf(error), ports: [], irregular };
   }
@@ -2257,6 +2289,37 @@ interface MachineSession extends Disposable {
    * writes the index only if it changed.
    */
   record(path: string, worktree: string, repository?: string): void;
+  /** Records port files (path and worktree) of one repository at once, as `record` does. */
+  recordAll(files: readonly (readonly [string, string])[], repository?: string): void;
+}
+
+/**
+ * The port files that the worktrees of another repository have now, found
+ * without git: the main worktree beside the common directory, and every
+ * linked one through its admin entry's `gitdir`, which git keeps current
+ * when a worktree moves. Each file sits where `entry`'s sat in its worktree.
+ */
+function portFilesOfRepository(commonDir: string, entry: IndexEntry): IndexEntry[] {
+  const inside = relativeInside(entry.worktree, entry.path) ?? PORT_FILE_NAME;
+  const worktrees: string[] = [];
+  if (/[\\/]\.git$/.test(commonDir)) worktrees.push(parentOf(commonDir));
+  try {
+    for (const admin of Deno.readDirSync(joinPath(commonDir, "worktrees"))) {
+      try {
+        const gitdir = readRegularTextFile(joinPath(commonDir, `worktrees/${admin.name}/gitdir`));
+        worktrees.push(parentOf(gitdir.replace(/\r?\n$/, "")));
+      } catch (error) {
+        if (error instanceof Deno.errors.NotCapable) throw error;
+      }
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+  }
+  return worktrees.filter((worktree) => worktreeExists(worktree)).map((worktree) => ({
+    path: joinPath(worktree, inside),
+    repository: commonDir,
+    worktree,
+  }));
 }
 
 /** Options of {@linkcode openMachineIndex}. */
@@ -2289,6 +2352,7 @@ async function openMachineIndex(
     entries: [],
     warnings,
     record() {},
+    recordAll() {},
     [Symbol.dispose]() {},
   });
   if (options.scope === "repository") return inactive();
@@ -2346,6 +2410,7 @@ async function openMachineIndex(
   const kept: unknown[] = [];
   const entries: IndexEntry[] = [];
   const holders = new Map<number, string>();
+  const vanished = new Map<string, IndexEntry>();
   let changed = false;
   for (const item of index.raw) {
     const entry = asIndexEntry(item);
@@ -2360,6 +2425,9 @@ async function openMachineIndex(
     const file = readPortFile(entry.path);
     if (file.state === "missing" || (file.state === "unreadable" && file.irregular)) {
       changed = true;
+      // Gone from where it was recorded: moved with its worktree, perhaps,
+      // while its repository lives on. Its worktrees are looked up below.
+      if (file.state === "missing") vanished.set(entry.repository, entry);
       continue;
     }
     kept.push(item);
@@ -2370,34 +2438,63 @@ async function openMachineIndex(
       }
     }
   }
+  const recorded = new Set(entries.map((entry) => entry.path));
+  for (const [other, entry] of vanished) {
+    if (other === repository) continue;
+    for (const found of portFilesOfRepository(other, entry)) {
+      if (recorded.has(found.path)) continue;
+      recorded.add(found.path);
+      const file = readPortFile(found.path);
+      if (file.state === "missing") continue;
+      kept.push(found);
+      entries.push(found);
+      changed = true;
+      for (const port of reservedPortsOfPath(found.path, file, warnings)) {
+        if (!holders.has(port)) holders.set(port, found.path);
+      }
+    }
+  }
+  const recordAll = (files: readonly (readonly [string, string])[], of = repository) => {
+    if (of === undefined || lock === undefined) return;
+    const at = new Map<string, number>();
+    kept.forEach((item, position) => {
+      const path = asIndexEntry(item)?.path;
+      if (path !== undefined) at.set(path, position);
+    });
+    for (const [path, worktree] of files) {
+      const entry: IndexEntry = { path, repository: of, worktree };
+      const position = at.get(path);
+      if (position !== undefined && JSON.stringify(kept[position]) === JSON.stringify(entry)) {
+        continue;
+      }
+      if (position === undefined) kept.push(entry);
+      else kept[position] = entry;
+      changed = true;
+    }
+    if (!changed) return;
+    const path = files[0]?.[0] ?? index.path;
+    try {
+      // Through a symbolic link, if the user made index.json one.
+      writeFileAtomic(
+        realPathOr(index.path),
+        JSON.stringify({ version: INDEX_VERSION, files: kept }, null, 2) + "\n",
+      );
+      changed = false;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      warnings.push(
+        `Cannot record "${path}" in the machine-wide index: ${(error as Error).message}`,
+      );
+    }
+  };
   const session: MachineSession = {
     active: true,
     lockWait,
     holders,
     entries,
     warnings,
-    record(path: string, worktree: string, of = repository) {
-      if (of === undefined || lock === undefined) return;
-      const entry: IndexEntry = { path, repository: of, worktree };
-      const at = kept.findIndex((item) => asIndexEntry(item)?.path === path);
-      const same = at !== -1 && JSON.stringify(kept[at]) === JSON.stringify(entry);
-      if (same && !changed) return;
-      if (at === -1) kept.push(entry);
-      else kept[at] = entry;
-      try {
-        // Through a symbolic link, if the user made index.json one.
-        writeFileAtomic(
-          realPathOr(index.path),
-          JSON.stringify({ version: INDEX_VERSION, files: kept }, null, 2) + "\n",
-        );
-        changed = false;
-      } catch (error) {
-        if (error instanceof Deno.errors.NotCapable) throw error;
-        warnings.push(
-          `Cannot record "${path}" in the machine-wide index: ${(error as Error).message}`,
-        );
-      }
-    },
+    record: (path: string, worktree: string, of?: string) => recordAll([[path, worktree]], of),
+    recordAll,
     [Symbol.dispose]: () => lock?.release(),
   };
   return session;
@@ -2531,6 +2628,7 @@ async function openIndexedRepositories(
   }
   using machine = await openMachineIndex(undefined, { index: options.index, readOnly: true });
   for (const warning of machine.warnings) options.onWarning?.(warning);
+  const here = repositories.length > 0;
   const seen = new Set(repositories.map((repository) => realPathOr(repository.commonDir)));
   const groups = new Map<string, string[]>();
   for (const entry of machine.entries) {
@@ -2538,17 +2636,28 @@ async function openIndexedRepositories(
     groups.set(entry.repository, [...(groups.get(entry.repository) ?? []), entry.worktree]);
   }
   for (const key of [...groups.keys()].sort()) {
+    let problem: string | undefined;
     for (const worktree of groups.get(key)!) {
       if (!worktreeExists(worktree)) continue;
       try {
-        repositories.push(await openRepository({ cwd: worktree, git: options.git }));
+        const repository = await openRepository({ cwd: worktree, git: options.git });
+        // Entries may name a repository by a path it had before it moved:
+        // opened, it may be one already open, whose lock is already held.
+        const real = realPathOr(repository.commonDir);
+        if (!seen.has(real)) repositories.push(repository);
+        seen.add(real);
+        problem = undefined;
         break;
       } catch (error) {
         if (!(error instanceof WorktreePortsError)) throw error;
+        problem = error.message;
       }
     }
+    if (problem !== undefined) {
+      options.onWarning?.(`Skipped the indexed repository "${key}": ${problem}`);
+    }
   }
-  return { repositories, here: seen.size > 0 };
+  return { repositories, here };
 }
 
 /** Every worktree of every repository given, with the conflicts between them. */
@@ -3261,7 +3370,10 @@ async function allocateIn(
     );
     // A file kept as it was may still lack its rules (a write of them failed).
     if (!options.dryRun && !allocation.written) beforeWrite?.();
-    if (!options.dryRun) machine.record(path, repository.root);
+    // Every file of this repository, its siblings' included: one written
+    // before the index existed, or with it lost, must reserve its ports for
+    // other repositories too.
+    if (!options.dryRun) machine.recordAll([[path, repository.root], ...reserved.files]);
     warnAboutMainWorktree(allocation, reserved.holders, machine.holders);
     allocation.warnings.unshift(...reserved.warnings, ...machine.warnings, ...allocation0Warnings);
     previous = own;
@@ -3298,7 +3410,7 @@ async function scanCurrentReservations(
   path: string,
   inside: string | undefined,
   options: Pick<AllocateOptions, "excludeOutput">,
-): Promise<ReservedPorts & { repository: Repository }> {
+): Promise<ReservedPorts & { repository: Repository; files: [string, string][] }> {
   let listed = await currentListing(repository, git);
   let scan = scanReservations(listed, path, inside, options);
   if (scan.gone) {
@@ -3314,9 +3426,10 @@ function scanReservations(
   path: string,
   inside: string | undefined,
   options: Pick<AllocateOptions, "excludeOutput">,
-): ReservedPorts & { gone: boolean } {
+): ReservedPorts & { gone: boolean; files: [string, string][] } {
   const holders = new Map<number, string>();
   const warnings: string[] = [];
+  const files: [string, string][] = [];
   let gone = false;
   const reserve = (file: string, ports: readonly number[]) => {
     for (const port of ports) if (!holders.has(port)) holders.set(port, file);
@@ -3341,6 +3454,7 @@ function scanReservations(
       continue;
     }
     reserve(file, reservedPortsOfPath(file, read, warnings, kept));
+    files.push([file, worktree.path]);
   }
   // An output outside every worktree (a preview) must not get a bundle any
   // worktree holds, this one's own included.
@@ -3351,7 +3465,7 @@ function scanReservations(
   if (options.excludeOutput === false) {
     reserve(path, reservedPortsOfPath(path, readPortFile(path), warnings));
   }
-  return { holders, warnings, gone };
+  return { holders, warnings, gone, files };
 }
 
 /**
@@ -3568,6 +3682,14 @@ async function allocateSlot(
     warnings,
   };
   const text = formatPortFile(allocation);
+  // A file larger than the reader takes would reserve nothing for the others.
+  if (text.length > MAX_FILE_BYTES / 4 && new TextEncoder().encode(text).length > MAX_FILE_BYTES) {
+    throw new WorktreePortsError(
+      "INVALID_CONFIG",
+      `Invalid config: its templates render a port file larger than ${MAX_FILE_BYTES} bytes, ` +
+        `which no worktree could read back (shorten the templates)`,
+    );
+  }
   if (
     !options.dryRun && (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text)
   ) {
