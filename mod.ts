@@ -568,7 +568,7 @@ export function loadConfig(root: string, options: LoadConfigOptions = {}): Ports
   } catch (error) {
     if (
       !(error instanceof Deno.errors.NotFound) || options.config !== undefined ||
-      isBrokenLink(path)
+      isSymlink(path)
     ) {
       throw asConfigError(error, path);
     }
@@ -600,29 +600,10 @@ export function loadConfig(root: string, options: LoadConfigOptions = {}): Ports
   return parseConfig(value, { ...options, source });
 }
 
-function isSymlink(path: string): boolean {
-  try {
-    return Deno.lstatSync(path).isSymlink;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
-    return false;
-  }
-}
-
-/** A symbolic link whose target does not exist. */
-function isBrokenLink(path: string): boolean {
-  try {
-    return Deno.lstatSync(path).isSymlink;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
-    return false;
-  }
-}
-
 function asConfigError(error: unknown, path: string): unknown {
   if (error instanceof Deno.errors.NotCapable) return error;
   const reason = error instanceof Deno.errors.NotFound
-    ? isBrokenLink(path)
+    ? isSymlink(path)
       ? "it is a symbolic link to a file that does not exist"
       : "the file does not exist"
     : error instanceof Deno.errors.FilesystemLoop
@@ -1110,14 +1091,31 @@ function unquoteGitPath(line: string): string {
   return "worktree " + new TextDecoder().decode(new Uint8Array(bytes));
 }
 
-function pathExists(path: string): boolean {
+/**
+ * What `stat` (or, for `link`, `lstat`) says of a path; `undefined` when it
+ * cannot say (nothing there, a loop, no access). A missing permission is
+ * never that: it is thrown.
+ */
+function fileInfo(path: string, link = false): Deno.FileInfo | undefined {
   try {
-    Deno.statSync(path);
-    return true;
+    return link ? Deno.lstatSync(path) : Deno.statSync(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) throw error;
-    return false;
+    return undefined;
   }
+}
+
+function pathExists(path: string): boolean {
+  return fileInfo(path) !== undefined;
+}
+
+function isSymlink(path: string): boolean {
+  return fileInfo(path, true)?.isSymlink ?? false;
+}
+
+/** A worktree whose `.git` is gone is no worktree there any more (moved, removed or pruneable). */
+function worktreeExists(worktree: string): boolean {
+  return pathExists(joinPath(worktree, ".git"));
 }
 
 function notAWorktree(dir: string, cause?: unknown): WorktreePortsError {
@@ -1183,26 +1181,33 @@ async function openRepositoryOrBare(options: ListWorktreesOptions): Promise<Repo
     if (error instanceof Deno.errors.NotCapable) throw error;
     throw notAWorktree(start, error);
   }
-  // Taken before git lists the worktrees, so that a worktree added after the
-  // listing shows up as a difference under the lock (see currentListing).
-  const before = adminEntriesAround(dir);
+  // The admin entries are taken before git lists the worktrees, so that a
+  // worktree added after the listing shows up as a difference under the lock
+  // (see currentListing).
+  const near = nearestGitDirs(dir);
+  const entries = near === undefined ? undefined : adminEntries(near.commonDir);
   const worktrees = await listWorktrees({ cwd: dir, git });
   const current = findContaining(worktrees, dir, (w) => w.path) ??
     findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree ??
-    mainNamedByGitDir(worktrees, dir);
+    mainNamedByGitDir(worktrees, near);
   if (current === undefined) throw notAWorktree(dir);
   const root = Deno.realPathSync(current.path);
   // Git's own directory sits inside the main worktree but is not part of it.
   if (/^\.git(\/|$)/.test(relativeInside(root, dir) ?? "")) throw notAWorktree(dir);
+  // The `.git` found from `dir` is usually the root's own: no need to read it twice.
+  const own = near !== undefined && comparablePath(near.at) === comparablePath(root)
+    ? near
+    : undefined;
   const repository: Repository = {
     worktrees,
     current,
     root,
     primary: current === worktrees[0],
-    commonDir: current.bare ? root : await findCommonDir(root, git),
+    commonDir: current.bare ? root : own?.commonDir ?? await findCommonDir(root, git),
   };
-  if (before !== undefined && before.commonDir === repository.commonDir) {
-    LISTED_ENTRIES.set(repository, before.entries);
+  if (own !== undefined && !current.bare) GIT_DIRS.set(repository, own.gitDir);
+  if (entries !== undefined && near!.commonDir === repository.commonDir) {
+    LISTED_ENTRIES.set(repository, entries);
   }
   return repository;
 }
@@ -1215,10 +1220,12 @@ async function openRepositoryOrBare(options: ListWorktreesOptions): Promise<Repo
  * leads to the main entry's directory; the main entry then takes the folder
  * holding that `.git` as its path, while a bare one stays the bare repository.
  */
-function mainNamedByGitDir(worktrees: Worktree[], dir: string): Worktree | undefined {
+function mainNamedByGitDir(
+  worktrees: Worktree[],
+  found: ReturnType<typeof nearestGitDirs>,
+): Worktree | undefined {
   const main = worktrees[0];
   if (main === undefined || main.prunable) return undefined;
-  const found = nearestGitDirs(dir);
   // A linked worktree's `.git` leads to its admin entry, never straight to
   // the common directory; one moved away from its listed path is not the
   // main worktree.
@@ -1261,12 +1268,8 @@ function nearestGitDirs(
  */
 const LISTED_ENTRIES = new WeakMap<Repository, string>();
 
-/** The admin entries of the repository around `dir`, found the way git finds `.git`. */
-function adminEntriesAround(dir: string): { commonDir: string; entries: string } | undefined {
-  const found = nearestGitDirs(dir);
-  const entries = found === undefined ? undefined : adminEntries(found.commonDir);
-  return entries === undefined ? undefined : { commonDir: found!.commonDir, entries };
-}
+/** The git directory of an opened worktree, when it was read while opening it. */
+const GIT_DIRS = new WeakMap<Repository, string>();
 
 /** The names of the admin entries, sorted; `undefined` when they cannot be read. */
 function adminEntries(commonDir: string): string | undefined {
@@ -2065,7 +2068,7 @@ function openLockFile(path: string): Deno.FsFile {
       ? `it is a directory (remove it; ${recreate})`
       : error instanceof Deno.errors.FilesystemLoop
       ? `it is a symbolic link loop (remove the link; ${recreate})`
-      : error instanceof Deno.errors.NotFound && isBrokenLink(path)
+      : error instanceof Deno.errors.NotFound && isSymlink(path)
       ? `it is a symbolic link to a folder that does not exist (remove the link; ${recreate})`
       : error instanceof Deno.errors.PermissionDenied
       ? `permission denied (make it, and the folder "${
@@ -2432,6 +2435,9 @@ async function openMachineIndex(
     }
     kept.push(item);
     entries.push(entry);
+    // A worktree git would call prunable reserves nothing: one stat, not a git
+    // process per repository, and only for a file outside its worktree (one
+    // inside shows by existing that the directory does).
     if (isInside(entry.worktree, entry.path) || worktreeExists(entry.worktree)) {
       for (const port of reservedPortsOfPath(entry.path, file, warnings)) {
         if (!holders.has(port)) holders.set(port, entry.path);
@@ -2509,23 +2515,6 @@ function asIndexEntry(item: unknown): IndexEntry | undefined {
   // Relative paths would be read against whatever directory we run in.
   if (!isAbsolutePath(path) || !isAbsolutePath(worktree)) return undefined;
   return { path, repository, worktree };
-}
-
-/**
- * A worktree whose `.git` is gone is one git reports as prunable: its file
- * reserves nothing. Checked with one stat rather than a git process per
- * repository, which would cost every allocation milliseconds per repository,
- * and only for files outside their worktree: a file that still exists inside
- * it shows that the directory does.
- */
-function worktreeExists(worktree: string): boolean {
-  try {
-    Deno.statSync(joinPath(worktree, ".git"));
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
-    return false;
-  }
 }
 
 /** This repository's reservations and other repositories', as one set for {@linkcode chooseSlot}. */
@@ -2691,13 +2680,19 @@ function isInside(dir: string, path: string): boolean {
   return relativeInside(dir, path) !== undefined;
 }
 
-function realPathOr(path: string): string {
+/** The real path of `path`; `undefined` when it cannot be resolved. */
+function realPathOf(path: string): string | undefined {
   try {
     return Deno.realPathSync(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) throw error;
-    return path;
+    return undefined;
   }
+}
+
+/** The real path of `path`, or `path` itself when it cannot be resolved. */
+function realPathOr(path: string): string {
+  return realPathOf(path) ?? path;
 }
 
 // ---------------------------------------------------------------------------
@@ -2960,10 +2955,16 @@ function removeStaleTemporaryFiles(path: string): void {
  */
 const KEPT_COPY_NAME = "worktree-ports.json";
 
-/** Where the copy of a linked worktree's port file is kept; `undefined` if its git directory is unknown. */
-function keptCopyPath(root: string): string | undefined {
+/**
+ * Where the copy of a linked worktree's port file is kept; `undefined` if its
+ * git directory is unknown. `known` is its git directory, when already read.
+ */
+function keptCopyPath(
+  root: string,
+  known?: { gitDir: string; commonDir: string },
+): string | undefined {
   try {
-    const { gitDir, commonDir } = gitDirsOf(root);
+    const { gitDir, commonDir } = known ?? gitDirsOf(root);
     return gitDir === commonDir ? undefined : joinPath(gitDir, KEPT_COPY_NAME);
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) throw error;
@@ -2987,6 +2988,11 @@ function keepCopy(path: string, text: string, changed: boolean, warnings: string
       `Cannot keep a copy of the port file in git's directory: ${(error as Error).message}`,
     );
   }
+}
+
+function knownGitDirs(repository: Repository): { gitDir: string; commonDir: string } | undefined {
+  const gitDir = GIT_DIRS.get(repository);
+  return gitDir === undefined ? undefined : { gitDir, commonDir: repository.commonDir };
 }
 
 /** Deletes the kept copy of a released worktree's file. */
@@ -3064,12 +3070,8 @@ function namesOtherWorktree(
   if (live.some((worktree) => comparablePath(worktree.path) === target)) return true;
   // Git may spell a path through a symbolic link; only a path that exists can be one.
   const real = (path: string) => {
-    try {
-      return comparablePath(Deno.realPathSync(path));
-    } catch (error) {
-      if (error instanceof Deno.errors.NotCapable) throw error;
-      return undefined;
-    }
+    const resolved = realPathOf(path);
+    return resolved === undefined ? undefined : comparablePath(resolved);
   };
   const recordedReal = real(recorded);
   return recordedReal !== undefined &&
@@ -3316,7 +3318,7 @@ async function allocateIn(
   assertNotDirectory(path);
   const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
   const keptCopy = !repository.primary && inside === PORT_FILE_NAME
-    ? keptCopyPath(repository.root)
+    ? keptCopyPath(repository.root, knownGitDirs(repository))
     : undefined;
 
   let allocation: Omit<Allocation, "timings">;
@@ -3442,7 +3444,7 @@ function scanReservations(
     if (read.state === "missing") {
       // A directory without its .git is not the worktree any more: moved,
       // with a new directory made at the old place.
-      if (pathExists(joinPath(worktree.path, ".git"))) continue;
+      if (worktreeExists(worktree.path)) continue;
       // Git keeps a locked worktree whose directory is away (removable media):
       // it still holds the ports it had when last written.
       if (worktree.locked) {
@@ -3473,7 +3475,7 @@ function scanReservations(
  * waited for the lock: writing at its old place would make a stray file.
  */
 function assertStillWorktree(root: string): void {
-  if (pathExists(joinPath(root, ".git"))) return;
+  if (worktreeExists(root)) return;
   throw new WorktreePortsError(
     "NOT_A_WORKTREE",
     `"${root}" is not a worktree any more: it was moved or removed while this command waited ` +
@@ -3485,17 +3487,8 @@ function assertStillWorktree(root: string): void {
 function hasVanishedWorktree(repository: Repository): boolean {
   return repository.worktrees.some((worktree) =>
     worktree !== repository.worktrees[0] && !worktree.bare && !worktree.prunable &&
-    !worktree.locked && !pathExists(joinPath(worktree.path, ".git"))
+    !worktree.locked && !worktreeExists(worktree.path)
   );
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return Deno.statSync(path).isDirectory;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
-    return false;
-  }
 }
 
 /**
@@ -3516,7 +3509,7 @@ async function assertOwnOutput(
   const real = realPathOfNearest(path);
   const gitDirs = [joinPath(repository.root, ".git"), repository.commonDir];
   try {
-    gitDirs.push(gitDirsOf(repository.root).gitDir);
+    gitDirs.push((knownGitDirs(repository) ?? gitDirsOf(repository.root)).gitDir);
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) throw error;
   }
@@ -4179,7 +4172,7 @@ async function inspectRepository(
     };
     if (worktree.prunable) return { ...status, state: "stale" as const, reserved: [] };
     let file = readPortFile(status.file);
-    if (file.state === "missing" && !current && !isDirectory(worktree.path)) {
+    if (file.state === "missing" && !current && !(fileInfo(worktree.path)?.isDirectory ?? false)) {
       if (!worktree.locked) return { ...status, state: "stale" as const, reserved: [] };
       file = readKeptCopy(repository.commonDir, worktree.path);
       if (file.state !== "read") {
