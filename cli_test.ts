@@ -1078,9 +1078,10 @@ Deno.test({
   },
 });
 
-Deno.test("cli completions bash loads in bash and completes commands, options and values", async () => {
+/** Loads the bash completion script; the function it returns completes the words typed so far. */
+async function bashCompleter(): Promise<(...words: string[]) => Promise<string[]>> {
   const script = (await runCli(ROOT, ["completions", "bash"], { flags: [] })).stdout;
-  const complete = async (...words: string[]) => {
+  return async (...words: string[]) => {
     const line = `COMP_WORDS=(${words.map((word) => `'${word}'`).join(" ")}); COMP_CWORD=${
       words.length - 1
     }; _worktree_ports; printf '%s\\n' "\${COMPREPLY[@]}"`;
@@ -1088,6 +1089,10 @@ Deno.test("cli completions bash loads in bash and completes commands, options an
     assert.equal(result.code, 0, result.stderr);
     return result.stdout.trim().split("\n");
   };
+}
+
+Deno.test("cli completions bash loads in bash and completes commands, options and values", async () => {
+  const complete = await bashCompleter();
   assert.deepEqual(await complete("worktree-ports", "al"), ["allocate"]);
   assert.deepEqual(await complete("worktree-ports", "c"), ["check", "completions"]);
   assert.deepEqual(await complete("worktree-ports", "allocate", "--lo"), ["--lock-timeout"]);
@@ -2877,15 +2882,7 @@ Deno.test("cli allocate with a relative WORKTREE_PORTS_HOME warns and keeps to t
 });
 
 Deno.test("cli completions bash completes --scope and --all", async () => {
-  const script = (await runCli(ROOT, ["completions", "bash"], { flags: [] })).stdout;
-  const complete = async (...words: string[]) => {
-    const line = `COMP_WORDS=(${words.map((word) => `'${word}'`).join(" ")}); COMP_CWORD=${
-      words.length - 1
-    }; _worktree_ports; printf '%s\\n' "\${COMPREPLY[@]}"`;
-    const result = await run("bash", ["-c", `${script}\n${line}`]);
-    assert.equal(result.code, 0, result.stderr);
-    return result.stdout.trim().split("\n");
-  };
+  const complete = await bashCompleter();
   assert.deepEqual(await complete("worktree-ports", "allocate", "--scope", ""), [
     "machine",
     "repository",

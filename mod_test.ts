@@ -64,6 +64,22 @@ function assertCode(code: string) {
 // Config
 // ---------------------------------------------------------------------------
 
+/** One step per case: parseConfig() refuses the value with INVALID_CONFIG and a matching message. */
+async function assertConfigErrors(
+  t: Deno.TestContext,
+  cases: readonly (readonly [string, unknown, RegExp])[],
+): Promise<void> {
+  for (const [name, value, message] of cases) {
+    await t.step(name, () => {
+      assert.throws(() => parseConfig(value), (error: unknown) => {
+        assertCode("INVALID_CONFIG")(error);
+        assert.match((error as Error).message, message);
+        return true;
+      });
+    });
+  }
+}
+
 Deno.test("parseConfig() fills in the defaults when there is no config", () => {
   assert.deepEqual(parseConfig(undefined), {
     ports: { port: 3000 },
@@ -128,15 +144,7 @@ Deno.test("parseConfig() rejects each invalid config with a message naming the p
       /port "b" at slot 0 and port "a" at slot 0 both land on 3000/,
     ],
   ];
-  for (const [name, value, message] of cases) {
-    await t.step(name, () => {
-      assert.throws(() => parseConfig(value), (error: unknown) => {
-        assertCode("INVALID_CONFIG")(error);
-        assert.match((error as Error).message, message);
-        return true;
-      });
-    });
-  }
+  await assertConfigErrors(t, cases);
 });
 
 Deno.test("parseConfig() finds exactly the configs that listing every slot would reject", () => {
@@ -1559,15 +1567,7 @@ Deno.test("parseConfig() refuses keys whose variable names collide or that the e
       /: keys "path" and "git_port" would set "PATH" and "GIT_PORT"/,
     ],
   ];
-  for (const [name, value, message] of cases) {
-    await t.step(name, () => {
-      assert.throws(() => parseConfig(value), (error: unknown) => {
-        assertCode("INVALID_CONFIG")(error);
-        assert.match((error as Error).message, message);
-        return true;
-      });
-    });
-  }
+  await assertConfigErrors(t, cases);
   await t.step("names that only look alike are fine", () => {
     const config = parseConfig({ ports: { path_port: 3000, home_url_port: 4001, lc: 5002 } });
     assert.deepEqual(Object.keys(config.ports), ["path_port", "home_url_port", "lc"]);

@@ -318,42 +318,21 @@ export function dotenvReaders(home: string): DotenvReader[] {
       missing: runsOk("docker", ["compose", "version"])
         ? undefined
         : "docker compose v2 is not installed",
-      read: async (files) => {
-        const values: Record<string, string | null>[] = [];
-        for (const file of files) {
-          const names = [...Deno.readTextFileSync(file).matchAll(/^([A-Z_][A-Z0-9_]*)=/gm)]
-            .map((match) => match[1]);
-          const dir = await Deno.makeTempDir({ prefix: "worktree-ports-compose-" });
-          try {
-            const compose = {
-              services: {
-                s: {
-                  image: "none",
-                  environment: Object.fromEntries(names.map((name) => [name, `\${${name}}`])),
-                },
-              },
-            };
-            await Deno.writeTextFile(`${dir}/compose.yaml`, JSON.stringify(compose));
-            const output = await run(
-              "docker",
-              ["compose", "--env-file", file, "config", "--format", "json"],
-              { cwd: dir, env },
-            );
-            if (output.code !== 0) {
-              values.push({});
-              continue;
-            }
-            const environment = JSON.parse(output.stdout).services.s.environment as Record<
-              string,
-              string
-            >;
-            values.push(composeValues(environment));
-          } finally {
-            await Deno.remove(dir, { recursive: true });
-          }
-        }
-        return values;
-      },
+      read: (files) =>
+        readThroughCompose(
+          files,
+          { version: undefined, file: "compose.yaml" },
+          (file, dir) =>
+            run("docker", ["compose", "--env-file", file, "config", "--format", "json"], {
+              cwd: dir,
+              env,
+            }).then((output) => ({
+              ...output,
+              stdout: output.code === 0
+                ? JSON.stringify(JSON.parse(output.stdout).services.s.environment)
+                : "",
+            })),
+        ),
     },
     {
       name: "docker-compose v1",
@@ -362,26 +341,12 @@ export function dotenvReaders(home: string): DotenvReader[] {
         : runsOk(composePython, ["-c", "import yaml"])
         ? undefined
         : "docker-compose's Python has no PyYAML",
-      read: async (files) => {
-        const values: Record<string, string | null>[] = [];
-        for (const file of files) {
-          const names = [...Deno.readTextFileSync(file).matchAll(/^([A-Z_][A-Z0-9_]*)=/gm)]
-            .map((match) => match[1]);
-          const dir = await Deno.makeTempDir({ prefix: "worktree-ports-compose-" });
-          try {
-            // Each variable is interpolated into a service's environment;
-            // `config` renders it without a Docker engine, `$` doubled.
-            const compose = {
-              version: "3",
-              services: {
-                s: {
-                  image: "none",
-                  environment: Object.fromEntries(names.map((name) => [name, `\${${name}}`])),
-                },
-              },
-            };
-            await Deno.writeTextFile(`${dir}/docker-compose.yml`, JSON.stringify(compose));
-            const output = await run("bash", [
+      read: (files) =>
+        readThroughCompose(
+          files,
+          { version: "3", file: "docker-compose.yml" },
+          (file, dir) =>
+            run("bash", [
               "-c",
               'set -o pipefail; docker-compose --env-file "$1" config | "$2" -c "$3"',
               "compose",
@@ -389,19 +354,8 @@ export function dotenvReaders(home: string): DotenvReader[] {
               composePython!,
               "import sys, yaml, json\n" +
               "print(json.dumps(yaml.safe_load(sys.stdin)['services']['s']['environment']))",
-            ], { cwd: dir, env });
-            if (output.code !== 0) {
-              values.push({});
-              continue;
-            }
-            const environment = JSON.parse(output.stdout) as Record<string, string>;
-            values.push(composeValues(environment));
-          } finally {
-            await Deno.remove(dir, { recursive: true });
-          }
-        }
-        return values;
-      },
+            ], { cwd: dir, env }),
+        ),
     },
   ];
 }
@@ -421,6 +375,42 @@ export const UNPRIVILEGED: { prefix: string[] } | { reason: string } = (() => {
   }
   return { prefix: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] };
 })();
+
+/**
+ * What compose reads from each dotenv file: each variable is interpolated into
+ * one service's environment, which `config` renders without a Docker engine
+ * (`$` doubled). `render` runs compose in the folder and prints that
+ * environment as JSON; a file compose refuses reads as nothing.
+ */
+async function readThroughCompose(
+  files: readonly string[],
+  layout: { version: string | undefined; file: string },
+  render: (file: string, dir: string) => Promise<Output>,
+): Promise<Record<string, string | null>[]> {
+  const values: Record<string, string | null>[] = [];
+  for (const file of files) {
+    const names = [...Deno.readTextFileSync(file).matchAll(/^([A-Z_][A-Z0-9_]*)=/gm)]
+      .map((match) => match[1]);
+    const dir = await Deno.makeTempDir({ prefix: "worktree-ports-compose-" });
+    try {
+      const compose = {
+        ...(layout.version === undefined ? {} : { version: layout.version }),
+        services: {
+          s: {
+            image: "none",
+            environment: Object.fromEntries(names.map((name) => [name, `\${${name}}`])),
+          },
+        },
+      };
+      await Deno.writeTextFile(`${dir}/${layout.file}`, JSON.stringify(compose));
+      const output = await render(file, dir);
+      values.push(output.code === 0 ? composeValues(JSON.parse(output.stdout)) : {});
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+  return values;
+}
 
 /** A compose service's environment as the values it holds: compose writes `$` as `$$`. */
 function composeValues(environment: Record<string, unknown>): Record<string, string> {
