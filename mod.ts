@@ -3324,7 +3324,7 @@ async function allocateIn(
   let allocation: Omit<Allocation, "timings">;
   let previous: PortFileRead;
   let lockWait: number;
-  const allocation0Warnings: string[] = [];
+  const ruleWarnings: string[] = [];
   let locked: number;
   {
     const waitStart = performance.now();
@@ -3347,7 +3347,7 @@ async function allocateIn(
     // The rules go in before the file: a process killed in between leaves
     // nothing for "git status" to show.
     const beforeWrite = inside !== undefined && options.ignoreOutput !== false
-      ? () => excludeFromGit(repository.commonDir, excludePatterns(inside), allocation0Warnings)
+      ? () => excludeFromGit(repository.commonDir, excludePatterns(inside), ruleWarnings)
       : undefined;
     const own = readPortFile(path);
     allocation = await allocateSlot(
@@ -3370,29 +3370,25 @@ async function allocateIn(
         beforeWrite,
       },
     );
-    // A file kept as it was may still lack its rules (a write of them failed).
-    if (!options.dryRun && !allocation.written) beforeWrite?.();
     // Every file of this repository, its siblings' included: one written
     // before the index existed, or with it lost, must reserve its ports for
     // other repositories too.
     if (!options.dryRun) machine.recordAll([[path, repository.root], ...reserved.files]);
     warnAboutMainWorktree(allocation, reserved.holders, machine.holders);
-    allocation.warnings.unshift(...reserved.warnings, ...machine.warnings, ...allocation0Warnings);
+    allocation.warnings.unshift(...reserved.warnings, ...machine.warnings, ...ruleWarnings);
     previous = own;
     locked = performance.now() - lockedStart - machine.lockWait;
   }
   allocation.warnings.push(...configWarnings(config));
   allocation.warnings.push(...movedOffBlocked(previous, repository.root, allocation.slot));
-  if (
-    repository.primary &&
-    !(previous.state === "read" && !isForeign(previous, repository.root, repository))
-  ) {
+  const ownBefore = previous.state === "read" &&
+    !isForeign(previous, repository.root, repository);
+  if (repository.primary && !ownBefore) {
     allocation.warnings.push(...await busyBaseWarnings(config, options.probe ?? denoProbe));
   }
   // A file this tool did not write for this worktree may be one git checked out.
   const checkedOut = allocation.written && previous.state !== "missing" &&
-    !(previous.state === "read" && previous.meta !== undefined &&
-      !isForeign(previous, repository.root, repository));
+    !(ownBefore && previous.state === "read" && previous.meta !== undefined);
   if (inside !== undefined && options.ignoreOutput !== false && checkedOut) {
     await warnIfTracked(git, repository, inside, allocation.warnings);
   }
@@ -3683,11 +3679,13 @@ async function allocateSlot(
         `which no worktree could read back (shorten the templates)`,
     );
   }
+  // Called whether or not the file changes: a file kept as it was may still
+  // lack what a failed run did not finish (the ignore rules).
+  if (!options.dryRun) options.beforeWrite?.();
   if (
     !options.dryRun && (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text)
   ) {
     if (own.state === "read") warnDroppedKeys(own.data, allocation, warnings);
-    options.beforeWrite?.();
     if (options.makeParent) Deno.mkdirSync(parentOf(target.path), { recursive: true });
     writeFileAtomic(target.path, text);
     allocation.written = true;
