@@ -32,6 +32,7 @@ import {
   writeFileAtomic,
 } from "./mod.ts";
 import {
+  copyPackage,
   dotenvReaders,
   forEachLoopback,
   git,
@@ -1168,10 +1169,9 @@ Deno.test({
     const home = await Deno.makeTempDir();
     try {
       await Deno.chmod(home, 0o777);
-      // A copy the other user can read wherever this checkout lives; the module imports nothing.
-      await Deno.copyFile(new URL("./mod.ts", import.meta.url), `${home}/mod.ts`);
-      await Deno.chmod(`${home}/mod.ts`, 0o644);
-      const mod = JSON.stringify(`file://${home}/mod.ts`);
+      // A copy the other user can read wherever this checkout lives.
+      await copyPackage(`${home}/package`);
+      const mod = JSON.stringify(`file://${home}/package/mod.ts`);
       const script = `import { isPortFree, portStatus } from ${mod};
         console.log(JSON.stringify([portStatus(80), isPortFree(80)]));`;
       const [command, ...args] = [

@@ -418,3 +418,29 @@ function composeValues(environment: Record<string, unknown>): Record<string, str
     Object.entries(environment).map(([name, value]) => [name, String(value).replaceAll("$$", "$")]),
   );
 }
+
+/**
+ * Copies the package's modules (`mod.ts`, `cli.ts`, `deno.json` and `src/`)
+ * into `dir`, readable by every user, so that a test can run them as another
+ * user wherever the checkout lies (a clone inside a private folder included).
+ */
+export async function copyPackage(dir: string): Promise<string> {
+  const root = new URL("./", import.meta.url).pathname;
+  async function copy(relative: string): Promise<void> {
+    const info = await Deno.stat(`${root}${relative}`);
+    if (info.isDirectory) {
+      await Deno.mkdir(`${dir}/${relative}`, { recursive: true });
+      await Deno.chmod(`${dir}/${relative}`, 0o755);
+      for await (const entry of Deno.readDir(`${root}${relative}`)) {
+        if (!entry.name.endsWith("_test.ts")) await copy(`${relative}/${entry.name}`);
+      }
+      return;
+    }
+    await Deno.copyFile(`${root}${relative}`, `${dir}/${relative}`);
+    await Deno.chmod(`${dir}/${relative}`, 0o644);
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.chmod(dir, 0o755);
+  for (const name of ["mod.ts", "cli.ts", "deno.json", "src"]) await copy(name);
+  return dir;
+}

@@ -1,0 +1,487 @@
+// Allocating a worktree's bundle and writing its port file.
+
+import { portsForSlot, renderBundle } from "./bundle.ts";
+import { chooseSlot } from "./choose_slot.ts";
+import { type ConfigOverrides, loadConfig, type PortsConfig, type Scope } from "./config.ts";
+import { listPorts, quoteKey, WorktreePortsError } from "./errors.ts";
+import { removeStaleTemporaryFiles, writeFileAtomic } from "./files.ts";
+import { denoGit, type GitRunner } from "./git.ts";
+import { excludeFromGit, excludePatterns, warnIfTracked } from "./git_ignore.ts";
+import { keepCopy, keptCopyPath } from "./kept_copy.ts";
+import { lockRepository } from "./lock.ts";
+import { type MachineIndex, openMachineIndex } from "./machine_index.ts";
+import { MAX_FILE_BYTES, META_KEY, PORT_FILE_NAME } from "./names.ts";
+import { assertNotDirectory, assertOwnOutput, assertReplaceableOutput } from "./output.ts";
+import { parentOf, relativeInside } from "./paths.ts";
+import {
+  formatPortFile,
+  isForeign,
+  type PortFileMeta,
+  portFilePath,
+  type PortFileRead,
+  readPortFile,
+} from "./port_file.ts";
+import { denoProbe, type PortProbe, probePort } from "./probe.ts";
+import {
+  assertStillWorktree,
+  knownGitDirs,
+  openRepository,
+  type Repository,
+} from "./repository.ts";
+import { scanCurrentReservations, withOtherRepositories } from "./reservations.ts";
+import { BROWSER_BLOCKED_PORTS, configWarnings } from "./usable_ports.ts";
+import type { Worktree } from "./worktree_list.ts";
+
+/**
+ * The main worktree keeps slot 0 whatever other repositories hold, so a
+ * clash there is reported rather than moved.
+ */
+function warnAboutMainWorktree(
+  allocation: Pick<Allocation, "slot" | "bundle" | "warnings">,
+  siblings: ReadonlyMap<number, string>,
+  others: ReadonlyMap<number, string>,
+): void {
+  if (allocation.slot !== 0) return;
+  for (const [key, port] of Object.entries(allocation.bundle)) {
+    // A linked worktree on a base port: its config (another branch's) differs.
+    const sibling = typeof port === "number" ? siblings.get(port) : undefined;
+    if (sibling !== undefined) {
+      allocation.warnings.push(
+        `Port ${port} ("${key}") of this main worktree is also held by "${sibling}"; the main ` +
+          `worktree keeps its base ports (run "worktree-ports check --fix" to move the other one)`,
+      );
+      continue;
+    }
+    const holder = typeof port === "number" ? others.get(port) : undefined;
+    if (holder === undefined) continue;
+    allocation.warnings.push(
+      `Port ${port} ("${key}") of this main worktree is also held by "${holder}" of another ` +
+        `repository; the main worktree keeps its base ports (change the base ports of one ` +
+        `repository, or see "worktree-ports check --all")`,
+    );
+  }
+}
+
+/** Options for {@linkcode allocate}. */
+export interface AllocateOptions extends ConfigOverrides {
+  /**
+   * A directory inside the worktree to allocate for.
+   *
+   * @default {Deno.cwd()}
+   */
+  cwd?: string;
+  /**
+   * The port file to write; relative paths are resolved against `cwd`.
+   * Sibling worktrees' files are read at the same path relative to their root.
+   *
+   * @default {undefined} `.worktree-ports.json` in the worktree root
+   */
+  output?: string;
+  /**
+   * Do not count the ports in the output file itself as reserved, so that
+   * rewriting a worktree's own file never blocks its own bundle.
+   *
+   * @default {true}
+   */
+  excludeOutput?: boolean;
+  /**
+   * The config file; relative paths are resolved against the worktree root.
+   *
+   * @default {undefined} `worktree-ports.config.json` in the worktree root, if present
+   */
+  config?: string;
+  /**
+   * Choose a slot afresh even when the current one could be kept.
+   *
+   * @default {false}
+   */
+  force?: boolean;
+  /**
+   * How long to wait for another allocation to release the lock.
+   *
+   * @default {DEFAULT_LOCK_TIMEOUT_MS}
+   */
+  lockTimeoutMs?: number;
+  /**
+   * Called with the lock's path when another process holds it and waiting begins.
+   *
+   * @default {undefined}
+   */
+  onLockWait?: (path: string) => void;
+  /**
+   * After writing a port file inside the worktree, make sure git ignores it:
+   * when no ignore rule covers it, its path is added to `info/exclude` in the
+   * common git directory. A port file tracked by git gets a warning.
+   *
+   * @default {true}
+   */
+  ignoreOutput?: boolean;
+  /**
+   * How git is run.
+   *
+   * @default {denoGit}
+   */
+  git?: GitRunner;
+  /**
+   * How ports are checked for listeners.
+   *
+   * @default {denoProbe}
+   */
+  probe?: PortProbe;
+  /**
+   * Choose the slot exactly as a real allocation would, under the lock with
+   * the same scan and probes, and write nothing: no port file, no exclude
+   * rule, no entry in the machine-wide index. The result is what would be
+   * written, with `written` `false`; a real allocation made next, with
+   * nothing changed meanwhile, gets the same slot and bundle.
+   *
+   * @default {false}
+   */
+  dryRun?: boolean;
+  /**
+   * `machine` also reserves the ports of every other repository's port file
+   * recorded in the machine-wide index, and records this one there;
+   * `repository` looks at this repository's worktrees only.
+   *
+   * @default {"machine"} unless the config says `"scope": "repository"`
+   */
+  scope?: Scope;
+  /**
+   * Where the machine-wide index lives.
+   *
+   * @default {denoMachineIndex}
+   */
+  index?: MachineIndex;
+}
+
+/** The result of {@linkcode allocate}. */
+export interface Allocation {
+  /** The slot: 0 for the main worktree, 1 or more for linked ones. */
+  slot: number;
+  /** The ports and filled-in templates, as written at the top level of the file. */
+  bundle: Record<string, number | string>;
+  /** Real path of the worktree root. */
+  worktree: string;
+  /** The port file. */
+  path: string;
+  /** When the worktree first got this slot (ISO 8601). */
+  allocatedAt: string;
+  /** The worktree kept the slot it already had. */
+  kept: boolean;
+  /** The file was written; `false` when it already held exactly this allocation. */
+  written: boolean;
+  /** Problems that did not stop the allocation, such as an unreadable sibling file. */
+  warnings: string[];
+  /** Where the time went, for diagnosing slow or contended allocations. */
+  timings: AllocationTimings;
+}
+
+/** Milliseconds spent in each stage of {@linkcode allocate}. */
+export interface AllocationTimings {
+  /** Asking git for the worktrees and finding this one. */
+  git: number;
+  /** Waiting for other processes to release the locks (the repository's, then the machine's). */
+  lockWait: number;
+  /** Holding the locks: the scan, the choice and the write. */
+  locked: number;
+  /** The whole allocation. */
+  total: number;
+}
+
+/**
+ * Allocates the current worktree's bundle of ports and writes its port file.
+ *
+ * Git is asked once for the worktrees; then, under the repository lock, the
+ * sibling worktrees' port files are scanned, a slot is chosen and the file is
+ * written atomically. Allocating again returns the same bundle. With
+ * `dryRun`, the same choice is made and nothing is written.
+ *
+ * @param options Where, which config, and the injected git and probe.
+ * @returns The allocation that was written.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE`, `GIT_FAILED`,
+ * `INVALID_CONFIG`, `LOCK_TIMEOUT` or `NO_FREE_SLOT`; `INVALID_OUTPUT` when
+ * `output` is inside another worktree, or names an existing file that is no
+ * port file (not a JSON object of ports and strings, or not a regular file).
+ * @throws {Error} When the port file cannot be written; nothing is changed then.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { allocate } from "@org/worktree-ports";
+ *
+ * const { slot, bundle, path } = await allocate({ ports: { web: 3000, api: 9000 } });
+ * console.log(`slot ${slot}: web on ${bundle.web}, written to ${path}`);
+ * ```
+ */
+export async function allocate(options: AllocateOptions = {}): Promise<Allocation> {
+  const start = performance.now();
+  const git = options.git ?? denoGit;
+  const repository = await openRepository({ cwd: options.cwd, git });
+  return await allocateIn(repository, options, git, start);
+}
+
+export async function allocateIn(
+  repository: Repository,
+  options: AllocateOptions,
+  git: GitRunner,
+  start: number,
+): Promise<Allocation> {
+  const gitDone = performance.now();
+  const path = portFilePath(repository.root, options);
+  const inside = relativeInside(repository.root, path);
+  // Everything that can be known before the lock is read before it, so the
+  // critical section is only the scan, the choice and the write.
+  if (options.output !== undefined) {
+    await assertOwnOutput(repository, path, inside);
+    assertReplaceableOutput(path);
+  }
+  const config = loadConfig(repository.root, options);
+  assertNotDirectory(path);
+  const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
+  const keptCopy = !repository.primary && inside === PORT_FILE_NAME
+    ? keptCopyPath(repository.root, knownGitDirs(repository))
+    : undefined;
+
+  let allocation: Omit<Allocation, "timings">;
+  let previous: PortFileRead;
+  let lockWait: number;
+  const ruleWarnings: string[] = [];
+  let locked: number;
+  {
+    const waitStart = performance.now();
+    using _lock = await lockRepository(repository.commonDir, lockOptions);
+    const lockedStart = performance.now();
+    lockWait = lockedStart - waitStart;
+    using machine = await openMachineIndex(repository.commonDir, {
+      scope: options.scope ?? config.scope,
+      index: options.index,
+      lockOptions,
+      ownFile: path,
+    });
+    lockWait += machine.lockWait;
+    const reserved = await scanCurrentReservations(repository, git, path, inside, options);
+    assertStillWorktree(repository.root);
+    if (!options.dryRun) {
+      removeStaleTemporaryFiles(path);
+      if (keptCopy !== undefined) removeStaleTemporaryFiles(keptCopy);
+    }
+    // The rules go in before the file: a process killed in between leaves
+    // nothing for "git status" to show.
+    const beforeWrite = inside !== undefined && options.ignoreOutput !== false
+      ? () => excludeFromGit(repository.commonDir, excludePatterns(inside), ruleWarnings)
+      : undefined;
+    const own = readPortFile(path);
+    allocation = await allocateSlot(
+      {
+        root: repository.root,
+        path,
+        primary: repository.primary,
+        keptCopy,
+        repository: reserved.repository,
+        worktree: repository.current,
+      },
+      config,
+      own,
+      withOtherRepositories(reserved.holders, machine.holders),
+      {
+        force: options.force,
+        probe: options.probe,
+        dryRun: options.dryRun,
+        makeParent: inside !== undefined,
+        beforeWrite,
+      },
+    );
+    // Every file of this repository, its siblings' included: one written
+    // before the index existed, or with it lost, must reserve its ports for
+    // other repositories too.
+    if (!options.dryRun) machine.recordAll([[path, repository.root], ...reserved.files]);
+    warnAboutMainWorktree(allocation, reserved.holders, machine.holders);
+    allocation.warnings.unshift(...reserved.warnings, ...machine.warnings, ...ruleWarnings);
+    previous = own;
+    locked = performance.now() - lockedStart - machine.lockWait;
+  }
+  allocation.warnings.push(...configWarnings(config));
+  allocation.warnings.push(...movedOffBlocked(previous, repository.root, allocation.slot));
+  const ownBefore = previous.state === "read" &&
+    !isForeign(previous, repository.root, repository);
+  if (repository.primary && !ownBefore) {
+    allocation.warnings.push(...await busyBaseWarnings(config, options.probe ?? denoProbe));
+  }
+  // A file this tool did not write for this worktree may be one git checked out.
+  const checkedOut = allocation.written && previous.state !== "missing" &&
+    !(ownBefore && previous.state === "read" && previous.meta !== undefined);
+  if (inside !== undefined && options.ignoreOutput !== false && checkedOut) {
+    await warnIfTracked(git, repository, inside, allocation.warnings);
+  }
+  const total = performance.now() - start;
+  return { ...allocation, timings: { git: gitDone - start, lockWait, locked, total } };
+}
+
+/** Says why a worktree's own file, from before bad ports were skipped, loses its slot. */
+function movedOffBlocked(previous: PortFileRead, root: string, slot: number): string[] {
+  if (previous.state !== "read" || previous.meta === undefined || isForeign(previous, root)) {
+    return [];
+  }
+  const refused = previous.ports.filter((port) => BROWSER_BLOCKED_PORTS.has(port));
+  if (previous.meta.slot === slot || refused.length === 0) return [];
+  return [
+    `This worktree's bundle at slot ${previous.meta.slot} holds ${listPorts(refused)}, ` +
+    `a port browsers refuse to connect to; it gets slot ${slot} instead`,
+  ];
+}
+
+/**
+ * The main worktree takes slot 0 without probing, since its own services may
+ * be listening there. Before it has a port file of its own, though, whatever
+ * listens on a base port is someone else, and its services will clash with it.
+ */
+async function busyBaseWarnings(config: PortsConfig, probe: PortProbe): Promise<string[]> {
+  const busy: string[] = [];
+  for (const [key, port] of Object.entries(portsForSlot(config, 0))) {
+    if ((await probePort(probe, port)) === "in-use") busy.push(`${port} ("${key}")`);
+  }
+  if (busy.length === 0) return [];
+  return [
+    `${busy.length === 1 ? "Port" : "Ports"} ${busy.join(", ")} of slot 0 ${
+      busy.length === 1 ? "is" : "are"
+    } already in use, but the main worktree, which always gets slot 0, had no port file of its ` +
+    `own, so the listener is not one of its services (stop that process, or change the base port)`,
+  ];
+}
+
+/**
+ * Where a port file goes: its worktree's root, its path, whether it is the
+ * main worktree, and where git's directory for the worktree keeps a copy.
+ */
+interface Target {
+  root: string;
+  path: string;
+  primary: boolean;
+  keptCopy?: string;
+  /** Its repository, to tell a moved worktree's file from a copied one. */
+  repository?: Pick<Repository, "current" | "worktrees">;
+  /** The worktree, for the placeholders of templates. */
+  worktree: Pick<Worktree, "path" | "branch">;
+}
+
+/**
+ * Chooses and writes the slot of one worktree. The caller holds the lock and
+ * has read the worktree's own file and the other worktrees' reservations.
+ */
+export async function allocateSlot(
+  target: Target,
+  config: PortsConfig,
+  own: PortFileRead,
+  reserved: Pick<ReadonlySet<number>, "has">,
+  options: Pick<AllocateOptions, "force" | "probe" | "dryRun"> & {
+    makeParent?: boolean;
+    beforeWrite?: () => void;
+  },
+): Promise<Omit<Allocation, "timings">> {
+  const warnings: string[] = [];
+  const current = ownMeta(own, target, warnings, options.dryRun);
+  const choice = await chooseSlot(config, reserved, {
+    current: current?.slot,
+    force: options.force,
+    primary: target.primary,
+    probe: options.probe,
+  });
+  warnLostMovedSlot(current, target, choice.slot, warnings);
+  const allocation: Omit<Allocation, "timings"> = {
+    slot: choice.slot,
+    bundle: renderBundle(config, choice.slot, { worktree: target.worktree }),
+    worktree: target.root,
+    path: target.path,
+    allocatedAt: current?.slot === choice.slot && current.allocated_at
+      ? current.allocated_at
+      : new Date().toISOString(),
+    kept: choice.kept,
+    written: false,
+    warnings,
+  };
+  const text = formatPortFile(allocation);
+  // A file larger than the reader takes would reserve nothing for the others.
+  if (text.length > MAX_FILE_BYTES / 4 && new TextEncoder().encode(text).length > MAX_FILE_BYTES) {
+    throw new WorktreePortsError(
+      "INVALID_CONFIG",
+      `Invalid config: its templates render a port file larger than ${MAX_FILE_BYTES} bytes, ` +
+        `which no worktree could read back (shorten the templates)`,
+    );
+  }
+  // Called whether or not the file changes: a file kept as it was may still
+  // lack what a failed run did not finish (the ignore rules).
+  if (!options.dryRun) options.beforeWrite?.();
+  if (
+    !options.dryRun && (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text)
+  ) {
+    if (own.state === "read") warnDroppedKeys(own.data, allocation, warnings);
+    if (options.makeParent) Deno.mkdirSync(parentOf(target.path), { recursive: true });
+    writeFileAtomic(target.path, text);
+    allocation.written = true;
+  }
+  if (target.keptCopy !== undefined && !options.dryRun) {
+    keepCopy(target.keptCopy, text, allocation.written, warnings);
+  }
+  return allocation;
+}
+
+/**
+ * A file that names a path that is no worktree now moved with its worktree,
+ * or was copied from a removed one; when its slot is held by another
+ * worktree, it was the copy, and this worktree gets another slot.
+ */
+function warnLostMovedSlot(
+  current: PortFileMeta | undefined,
+  target: Target,
+  slot: number,
+  warnings: string[],
+): void {
+  if (current === undefined || current.worktree === target.root || current.slot === slot) return;
+  warnings.push(
+    `"${target.path}" was written for "${current.worktree}", which is no worktree now ` +
+      `(copied from a removed worktree?), and its slot ${current.slot} is another worktree's; ` +
+      `this worktree gets slot ${slot} instead`,
+  );
+}
+
+/** Warns about keys of the old file that the new one no longer has: someone put them there. */
+export function warnDroppedKeys(
+  old: Record<string, unknown>,
+  allocation: Pick<Allocation, "bundle" | "path">,
+  warnings: string[],
+): void {
+  const dropped = Object.keys(old).filter((key) =>
+    key !== META_KEY && !Object.hasOwn(allocation.bundle, key)
+  );
+  if (dropped.length === 0) return;
+  warnings.push(
+    `Rewriting "${allocation.path}" dropped ${dropped.map(quoteKey).join(", ")}, ` +
+      `which the config does not produce (add them to the config's "ports" or "templates" to keep them)`,
+  );
+}
+
+/** The metadata of the worktree's own file, if the file is really its own. */
+function ownMeta(
+  own: PortFileRead,
+  target: Target,
+  warnings: string[],
+  dryRun = false,
+): PortFileMeta | undefined {
+  if (own.state === "unreadable") {
+    warnings.push(
+      `This worktree's port file "${target.path}" is unusable (${own.reason}); ${
+        dryRun ? "allocate would replace it" : "replacing it"
+      } with a fresh allocation`,
+    );
+    return undefined;
+  }
+  if (own.state !== "read" || own.meta === undefined) return undefined;
+  if (isForeign(own, target.root, target.repository)) {
+    warnings.push(
+      `"${target.path}" was written for the worktree "${own.meta.worktree}" (copied?); ${
+        dryRun ? "allocate would allocate" : "allocating"
+      } a fresh bundle for this one`,
+    );
+    return undefined;
+  }
+  return own.meta;
+}

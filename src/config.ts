@@ -1,0 +1,456 @@
+// The config: parsing and validating it, one function per section, and loading it
+// from a worktree.
+
+import { isReservedEnvName } from "./env_names.ts";
+import { clip, quoteKey, quoteValue, WorktreePortsError } from "./errors.ts";
+import {
+  fileProblemOf,
+  isPlainObject,
+  isSymlink,
+  nestingExceeds,
+  readRegularTextFile,
+} from "./files.ts";
+import { CONFIG_FILE_NAME, KEY_PATTERN, MAX_NESTING, MAX_PORT, META_KEY } from "./names.ts";
+import { joinPath, resolvePath } from "./paths.ts";
+
+/** The config used when a worktree has no config file. */
+export const DEFAULT_CONFIG: Readonly<PortsConfig> = Object.freeze({
+  ports: Object.freeze({ port: 3000 }),
+  templates: Object.freeze({}),
+  stride: 100,
+  slots: 50,
+});
+
+/** A template's parts: `{{` and `}}` are literal braces, `{name}` a placeholder. */
+export const PLACEHOLDER_PATTERN = /\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+
+/** Placeholders that describe the worktree rather than a port. */
+const WORKTREE_PLACEHOLDERS: readonly string[] = ["slot", "branch", "name", "slug"];
+
+/** Which ports a repository's worktrees share out, and how. */
+export interface PortsConfig {
+  /** Base port of each key: the ports of slot 0, the primary worktree. */
+  ports: Record<string, number>;
+  /** Extra values written beside the ports, with `{key}` replaced by that port. */
+  templates: Record<string, string>;
+  /** Distance between the ports of one slot and the next. */
+  stride: number;
+  /** How many slots linked worktrees can take: slots 1 to `slots`. */
+  slots: number;
+  /** `repository` keeps this repository's allocations out of the machine-wide index. */
+  scope?: Scope;
+}
+
+/** Values that change those of the config file, as the CLI's flags do. */
+export interface ConfigOverrides {
+  /**
+   * Base ports added to the config's `ports`, replacing those of the same
+   * keys. Without a config file (or without `ports` in it) they replace the
+   * default `{ port: 3000 }`.
+   *
+   * @default {undefined}
+   */
+  ports?: Record<string, number>;
+  /**
+   * Replaces the config's `stride`.
+   *
+   * @default {undefined}
+   */
+  stride?: number;
+  /**
+   * Replaces the config's `slots`.
+   *
+   * @default {undefined}
+   */
+  slots?: number;
+  /**
+   * How error messages name each override, e.g. the command-line flag that
+   * set it, so that an error an override causes blames the override.
+   *
+   * @default {undefined} `option "ports"`, `option "stride"` and `option "slots"`
+   */
+  overrideNames?: OverrideNames;
+}
+
+/** How error messages name the overrides of {@linkcode ConfigOverrides}. */
+export interface OverrideNames {
+  /** The name of `ports`, e.g. `"--port"`. */
+  ports?: string;
+  /** The name of `stride`, e.g. `"--stride"`. */
+  stride?: string;
+  /** The name of `slots`, e.g. `"--slots"`. */
+  slots?: string;
+}
+
+/** Options for {@linkcode parseConfig}. */
+export interface ParseConfigOptions extends ConfigOverrides {
+  /**
+   * Where the value came from, named in error messages, e.g. a quoted path.
+   *
+   * @default {undefined}
+   */
+  source?: string;
+}
+
+/**
+ * Validates a parsed config value, applies overrides and fills in defaults.
+ *
+ * Every problem is caught here, before anything is written: unknown keys,
+ * non-integer or out-of-range numbers, an empty `ports`, a template naming a
+ * missing key, a port of any slot outside 1..65535, two (key, slot) pairs
+ * that land on the same port, two keys that become the same upper-case
+ * variable, and a key that would set a variable the environment depends on
+ * (`PATH`, `HOME`, `SHELL`, `USER`, `PWD`, `LANG`, `TERM`, `TMPDIR`, or one
+ * starting with `LC_`, `DENO_`, `GIT_`, `LD_` or `DYLD_`).
+ *
+ * @param value The parsed JSON of a config file, or `undefined` for none.
+ * @param options Overrides and the name of the source for messages.
+ * @returns The complete, validated config.
+ * @throws {WorktreePortsError} With code `INVALID_CONFIG`, naming the problem.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseConfig } from "@org/worktree-ports";
+ * import assert from "node:assert/strict";
+ *
+ * const config = parseConfig({ ports: { web_port: 3000 } }, { stride: 10 });
+ * assert.deepEqual(config, {
+ *   ports: { web_port: 3000 },
+ *   templates: {},
+ *   stride: 10,
+ *   slots: 50,
+ * });
+ * ```
+ */
+export function parseConfig(
+  value: unknown,
+  options: ParseConfigOptions = {},
+): PortsConfig {
+  const raw = value ?? {};
+  const record = (isPlainObject(raw) ? raw : {}) as Record<string, unknown>;
+  // Each problem names where the values it involves came from: the config,
+  // the overrides (by their names), or both.
+  const overrideName = (name: keyof OverrideNames) =>
+    options.overrideNames?.[name] ?? `option "${name}"`;
+  const keyOrigin = (key: string): string =>
+    options.ports !== undefined && Object.hasOwn(options.ports, key)
+      ? overrideName("ports")
+      : "config";
+  const numberOrigin = (name: "stride" | "slots"): string | undefined =>
+    options[name] !== undefined
+      ? overrideName(name)
+      : record[name] !== undefined
+      ? "config"
+      : undefined;
+  const fail = (problem: string, origins: readonly (string | undefined)[] = ["config"]): never => {
+    const overrides = [...new Set(origins.filter((o) => o !== undefined && o !== "config"))];
+    const source = options.source ? ` ${options.source}` : "";
+    const blamed = overrides.length === 0
+      ? `config${source}`
+      : origins.includes("config")
+      ? `${overrides.join(" and ")} with config${source}`
+      : overrides.join(" and ");
+    throw new WorktreePortsError("INVALID_CONFIG", `Invalid ${blamed}: ${problem}`);
+  };
+  if (!isPlainObject(raw)) fail("it must be a JSON object");
+  for (const key of Object.keys(record)) {
+    if (!["ports", "templates", "stride", "slots", "scope"].includes(key)) {
+      fail(
+        `unknown key ${
+          quoteKey(clip(key))
+        } (expected "ports", "templates", "stride", "slots" or "scope")`,
+      );
+    }
+  }
+
+  const configPorts = record.ports === undefined ? { ...DEFAULT_CONFIG.ports } : record.ports;
+  if (!isPlainObject(configPorts)) fail(`"ports" must be an object of key to base port`);
+  if (options.ports !== undefined && !isPlainObject(options.ports)) {
+    fail(`"ports" must be an object of key to base port`, [overrideName("ports")]);
+  }
+  const ports = options.ports === undefined
+    ? configPorts
+    : record.ports === undefined
+    ? { ...options.ports }
+    : { ...configPorts as object, ...options.ports };
+  const portEntries = Object.entries(ports as Record<string, unknown>);
+  if (portEntries.length === 0) fail(`"ports" must name at least one port`);
+  for (const [key, base] of portEntries) {
+    const failKey = (problem: string) => fail(problem, [keyOrigin(key)]);
+    checkKey(key, "ports", failKey);
+    checkInteger(base, `port "${clip(key)}"`, 1, MAX_PORT, failKey);
+    if (WORKTREE_PLACEHOLDERS.includes(key)) {
+      failKey(`port "${key}" has the name of the placeholder "{${key}}" (rename it)`);
+    }
+  }
+
+  const templates = record.templates ?? {};
+  if (!isPlainObject(templates)) {
+    fail(`"templates" must be an object of key to string`);
+  }
+  for (const [key, template] of Object.entries(templates as object)) {
+    checkKey(key, "templates", fail);
+    if (Object.hasOwn(ports as object, key)) {
+      fail(`template "${clip(key)}" has the same name as a port`, ["config", keyOrigin(key)]);
+    }
+    if (typeof template !== "string") {
+      fail(`template "${clip(key)}" must be a string`);
+    }
+    // No environment variable can carry a NUL, and half a surrogate pair is
+    // written differently by every format.
+    if ((template as string).includes("\0")) {
+      fail(
+        `template "${clip(key)}" holds a NUL character, which no environment variable can carry`,
+      );
+    }
+    if (!(template as string).isWellFormed()) {
+      fail(`template "${clip(key)}" holds half of a UTF-16 surrogate pair (not valid Unicode)`);
+    }
+    for (const [, name] of (template as string).matchAll(PLACEHOLDER_PATTERN)) {
+      if (
+        name !== undefined && !Object.hasOwn(ports as object, name) &&
+        !WORKTREE_PLACEHOLDERS.includes(name)
+      ) {
+        fail(
+          `template "${clip(key)}" names "{${
+            clip(name)
+          }}", which is neither in "ports" nor one of ` +
+            `"{slot}", "{branch}", "{name}" or "{slug}" (write "{{" and "}}" for literal braces)`,
+        );
+      }
+    }
+  }
+
+  checkEnvNames(
+    [...Object.keys(ports as object), ...Object.keys(templates as object)],
+    (problem, keys) => fail(problem, keys.map(keyOrigin)),
+  );
+
+  const stride = options.stride ?? record.stride ?? DEFAULT_CONFIG.stride;
+  checkInteger(stride, `"stride"`, 1, MAX_PORT, (p) => fail(p, [numberOrigin("stride")]));
+  const slots = options.slots ?? record.slots ?? DEFAULT_CONFIG.slots;
+  checkInteger(slots, `"slots"`, 1, MAX_PORT, (p) => fail(p, [numberOrigin("slots")]));
+
+  const config: PortsConfig = {
+    ports: ports as Record<string, number>,
+    templates: templates as Record<string, string>,
+    stride: stride as number,
+    slots: slots as number,
+  };
+  checkSlotPorts(config, (problem, keys) =>
+    fail(problem, [
+      ...keys.map(keyOrigin),
+      numberOrigin("stride"),
+      numberOrigin("slots"),
+    ]));
+  if (record.scope !== undefined) config.scope = parseScope(record.scope, fail);
+  return config;
+}
+
+function parseScope(value: unknown, fail: (p: string) => never): Scope {
+  if (value !== "machine" && value !== "repository") {
+    fail(`"scope" must be "machine" or "repository", got ${JSON.stringify(value)}`);
+  }
+  return value as Scope;
+}
+
+function checkKey(key: string, section: string, fail: (p: string) => never) {
+  if (!KEY_PATTERN.test(key)) {
+    fail(
+      `key ${
+        quoteKey(clip(key))
+      } in "${section}" must match ${KEY_PATTERN.source} (letters, digits, underscores)`,
+    );
+  }
+  if (key === META_KEY) {
+    fail(`"${META_KEY}" is reserved for the port file's own metadata`);
+  }
+}
+
+/**
+ * Every key becomes its upper-case variable name: two keys must not become
+ * the same variable, and none may become one the environment depends on.
+ */
+function checkEnvNames(
+  keys: readonly string[],
+  fail: (problem: string, keys: string[]) => never,
+) {
+  const quoted = (names: readonly string[]) => names.map((name) => `"${name}"`).join(" and ");
+  const byName = new Map<string, string[]>();
+  for (const key of keys) {
+    const name = key.toUpperCase();
+    byName.set(name, [...(byName.get(name) ?? []), key]);
+  }
+  for (const [name, same] of byName) {
+    if (same.length > 1) {
+      fail(
+        `keys ${quoted(same)} both become the variable "${name}" (rename all but one)`,
+        same,
+      );
+    }
+  }
+  const reserved = keys.filter((key) => isReservedEnvName(key.toUpperCase()));
+  if (reserved.length > 0) {
+    fail(
+      `${reserved.length === 1 ? "key" : "keys"} ${quoted(reserved)} would set ${
+        quoted(reserved.map((key) => key.toUpperCase()))
+      }, which commands need from the environment (rename ${
+        reserved.length === 1 ? "it" : "them"
+      }, e.g. "app_${reserved[0]}")`,
+      reserved,
+    );
+  }
+}
+
+function checkInteger(
+  value: unknown,
+  name: string,
+  min: number,
+  max: number,
+  fail: (p: string) => never,
+) {
+  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
+    const got = typeof value === "number" && !Number.isFinite(value)
+      ? "a number too large to use"
+      : quoteValue(value);
+    fail(`${name} must be an integer from ${min} to ${max}, got ${got}`);
+  }
+}
+
+/**
+ * Every port of every slot must exist and belong to exactly one (key, slot).
+ * Both follow from the base ports without listing the slots: a key's highest
+ * port is at the last slot, and two keys collide exactly when their bases are
+ * a whole number of strides apart, no more than `slots` strides.
+ */
+function checkSlotPorts(
+  config: PortsConfig,
+  fail: (problem: string, keys: string[]) => never,
+) {
+  const { stride, slots } = config;
+  const entries = Object.entries(config.ports);
+  let highest: [string, number] | undefined;
+  for (const [key, base] of entries) {
+    const slot = Math.ceil((MAX_PORT + 1 - base) / stride);
+    if (slot <= slots && (highest === undefined || slot < highest[1])) highest = [key, slot];
+  }
+  if (highest) {
+    const [key, slot] = highest;
+    fail(
+      `port "${key}" at slot ${slot} would be ${
+        config.ports[key] + slot * stride
+      }, above ${MAX_PORT} (lower "slots", "stride" or the base port)`,
+      [key],
+    );
+  }
+  let first: { low: string; high: string; slot: number; port: number } | undefined;
+  entries.forEach(([keyA, baseA], index) => {
+    for (const [keyB, baseB] of entries.slice(index + 1)) {
+      const distance = Math.abs(baseA - baseB);
+      const slot = distance / stride;
+      if (distance % stride !== 0 || slot > slots || (first && first.slot <= slot)) continue;
+      // The key with the lower base climbs onto the other's base port.
+      const [low, high] = baseA < baseB ? [keyA, keyB] : [keyB, keyA];
+      first = { low, high, slot, port: Math.max(baseA, baseB) };
+    }
+  });
+  if (first) {
+    fail(
+      `port "${first.low}" at slot ${first.slot} and port "${first.high}" at slot 0 both land on ${first.port} (change "stride" or a base port so the ranges do not overlap)`,
+      [first.low, first.high],
+    );
+  }
+}
+
+/** Options for {@linkcode loadConfig}. */
+export interface LoadConfigOptions extends ConfigOverrides {
+  /**
+   * Path of the config file. When given, the file must exist; relative paths
+   * are resolved against the worktree root.
+   *
+   * @default {undefined} `worktree-ports.config.json` in the worktree root, if present
+   */
+  config?: string;
+}
+
+/**
+ * Reads and validates the config of a worktree.
+ *
+ * @param root The worktree root, where `worktree-ports.config.json` is looked for.
+ * @param options A config path and overrides.
+ * @returns The validated config; the defaults when there is no config file.
+ * @throws {WorktreePortsError} With code `INVALID_CONFIG` when the file is
+ * missing (if named), not JSON, or not valid.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { loadConfig } from "@org/worktree-ports";
+ *
+ * const config = loadConfig("/path/to/worktree", { stride: 10 });
+ * console.log(config.ports);
+ * ```
+ */
+export function loadConfig(root: string, options: LoadConfigOptions = {}): PortsConfig {
+  const path = options.config === undefined
+    ? joinPath(root, CONFIG_FILE_NAME)
+    : resolvePath(root, options.config);
+  let text: string | undefined;
+  try {
+    text = readRegularTextFile(path);
+  } catch (error) {
+    if (
+      !(error instanceof Deno.errors.NotFound) || options.config !== undefined ||
+      isSymlink(path)
+    ) {
+      throw asConfigError(error, path);
+    }
+  }
+  if (text === undefined) return parseConfig(undefined, options);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new WorktreePortsError(
+      "INVALID_CONFIG",
+      `Invalid config "${path}": not valid JSON (${(error as Error).message})`,
+      { cause: error },
+    );
+  }
+  const source = `"${path}"`;
+  if (value === null || value === undefined) {
+    throw new WorktreePortsError(
+      "INVALID_CONFIG",
+      `Invalid config ${source}: it must be a JSON object, got null (delete the file to use the defaults)`,
+    );
+  }
+  if (nestingExceeds(text, value, MAX_NESTING)) {
+    throw new WorktreePortsError(
+      "INVALID_CONFIG",
+      `Invalid config ${source}: nested more than ${MAX_NESTING} levels deep`,
+    );
+  }
+  return parseConfig(value, { ...options, source });
+}
+
+function asConfigError(error: unknown, path: string): unknown {
+  if (error instanceof Deno.errors.NotCapable) return error;
+  const reason = error instanceof Deno.errors.NotFound
+    ? isSymlink(path)
+      ? "it is a symbolic link to a file that does not exist"
+      : "the file does not exist"
+    : error instanceof Deno.errors.FilesystemLoop
+    ? "it is a symbolic link loop (point the link at a file, or remove it)"
+    : fileProblemOf(error);
+  return new WorktreePortsError(
+    "INVALID_CONFIG",
+    `Cannot read config "${path}": ${reason}`,
+    { cause: error },
+  );
+}
+
+/**
+ * How far an allocation looks for ports held by others: `machine`, every
+ * port file recorded in the machine-wide index as well as the repository's
+ * own worktrees; `repository`, only the repository's own worktrees.
+ */
+export type Scope = "machine" | "repository";

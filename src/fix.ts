@@ -1,0 +1,273 @@
+// Fixing what inspection finds: one worktree of each conflicting pair moves.
+
+import { allocateSlot, warnDroppedKeys } from "./allocate.ts";
+import { portsForSlot } from "./bundle.ts";
+import { type ConfigOverrides, loadConfig, type Scope } from "./config.ts";
+import { realPathOr } from "./files.ts";
+import { denoGit, type GitRunner } from "./git.ts";
+import {
+  inspectAll,
+  type InspectedStatus,
+  inspectRepository,
+  openIndexedRepositories,
+  probeListening,
+  type WorktreeStatus,
+} from "./inspect.ts";
+import { keptCopyPath } from "./kept_copy.ts";
+import { lockRepository, type RepositoryLock } from "./lock.ts";
+import { type MachineIndex, type MachineSession, openMachineIndex } from "./machine_index.ts";
+import { PORT_FILE_NAME } from "./names.ts";
+import { relativeInside } from "./paths.ts";
+import { type PortFilePathOptions, readPortFile } from "./port_file.ts";
+import { denoProbe, type PortProbe } from "./probe.ts";
+import { currentListing, hasVanishedWorktree, openRepositoryOrBare, relist } from "./repository.ts";
+
+/** Options for {@linkcode fixWorktrees}. */
+export interface FixOptions extends ConfigOverrides, PortFilePathOptions {
+  /**
+   * How long to wait for another allocation to release the lock.
+   *
+   * @default {DEFAULT_LOCK_TIMEOUT_MS}
+   */
+  lockTimeoutMs?: number;
+  /**
+   * Called with the lock's path when another process holds it and waiting begins.
+   *
+   * @default {undefined}
+   */
+  onLockWait?: (path: string) => void;
+  /**
+   * How git is run.
+   *
+   * @default {denoGit}
+   */
+  git?: GitRunner;
+  /**
+   * How ports are checked for listeners.
+   *
+   * @default {denoProbe}
+   */
+  probe?: PortProbe;
+  /**
+   * `machine` also looks at other repositories' port files recorded in the
+   * machine-wide index; `repository` at this repository's worktrees only.
+   *
+   * @default {"machine"}
+   */
+  scope?: Scope;
+  /**
+   * Where the machine-wide index lives.
+   *
+   * @default {denoMachineIndex}
+   */
+  index?: MachineIndex;
+}
+
+/** One worktree moved by {@linkcode fixWorktrees} or {@linkcode fixMachine}. */
+export interface Move {
+  /** The worktree's path, as git reports it. */
+  worktree: string;
+  /**
+   * Why it moved; `outdated` and `invalid` files are rewritten for the same
+   * slot unless its new ports collide.
+   */
+  reason: "duplicate" | "foreign" | "unreadable" | "invalid" | "outdated";
+  /** Its ports before (empty for an unreadable file). */
+  from: Record<string, number>;
+  /** The slot it was given. */
+  slot: number;
+  /** Its ports now. */
+  to: Record<string, number>;
+  /**
+   * Problems that did not stop the move, such as keys of the old file (added
+   * by hand) that the rewritten file no longer has.
+   */
+  warnings: string[];
+}
+
+/**
+ * Repairs what {@linkcode inspectWorktrees} finds, under the same lock as
+ * {@linkcode allocate}. Of two worktrees that share ports, the one whose
+ * services are not listening moves; when neither or both are, the one
+ * allocated later moves. Foreign, unreadable and invalid files are
+ * reallocated for their own worktree. Running it again changes nothing.
+ * Works from a bare repository's directory too.
+ *
+ * A port both files hold cannot tell whose service listens on it (finding
+ * the owning process needs `/proc`, which Deno opens only with
+ * `--allow-all`), so only the ports a worktree holds alone count as its
+ * services listening.
+ *
+ * @param options Where, config overrides, the lock timeout, and the injected git and probe.
+ * @returns Every move made, in git's order of worktrees.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE`, `GIT_FAILED`,
+ * `INVALID_CONFIG`, `LOCK_TIMEOUT` or `NO_FREE_SLOT`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { fixWorktrees } from "@org/worktree-ports";
+ *
+ * for (const move of await fixWorktrees()) {
+ *   console.log(move.worktree, move.from, "->", move.to);
+ * }
+ * ```
+ */
+export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
+  const git = options.git ?? denoGit;
+  const listed = await openRepositoryOrBare({ cwd: options.cwd, git });
+  using _lock = await lockRepository(listed.commonDir, {
+    timeoutMs: options.lockTimeoutMs,
+    onWait: options.onLockWait,
+  });
+  using machine = await openMachineIndex(listed.commonDir, {
+    scope: options.scope,
+    index: options.index,
+    lockOptions: { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait },
+  });
+  let repository = await currentListing(listed, git);
+  if (hasVanishedWorktree(repository)) repository = await relist(listed, git);
+  // Only the worktrees of a conflicting pair are probed, so the lock is held
+  // for reading the files, not for binding every port of every worktree.
+  const statuses = await inspectRepository(repository, { ...options, listening: false });
+  return await repairStatuses(statuses, machine, options);
+}
+
+/**
+ * Moves one worktree of each conflicting pair, and every foreign or
+ * unreadable file, avoiding the ports the others keep and those that the
+ * machine-wide index says other repositories hold. The caller holds the locks.
+ */
+async function repairStatuses(
+  statuses: readonly InspectedStatus[],
+  machine: Pick<MachineSession, "holders" | "record">,
+  options: FixOptions,
+): Promise<Move[]> {
+  const probe = options.probe ?? denoProbe;
+  const movers = new Map<WorktreeStatus, Move["reason"]>();
+  for (const status of statuses) {
+    if (
+      status.state === "foreign" || status.state === "unreadable" ||
+      status.state === "invalid" || status.state === "outdated"
+    ) {
+      movers.set(status, status.state);
+    }
+  }
+  for (const status of statuses) {
+    for (const conflict of status.conflicts) {
+      const other = statuses.find((candidate) => candidate.path === conflict.worktree)!;
+      if (movers.has(status) || movers.has(other)) continue;
+      // Main worktrees (of two repositories, here) keep slot 0, and an absent
+      // worktree cannot be written to: of a pair of those, neither moves.
+      const pinned = (candidate: WorktreeStatus) =>
+        candidate.primary || candidate.state === "absent";
+      if (pinned(status) && pinned(other)) continue;
+      const mover = pinned(status)
+        ? other
+        : pinned(other)
+        ? status
+        : await chooseMover(status, other, probe);
+      movers.set(mover, "duplicate");
+    }
+  }
+
+  const reserved = new Set<number>(machine.holders.keys());
+  for (const status of statuses) {
+    if (!movers.has(status)) { for (const port of status.reserved) reserved.add(port); }
+  }
+  const moves: Move[] = [];
+  for (const [status, reason] of movers) {
+    const root = await Deno.realPath(status.path);
+    const config = loadConfig(root, options);
+    const keptCopy = !status.primary && relativeInside(status.path, status.file) === PORT_FILE_NAME
+      ? keptCopyPath(root)
+      : undefined;
+    // An outdated or invalid file keeps its slot unless the ports its config gives it now collide.
+    const outdated = reason === "outdated" || reason === "invalid";
+    const old = readPortFile(status.file);
+    const allocation = await allocateSlot(
+      { root, path: status.file, primary: status.primary, keptCopy, worktree: status },
+      config,
+      outdated ? old : { state: "missing" },
+      reserved,
+      { force: !outdated, probe: options.probe },
+    );
+    // allocateSlot warns about the keys it drops only from a file it was given.
+    if (!outdated && old.state === "read" && allocation.written) {
+      warnDroppedKeys(old.data, allocation, allocation.warnings);
+    }
+    const to = portsForSlot(config, allocation.slot);
+    machine.record(status.file, root, status.repository);
+    for (const port of Object.values(to)) reserved.add(port);
+    moves.push({
+      worktree: status.path,
+      reason,
+      from: status.ports,
+      slot: allocation.slot,
+      to,
+      warnings: allocation.warnings,
+    });
+  }
+  return moves;
+}
+
+/** Of two worktrees that share ports, the one that should move. */
+async function chooseMover(
+  a: WorktreeStatus,
+  b: WorktreeStatus,
+  probe: PortProbe,
+): Promise<WorktreeStatus> {
+  for (const status of [a, b]) {
+    if (Object.keys(status.listening).length === 0) await probeListening(status, probe);
+  }
+  const listensAlone = (status: WorktreeStatus, other: WorktreeStatus) =>
+    Object.entries(status.ports).some(([key, port]) =>
+      status.listening[key] && !Object.values(other.ports).includes(port)
+    );
+  const aListens = listensAlone(a, b);
+  if (aListens !== listensAlone(b, a)) return aListens ? b : a;
+  const [aTime, bTime] = await Promise.all([allocationTime(a), allocationTime(b)]);
+  return aTime > bTime ? a : b;
+}
+
+/** When a file's slot was allocated: its metadata, or the file's modification time for older files. */
+async function allocationTime(status: WorktreeStatus): Promise<number> {
+  if (status.allocatedAt !== undefined) return Date.parse(status.allocatedAt) || 0;
+  try {
+    return (await Deno.stat(status.file)).mtime?.getTime() ?? 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Repairs what {@linkcode inspectMachine} finds, by the rules of
+ * {@linkcode fixWorktrees}, across every repository in the machine-wide
+ * index. The main worktrees of two repositories that share base ports cannot
+ * move, and are left for the user. Every repository lock is taken, in order
+ * of path, then the machine lock.
+ *
+ * @param options Where, config overrides (applied to every repository), the lock timeout, and the injected git, probe and index.
+ * @returns Every move made.
+ * @throws {WorktreePortsError} With code `GIT_FAILED`, `INVALID_CONFIG`, `LOCK_TIMEOUT` or `NO_FREE_SLOT`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { fixMachine } from "@org/worktree-ports";
+ *
+ * for (const move of await fixMachine()) console.log(move.worktree, "->", move.to);
+ * ```
+ */
+export async function fixMachine(options: FixOptions = {}): Promise<Move[]> {
+  const found = await openIndexedRepositories(options);
+  const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
+  const ordered = found.repositories.map((repository) => realPathOr(repository.commonDir)).sort();
+  const locks: RepositoryLock[] = [];
+  try {
+    for (const commonDir of ordered) locks.push(await lockRepository(commonDir, lockOptions));
+    using machine = await openMachineIndex(undefined, { index: options.index, lockOptions });
+    const statuses = await inspectAll(found, { ...options, listening: false });
+    return await repairStatuses(statuses, machine, options);
+  } finally {
+    for (const lock of locks.reverse()) lock.release();
+  }
+}

@@ -1,0 +1,424 @@
+// The state of every worktree's port file, in one repository or on the whole machine.
+
+import type { ConfigOverrides, Scope } from "./config.ts";
+import { WorktreePortsError } from "./errors.ts";
+import { fileInfo, realPathOr } from "./files.ts";
+import type { GitRunner } from "./git.ts";
+import { worktreeExists } from "./git_dirs.ts";
+import { readKeptCopy } from "./kept_copy.ts";
+import { type MachineIndex, type MachineSession, openMachineIndex } from "./machine_index.ts";
+import { isPort, PORT_FILE_NAME } from "./names.ts";
+import { comparablePath, joinPath, relativeInside } from "./paths.ts";
+import {
+  expectedBundle,
+  isOutdated,
+  namesOtherWorktree,
+  portFilePath,
+  type PortFilePathOptions,
+  readPortFile,
+} from "./port_file.ts";
+import { denoProbe, type PortProbe, probePort } from "./probe.ts";
+import { openRepository, openRepositoryOrBare, type Repository } from "./repository.ts";
+
+/** Marks the ports that other repositories' recorded files hold as conflicts with those worktrees. */
+function markOtherRepositories(
+  statuses: readonly InspectedStatus[],
+  machine: Pick<MachineSession, "holders" | "entries">,
+): void {
+  if (machine.holders.size === 0) return;
+  const entries = new Map(machine.entries.map((entry) => [entry.path, entry]));
+  for (const status of statuses) {
+    const shared = new Map<string, number[]>();
+    for (const port of status.reserved) {
+      const holder = machine.holders.get(port);
+      if (holder !== undefined) shared.set(holder, [...(shared.get(holder) ?? []), port]);
+    }
+    for (const [holder, ports] of shared) {
+      const entry = entries.get(holder)!;
+      status.conflicts.push({ worktree: entry.worktree, ports, repository: entry.repository });
+      status.state = "duplicate";
+    }
+  }
+}
+
+/** Adds the conflicts between worktrees of different repositories. */
+function addCrossRepositoryConflicts(statuses: readonly InspectedStatus[]): void {
+  const holders = new Map<number, number[]>();
+  statuses.forEach((status, index) => {
+    for (const port of status.reserved) holders.set(port, [...(holders.get(port) ?? []), index]);
+  });
+  for (const status of statuses) {
+    const shared = new Map<number, number[]>();
+    for (const port of status.reserved) {
+      for (const other of holders.get(port)!) {
+        if (statuses[other].repository !== status.repository) {
+          shared.set(other, [...(shared.get(other) ?? []), port]);
+        }
+      }
+    }
+    for (const [other, ports] of shared) {
+      const { path, repository } = statuses[other];
+      status.conflicts.push({ worktree: path, ports, repository });
+      status.state = "duplicate";
+    }
+  }
+}
+
+/**
+ * The repository around `cwd` (if any) and every other repository with a
+ * worktree recorded in the index, each opened through one of its worktrees
+ * that still exists. Git runs once per repository: this is for `--all`,
+ * not for allocating.
+ */
+export async function openIndexedRepositories(
+  options: Pick<InspectOptions, "cwd" | "git" | "index" | "onWarning">,
+): Promise<{ repositories: Repository[]; here: boolean }> {
+  const repositories: Repository[] = [];
+  try {
+    repositories.push(await openRepository({ cwd: options.cwd, git: options.git }));
+  } catch (error) {
+    if (!(error instanceof WorktreePortsError && error.code === "NOT_A_WORKTREE")) throw error;
+  }
+  using machine = await openMachineIndex(undefined, { index: options.index, readOnly: true });
+  for (const warning of machine.warnings) options.onWarning?.(warning);
+  const here = repositories.length > 0;
+  const seen = new Set(repositories.map((repository) => realPathOr(repository.commonDir)));
+  const groups = new Map<string, string[]>();
+  for (const entry of machine.entries) {
+    if (seen.has(entry.repository)) continue;
+    groups.set(entry.repository, [...(groups.get(entry.repository) ?? []), entry.worktree]);
+  }
+  for (const key of [...groups.keys()].sort()) {
+    let problem: string | undefined;
+    for (const worktree of groups.get(key)!) {
+      if (!worktreeExists(worktree)) continue;
+      try {
+        const repository = await openRepository({ cwd: worktree, git: options.git });
+        // Entries may name a repository by a path it had before it moved:
+        // opened, it may be one already open, whose lock is already held.
+        const real = realPathOr(repository.commonDir);
+        if (!seen.has(real)) repositories.push(repository);
+        seen.add(real);
+        problem = undefined;
+        break;
+      } catch (error) {
+        if (!(error instanceof WorktreePortsError)) throw error;
+        problem = error.message;
+      }
+    }
+    if (problem !== undefined) {
+      options.onWarning?.(`Skipped the indexed repository "${key}": ${problem}`);
+    }
+  }
+  return { repositories, here };
+}
+
+/** Every worktree of every repository given, with the conflicts between them. */
+export async function inspectAll(
+  { repositories, here }: { repositories: readonly Repository[]; here: boolean },
+  options: InspectOptions,
+): Promise<InspectedStatus[]> {
+  const all: InspectedStatus[] = [];
+  for (const [index, repository] of repositories.entries()) {
+    // The first repository is the one around `cwd`, when there is one; a
+    // custom output path belongs to it.
+    const isHere = here && index === 0;
+    const statuses = await inspectRepository(repository, {
+      ...options,
+      output: isHere ? options.output : undefined,
+      listening: false,
+    });
+    const key = realPathOr(repository.commonDir);
+    for (const status of statuses) {
+      all.push({ ...status, current: status.current && isHere, repository: key });
+    }
+  }
+  addCrossRepositoryConflicts(all);
+  if (options.listening !== false) {
+    for (const status of all) await probeListening(status, options.probe ?? denoProbe);
+  }
+  return all;
+}
+
+/**
+ * How a worktree's port file stands: `ok`; `none`, no file; `duplicate`, it
+ * shares a port with another worktree; `foreign`, the file names another
+ * live worktree (it was copied; a file naming a path that is no worktree any
+ * more moved with its worktree, and is its own); `unreadable`; `invalid`, it
+ * holds numbers that are not ports; `stale`, git reports the worktree's
+ * directory as gone (it reserves nothing); `absent`, a locked worktree whose
+ * directory is away (it keeps the ports of its last written file, when a copy
+ * of it is known); `outdated`, its keys or values are not what the worktree's
+ * config renders for its slot now.
+ */
+export type WorktreeState =
+  | "ok"
+  | "none"
+  | "duplicate"
+  | "foreign"
+  | "unreadable"
+  | "invalid"
+  | "stale"
+  | "absent"
+  | "outdated";
+
+/** Ports that one worktree shares with another. */
+export interface PortConflict {
+  /** The other worktree's path. */
+  worktree: string;
+  /** The ports both reserve. */
+  ports: number[];
+  /** When the other worktree belongs to another repository: that repository's shared git directory. */
+  repository?: string;
+}
+
+/** One row of {@linkcode inspectWorktrees}. */
+export interface WorktreeStatus {
+  /** The worktree's path, as git reports it. */
+  path: string;
+  /** The branch checked out, if any. */
+  branch?: string;
+  /** It is the main worktree. */
+  primary: boolean;
+  /** It is the worktree the inspection ran from. */
+  current: boolean;
+  /** How its port file stands. */
+  state: WorktreeState;
+  /** Its port file. */
+  file: string;
+  /** The slot the file records, if it records one. */
+  slot?: number;
+  /** Each top-level key of the file whose value is a port. */
+  ports: Record<string, number>;
+  /** For each key of `ports`, whether something listens on that port now. */
+  listening: Record<string, boolean>;
+  /** When the file's slot was allocated, if the file says. */
+  allocatedAt?: string;
+  /** For `duplicate`: every other worktree it shares ports with. */
+  conflicts: PortConflict[];
+  /** For `foreign`: the worktree the file names; for `unreadable`, `invalid` and `absent`: why. */
+  detail?: string;
+  /** The shared git directory of its repository, in {@linkcode inspectMachine}'s results. */
+  repository?: string;
+}
+
+/** Options for {@linkcode inspectWorktrees}. */
+export interface InspectOptions extends PortFilePathOptions, ConfigOverrides {
+  /**
+   * The config file each worktree's file is compared with, to tell an
+   * outdated one; relative paths are resolved against each worktree's root.
+   *
+   * @default {undefined} `worktree-ports.config.json` in each worktree's root, if present
+   */
+  config?: string;
+  /**
+   * Probe every port to report whether it is listening now.
+   *
+   * @default {true}
+   */
+  listening?: boolean;
+  /**
+   * How git is run.
+   *
+   * @default {denoGit}
+   */
+  git?: GitRunner;
+  /**
+   * How ports are checked for listeners.
+   *
+   * @default {denoProbe}
+   */
+  probe?: PortProbe;
+  /**
+   * `machine` also looks at other repositories' port files recorded in the
+   * machine-wide index; `repository` at this repository's worktrees only.
+   *
+   * @default {"machine"}
+   */
+  scope?: Scope;
+  /**
+   * Where the machine-wide index lives.
+   *
+   * @default {denoMachineIndex}
+   */
+  index?: MachineIndex;
+  /**
+   * Called with each problem that did not stop the inspection, such as an
+   * unreadable machine-wide index.
+   *
+   * @default {undefined}
+   */
+  onWarning?: (warning: string) => void;
+}
+
+/**
+ * Reports every worktree of the repository: its port file's state, slot and
+ * ports, which of them are listening now, and the ports it shares with
+ * others. Changes nothing. Works from a bare repository's directory too.
+ *
+ * @param options Where, which port file, and the injected git and probe.
+ * @returns One status per worktree, in git's order (bare repositories are left out).
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE` or `GIT_FAILED`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { inspectWorktrees } from "@org/worktree-ports";
+ *
+ * for (const status of await inspectWorktrees()) {
+ *   console.log(status.path, status.state, status.ports);
+ * }
+ * ```
+ */
+export async function inspectWorktrees(
+  options: InspectOptions = {},
+): Promise<WorktreeStatus[]> {
+  const repository = await openRepositoryOrBare({ cwd: options.cwd, git: options.git });
+  const statuses = await inspectRepository(repository, options);
+  using machine = await openMachineIndex(repository.commonDir, { ...options, readOnly: true });
+  for (const warning of machine.warnings) options.onWarning?.(warning);
+  markOtherRepositories(statuses, machine);
+  return statuses.map(({ reserved: _, ...status }) => status);
+}
+
+/**
+ * Reports every worktree on the machine: those of the repository around
+ * `cwd` (if any) and of every repository with a port file recorded in the
+ * machine-wide index, grouped by repository, each status naming its
+ * repository. Ports shared across repositories are conflicts, as within one.
+ * Changes nothing.
+ *
+ * @param options Where, the injected git, probe and index, and a warning callback.
+ * @returns One status per worktree, the current repository's first.
+ * @throws {WorktreePortsError} With code `GIT_FAILED` when git cannot be run.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { inspectMachine } from "@org/worktree-ports";
+ *
+ * for (const status of await inspectMachine()) {
+ *   console.log(status.repository, status.path, status.state);
+ * }
+ * ```
+ */
+export async function inspectMachine(options: InspectOptions = {}): Promise<WorktreeStatus[]> {
+  const statuses = await inspectAll(await openIndexedRepositories(options), options);
+  return statuses.map(({ reserved: _, ...status }) => status);
+}
+
+/** A status with every port its file reserves, read liberally (URL ports included). */
+export type InspectedStatus = WorktreeStatus & { reserved: number[] };
+
+export async function inspectRepository(
+  repository: Repository,
+  options: InspectOptions,
+): Promise<InspectedStatus[]> {
+  const ownPath = portFilePath(repository.root, options);
+  const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
+  const probe = options.probe ?? denoProbe;
+  const worktrees = repository.worktrees.filter((worktree) => !worktree.bare);
+  const statuses = await Promise.all(worktrees.map(async (worktree) => {
+    const current = worktree === repository.current;
+    const status: WorktreeStatus = {
+      path: worktree.path,
+      branch: worktree.branch,
+      primary: worktree === repository.worktrees[0],
+      current,
+      state: "ok",
+      file: current ? ownPath : joinPath(worktree.path, inside),
+      ports: {},
+      listening: {},
+      conflicts: [],
+    };
+    if (worktree.prunable) return { ...status, state: "stale" as const, reserved: [] };
+    let file = readPortFile(status.file);
+    if (file.state === "missing" && !current && !(fileInfo(worktree.path)?.isDirectory ?? false)) {
+      if (!worktree.locked) return { ...status, state: "stale" as const, reserved: [] };
+      file = readKeptCopy(repository.commonDir, worktree.path);
+      if (file.state !== "read") {
+        const detail = "locked, directory absent; its ports are unknown";
+        return { ...status, state: "absent" as const, detail, reserved: [] };
+      }
+      for (const [key, value] of Object.entries(file.data)) {
+        if (isPort(value)) status.ports[key] = value;
+      }
+      status.slot = file.meta?.slot;
+      const detail = "locked, directory absent; holds the ports of its last written file";
+      return { ...status, state: "absent" as const, detail, reserved: file.ports };
+    }
+    if (file.state === "missing") return { ...status, state: "none" as const, reserved: [] };
+    if (file.state === "unreadable") {
+      return { ...status, state: "unreadable" as const, detail: file.reason, reserved: [] };
+    }
+    for (const [key, value] of Object.entries(file.data)) {
+      if (isPort(value)) status.ports[key] = value;
+    }
+    status.slot = file.meta?.slot;
+    status.allocatedAt = file.meta?.allocated_at || undefined;
+    if (
+      file.meta && !(await isSameDirectory(file.meta.worktree, worktree.path)) &&
+      namesOtherWorktree(file.meta.worktree, worktree, repository.worktrees)
+    ) {
+      return { ...status, state: "foreign" as const, detail: file.meta.worktree, reserved: [] };
+    }
+    if (file.invalid !== undefined) {
+      return {
+        ...status,
+        state: "invalid" as const,
+        detail: file.invalid.join("; "),
+        reserved: file.ports,
+      };
+    }
+    if (
+      file.meta && isOutdated(file.data, expectedBundle(worktree, file.meta.slot, options))
+    ) {
+      return { ...status, state: "outdated" as const, reserved: file.ports };
+    }
+    return { ...status, reserved: file.ports };
+  }));
+
+  // Foreign and unreadable files are reported as such, not as duplicates:
+  // a copied file shares its origin's ports by definition.
+  const holders = new Map<number, number[]>();
+  statuses.forEach((status, index) => {
+    for (const port of status.reserved) holders.set(port, [...(holders.get(port) ?? []), index]);
+  });
+  statuses.forEach((status, index) => {
+    const shared = new Map<number, number[]>();
+    for (const port of status.reserved) {
+      for (const other of holders.get(port)!) {
+        if (other !== index) shared.set(other, [...(shared.get(other) ?? []), port]);
+      }
+    }
+    for (const [other, ports] of shared) {
+      status.conflicts.push({ worktree: statuses[other].path, ports });
+    }
+    if (status.conflicts.length > 0 && status.state === "ok") status.state = "duplicate";
+  });
+
+  if (options.listening !== false) {
+    for (const status of statuses) await probeListening(status, probe);
+  }
+  return statuses;
+}
+
+/** Fills in which of a status's ports something listens on now. */
+export async function probeListening(status: WorktreeStatus, probe: PortProbe): Promise<void> {
+  for (const [key, port] of Object.entries(status.ports)) {
+    status.listening[key] = (await probePort(probe, port)) === "in-use";
+  }
+}
+
+/** Compares two spellings of a directory, resolving symbolic links only when they differ. */
+async function isSameDirectory(a: string, b: string): Promise<boolean> {
+  if (comparablePath(a) === comparablePath(b)) return true;
+  const real = async (path: string) => {
+    try {
+      return comparablePath(await Deno.realPath(path));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      return undefined;
+    }
+  };
+  const [realA, realB] = await Promise.all([real(a), real(b)]);
+  return realA !== undefined && realA === realB;
+}

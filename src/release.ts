@@ -1,0 +1,70 @@
+// Releasing a worktree's port file.
+
+import { removeStaleTemporaryFiles } from "./files.ts";
+import { denoGit, type GitRunner } from "./git.ts";
+import { dropKeptCopy } from "./kept_copy.ts";
+import { lockRepository } from "./lock.ts";
+import { PORT_FILE_NAME } from "./names.ts";
+import { assertNotDirectory } from "./output.ts";
+import { joinPath } from "./paths.ts";
+import { portFilePath, type PortFilePathOptions } from "./port_file.ts";
+import { assertStillWorktree, currentListing, openRepository } from "./repository.ts";
+
+/** Options for {@linkcode releasePorts}. */
+export interface ReleaseOptions extends PortFilePathOptions {
+  /**
+   * How long to wait for another allocation to release the lock.
+   *
+   * @default {DEFAULT_LOCK_TIMEOUT_MS}
+   */
+  lockTimeoutMs?: number;
+  /**
+   * How git is run.
+   *
+   * @default {denoGit}
+   */
+  git?: GitRunner;
+}
+
+/** What {@linkcode releasePorts} did. */
+export interface Release {
+  /** The port file. */
+  path: string;
+  /** The file existed and was deleted. */
+  released: boolean;
+}
+
+/**
+ * Deletes the current worktree's port file under the lock, so that its slot
+ * is free for the next allocation. A missing file is not an error.
+ *
+ * @param options Where, which port file, the lock timeout and the git runner.
+ * @returns The path and whether a file was deleted.
+ * @throws {WorktreePortsError} With code `NOT_A_WORKTREE`, `GIT_FAILED` or `LOCK_TIMEOUT`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { releasePorts } from "@org/worktree-ports";
+ *
+ * const { released, path } = await releasePorts();
+ * console.log(released ? `deleted ${path}` : "nothing to release");
+ * ```
+ */
+export async function releasePorts(options: ReleaseOptions = {}): Promise<Release> {
+  const git = options.git ?? denoGit;
+  const listed = await openRepository({ cwd: options.cwd, git });
+  assertNotDirectory(portFilePath(listed.root, options));
+  using _lock = await lockRepository(listed.commonDir, { timeoutMs: options.lockTimeoutMs });
+  const repository = await currentListing(listed, git);
+  assertStillWorktree(repository.root);
+  const path = portFilePath(repository.root, options);
+  removeStaleTemporaryFiles(path);
+  if (path === joinPath(repository.root, PORT_FILE_NAME)) dropKeptCopy(repository.root);
+  try {
+    await Deno.remove(path);
+    return { path, released: true };
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return { path, released: false };
+    throw error;
+  }
+}
