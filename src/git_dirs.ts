@@ -3,7 +3,7 @@
 
 import { pathExists, readRegularTextFile } from "./files.ts";
 import type { GitRunner } from "./git.ts";
-import { comparablePath, joinPath, resolvePath } from "./paths.ts";
+import { baseName, comparablePath, joinPath, parentOf, resolvePath } from "./paths.ts";
 
 /** A worktree whose `.git` is gone is no worktree there any more (moved, removed or pruneable). */
 export function worktreeExists(worktree: string): boolean {
@@ -28,18 +28,6 @@ export function nearestGitDirs(
     const parent = candidate.replace(/[\\/][^\\/]*$/, "");
     if (parent === candidate || parent === "") return undefined;
     candidate = parent;
-  }
-}
-
-/** The names of the admin entries, sorted; `undefined` when they cannot be read. */
-export function adminEntries(commonDir: string): string | undefined {
-  try {
-    const names: string[] = [];
-    for (const entry of Deno.readDirSync(joinPath(commonDir, "worktrees"))) names.push(entry.name);
-    return names.sort().join("\0");
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
-    return error instanceof Deno.errors.NotFound ? "" : undefined;
   }
 }
 
@@ -81,24 +69,79 @@ export function gitDirsOf(root: string): { gitDir: string; commonDir: string } {
   }
 }
 
-/** The admin entry, `<common dir>/worktrees/<id>`, whose `gitdir` names the worktree at `path`. */
-export function adminDirOf(commonDir: string, worktreePath: string): string | undefined {
-  const target = comparablePath(joinPath(worktreePath, ".git"));
+/**
+ * One admin entry of a linked worktree, `<common dir>/worktrees/<id>`: git
+ * makes it when the worktree is added and deletes it when the worktree is
+ * removed or pruned.
+ */
+export interface AdminEntry {
+  /** Its folder. */
+  dir: string;
+  /**
+   * The worktree's `.git` file, as the entry's `gitdir` file names it (git
+   * keeps it current when the worktree moves); `undefined` when unreadable.
+   */
+  gitFile: string | undefined;
+}
+
+/**
+ * The admin entries of a repository, in order of name: `[]` when it has no
+ * linked worktree, `undefined` when the folder cannot be read. Each entry's
+ * `gitdir` file is read only when `withGitFiles` is set.
+ */
+export function readAdminEntries(
+  commonDir: string,
+  withGitFiles = true,
+): AdminEntry[] | undefined {
   const admin = joinPath(commonDir, "worktrees");
+  const names: string[] = [];
   try {
-    for (const entry of Deno.readDirSync(admin)) {
-      const dir = joinPath(admin, entry.name);
-      let gitdir: string;
-      try {
-        gitdir = readRegularTextFile(joinPath(dir, "gitdir")).replace(/\r?\n$/, "");
-      } catch (error) {
-        if (error instanceof Deno.errors.NotCapable) throw error;
-        continue;
-      }
-      if (comparablePath(gitdir) === target) return dir;
-    }
+    for (const entry of Deno.readDirSync(admin)) names.push(entry.name);
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) throw error;
+    return error instanceof Deno.errors.NotFound ? [] : undefined;
   }
-  return undefined;
+  return names.sort().map((name) => {
+    const dir = joinPath(admin, name);
+    return { dir, gitFile: withGitFiles ? readGitFile(dir) : undefined };
+  });
+}
+
+/** What an admin entry's `gitdir` file names; `undefined` when it cannot be read. */
+function readGitFile(dir: string): string | undefined {
+  try {
+    return readRegularTextFile(joinPath(dir, "gitdir")).replace(/\r?\n$/, "");
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return undefined;
+  }
+}
+
+/**
+ * The names of the admin entries, as one string that changes when a linked
+ * worktree is added or removed; `undefined` when they cannot be read.
+ */
+export function adminEntryNames(commonDir: string): string | undefined {
+  return readAdminEntries(commonDir, false)?.map((entry) => baseName(entry.dir)).join("\0");
+}
+
+/** The admin entry whose `gitdir` names the worktree at `worktreePath`. */
+export function adminEntryOf(commonDir: string, worktreePath: string): AdminEntry | undefined {
+  const target = comparablePath(joinPath(worktreePath, ".git"));
+  return readAdminEntries(commonDir)?.find((entry) =>
+    entry.gitFile !== undefined && comparablePath(entry.gitFile) === target
+  );
+}
+
+/**
+ * The worktrees of a repository as git's own files name them, without running
+ * git: the main worktree beside a common directory named `.git`, then every
+ * linked one through its admin entry.
+ */
+export function worktreesOnDisk(commonDir: string): string[] {
+  const worktrees = /[\\/]\.git$/.test(commonDir) ? [parentOf(commonDir)] : [];
+  for (const entry of readAdminEntries(commonDir) ?? []) {
+    if (entry.gitFile !== undefined) worktrees.push(parentOf(entry.gitFile));
+  }
+  return worktrees;
 }

@@ -1,7 +1,7 @@
 // The copy of a linked worktree's port file kept in its admin entry in git's directory.
 
 import { removeStaleTemporaryFiles, writeFileAtomic } from "./files.ts";
-import { adminDirOf, gitDirsOf } from "./git_dirs.ts";
+import { adminEntryOf, gitDirsOf } from "./git_dirs.ts";
 import { joinPath } from "./paths.ts";
 import { type PortFileRead, readPortFile } from "./port_file.ts";
 
@@ -65,6 +65,8 @@ export function dropKeptCopy(root: string): void {
  * files of the admin entries (its own `.git` file may be gone with it).
  */
 export function readKeptCopy(commonDir: string, worktreePath: string): PortFileRead {
-  const admin = adminDirOf(commonDir, worktreePath);
-  return admin === undefined ? { state: "missing" } : readPortFile(joinPath(admin, KEPT_COPY_NAME));
+  const admin = adminEntryOf(commonDir, worktreePath);
+  return admin === undefined
+    ? { state: "missing" }
+    : readPortFile(joinPath(admin.dir, KEPT_COPY_NAME));
 }

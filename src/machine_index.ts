@@ -3,11 +3,11 @@
 
 import type { Scope } from "./config.ts";
 import { WorktreePortsError } from "./errors.ts";
-import { isPlainObject, readRegularTextFile, realPathOr, writeFileAtomic } from "./files.ts";
-import { worktreeExists } from "./git_dirs.ts";
+import { isPlainObject, realPathOr, writeFileAtomic } from "./files.ts";
+import { worktreeExists, worktreesOnDisk } from "./git_dirs.ts";
 import { type LockOptions, lockRepository, type RepositoryLock } from "./lock.ts";
 import { PORT_FILE_NAME } from "./names.ts";
-import { isAbsolutePath, isInside, joinPath, parentOf, relativeInside } from "./paths.ts";
+import { isAbsolutePath, isInside, joinPath, relativeInside } from "./paths.ts";
 import { readPortFile } from "./port_file.ts";
 import { reservedPortsOfPath } from "./reservations.ts";
 
@@ -220,21 +220,9 @@ export interface MachineSession extends Disposable {
  */
 function portFilesOfRepository(commonDir: string, entry: IndexEntry): IndexEntry[] {
   const inside = relativeInside(entry.worktree, entry.path) ?? PORT_FILE_NAME;
-  const worktrees: string[] = [];
-  if (/[\\/]\.git$/.test(commonDir)) worktrees.push(parentOf(commonDir));
-  try {
-    for (const admin of Deno.readDirSync(joinPath(commonDir, "worktrees"))) {
-      try {
-        const gitdir = readRegularTextFile(joinPath(commonDir, `worktrees/${admin.name}/gitdir`));
-        worktrees.push(parentOf(gitdir.replace(/\r?\n$/, "")));
-      } catch (error) {
-        if (error instanceof Deno.errors.NotCapable) throw error;
-      }
-    }
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
-  }
-  return worktrees.filter((worktree) => worktreeExists(worktree)).map((worktree) => ({
+  return worktreesOnDisk(commonDir).filter((worktree) => worktreeExists(worktree)).map((
+    worktree,
+  ) => ({
     path: joinPath(worktree, inside),
     repository: commonDir,
     worktree,

@@ -4,7 +4,7 @@
 import { notAWorktree, WorktreePortsError } from "./errors.ts";
 import { realPathOr } from "./files.ts";
 import { denoGit, type GitRunner } from "./git.ts";
-import { adminEntries, findCommonDir, nearestGitDirs, worktreeExists } from "./git_dirs.ts";
+import { adminEntryNames, findCommonDir, nearestGitDirs, worktreeExists } from "./git_dirs.ts";
 import { comparablePath, relativeInside } from "./paths.ts";
 import { listWorktrees, type ListWorktreesOptions, type Worktree } from "./worktree_list.ts";
 
@@ -67,7 +67,7 @@ export async function openRepositoryOrBare(options: ListWorktreesOptions): Promi
   // worktree added after the listing shows up as a difference under the lock
   // (see currentListing).
   const near = nearestGitDirs(dir);
-  const entries = near === undefined ? undefined : adminEntries(near.commonDir);
+  const entries = near === undefined ? undefined : adminEntryNames(near.commonDir);
   const worktrees = await listWorktrees({ cwd: dir, git });
   const current = findContaining(worktrees, dir, (w) => w.path) ??
     findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree ??
@@ -141,7 +141,7 @@ const GIT_DIRS = new WeakMap<Repository, string>();
  */
 export async function currentListing(repository: Repository, git: GitRunner): Promise<Repository> {
   const listed = LISTED_ENTRIES.get(repository);
-  if (listed !== undefined && listed === adminEntries(repository.commonDir)) return repository;
+  if (listed !== undefined && listed === adminEntryNames(repository.commonDir)) return repository;
   return await relist(repository, git);
 }
 

@@ -3,7 +3,7 @@
 import { notAWorktree, WorktreePortsError } from "./errors.ts";
 import { pathExists } from "./files.ts";
 import { denoGit, type GitRunner } from "./git.ts";
-import { adminDirOf, gitDirsOf } from "./git_dirs.ts";
+import { adminEntryOf, gitDirsOf } from "./git_dirs.ts";
 import { joinPath, resolvePath } from "./paths.ts";
 
 /** One entry of `git worktree list`. */
@@ -189,8 +189,8 @@ function isLockedAway(worktrees: readonly Worktree[], path: string): boolean {
     if (error instanceof Deno.errors.NotCapable) throw error;
     return false;
   }
-  const admin = adminDirOf(commonDir, path);
-  return admin !== undefined && pathExists(joinPath(admin, "locked"));
+  const admin = adminEntryOf(commonDir, path);
+  return admin !== undefined && pathExists(joinPath(admin.dir, "locked"));
 }
 
 /**
