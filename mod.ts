@@ -65,8 +65,8 @@ export {
   parseConfig,
   type ParseConfigOptions,
   type PortsConfig,
-  type Scope,
 } from "./src/config.ts";
+export { type Environment, type Scope } from "./src/environment.ts";
 export { portsForSlot, renderBundle, type RenderBundleOptions, slugOf } from "./src/bundle.ts";
 export { denoGit, type GitRunner } from "./src/git.ts";
 export {
@@ -79,6 +79,7 @@ export { openRepository, type Repository } from "./src/repository.ts";
 export { type LockOptions, lockRepository, type RepositoryLock } from "./src/lock.ts";
 export {
   formatPortFile,
+  type PortFileContents,
   type PortFileMeta,
   portFilePath,
   type PortFilePathOptions,
@@ -98,13 +99,15 @@ export { chooseSlot, type ChooseSlotOptions, type SlotChoice } from "./src/choos
 export {
   denoMachineIndex,
   INDEX_ENV_VARIABLES,
+  type MachineIndex,
+  machineIndexAt,
+  machineIndexDir,
+} from "./src/index_home.ts";
+export {
   INDEX_FILE_NAME,
   INDEX_VERSION,
   type IndexEntry,
   type IndexRead,
-  type MachineIndex,
-  machineIndexAt,
-  machineIndexDir,
   readMachineIndex,
 } from "./src/machine_index.ts";
 export {

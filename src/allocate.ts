@@ -2,30 +2,32 @@
 
 import { portsForSlot, renderBundle } from "./bundle.ts";
 import { chooseSlot } from "./choose_slot.ts";
-import { type ConfigOverrides, loadConfig, type PortsConfig, type Scope } from "./config.ts";
+import { type ConfigOverrides, loadConfig, type PortsConfig } from "./config.ts";
+import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { listPorts, quoteKey, WorktreePortsError } from "./errors.ts";
 import { removeStaleTemporaryFiles, writeFileAtomic } from "./files.ts";
-import { denoGit, type GitRunner } from "./git.ts";
 import { excludeFromGit, excludePatterns, warnIfTracked } from "./git_ignore.ts";
 import { keepCopy, keptCopyPath } from "./kept_copy.ts";
 import { lockRepository } from "./lock.ts";
-import { type MachineIndex, openMachineIndex } from "./machine_index.ts";
+import { openMachineIndex } from "./machine_index.ts";
 import { MAX_FILE_BYTES, META_KEY, PORT_FILE_NAME } from "./names.ts";
 import { assertNotDirectory, assertOwnOutput, assertReplaceableOutput } from "./output.ts";
 import { parentOf, relativeInside } from "./paths.ts";
 import {
   formatPortFile,
   isForeign,
+  type PortFileContents,
   type PortFileMeta,
   portFilePath,
   type PortFileRead,
   readPortFile,
 } from "./port_file.ts";
-import { denoProbe, type PortProbe, probePort } from "./probe.ts";
+import { type PortProbe, probePort } from "./probe.ts";
 import {
   assertStillWorktree,
   knownGitDirs,
-  openRepository,
+  type OpenedRepository,
+  openWorktree,
   type Repository,
 } from "./repository.ts";
 import { scanCurrentReservations, withOtherRepositories } from "./reservations.ts";
@@ -63,7 +65,7 @@ function warnAboutMainWorktree(
 }
 
 /** Options for {@linkcode allocate}. */
-export interface AllocateOptions extends ConfigOverrides {
+export interface AllocateOptions extends ConfigOverrides, Environment {
   /**
    * A directory inside the worktree to allocate for.
    *
@@ -117,18 +119,6 @@ export interface AllocateOptions extends ConfigOverrides {
    */
   ignoreOutput?: boolean;
   /**
-   * How git is run.
-   *
-   * @default {denoGit}
-   */
-  git?: GitRunner;
-  /**
-   * How ports are checked for listeners.
-   *
-   * @default {denoProbe}
-   */
-  probe?: PortProbe;
-  /**
    * Choose the slot exactly as a real allocation would, under the lock with
    * the same scan and probes, and write nothing: no port file, no exclude
    * rule, no entry in the machine-wide index. The result is what would be
@@ -138,34 +128,12 @@ export interface AllocateOptions extends ConfigOverrides {
    * @default {false}
    */
   dryRun?: boolean;
-  /**
-   * `machine` also reserves the ports of every other repository's port file
-   * recorded in the machine-wide index, and records this one there;
-   * `repository` looks at this repository's worktrees only.
-   *
-   * @default {"machine"} unless the config says `"scope": "repository"`
-   */
-  scope?: Scope;
-  /**
-   * Where the machine-wide index lives.
-   *
-   * @default {denoMachineIndex}
-   */
-  index?: MachineIndex;
 }
 
 /** The result of {@linkcode allocate}. */
-export interface Allocation {
-  /** The slot: 0 for the main worktree, 1 or more for linked ones. */
-  slot: number;
-  /** The ports and filled-in templates, as written at the top level of the file. */
-  bundle: Record<string, number | string>;
-  /** Real path of the worktree root. */
-  worktree: string;
+export interface Allocation extends PortFileContents {
   /** The port file. */
   path: string;
-  /** When the worktree first got this slot (ISO 8601). */
-  allocatedAt: string;
   /** The worktree kept the slot it already had. */
   kept: boolean;
   /** The file was written; `false` when it already held exactly this allocation. */
@@ -214,15 +182,19 @@ export interface AllocationTimings {
  */
 export async function allocate(options: AllocateOptions = {}): Promise<Allocation> {
   const start = performance.now();
-  const git = options.git ?? denoGit;
-  const repository = await openRepository({ cwd: options.cwd, git });
-  return await allocateIn(repository, options, git, start);
+  const env = environmentOf(options);
+  const repository = await openWorktree(options.cwd, env);
+  return await allocateIn(repository, options, env, start);
 }
 
+/**
+ * {@linkcode allocate} in a repository already opened; `start` is when the
+ * operation began, for its timings.
+ */
 export async function allocateIn(
-  repository: Repository,
+  repository: OpenedRepository,
   options: AllocateOptions,
-  git: GitRunner,
+  env: Env,
   start: number,
 ): Promise<Allocation> {
   const gitDone = performance.now();
@@ -252,13 +224,13 @@ export async function allocateIn(
     const lockedStart = performance.now();
     lockWait = lockedStart - waitStart;
     using machine = await openMachineIndex(repository.commonDir, {
-      scope: options.scope ?? config.scope,
-      index: options.index,
+      scope: env.scope ?? config.scope,
+      index: env.index,
       lockOptions,
       ownFile: path,
     });
     lockWait += machine.lockWait;
-    const reserved = await scanCurrentReservations(repository, git, path, inside, options);
+    const reserved = await scanCurrentReservations(repository, env, path, inside, options);
     assertStillWorktree(repository.root);
     if (!options.dryRun) {
       removeStaleTemporaryFiles(path);
@@ -284,7 +256,7 @@ export async function allocateIn(
       withOtherRepositories(reserved.holders, machine.holders),
       {
         force: options.force,
-        probe: options.probe,
+        probe: env.probe,
         dryRun: options.dryRun,
         makeParent: inside !== undefined,
         beforeWrite,
@@ -304,13 +276,13 @@ export async function allocateIn(
   const ownBefore = previous.state === "read" &&
     !isForeign(previous, repository.root, repository);
   if (repository.primary && !ownBefore) {
-    allocation.warnings.push(...await busyBaseWarnings(config, options.probe ?? denoProbe));
+    allocation.warnings.push(...await busyBaseWarnings(config, env.probe));
   }
   // A file this tool did not write for this worktree may be one git checked out.
   const checkedOut = allocation.written && previous.state !== "missing" &&
     !(ownBefore && previous.state === "read" && previous.meta !== undefined);
   if (inside !== undefined && options.ignoreOutput !== false && checkedOut) {
-    await warnIfTracked(git, repository, inside, allocation.warnings);
+    await warnIfTracked(env.git, repository, inside, allocation.warnings);
   }
   const total = performance.now() - start;
   return { ...allocation, timings: { git: gitDone - start, lockWait, locked, total } };
@@ -372,7 +344,8 @@ export async function allocateSlot(
   config: PortsConfig,
   own: PortFileRead,
   reserved: Pick<ReadonlySet<number>, "has">,
-  options: Pick<AllocateOptions, "force" | "probe" | "dryRun"> & {
+  options: Pick<AllocateOptions, "force" | "dryRun"> & {
+    probe: PortProbe;
     makeParent?: boolean;
     beforeWrite?: () => void;
   },

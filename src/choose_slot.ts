@@ -2,12 +2,13 @@
 
 import { portsForSlot } from "./bundle.ts";
 import type { PortsConfig } from "./config.ts";
+import { type Environment, environmentOf } from "./environment.ts";
 import { listPorts, WorktreePortsError } from "./errors.ts";
-import { denoProbe, type PortProbe, type PortStatus, probePort } from "./probe.ts";
+import { type PortProbe, type PortStatus, probePort } from "./probe.ts";
 import { blockedPortsOf } from "./usable_ports.ts";
 
 /** Options for {@linkcode chooseSlot}. */
-export interface ChooseSlotOptions {
+export interface ChooseSlotOptions extends Pick<Environment, "probe"> {
   /**
    * The slot the worktree holds now, from its own port file.
    *
@@ -26,12 +27,6 @@ export interface ChooseSlotOptions {
    * @default {false}
    */
   primary?: boolean;
-  /**
-   * How ports are checked for listeners.
-   *
-   * @default {denoProbe}
-   */
-  probe?: PortProbe;
 }
 
 /** The slot {@linkcode chooseSlot} picked. */
@@ -84,7 +79,7 @@ export async function chooseSlot(
   ) {
     return { slot: current, kept: true };
   }
-  const probe = options.probe ?? denoProbe;
+  const { probe } = environmentOf(options);
   let busy = 0;
   const blocked = new Set<number>();
   let blockedSlots = 0;

@@ -2,6 +2,7 @@
 // from a worktree.
 
 import { isReservedEnvName } from "./env_names.ts";
+import type { Scope } from "./environment.ts";
 import { clip, quoteKey, quoteValue, WorktreePortsError } from "./errors.ts";
 import {
   fileProblemOf,
@@ -447,10 +448,3 @@ function asConfigError(error: unknown, path: string): unknown {
     { cause: error },
   );
 }
-
-/**
- * How far an allocation looks for ports held by others: `machine`, every
- * port file recorded in the machine-wide index as well as the repository's
- * own worktrees; `repository`, only the repository's own worktrees.
- */
-export type Scope = "machine" | "repository";

@@ -1,7 +1,7 @@
 // The current worktree's bundle: read as it is, or loaded (allocating when needed).
 
 import { allocateIn, type AllocateOptions, type Allocation } from "./allocate.ts";
-import { denoGit, type GitRunner } from "./git.ts";
+import { type Environment, environmentOf } from "./environment.ts";
 import {
   isForeign,
   isOutdatedFor,
@@ -10,10 +10,10 @@ import {
   type PortFilePathOptions,
   readPortFile,
 } from "./port_file.ts";
-import { openRepository } from "./repository.ts";
+import { openWorktree } from "./repository.ts";
 
 /** Options for {@linkcode readBundle}. */
-export interface ReadBundleOptions extends PortFilePathOptions {
+export interface ReadBundleOptions extends PortFilePathOptions, Pick<Environment, "git"> {
   /**
    * The config file the port file is compared with; relative paths are
    * resolved against the worktree root.
@@ -21,12 +21,6 @@ export interface ReadBundleOptions extends PortFilePathOptions {
    * @default {undefined} `worktree-ports.config.json` in the worktree root, if present
    */
   config?: string;
-  /**
-   * How git is run.
-   *
-   * @default {denoGit}
-   */
-  git?: GitRunner;
 }
 
 /** The current worktree's port file, as {@linkcode readBundle} found it. */
@@ -71,7 +65,7 @@ export interface CurrentBundle {
 export async function readBundle(
   options: ReadBundleOptions = {},
 ): Promise<CurrentBundle | undefined> {
-  const repository = await openRepository({ cwd: options.cwd, git: options.git });
+  const repository = await openWorktree(options.cwd, environmentOf(options));
   const path = portFilePath(repository.root, options);
   const file = readPortFile(path);
   if (file.state === "missing") return undefined;
@@ -138,8 +132,8 @@ export interface LoadedBundle {
  */
 export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedBundle> {
   const start = performance.now();
-  const git = options.git ?? denoGit;
-  const repository = await openRepository({ cwd: options.cwd, git });
+  const env = environmentOf(options);
+  const repository = await openWorktree(options.cwd, env);
   const path = portFilePath(repository.root, options);
   const file = readPortFile(path);
   let outdated = false;
@@ -155,7 +149,7 @@ export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedB
   }
   const moved = file.state === "read" && file.meta !== undefined &&
     file.meta.worktree !== repository.root && !isForeign(file, repository.root, repository);
-  const allocation = await allocateIn(repository, options, git, start);
+  const allocation = await allocateIn(repository, options, env, start);
   return {
     path,
     data: portFileData(allocation),

@@ -2,9 +2,9 @@
 
 import { allocateSlot, warnDroppedKeys } from "./allocate.ts";
 import { portsForSlot } from "./bundle.ts";
-import { type ConfigOverrides, loadConfig, type Scope } from "./config.ts";
+import { type ConfigOverrides, loadConfig } from "./config.ts";
+import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { realPathOr } from "./files.ts";
-import { denoGit, type GitRunner } from "./git.ts";
 import {
   inspectAll,
   type InspectedStatus,
@@ -15,15 +15,15 @@ import {
 } from "./inspect.ts";
 import { keptCopyPath } from "./kept_copy.ts";
 import { lockRepository, type RepositoryLock } from "./lock.ts";
-import { type MachineIndex, type MachineSession, openMachineIndex } from "./machine_index.ts";
+import { type MachineSession, openMachineIndex } from "./machine_index.ts";
 import { PORT_FILE_NAME } from "./names.ts";
 import { relativeInside } from "./paths.ts";
 import { type PortFilePathOptions, readPortFile } from "./port_file.ts";
-import { denoProbe, type PortProbe } from "./probe.ts";
+import type { PortProbe } from "./probe.ts";
 import { currentListing, hasVanishedWorktree, openRepositoryOrBare, relist } from "./repository.ts";
 
 /** Options for {@linkcode fixWorktrees}. */
-export interface FixOptions extends ConfigOverrides, PortFilePathOptions {
+export interface FixOptions extends ConfigOverrides, PortFilePathOptions, Environment {
   /**
    * How long to wait for another allocation to release the lock.
    *
@@ -36,31 +36,6 @@ export interface FixOptions extends ConfigOverrides, PortFilePathOptions {
    * @default {undefined}
    */
   onLockWait?: (path: string) => void;
-  /**
-   * How git is run.
-   *
-   * @default {denoGit}
-   */
-  git?: GitRunner;
-  /**
-   * How ports are checked for listeners.
-   *
-   * @default {denoProbe}
-   */
-  probe?: PortProbe;
-  /**
-   * `machine` also looks at other repositories' port files recorded in the
-   * machine-wide index; `repository` at this repository's worktrees only.
-   *
-   * @default {"machine"}
-   */
-  scope?: Scope;
-  /**
-   * Where the machine-wide index lives.
-   *
-   * @default {denoMachineIndex}
-   */
-  index?: MachineIndex;
 }
 
 /** One worktree moved by {@linkcode fixWorktrees} or {@linkcode fixMachine}. */
@@ -113,23 +88,23 @@ export interface Move {
  * ```
  */
 export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
-  const git = options.git ?? denoGit;
-  const listed = await openRepositoryOrBare({ cwd: options.cwd, git });
+  const env = environmentOf(options);
+  const listed = await openRepositoryOrBare(options.cwd, env);
   using _lock = await lockRepository(listed.commonDir, {
     timeoutMs: options.lockTimeoutMs,
     onWait: options.onLockWait,
   });
   using machine = await openMachineIndex(listed.commonDir, {
-    scope: options.scope,
-    index: options.index,
+    scope: env.scope,
+    index: env.index,
     lockOptions: { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait },
   });
-  let repository = await currentListing(listed, git);
-  if (hasVanishedWorktree(repository)) repository = await relist(listed, git);
+  let repository = await currentListing(listed, env);
+  if (hasVanishedWorktree(repository)) repository = await relist(listed, env);
   // Only the worktrees of a conflicting pair are probed, so the lock is held
   // for reading the files, not for binding every port of every worktree.
-  const statuses = await inspectRepository(repository, { ...options, listening: false });
-  return await repairStatuses(statuses, machine, options);
+  const statuses = await inspectRepository(repository, { ...options, listening: false }, env);
+  return await repairStatuses(statuses, machine, options, env);
 }
 
 /**
@@ -141,8 +116,8 @@ async function repairStatuses(
   statuses: readonly InspectedStatus[],
   machine: Pick<MachineSession, "holders" | "record">,
   options: FixOptions,
+  env: Pick<Env, "probe">,
 ): Promise<Move[]> {
-  const probe = options.probe ?? denoProbe;
   const movers = new Map<WorktreeStatus, Move["reason"]>();
   for (const status of statuses) {
     if (
@@ -165,7 +140,7 @@ async function repairStatuses(
         ? other
         : pinned(other)
         ? status
-        : await chooseMover(status, other, probe);
+        : await chooseMover(status, other, env.probe);
       movers.set(mover, "duplicate");
     }
   }
@@ -189,7 +164,7 @@ async function repairStatuses(
       config,
       outdated ? old : { state: "missing" },
       reserved,
-      { force: !outdated, probe: options.probe },
+      { force: !outdated, probe: env.probe },
     );
     // allocateSlot warns about the keys it drops only from a file it was given.
     if (!outdated && old.state === "read" && allocation.written) {
@@ -258,15 +233,16 @@ async function allocationTime(status: WorktreeStatus): Promise<number> {
  * ```
  */
 export async function fixMachine(options: FixOptions = {}): Promise<Move[]> {
-  const found = await openIndexedRepositories(options);
+  const env = environmentOf(options);
+  const found = await openIndexedRepositories(options, env);
   const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
   const ordered = found.repositories.map((repository) => realPathOr(repository.commonDir)).sort();
   const locks: RepositoryLock[] = [];
   try {
     for (const commonDir of ordered) locks.push(await lockRepository(commonDir, lockOptions));
-    using machine = await openMachineIndex(undefined, { index: options.index, lockOptions });
-    const statuses = await inspectAll(found, { ...options, listening: false });
-    return await repairStatuses(statuses, machine, options);
+    using machine = await openMachineIndex(undefined, { index: env.index, lockOptions });
+    const statuses = await inspectAll(found, { ...options, listening: false }, env);
+    return await repairStatuses(statuses, machine, options, env);
   } finally {
     for (const lock of locks.reverse()) lock.release();
   }

@@ -1,12 +1,12 @@
 // The state of every worktree's port file, in one repository or on the whole machine.
 
-import type { ConfigOverrides, Scope } from "./config.ts";
+import type { ConfigOverrides } from "./config.ts";
+import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { WorktreePortsError } from "./errors.ts";
 import { fileInfo, realPathOr } from "./files.ts";
-import type { GitRunner } from "./git.ts";
 import { worktreeExists } from "./git_dirs.ts";
 import { readKeptCopy } from "./kept_copy.ts";
-import { type MachineIndex, type MachineSession, openMachineIndex } from "./machine_index.ts";
+import { type MachineSession, openMachineIndex } from "./machine_index.ts";
 import { isPort, PORT_FILE_NAME } from "./names.ts";
 import { comparablePath, joinPath, relativeInside } from "./paths.ts";
 import {
@@ -17,8 +17,13 @@ import {
   type PortFilePathOptions,
   readPortFile,
 } from "./port_file.ts";
-import { denoProbe, type PortProbe, probePort } from "./probe.ts";
-import { openRepository, openRepositoryOrBare, type Repository } from "./repository.ts";
+import { type PortProbe, probePort } from "./probe.ts";
+import {
+  type OpenedRepository,
+  openRepositoryOrBare,
+  openWorktree,
+  type Repository,
+} from "./repository.ts";
 
 /** Marks the ports that other repositories' recorded files hold as conflicts with those worktrees. */
 function markOtherRepositories(
@@ -71,15 +76,16 @@ function addCrossRepositoryConflicts(statuses: readonly InspectedStatus[]): void
  * not for allocating.
  */
 export async function openIndexedRepositories(
-  options: Pick<InspectOptions, "cwd" | "git" | "index" | "onWarning">,
-): Promise<{ repositories: Repository[]; here: boolean }> {
-  const repositories: Repository[] = [];
+  options: Pick<InspectOptions, "cwd" | "onWarning">,
+  env: Pick<Env, "git" | "index">,
+): Promise<{ repositories: OpenedRepository[]; here: boolean }> {
+  const repositories: OpenedRepository[] = [];
   try {
-    repositories.push(await openRepository({ cwd: options.cwd, git: options.git }));
+    repositories.push(await openWorktree(options.cwd, env));
   } catch (error) {
     if (!(error instanceof WorktreePortsError && error.code === "NOT_A_WORKTREE")) throw error;
   }
-  using machine = await openMachineIndex(undefined, { index: options.index, readOnly: true });
+  using machine = await openMachineIndex(undefined, { index: env.index, readOnly: true });
   for (const warning of machine.warnings) options.onWarning?.(warning);
   const here = repositories.length > 0;
   const seen = new Set(repositories.map((repository) => realPathOr(repository.commonDir)));
@@ -93,7 +99,7 @@ export async function openIndexedRepositories(
     for (const worktree of groups.get(key)!) {
       if (!worktreeExists(worktree)) continue;
       try {
-        const repository = await openRepository({ cwd: worktree, git: options.git });
+        const repository = await openWorktree(worktree, env);
         // Entries may name a repository by a path it had before it moved:
         // opened, it may be one already open, whose lock is already held.
         const real = realPathOr(repository.commonDir);
@@ -117,6 +123,7 @@ export async function openIndexedRepositories(
 export async function inspectAll(
   { repositories, here }: { repositories: readonly Repository[]; here: boolean },
   options: InspectOptions,
+  env: Pick<Env, "probe">,
 ): Promise<InspectedStatus[]> {
   const all: InspectedStatus[] = [];
   for (const [index, repository] of repositories.entries()) {
@@ -127,7 +134,7 @@ export async function inspectAll(
       ...options,
       output: isHere ? options.output : undefined,
       listening: false,
-    });
+    }, env);
     const key = realPathOr(repository.commonDir);
     for (const status of statuses) {
       all.push({ ...status, current: status.current && isHere, repository: key });
@@ -135,7 +142,7 @@ export async function inspectAll(
   }
   addCrossRepositoryConflicts(all);
   if (options.listening !== false) {
-    for (const status of all) await probeListening(status, options.probe ?? denoProbe);
+    for (const status of all) await probeListening(status, env.probe);
   }
   return all;
 }
@@ -203,7 +210,7 @@ export interface WorktreeStatus {
 }
 
 /** Options for {@linkcode inspectWorktrees}. */
-export interface InspectOptions extends PortFilePathOptions, ConfigOverrides {
+export interface InspectOptions extends PortFilePathOptions, ConfigOverrides, Environment {
   /**
    * The config file each worktree's file is compared with, to tell an
    * outdated one; relative paths are resolved against each worktree's root.
@@ -217,31 +224,6 @@ export interface InspectOptions extends PortFilePathOptions, ConfigOverrides {
    * @default {true}
    */
   listening?: boolean;
-  /**
-   * How git is run.
-   *
-   * @default {denoGit}
-   */
-  git?: GitRunner;
-  /**
-   * How ports are checked for listeners.
-   *
-   * @default {denoProbe}
-   */
-  probe?: PortProbe;
-  /**
-   * `machine` also looks at other repositories' port files recorded in the
-   * machine-wide index; `repository` at this repository's worktrees only.
-   *
-   * @default {"machine"}
-   */
-  scope?: Scope;
-  /**
-   * Where the machine-wide index lives.
-   *
-   * @default {denoMachineIndex}
-   */
-  index?: MachineIndex;
   /**
    * Called with each problem that did not stop the inspection, such as an
    * unreadable machine-wide index.
@@ -272,9 +254,14 @@ export interface InspectOptions extends PortFilePathOptions, ConfigOverrides {
 export async function inspectWorktrees(
   options: InspectOptions = {},
 ): Promise<WorktreeStatus[]> {
-  const repository = await openRepositoryOrBare({ cwd: options.cwd, git: options.git });
-  const statuses = await inspectRepository(repository, options);
-  using machine = await openMachineIndex(repository.commonDir, { ...options, readOnly: true });
+  const env = environmentOf(options);
+  const repository = await openRepositoryOrBare(options.cwd, env);
+  const statuses = await inspectRepository(repository, options, env);
+  using machine = await openMachineIndex(repository.commonDir, {
+    scope: env.scope,
+    index: env.index,
+    readOnly: true,
+  });
   for (const warning of machine.warnings) options.onWarning?.(warning);
   markOtherRepositories(statuses, machine);
   return statuses.map(({ reserved: _, ...status }) => status);
@@ -301,20 +288,22 @@ export async function inspectWorktrees(
  * ```
  */
 export async function inspectMachine(options: InspectOptions = {}): Promise<WorktreeStatus[]> {
-  const statuses = await inspectAll(await openIndexedRepositories(options), options);
+  const env = environmentOf(options);
+  const statuses = await inspectAll(await openIndexedRepositories(options, env), options, env);
   return statuses.map(({ reserved: _, ...status }) => status);
 }
 
 /** A status with every port its file reserves, read liberally (URL ports included). */
 export type InspectedStatus = WorktreeStatus & { reserved: number[] };
 
+/** The statuses of one repository's worktrees, with the conflicts among them. */
 export async function inspectRepository(
   repository: Repository,
-  options: InspectOptions,
+  options: Omit<InspectOptions, keyof Environment>,
+  env: Pick<Env, "probe">,
 ): Promise<InspectedStatus[]> {
   const ownPath = portFilePath(repository.root, options);
   const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
-  const probe = options.probe ?? denoProbe;
   const worktrees = repository.worktrees.filter((worktree) => !worktree.bare);
   const statuses = await Promise.all(worktrees.map(async (worktree) => {
     const current = worktree === repository.current;
@@ -396,7 +385,7 @@ export async function inspectRepository(
   });
 
   if (options.listening !== false) {
-    for (const status of statuses) await probeListening(status, probe);
+    for (const status of statuses) await probeListening(status, env.probe);
   }
   return statuses;
 }

@@ -1,10 +1,11 @@
 // The machine-wide index: a per-user list of every port file, so that no two
 // worktrees on the machine share a port, whichever repository they belong to.
 
-import type { Scope } from "./config.ts";
+import type { Scope } from "./environment.ts";
 import { WorktreePortsError } from "./errors.ts";
 import { isPlainObject, realPathOr, writeFileAtomic } from "./files.ts";
 import { worktreeExists, worktreesOnDisk } from "./git_dirs.ts";
+import type { MachineIndex } from "./index_home.ts";
 import { type LockOptions, lockRepository, type RepositoryLock } from "./lock.ts";
 import { PORT_FILE_NAME } from "./names.ts";
 import { isAbsolutePath, isInside, joinPath, relativeInside } from "./paths.ts";
@@ -24,101 +25,8 @@ export const INDEX_FILE_NAME = "index.json";
 /** Version of the index file format. */
 export const INDEX_VERSION = 1;
 
-/**
- * The environment variables the default index location is read from, and
- * the only ones this package reads.
- */
-export const INDEX_ENV_VARIABLES: readonly string[] = [
-  "WORKTREE_PORTS_HOME",
-  "XDG_STATE_HOME",
-  "HOME",
-  "LOCALAPPDATA",
-];
-
 /** A port file is a few hundred bytes; an index entry never makes us read a large file. */
 const MAX_INDEXED_FILE_BYTES = 1 << 20;
-
-/**
- * Where the machine-wide index lives. Injected like {@linkcode GitRunner}
- * and {@linkcode PortProbe}, so that library users and tests can keep it in
- * a folder of their own.
- */
-export interface MachineIndex {
-  /**
-   * The folder holding the index file and the machine lock.
-   *
-   * @returns The folder, or `undefined` when there is no home to keep it in.
-   */
-  dir(): string | undefined;
-}
-
-/**
- * Where the index folder goes, given how to read environment variables:
- * `$WORKTREE_PORTS_HOME` if set, else `$XDG_STATE_HOME/worktree-ports`, else
- * `~/.local/state/worktree-ports` (`%LOCALAPPDATA%\worktree-ports` on Windows).
- *
- * @param getEnv Reads one variable; `undefined` when it is not set.
- * @param os The operating system, as in `Deno.build.os`.
- * @returns The folder, or `undefined` when none of the variables says where home is.
- *
- * @example Usage
- * ```ts
- * import { machineIndexDir } from "@org/worktree-ports";
- * import assert from "node:assert/strict";
- *
- * const env: Record<string, string> = { HOME: "/home/ada" };
- * assert.equal(
- *   machineIndexDir((name) => env[name], "linux"),
- *   "/home/ada/.local/state/worktree-ports",
- * );
- * ```
- */
-export function machineIndexDir(
-  getEnv: (name: string) => string | undefined,
-  os: typeof Deno.build.os = Deno.build.os,
-): string | undefined {
-  const home = getEnv("WORKTREE_PORTS_HOME");
-  if (home) return home;
-  if (os === "windows") {
-    const local = getEnv("LOCALAPPDATA");
-    return local ? `${local.replace(/[\\/]+$/, "")}\\worktree-ports` : undefined;
-  }
-  // The XDG spec ignores a relative XDG_STATE_HOME.
-  const state = getEnv("XDG_STATE_HOME");
-  if (state && state.startsWith("/")) return joinPath(state, "worktree-ports");
-  const user = getEnv("HOME");
-  return user ? joinPath(user, ".local/state/worktree-ports") : undefined;
-}
-
-/**
- * The real {@linkcode MachineIndex}: {@linkcode machineIndexDir} with the
- * process's environment. Reading it needs `--allow-env` for the variables in
- * {@linkcode INDEX_ENV_VARIABLES}.
- */
-export const denoMachineIndex: MachineIndex = {
-  dir(): string | undefined {
-    return machineIndexDir((name) => Deno.env.get(name), Deno.build.os);
-  },
-};
-
-/**
- * A {@linkcode MachineIndex} kept in a given folder, for tests and for tools
- * that keep their own state.
- *
- * @param dir The folder; it is created when first needed.
- * @returns The index.
- *
- * @example Usage
- * ```ts
- * import { machineIndexAt } from "@org/worktree-ports";
- * import assert from "node:assert/strict";
- *
- * assert.equal(machineIndexAt("/tmp/ports-index").dir(), "/tmp/ports-index");
- * ```
- */
-export function machineIndexAt(dir: string): MachineIndex {
-  return { dir: () => dir };
-}
 
 /** One port file recorded in the machine-wide index: a pointer, never the ports themselves. */
 export interface IndexEntry {
@@ -232,7 +140,7 @@ function portFilesOfRepository(commonDir: string, entry: IndexEntry): IndexEntry
 /** Options of {@linkcode openMachineIndex}. */
 interface MachineSessionOptions {
   scope?: Scope;
-  index?: MachineIndex;
+  index: MachineIndex;
   lockOptions?: LockOptions;
   /** Only read: no folder is created, no lock taken, nothing recorded (for inspecting). */
   readOnly?: boolean;
@@ -266,7 +174,7 @@ export async function openMachineIndex(
   const fallback = options.readOnly
     ? "looking at this repository only this time"
     : "allocating for this repository only this time";
-  const dir = (options.index ?? denoMachineIndex).dir();
+  const dir = options.index.dir();
   if (dir === undefined) {
     warnings.push(
       `No home folder for the machine-wide index (set HOME or WORKTREE_PORTS_HOME); ${fallback}`,

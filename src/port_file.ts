@@ -1,7 +1,6 @@
 // The port file: reading it whatever wrote it, formatting it, and judging whose it is
 // and whether the config has changed under it.
 
-import type { Allocation } from "./allocate.ts";
 import { renderBundle } from "./bundle.ts";
 import { loadConfig, type LoadConfigOptions, type PortsConfig } from "./config.ts";
 import { quoteKey, WorktreePortsError } from "./errors.ts";
@@ -206,6 +205,18 @@ export function reservedPortsOf(data: Record<string, unknown>): number[] {
   return [...ports];
 }
 
+/** What a port file records: a bundle, and the metadata of its slot. */
+export interface PortFileContents {
+  /** The slot: 0 for the main worktree, 1 or more for linked ones. */
+  slot: number;
+  /** The ports and filled-in templates, as written at the top level of the file. */
+  bundle: Record<string, number | string>;
+  /** Real path of the worktree root. */
+  worktree: string;
+  /** When the worktree first got this slot (ISO 8601). */
+  allocatedAt: string;
+}
+
 /**
  * The text of a port file: the bundle flat at the top level, so existing
  * readers keep finding their keys, then the `worktree_ports` metadata.
@@ -227,16 +238,12 @@ export function reservedPortsOf(data: Record<string, unknown>): number[] {
  * assert.equal(JSON.parse(text).worktree_ports.slot, 1);
  * ```
  */
-export function formatPortFile(
-  allocation: Pick<Allocation, "bundle" | "slot" | "worktree" | "allocatedAt">,
-): string {
+export function formatPortFile(allocation: PortFileContents): string {
   return JSON.stringify(portFileData(allocation), null, 2) + "\n";
 }
 
 /** The top-level values of a port file: the bundle, then the metadata. */
-export function portFileData(
-  allocation: Pick<Allocation, "bundle" | "slot" | "worktree" | "allocatedAt">,
-): Record<string, unknown> {
+export function portFileData(allocation: PortFileContents): Record<string, unknown> {
   const meta: PortFileMeta = {
     version: PORT_FILE_VERSION,
     slot: allocation.slot,

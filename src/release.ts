@@ -1,29 +1,23 @@
 // Releasing a worktree's port file.
 
+import { type Environment, environmentOf } from "./environment.ts";
 import { removeStaleTemporaryFiles } from "./files.ts";
-import { denoGit, type GitRunner } from "./git.ts";
 import { dropKeptCopy } from "./kept_copy.ts";
 import { lockRepository } from "./lock.ts";
 import { PORT_FILE_NAME } from "./names.ts";
 import { assertNotDirectory } from "./output.ts";
 import { joinPath } from "./paths.ts";
 import { portFilePath, type PortFilePathOptions } from "./port_file.ts";
-import { assertStillWorktree, currentListing, openRepository } from "./repository.ts";
+import { assertStillWorktree, currentListing, openWorktree } from "./repository.ts";
 
 /** Options for {@linkcode releasePorts}. */
-export interface ReleaseOptions extends PortFilePathOptions {
+export interface ReleaseOptions extends PortFilePathOptions, Pick<Environment, "git"> {
   /**
    * How long to wait for another allocation to release the lock.
    *
    * @default {DEFAULT_LOCK_TIMEOUT_MS}
    */
   lockTimeoutMs?: number;
-  /**
-   * How git is run.
-   *
-   * @default {denoGit}
-   */
-  git?: GitRunner;
 }
 
 /** What {@linkcode releasePorts} did. */
@@ -51,11 +45,11 @@ export interface Release {
  * ```
  */
 export async function releasePorts(options: ReleaseOptions = {}): Promise<Release> {
-  const git = options.git ?? denoGit;
-  const listed = await openRepository({ cwd: options.cwd, git });
+  const env = environmentOf(options);
+  const listed = await openWorktree(options.cwd, env);
   assertNotDirectory(portFilePath(listed.root, options));
   using _lock = await lockRepository(listed.commonDir, { timeoutMs: options.lockTimeoutMs });
-  const repository = await currentListing(listed, git);
+  const repository = await currentListing(listed, env);
   assertStillWorktree(repository.root);
   const path = portFilePath(repository.root, options);
   removeStaleTemporaryFiles(path);

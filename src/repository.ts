@@ -1,9 +1,9 @@
 // A repository as seen from a directory: its worktrees, the current one, its common
 // directory, and its listing kept current under the lock.
 
+import { type Env, environmentOf } from "./environment.ts";
 import { notAWorktree, WorktreePortsError } from "./errors.ts";
 import { realPathOr } from "./files.ts";
-import { denoGit, type GitRunner } from "./git.ts";
 import { adminEntryNames, findCommonDir, nearestGitDirs, worktreeExists } from "./git_dirs.ts";
 import { comparablePath, relativeInside } from "./paths.ts";
 import { listWorktrees, type ListWorktreesOptions, type Worktree } from "./worktree_list.ts";
@@ -43,7 +43,35 @@ export interface Repository {
 export async function openRepository(
   options: ListWorktreesOptions = {},
 ): Promise<Repository> {
-  const repository = await openRepositoryOrBare(options);
+  const { worktrees, current, root, primary, commonDir } = await openWorktree(
+    options.cwd,
+    environmentOf(options),
+  );
+  return { worktrees, current, root, primary, commonDir };
+}
+
+/**
+ * A repository as this package opens it: a {@linkcode Repository}, and what
+ * was read on the way that later steps use again.
+ */
+export interface OpenedRepository extends Repository {
+  /**
+   * The names of the admin entries (see {@linkcode adminEntryNames}) taken
+   * just before git listed the worktrees. Git adds an entry for every new
+   * linked worktree and removes it with the worktree, so the same names
+   * under the lock mean no worktree was added or removed since the listing.
+   */
+  listedEntries?: string;
+  /** The current worktree's git directory, when it was read while opening it. */
+  gitDir?: string;
+}
+
+/** {@linkcode openRepository} for the operations, refusing a bare repository's directory. */
+export async function openWorktree(
+  cwd: string | undefined,
+  env: Pick<Env, "git">,
+): Promise<OpenedRepository> {
+  const repository = await openRepositoryOrBare(cwd, env);
   if (repository.current.bare) throw inBareRepository(repository);
   return repository;
 }
@@ -53,9 +81,11 @@ export async function openRepository(
  * `current` is the bare repository: enough for commands that only read the
  * linked worktrees.
  */
-export async function openRepositoryOrBare(options: ListWorktreesOptions): Promise<Repository> {
-  const git = options.git ?? denoGit;
-  const start = options.cwd ?? Deno.cwd();
+export async function openRepositoryOrBare(
+  cwd: string | undefined,
+  env: Pick<Env, "git">,
+): Promise<OpenedRepository> {
+  const start = cwd ?? Deno.cwd();
   let dir: string;
   try {
     dir = Deno.realPathSync(start);
@@ -68,7 +98,7 @@ export async function openRepositoryOrBare(options: ListWorktreesOptions): Promi
   // (see currentListing).
   const near = nearestGitDirs(dir);
   const entries = near === undefined ? undefined : adminEntryNames(near.commonDir);
-  const worktrees = await listWorktrees({ cwd: dir, git });
+  const worktrees = await listWorktrees({ cwd: dir, git: env.git });
   const current = findContaining(worktrees, dir, (w) => w.path) ??
     findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree ??
     mainNamedByGitDir(worktrees, near);
@@ -80,18 +110,16 @@ export async function openRepositoryOrBare(options: ListWorktreesOptions): Promi
   const own = near !== undefined && comparablePath(near.at) === comparablePath(root)
     ? near
     : undefined;
-  const repository: Repository = {
+  const commonDir = current.bare ? root : own?.commonDir ?? await findCommonDir(root, env.git);
+  return {
     worktrees,
     current,
     root,
     primary: current === worktrees[0],
-    commonDir: current.bare ? root : own?.commonDir ?? await findCommonDir(root, git),
+    commonDir,
+    listedEntries: near?.commonDir === commonDir ? entries : undefined,
+    gitDir: current.bare ? undefined : own?.gitDir,
   };
-  if (own !== undefined && !current.bare) GIT_DIRS.set(repository, own.gitDir);
-  if (entries !== undefined && near!.commonDir === repository.commonDir) {
-    LISTED_ENTRIES.set(repository, entries);
-  }
-  return repository;
 }
 
 /**
@@ -122,32 +150,27 @@ function mainNamedByGitDir(
 }
 
 /**
- * The admin entries (`<common dir>/worktrees/*`) that existed just before a
- * repository's worktrees were listed. Git adds an entry for every new linked
- * worktree and removes it with the worktree, so the same entries under the
- * lock mean no worktree was added or removed since the listing.
- */
-const LISTED_ENTRIES = new WeakMap<Repository, string>();
-
-/** The git directory of an opened worktree, when it was read while opening it. */
-const GIT_DIRS = new WeakMap<Repository, string>();
-
-/**
  * The repository as it is now, for a caller holding the lock. The listing
  * taken before the lock is kept when no worktree has been added or removed
  * since (one directory read); otherwise git lists the worktrees again. A
  * worktree created while an allocation waited for the lock is then scanned
  * like any other.
  */
-export async function currentListing(repository: Repository, git: GitRunner): Promise<Repository> {
-  const listed = LISTED_ENTRIES.get(repository);
+export async function currentListing(
+  repository: OpenedRepository,
+  env: Pick<Env, "git">,
+): Promise<OpenedRepository> {
+  const listed = repository.listedEntries;
   if (listed !== undefined && listed === adminEntryNames(repository.commonDir)) return repository;
-  return await relist(repository, git);
+  return await relist(repository, env);
 }
 
 /** Lists the worktrees again, from the same worktree (or bare repository). */
-export async function relist(repository: Repository, git: GitRunner): Promise<Repository> {
-  return await openRepositoryOrBare({ cwd: repository.root, git });
+export async function relist(
+  repository: Repository,
+  env: Pick<Env, "git">,
+): Promise<OpenedRepository> {
+  return await openRepositoryOrBare(repository.root, env);
 }
 
 /** What to say in a bare repository to a command that needs a worktree: where they are. */
@@ -201,11 +224,12 @@ export async function realPaths(
   }));
 }
 
+/** The current worktree's git directories, when they were read while opening it. */
 export function knownGitDirs(
-  repository: Repository,
+  repository: OpenedRepository,
 ): { gitDir: string; commonDir: string } | undefined {
-  const gitDir = GIT_DIRS.get(repository);
-  return gitDir === undefined ? undefined : { gitDir, commonDir: repository.commonDir };
+  const { gitDir, commonDir } = repository;
+  return gitDir === undefined ? undefined : { gitDir, commonDir };
 }
 
 /**

@@ -1,7 +1,6 @@
 // Which ports the other worktrees of a repository hold.
 
-import type { AllocateOptions } from "./allocate.ts";
-import type { GitRunner } from "./git.ts";
+import type { Env } from "./environment.ts";
 import { worktreeExists } from "./git_dirs.ts";
 import { readKeptCopy } from "./kept_copy.ts";
 import { PORT_FILE_NAME } from "./names.ts";
@@ -94,15 +93,15 @@ export function withOtherRepositories(
  */
 export async function scanCurrentReservations(
   repository: Repository,
-  git: GitRunner,
+  env: Pick<Env, "git">,
   path: string,
   inside: string | undefined,
-  options: Pick<AllocateOptions, "excludeOutput">,
+  options: { excludeOutput?: boolean },
 ): Promise<ReservedPorts & { repository: Repository; files: [string, string][] }> {
-  let listed = await currentListing(repository, git);
+  let listed = await currentListing(repository, env);
   let scan = scanReservations(listed, path, inside, options);
   if (scan.gone) {
-    listed = await relist(repository, git);
+    listed = await relist(repository, env);
     scan = scanReservations(listed, path, inside, options);
   }
   return { ...scan, repository: listed };
@@ -113,7 +112,7 @@ export function scanReservations(
   repository: Repository,
   path: string,
   inside: string | undefined,
-  options: Pick<AllocateOptions, "excludeOutput">,
+  options: { excludeOutput?: boolean },
 ): ReservedPorts & { gone: boolean; files: [string, string][] } {
   const holders = new Map<number, string>();
   const warnings: string[] = [];

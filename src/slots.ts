@@ -2,12 +2,12 @@
 
 import { portsForSlot, renderBundle } from "./bundle.ts";
 import { type ConfigOverrides, loadConfig } from "./config.ts";
-import type { GitRunner } from "./git.ts";
+import { type Environment, environmentOf } from "./environment.ts";
 import { PORT_FILE_NAME } from "./names.ts";
 import { relativeInside } from "./paths.ts";
 import { portFilePath, type PortFilePathOptions, readPortFile } from "./port_file.ts";
-import { denoProbe, type PortProbe, probePort } from "./probe.ts";
-import { openRepository, type Repository } from "./repository.ts";
+import { probePort } from "./probe.ts";
+import { openWorktree, type Repository } from "./repository.ts";
 import { scanReservations } from "./reservations.ts";
 import { BROWSER_BLOCKED_PORTS } from "./usable_ports.ts";
 import type { Worktree } from "./worktree_list.ts";
@@ -42,7 +42,8 @@ export interface SlotInfo {
 }
 
 /** Options for {@linkcode listSlots}. */
-export interface ListSlotsOptions extends ConfigOverrides, PortFilePathOptions {
+export interface ListSlotsOptions
+  extends ConfigOverrides, PortFilePathOptions, Pick<Environment, "git" | "probe"> {
   /**
    * The config file; relative paths are resolved against the worktree root.
    *
@@ -55,18 +56,6 @@ export interface ListSlotsOptions extends ConfigOverrides, PortFilePathOptions {
    * @default {true}
    */
   listening?: boolean;
-  /**
-   * How git is run.
-   *
-   * @default {denoGit}
-   */
-  git?: GitRunner;
-  /**
-   * How ports are checked for listeners.
-   *
-   * @default {denoProbe}
-   */
-  probe?: PortProbe;
   /**
    * Called with each problem that did not stop the listing, such as a port
    * file that cannot be read.
@@ -97,11 +86,11 @@ export interface ListSlotsOptions extends ConfigOverrides, PortFilePathOptions {
  * ```
  */
 export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInfo[]> {
-  const repository = await openRepository({ cwd: options.cwd, git: options.git });
+  const { git, probe } = environmentOf(options);
+  const repository = await openWorktree(options.cwd, { git });
   const config = loadConfig(repository.root, options);
   const ownPath = portFilePath(repository.root, options);
   const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
-  const probe = options.probe ?? denoProbe;
   const holders = heldPorts(repository, ownPath, inside, options.onWarning);
   const slots: SlotInfo[] = [];
   for (let slot = 0; slot <= config.slots; slot++) {

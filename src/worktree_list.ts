@@ -1,8 +1,9 @@
 // The worktrees git lists, in both porcelain formats (`-z` from git 2.36, lines before).
 
+import { type Environment, environmentOf } from "./environment.ts";
 import { notAWorktree, WorktreePortsError } from "./errors.ts";
 import { pathExists } from "./files.ts";
-import { denoGit, type GitRunner } from "./git.ts";
+import type { GitRunner } from "./git.ts";
 import { adminEntryOf, gitDirsOf } from "./git_dirs.ts";
 import { joinPath, resolvePath } from "./paths.ts";
 
@@ -84,19 +85,13 @@ export function parseWorktreeList(output: string): Worktree[] {
 }
 
 /** Options for {@linkcode listWorktrees}. */
-export interface ListWorktreesOptions {
+export interface ListWorktreesOptions extends Pick<Environment, "git"> {
   /**
    * A directory inside the repository.
    *
    * @default {Deno.cwd()}
    */
   cwd?: string;
-  /**
-   * How git is run.
-   *
-   * @default {denoGit}
-   */
-  git?: GitRunner;
 }
 
 /**
@@ -120,7 +115,7 @@ export async function listWorktrees(
   options: ListWorktreesOptions = {},
 ): Promise<Worktree[]> {
   const cwd = options.cwd ?? Deno.cwd();
-  const git = options.git ?? denoGit;
+  const { git } = environmentOf(options);
   for (let attempt = 0;; attempt++) {
     try {
       return await runWorktreeList(git, cwd);
