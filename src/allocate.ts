@@ -9,7 +9,7 @@ import { removeStaleTemporaryFiles, writeFileAtomic } from "./files.ts";
 import { excludeFromGit, excludePatterns, warnIfTracked } from "./git_ignore.ts";
 import { keepCopy, keptCopyPath } from "./kept_copy.ts";
 import { lockRepository } from "./lock.ts";
-import { openMachineIndex } from "./machine_index.ts";
+import { MachineSession } from "./machine_index.ts";
 import { MAX_FILE_BYTES, META_KEY, PORT_FILE_NAME } from "./names.ts";
 import { assertNotDirectory, assertOwnOutput, assertReplaceableOutput } from "./output.ts";
 import { parentOf, relativeInside } from "./paths.ts";
@@ -223,7 +223,7 @@ export async function allocateIn(
     using _lock = await lockRepository(repository.commonDir, lockOptions);
     const lockedStart = performance.now();
     lockWait = lockedStart - waitStart;
-    using machine = await openMachineIndex(repository.commonDir, {
+    using machine = await MachineSession.open(repository.commonDir, {
       scope: env.scope ?? config.scope,
       index: env.index,
       lockOptions,

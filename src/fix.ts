@@ -15,7 +15,7 @@ import {
 } from "./inspect.ts";
 import { keptCopyPath } from "./kept_copy.ts";
 import { lockRepository, type RepositoryLock } from "./lock.ts";
-import { type MachineSession, openMachineIndex } from "./machine_index.ts";
+import { MachineSession } from "./machine_index.ts";
 import { PORT_FILE_NAME } from "./names.ts";
 import { relativeInside } from "./paths.ts";
 import { type PortFilePathOptions, readPortFile } from "./port_file.ts";
@@ -94,7 +94,7 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     timeoutMs: options.lockTimeoutMs,
     onWait: options.onLockWait,
   });
-  using machine = await openMachineIndex(listed.commonDir, {
+  using machine = await MachineSession.open(listed.commonDir, {
     scope: env.scope,
     index: env.index,
     lockOptions: { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait },
@@ -240,7 +240,7 @@ export async function fixMachine(options: FixOptions = {}): Promise<Move[]> {
   const locks: RepositoryLock[] = [];
   try {
     for (const commonDir of ordered) locks.push(await lockRepository(commonDir, lockOptions));
-    using machine = await openMachineIndex(undefined, { index: env.index, lockOptions });
+    using machine = await MachineSession.open(undefined, { index: env.index, lockOptions });
     const statuses = await inspectAll(found, { ...options, listening: false }, env);
     return await repairStatuses(statuses, machine, options, env);
   } finally {

@@ -6,7 +6,7 @@ import { WorktreePortsError } from "./errors.ts";
 import { fileInfo, realPathOr } from "./files.ts";
 import { worktreeExists } from "./git_dirs.ts";
 import { readKeptCopy } from "./kept_copy.ts";
-import { type MachineSession, openMachineIndex } from "./machine_index.ts";
+import { MachineSession } from "./machine_index.ts";
 import { isPort, PORT_FILE_NAME } from "./names.ts";
 import { comparablePath, joinPath, relativeInside } from "./paths.ts";
 import {
@@ -85,7 +85,7 @@ export async function openIndexedRepositories(
   } catch (error) {
     if (!(error instanceof WorktreePortsError && error.code === "NOT_A_WORKTREE")) throw error;
   }
-  using machine = await openMachineIndex(undefined, { index: env.index, readOnly: true });
+  using machine = await MachineSession.open(undefined, { index: env.index, readOnly: true });
   for (const warning of machine.warnings) options.onWarning?.(warning);
   const here = repositories.length > 0;
   const seen = new Set(repositories.map((repository) => realPathOr(repository.commonDir)));
@@ -257,7 +257,7 @@ export async function inspectWorktrees(
   const env = environmentOf(options);
   const repository = await openRepositoryOrBare(options.cwd, env);
   const statuses = await inspectRepository(repository, options, env);
-  using machine = await openMachineIndex(repository.commonDir, {
+  using machine = await MachineSession.open(repository.commonDir, {
     scope: env.scope,
     index: env.index,
     readOnly: true,

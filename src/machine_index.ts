@@ -9,7 +9,7 @@ import type { MachineIndex } from "./index_home.ts";
 import { type LockOptions, lockRepository, type RepositoryLock } from "./lock.ts";
 import { PORT_FILE_NAME } from "./names.ts";
 import { isAbsolutePath, isInside, joinPath, relativeInside } from "./paths.ts";
-import { readPortFile } from "./port_file.ts";
+import { type PortFileRead, readPortFile } from "./port_file.ts";
 import { reservedPortsOfPath } from "./reservations.ts";
 
 // Lock order, everywhere: the repository lock first, then the machine lock
@@ -99,27 +99,6 @@ export function readMachineIndex(dir: string): IndexRead {
   return { path, entries, raw: files };
 }
 
-/** The index as one operation holds it: under the machine lock, or not in use. */
-export interface MachineSession extends Disposable {
-  /** The index is in use; `false` with repository scope or when it could not be used. */
-  active: boolean;
-  /** Milliseconds spent waiting for another process to release the machine lock. */
-  lockWait: number;
-  /** Every port another repository's recorded file reserves, and that file. */
-  holders: Map<number, string>;
-  /** The index's well-formed entries, as read (entries whose file is gone dropped). */
-  entries: IndexEntry[];
-  /** Problems met, to pass on as warnings. */
-  warnings: string[];
-  /**
-   * Records a port file of the locked repository, or of `repository`;
-   * writes the index only if it changed.
-   */
-  record(path: string, worktree: string, repository?: string): void;
-  /** Records port files (path and worktree) of one repository at once, as `record` does. */
-  recordAll(files: readonly (readonly [string, string])[], repository?: string): void;
-}
-
 /**
  * The port files that the worktrees of another repository have now, found
  * without git: the main worktree beside the common directory, and every
@@ -137,10 +116,13 @@ function portFilesOfRepository(commonDir: string, entry: IndexEntry): IndexEntry
   }));
 }
 
-/** Options of {@linkcode openMachineIndex}. */
-interface MachineSessionOptions {
-  scope?: Scope;
+/** Options of {@linkcode MachineSession.open}. */
+export interface MachineSessionOptions {
+  /** Where the index lives. */
   index: MachineIndex;
+  /** `repository` opens no index: the session is inactive. */
+  scope?: Scope;
+  /** How long to wait for the machine lock, and what to do when waiting begins. */
   lockOptions?: LockOptions;
   /** Only read: no folder is created, no lock taken, nothing recorded (for inspecting). */
   readOnly?: boolean;
@@ -149,173 +131,239 @@ interface MachineSessionOptions {
 }
 
 /**
- * Takes the machine lock (the caller holds the repository lock already; see
- * the lock order above) and reads the index: the ports that other
- * repositories' recorded files reserve. Bad state never blocks: an index
- * that cannot be used gives a warning and an inactive session, which is
- * repository scope for this run, and nothing on disk is changed.
+ * The index as one operation holds it: read, and (unless read-only) under the
+ * machine lock until disposed; or not in use, with repository scope or when
+ * it could not be used.
  */
-export async function openMachineIndex(
-  commonDir: string | undefined,
-  options: MachineSessionOptions,
-): Promise<MachineSession> {
-  const warnings: string[] = [];
-  const inactive = (): MachineSession => ({
-    active: false,
-    lockWait: 0,
-    holders: new Map(),
-    entries: [],
-    warnings,
-    record() {},
-    recordAll() {},
-    [Symbol.dispose]() {},
-  });
-  if (options.scope === "repository") return inactive();
-  const fallback = options.readOnly
-    ? "looking at this repository only this time"
-    : "allocating for this repository only this time";
-  const dir = options.index.dir();
+export class MachineSession implements Disposable {
+  /** The index is in use; `false` with repository scope or when it could not be used. */
+  readonly active: boolean;
+  /** Milliseconds spent waiting for another process to release the machine lock. */
+  readonly lockWait: number;
+  /** Every port another repository's recorded file reserves, and that file. */
+  readonly holders: Map<number, string> = new Map();
+  /** The index's well-formed entries, as read (entries whose file is gone dropped). */
+  readonly entries: IndexEntry[] = [];
+  /** Problems met, to pass on as warnings. */
+  readonly warnings: string[];
+  /** The index file, when the index is in use. */
+  readonly #file: string | undefined;
+  /** The machine lock, when held. */
+  readonly #lock: RepositoryLock | undefined;
+  /** Real path of the repository the session was opened for, whose files `record` records. */
+  readonly #repository: string | undefined;
+  /** The file's entries as they will be written back: malformed ones kept, gone ones dropped. */
+  readonly #items: unknown[] = [];
+  /** The entries differ from the file's. */
+  #changed = false;
+
+  private constructor(
+    warnings: string[],
+    open?: { file: string; lock?: RepositoryLock; lockWait: number; repository?: string },
+  ) {
+    this.warnings = warnings;
+    this.active = open !== undefined;
+    this.lockWait = open?.lockWait ?? 0;
+    this.#file = open?.file;
+    this.#lock = open?.lock;
+    this.#repository = open?.repository;
+  }
+
+  /**
+   * Takes the machine lock (the caller holds the repository lock already; see
+   * the lock order above) and reads the index: the ports that other
+   * repositories' recorded files reserve. Bad state never blocks: an index
+   * that cannot be used gives a warning and an inactive session, which is
+   * repository scope for this run, and nothing on disk is changed.
+   *
+   * @param commonDir The common directory of the repository it is opened for, if any.
+   */
+  static async open(
+    commonDir: string | undefined,
+    options: MachineSessionOptions,
+  ): Promise<MachineSession> {
+    const warnings: string[] = [];
+    if (options.scope === "repository") return new MachineSession(warnings);
+    const fallback = options.readOnly
+      ? "looking at this repository only this time"
+      : "allocating for this repository only this time";
+    const dir = indexFolder(options.index, warnings, fallback);
+    if (dir === undefined) return new MachineSession(warnings);
+    let lock: RepositoryLock | undefined;
+    let lockWait = 0;
+    try {
+      if (!options.readOnly) {
+        Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+        const waitStart = performance.now();
+        lock = await lockRepository(dir, options.lockOptions);
+        lockWait = performance.now() - waitStart;
+      }
+    } catch (error) {
+      if (
+        error instanceof Deno.errors.NotCapable ||
+        (error instanceof WorktreePortsError && error.code !== "LOCK_FAILED")
+      ) {
+        throw error;
+      }
+      warnings.push(
+        `Cannot use the machine-wide index in "${dir}": ${(error as Error).message}; ${fallback}`,
+      );
+      return new MachineSession(warnings);
+    }
+    let index: IndexRead;
+    try {
+      index = readMachineIndex(dir);
+    } catch (error) {
+      lock?.release();
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      warnings.push(
+        `${(error as Error).message}; ${fallback} (move the file away to start a new index)`,
+      );
+      return new MachineSession(warnings);
+    }
+    const repository = commonDir === undefined ? undefined : realPathOr(commonDir);
+    const session = new MachineSession(warnings, { file: index.path, lock, lockWait, repository });
+    session.#read(index.raw, options.ownFile);
+    return session;
+  }
+
+  /**
+   * Reads every other repository's recorded file, as sibling files are read,
+   * and keeps the entries whose file is still there; a repository whose file
+   * is gone from where it was recorded has its worktrees looked up on disk.
+   */
+  #read(raw: readonly unknown[], ownFile: string | undefined): void {
+    const vanished = new Map<string, IndexEntry>();
+    for (const item of raw) {
+      const entry = asIndexEntry(item);
+      // This repository's own files are its worktrees', scanned as siblings;
+      // they are checked (and dropped when gone) when another repository allocates.
+      if (entry === undefined || entry.repository === this.#repository || entry.path === ownFile) {
+        this.#items.push(item);
+        if (entry !== undefined) this.entries.push(entry);
+        continue;
+      }
+      // Read the way sibling files are: never opened unless a small regular file.
+      const file = readPortFile(entry.path);
+      if (file.state === "missing" || (file.state === "unreadable" && file.irregular)) {
+        this.#changed = true;
+        // Gone from where it was recorded: moved with its worktree, perhaps,
+        // while its repository lives on. Its worktrees are looked up below.
+        if (file.state === "missing") vanished.set(entry.repository, entry);
+        continue;
+      }
+      this.#items.push(item);
+      this.entries.push(entry);
+      // A worktree git would call prunable reserves nothing: one stat, not a git
+      // process per repository, and only for a file outside its worktree (one
+      // inside shows by existing that the directory does).
+      if (isInside(entry.worktree, entry.path) || worktreeExists(entry.worktree)) {
+        this.#reserve(entry.path, file);
+      }
+    }
+    const recorded = new Set(this.entries.map((entry) => entry.path));
+    for (const [other, entry] of vanished) {
+      if (other === this.#repository) continue;
+      for (const found of portFilesOfRepository(other, entry)) {
+        if (recorded.has(found.path)) continue;
+        recorded.add(found.path);
+        const file = readPortFile(found.path);
+        if (file.state === "missing") continue;
+        this.#items.push(found);
+        this.entries.push(found);
+        this.#changed = true;
+        this.#reserve(found.path, file);
+      }
+    }
+  }
+
+  /** Holds the ports a recorded file reserves, the first holder of each kept. */
+  #reserve(path: string, file: PortFileRead): void {
+    for (const port of reservedPortsOfPath(path, file, this.warnings)) {
+      if (!this.holders.has(port)) this.holders.set(port, path);
+    }
+  }
+
+  /**
+   * Records a port file of the repository the session was opened for, or of
+   * `repository`; writes the index only if it changed.
+   */
+  record(path: string, worktree: string, repository?: string): void {
+    this.recordAll([[path, worktree]], repository);
+  }
+
+  /** Records port files (path and worktree) of one repository at once, as `record` does. */
+  recordAll(
+    files: readonly (readonly [string, string])[],
+    repository: string | undefined = this.#repository,
+  ): void {
+    if (repository === undefined || this.#lock === undefined || this.#file === undefined) return;
+    const at = new Map<string, number>();
+    this.#items.forEach((item, position) => {
+      const path = asIndexEntry(item)?.path;
+      if (path !== undefined) at.set(path, position);
+    });
+    for (const [path, worktree] of files) {
+      const entry: IndexEntry = { path, repository, worktree };
+      const position = at.get(path);
+      if (
+        position !== undefined && JSON.stringify(this.#items[position]) === JSON.stringify(entry)
+      ) {
+        continue;
+      }
+      if (position === undefined) this.#items.push(entry);
+      else this.#items[position] = entry;
+      this.#changed = true;
+    }
+    if (!this.#changed) return;
+    try {
+      // Through a symbolic link, if the user made index.json one.
+      writeFileAtomic(
+        realPathOr(this.#file),
+        JSON.stringify({ version: INDEX_VERSION, files: this.#items }, null, 2) + "\n",
+      );
+      this.#changed = false;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      this.warnings.push(
+        `Cannot record "${files[0]?.[0] ?? this.#file}" in the machine-wide index: ${
+          (error as Error).message
+        }`,
+      );
+    }
+  }
+
+  /** Releases the machine lock, if held. */
+  [Symbol.dispose](): void {
+    this.#lock?.release();
+  }
+}
+
+/**
+ * The index folder, or `undefined` with a warning when there is none to use:
+ * no home, or a relative path, which would give every directory an index of
+ * its own.
+ */
+function indexFolder(
+  index: MachineIndex,
+  warnings: string[],
+  fallback: string,
+): string | undefined {
+  const dir = index.dir();
   if (dir === undefined) {
     warnings.push(
       `No home folder for the machine-wide index (set HOME or WORKTREE_PORTS_HOME); ${fallback}`,
     );
-    return inactive();
+    return undefined;
   }
-  // A relative folder would give every directory an index of its own.
   if (!isAbsolutePath(dir)) {
     warnings.push(
       `The machine-wide index folder "${dir}" is not an absolute path (set WORKTREE_PORTS_HOME ` +
         `to one); ${fallback}`,
     );
-    return inactive();
+    return undefined;
   }
-  let lock: RepositoryLock | undefined;
-  let lockWait = 0;
-  try {
-    if (!options.readOnly) {
-      Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-      const waitStart = performance.now();
-      lock = await lockRepository(dir, options.lockOptions);
-      lockWait = performance.now() - waitStart;
-    }
-  } catch (error) {
-    if (
-      error instanceof Deno.errors.NotCapable ||
-      (error instanceof WorktreePortsError && error.code !== "LOCK_FAILED")
-    ) {
-      throw error;
-    }
-    warnings.push(
-      `Cannot use the machine-wide index in "${dir}": ${(error as Error).message}; ${fallback}`,
-    );
-    return inactive();
-  }
-  let index: IndexRead;
-  try {
-    index = readMachineIndex(dir);
-  } catch (error) {
-    lock?.release();
-    if (error instanceof Deno.errors.NotCapable) throw error;
-    warnings.push(
-      `${(error as Error).message}; ${fallback} (move the file away to start a new index)`,
-    );
-    return inactive();
-  }
-  const repository = commonDir === undefined ? undefined : realPathOr(commonDir);
-  const kept: unknown[] = [];
-  const entries: IndexEntry[] = [];
-  const holders = new Map<number, string>();
-  const vanished = new Map<string, IndexEntry>();
-  let changed = false;
-  for (const item of index.raw) {
-    const entry = asIndexEntry(item);
-    // This repository's own files are its worktrees', scanned as siblings;
-    // they are checked (and dropped when gone) when another repository allocates.
-    if (entry === undefined || entry.repository === repository || entry.path === options.ownFile) {
-      kept.push(item);
-      if (entry !== undefined) entries.push(entry);
-      continue;
-    }
-    // Read the way sibling files are: never opened unless a small regular file.
-    const file = readPortFile(entry.path);
-    if (file.state === "missing" || (file.state === "unreadable" && file.irregular)) {
-      changed = true;
-      // Gone from where it was recorded: moved with its worktree, perhaps,
-      // while its repository lives on. Its worktrees are looked up below.
-      if (file.state === "missing") vanished.set(entry.repository, entry);
-      continue;
-    }
-    kept.push(item);
-    entries.push(entry);
-    // A worktree git would call prunable reserves nothing: one stat, not a git
-    // process per repository, and only for a file outside its worktree (one
-    // inside shows by existing that the directory does).
-    if (isInside(entry.worktree, entry.path) || worktreeExists(entry.worktree)) {
-      for (const port of reservedPortsOfPath(entry.path, file, warnings)) {
-        if (!holders.has(port)) holders.set(port, entry.path);
-      }
-    }
-  }
-  const recorded = new Set(entries.map((entry) => entry.path));
-  for (const [other, entry] of vanished) {
-    if (other === repository) continue;
-    for (const found of portFilesOfRepository(other, entry)) {
-      if (recorded.has(found.path)) continue;
-      recorded.add(found.path);
-      const file = readPortFile(found.path);
-      if (file.state === "missing") continue;
-      kept.push(found);
-      entries.push(found);
-      changed = true;
-      for (const port of reservedPortsOfPath(found.path, file, warnings)) {
-        if (!holders.has(port)) holders.set(port, found.path);
-      }
-    }
-  }
-  const recordAll = (files: readonly (readonly [string, string])[], of = repository) => {
-    if (of === undefined || lock === undefined) return;
-    const at = new Map<string, number>();
-    kept.forEach((item, position) => {
-      const path = asIndexEntry(item)?.path;
-      if (path !== undefined) at.set(path, position);
-    });
-    for (const [path, worktree] of files) {
-      const entry: IndexEntry = { path, repository: of, worktree };
-      const position = at.get(path);
-      if (position !== undefined && JSON.stringify(kept[position]) === JSON.stringify(entry)) {
-        continue;
-      }
-      if (position === undefined) kept.push(entry);
-      else kept[position] = entry;
-      changed = true;
-    }
-    if (!changed) return;
-    const path = files[0]?.[0] ?? index.path;
-    try {
-      // Through a symbolic link, if the user made index.json one.
-      writeFileAtomic(
-        realPathOr(index.path),
-        JSON.stringify({ version: INDEX_VERSION, files: kept }, null, 2) + "\n",
-      );
-      changed = false;
-    } catch (error) {
-      if (error instanceof Deno.errors.NotCapable) throw error;
-      warnings.push(
-        `Cannot record "${path}" in the machine-wide index: ${(error as Error).message}`,
-      );
-    }
-  };
-  const session: MachineSession = {
-    active: true,
-    lockWait,
-    holders,
-    entries,
-    warnings,
-    record: (path: string, worktree: string, of?: string) => recordAll([[path, worktree]], of),
-    recordAll,
-    [Symbol.dispose]: () => lock?.release(),
-  };
-  return session;
+  return dir;
 }
 
 function asIndexEntry(item: unknown): IndexEntry | undefined {
