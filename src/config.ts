@@ -128,124 +128,178 @@ export function parseConfig(
   options: ParseConfigOptions = {},
 ): PortsConfig {
   const raw = value ?? {};
-  const record = (isPlainObject(raw) ? raw : {}) as Record<string, unknown>;
-  // Each problem names where the values it involves came from: the config,
-  // the overrides (by their names), or both.
-  const overrideName = (name: keyof OverrideNames) =>
-    options.overrideNames?.[name] ?? `option "${name}"`;
-  const keyOrigin = (key: string): string =>
-    options.ports !== undefined && Object.hasOwn(options.ports, key)
-      ? overrideName("ports")
-      : "config";
-  const numberOrigin = (name: "stride" | "slots"): string | undefined =>
-    options[name] !== undefined
-      ? overrideName(name)
-      : record[name] !== undefined
+  const record = isPlainObject(raw) ? raw : {};
+  const blame = new Blame(options, record);
+  if (!isPlainObject(raw)) blame.fail("it must be a JSON object");
+  checkSections(record, blame);
+  const ports = parsePorts(record.ports, options, blame);
+  const templates = parseTemplates(record.templates, ports, blame);
+  checkEnvNames(
+    [...Object.keys(ports), ...Object.keys(templates)],
+    (problem, keys) => blame.fail(problem, keys.map((key) => blame.keyOrigin(key))),
+  );
+  const config: PortsConfig = {
+    ports,
+    templates,
+    stride: parseNumber("stride", options.stride ?? record.stride, blame),
+    slots: parseNumber("slots", options.slots ?? record.slots, blame),
+  };
+  checkSlotPorts(config, (problem, keys) =>
+    blame.fail(problem, [
+      ...keys.map((key) => blame.keyOrigin(key)),
+      blame.numberOrigin("stride"),
+      blame.numberOrigin("slots"),
+    ]));
+  if (record.scope !== undefined) config.scope = parseScope(record.scope, (p) => blame.fail(p));
+  return config;
+}
+
+/**
+ * Says where the values a problem involves came from (the config, the
+ * overrides by their names, or both) and throws it.
+ */
+class Blame {
+  readonly #options: ParseConfigOptions;
+  readonly #record: Record<string, unknown>;
+
+  constructor(options: ParseConfigOptions, record: Record<string, unknown>) {
+    this.#options = options;
+    this.#record = record;
+  }
+
+  /** How messages name an override. */
+  overrideName(name: keyof OverrideNames): string {
+    return this.#options.overrideNames?.[name] ?? `option "${name}"`;
+  }
+
+  /** Where a key of `ports` came from. */
+  keyOrigin(key: string): string {
+    const { ports } = this.#options;
+    return ports !== undefined && Object.hasOwn(ports, key) ? this.overrideName("ports") : "config";
+  }
+
+  /** Where `stride` or `slots` came from; `undefined` for the default. */
+  numberOrigin(name: "stride" | "slots"): string | undefined {
+    return this.#options[name] !== undefined
+      ? this.overrideName(name)
+      : this.#record[name] !== undefined
       ? "config"
       : undefined;
-  const fail = (problem: string, origins: readonly (string | undefined)[] = ["config"]): never => {
+  }
+
+  /** Throws `problem`, blaming the origins given (the config by default). */
+  fail(problem: string, origins: readonly (string | undefined)[] = ["config"]): never {
     const overrides = [...new Set(origins.filter((o) => o !== undefined && o !== "config"))];
-    const source = options.source ? ` ${options.source}` : "";
+    const source = this.#options.source ? ` ${this.#options.source}` : "";
     const blamed = overrides.length === 0
       ? `config${source}`
       : origins.includes("config")
       ? `${overrides.join(" and ")} with config${source}`
       : overrides.join(" and ");
     throw new WorktreePortsError("INVALID_CONFIG", `Invalid ${blamed}: ${problem}`);
-  };
-  if (!isPlainObject(raw)) fail("it must be a JSON object");
+  }
+}
+
+const SECTIONS: readonly string[] = ["ports", "templates", "stride", "slots", "scope"];
+
+function checkSections(record: Record<string, unknown>, blame: Blame): void {
   for (const key of Object.keys(record)) {
-    if (!["ports", "templates", "stride", "slots", "scope"].includes(key)) {
-      fail(
+    if (!SECTIONS.includes(key)) {
+      blame.fail(
         `unknown key ${
           quoteKey(clip(key))
         } (expected "ports", "templates", "stride", "slots" or "scope")`,
       );
     }
   }
+}
 
-  const configPorts = record.ports === undefined ? { ...DEFAULT_CONFIG.ports } : record.ports;
-  if (!isPlainObject(configPorts)) fail(`"ports" must be an object of key to base port`);
+/** The config's `ports`, or the default's, with the override's added. */
+function parsePorts(
+  value: unknown,
+  options: ParseConfigOptions,
+  blame: Blame,
+): Record<string, number> {
+  const configPorts = value === undefined ? { ...DEFAULT_CONFIG.ports } : value;
+  if (!isPlainObject(configPorts)) blame.fail(`"ports" must be an object of key to base port`);
   if (options.ports !== undefined && !isPlainObject(options.ports)) {
-    fail(`"ports" must be an object of key to base port`, [overrideName("ports")]);
+    blame.fail(`"ports" must be an object of key to base port`, [blame.overrideName("ports")]);
   }
-  const ports = options.ports === undefined
+  const ports: Record<string, unknown> = options.ports === undefined
     ? configPorts
-    : record.ports === undefined
+    : value === undefined
     ? { ...options.ports }
-    : { ...configPorts as object, ...options.ports };
-  const portEntries = Object.entries(ports as Record<string, unknown>);
-  if (portEntries.length === 0) fail(`"ports" must name at least one port`);
-  for (const [key, base] of portEntries) {
-    const failKey = (problem: string) => fail(problem, [keyOrigin(key)]);
+    : { ...configPorts, ...options.ports };
+  const entries = Object.entries(ports);
+  if (entries.length === 0) blame.fail(`"ports" must name at least one port`);
+  for (const [key, base] of entries) {
+    const failKey = (problem: string) => blame.fail(problem, [blame.keyOrigin(key)]);
     checkKey(key, "ports", failKey);
     checkInteger(base, `port "${clip(key)}"`, 1, MAX_PORT, failKey);
     if (WORKTREE_PLACEHOLDERS.includes(key)) {
       failKey(`port "${key}" has the name of the placeholder "{${key}}" (rename it)`);
     }
   }
+  return ports as Record<string, number>;
+}
 
-  const templates = record.templates ?? {};
-  if (!isPlainObject(templates)) {
-    fail(`"templates" must be an object of key to string`);
+/** The config's `templates`: strings whose placeholders name a port or the worktree. */
+function parseTemplates(
+  value: unknown,
+  ports: Record<string, number>,
+  blame: Blame,
+): Record<string, string> {
+  const templates = value ?? {};
+  if (!isPlainObject(templates)) blame.fail(`"templates" must be an object of key to string`);
+  for (const [key, template] of Object.entries(templates)) {
+    checkKey(key, "templates", (problem) => blame.fail(problem));
+    if (Object.hasOwn(ports, key)) {
+      blame.fail(`template "${clip(key)}" has the same name as a port`, [
+        "config",
+        blame.keyOrigin(key),
+      ]);
+    }
+    if (typeof template !== "string") blame.fail(`template "${clip(key)}" must be a string`);
+    checkTemplate(key, template, ports, blame);
   }
-  for (const [key, template] of Object.entries(templates as object)) {
-    checkKey(key, "templates", fail);
-    if (Object.hasOwn(ports as object, key)) {
-      fail(`template "${clip(key)}" has the same name as a port`, ["config", keyOrigin(key)]);
-    }
-    if (typeof template !== "string") {
-      fail(`template "${clip(key)}" must be a string`);
-    }
-    // No environment variable can carry a NUL, and half a surrogate pair is
-    // written differently by every format.
-    if ((template as string).includes("\0")) {
-      fail(
-        `template "${clip(key)}" holds a NUL character, which no environment variable can carry`,
+  return templates as Record<string, string>;
+}
+
+function checkTemplate(
+  key: string,
+  template: string,
+  ports: Record<string, number>,
+  blame: Blame,
+): void {
+  // No environment variable can carry a NUL, and half a surrogate pair is
+  // written differently by every format.
+  if (template.includes("\0")) {
+    blame.fail(
+      `template "${clip(key)}" holds a NUL character, which no environment variable can carry`,
+    );
+  }
+  if (!template.isWellFormed()) {
+    blame.fail(
+      `template "${clip(key)}" holds half of a UTF-16 surrogate pair (not valid Unicode)`,
+    );
+  }
+  for (const [, name] of template.matchAll(PLACEHOLDER_PATTERN)) {
+    if (
+      name !== undefined && !Object.hasOwn(ports, name) && !WORKTREE_PLACEHOLDERS.includes(name)
+    ) {
+      blame.fail(
+        `template "${clip(key)}" names "{${clip(name)}}", which is neither in "ports" nor one of ` +
+          `"{slot}", "{branch}", "{name}" or "{slug}" (write "{{" and "}}" for literal braces)`,
       );
     }
-    if (!(template as string).isWellFormed()) {
-      fail(`template "${clip(key)}" holds half of a UTF-16 surrogate pair (not valid Unicode)`);
-    }
-    for (const [, name] of (template as string).matchAll(PLACEHOLDER_PATTERN)) {
-      if (
-        name !== undefined && !Object.hasOwn(ports as object, name) &&
-        !WORKTREE_PLACEHOLDERS.includes(name)
-      ) {
-        fail(
-          `template "${clip(key)}" names "{${
-            clip(name)
-          }}", which is neither in "ports" nor one of ` +
-            `"{slot}", "{branch}", "{name}" or "{slug}" (write "{{" and "}}" for literal braces)`,
-        );
-      }
-    }
   }
+}
 
-  checkEnvNames(
-    [...Object.keys(ports as object), ...Object.keys(templates as object)],
-    (problem, keys) => fail(problem, keys.map(keyOrigin)),
-  );
-
-  const stride = options.stride ?? record.stride ?? DEFAULT_CONFIG.stride;
-  checkInteger(stride, `"stride"`, 1, MAX_PORT, (p) => fail(p, [numberOrigin("stride")]));
-  const slots = options.slots ?? record.slots ?? DEFAULT_CONFIG.slots;
-  checkInteger(slots, `"slots"`, 1, MAX_PORT, (p) => fail(p, [numberOrigin("slots")]));
-
-  const config: PortsConfig = {
-    ports: ports as Record<string, number>,
-    templates: templates as Record<string, string>,
-    stride: stride as number,
-    slots: slots as number,
-  };
-  checkSlotPorts(config, (problem, keys) =>
-    fail(problem, [
-      ...keys.map(keyOrigin),
-      numberOrigin("stride"),
-      numberOrigin("slots"),
-    ]));
-  if (record.scope !== undefined) config.scope = parseScope(record.scope, fail);
-  return config;
+/** `stride` or `slots`, given or the default's. */
+function parseNumber(name: "stride" | "slots", value: unknown, blame: Blame): number {
+  const number = value ?? DEFAULT_CONFIG[name];
+  checkInteger(number, `"${name}"`, 1, MAX_PORT, (p) => blame.fail(p, [blame.numberOrigin(name)]));
+  return number;
 }
 
 function parseScope(value: unknown, fail: (p: string) => never): Scope {
@@ -309,7 +363,7 @@ function checkInteger(
   min: number,
   max: number,
   fail: (p: string) => never,
-) {
+): asserts value is number {
   if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
     const got = typeof value === "number" && !Number.isFinite(value)
       ? "a number too large to use"
