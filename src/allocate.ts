@@ -198,79 +198,14 @@ export async function allocateIn(
   start: number,
 ): Promise<Allocation> {
   const gitDone = performance.now();
-  const path = portFilePath(repository.root, options);
-  const inside = relativeInside(repository.root, path);
-  // Everything that can be known before the lock is read before it, so the
-  // critical section is only the scan, the choice and the write.
-  if (options.output !== undefined) {
-    await assertOwnOutput(repository, path, inside);
-    assertReplaceableOutput(path);
-  }
-  const config = loadConfig(repository.root, options);
-  assertNotDirectory(path);
-  const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
-  const keptCopy = !repository.primary && inside === PORT_FILE_NAME
-    ? keptCopyPath(repository.root, knownGitDirs(repository))
-    : undefined;
-
-  let allocation: Omit<Allocation, "timings">;
-  let previous: PortFileRead;
-  let lockWait: number;
-  const ruleWarnings: string[] = [];
-  let locked: number;
-  {
-    const waitStart = performance.now();
-    using _lock = await lockRepository(repository.commonDir, lockOptions);
-    const lockedStart = performance.now();
-    lockWait = lockedStart - waitStart;
-    using machine = await MachineSession.open(repository.commonDir, {
-      scope: env.scope ?? config.scope,
-      index: env.index,
-      lockOptions,
-      ownFile: path,
-    });
-    lockWait += machine.lockWait;
-    const reserved = await scanCurrentReservations(repository, env, path, inside, options);
-    assertStillWorktree(repository.root);
-    if (!options.dryRun) {
-      removeStaleTemporaryFiles(path);
-      if (keptCopy !== undefined) removeStaleTemporaryFiles(keptCopy);
-    }
-    // The rules go in before the file: a process killed in between leaves
-    // nothing for "git status" to show.
-    const beforeWrite = inside !== undefined && options.ignoreOutput !== false
-      ? () => excludeFromGit(repository.commonDir, excludePatterns(inside), ruleWarnings)
-      : undefined;
-    const own = readPortFile(path);
-    allocation = await allocateSlot(
-      {
-        root: repository.root,
-        path,
-        primary: repository.primary,
-        keptCopy,
-        repository: reserved.repository,
-        worktree: repository.current,
-      },
-      config,
-      own,
-      withOtherRepositories(reserved.holders, machine.holders),
-      {
-        force: options.force,
-        probe: env.probe,
-        dryRun: options.dryRun,
-        makeParent: inside !== undefined,
-        beforeWrite,
-      },
-    );
-    // Every file of this repository, its siblings' included: one written
-    // before the index existed, or with it lost, must reserve its ports for
-    // other repositories too.
-    if (!options.dryRun) machine.recordAll([[path, repository.root], ...reserved.files]);
-    warnAboutMainWorktree(allocation, reserved.holders, machine.holders);
-    allocation.warnings.unshift(...reserved.warnings, ...machine.warnings, ...ruleWarnings);
-    previous = own;
-    locked = performance.now() - lockedStart - machine.lockWait;
-  }
+  const plan = await planAllocation(repository, options);
+  const { allocation, previous, lockWait, locked } = await allocateLocked(
+    repository,
+    plan,
+    options,
+    env,
+  );
+  const { config, inside } = plan;
   allocation.warnings.push(...configWarnings(config));
   allocation.warnings.push(...movedOffBlocked(previous, repository.root, allocation.slot));
   const ownBefore = previous.state === "read" &&
@@ -286,6 +221,114 @@ export async function allocateIn(
   }
   const total = performance.now() - start;
   return { ...allocation, timings: { git: gitDone - start, lockWait, locked, total } };
+}
+
+/** What an allocation knows before it takes the lock. */
+interface AllocationPlan {
+  /** The port file. */
+  path: string;
+  /** The port file relative to the worktree root; `undefined` for one outside it. */
+  inside: string | undefined;
+  /** The worktree's config, overrides applied. */
+  config: PortsConfig;
+  /** Where git's directory keeps a copy of the file, for a linked worktree's usual file. */
+  keptCopy: string | undefined;
+}
+
+/**
+ * Reads and checks everything that can be known before the lock, so that the
+ * critical section is only the scan, the choice and the write.
+ */
+async function planAllocation(
+  repository: OpenedRepository,
+  options: AllocateOptions,
+): Promise<AllocationPlan> {
+  const path = portFilePath(repository.root, options);
+  const inside = relativeInside(repository.root, path);
+  if (options.output !== undefined) {
+    await assertOwnOutput(repository, path, inside);
+    assertReplaceableOutput(path);
+  }
+  const config = loadConfig(repository.root, options);
+  assertNotDirectory(path);
+  const keptCopy = !repository.primary && inside === PORT_FILE_NAME
+    ? keptCopyPath(repository.root, knownGitDirs(repository))
+    : undefined;
+  return { path, inside, config, keptCopy };
+}
+
+/**
+ * The critical section, under the repository lock and then the machine lock:
+ * the other worktrees' reservations are scanned, a slot is chosen, the file
+ * is written and recorded in the index.
+ */
+async function allocateLocked(
+  repository: OpenedRepository,
+  { path, inside, config, keptCopy }: AllocationPlan,
+  options: AllocateOptions,
+  env: Env,
+): Promise<{
+  allocation: Omit<Allocation, "timings">;
+  /** The worktree's own file as it was before. */
+  previous: PortFileRead;
+  lockWait: number;
+  locked: number;
+}> {
+  const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
+  const waitStart = performance.now();
+  using _lock = await lockRepository(repository.commonDir, lockOptions);
+  const lockedStart = performance.now();
+  using machine = await MachineSession.open(repository.commonDir, {
+    scope: env.scope ?? config.scope,
+    index: env.index,
+    lockOptions,
+    ownFile: path,
+  });
+  const reserved = await scanCurrentReservations(repository, env, path, inside, options);
+  assertStillWorktree(repository.root);
+  if (!options.dryRun) {
+    removeStaleTemporaryFiles(path);
+    if (keptCopy !== undefined) removeStaleTemporaryFiles(keptCopy);
+  }
+  // The rules go in before the file: a process killed in between leaves
+  // nothing for "git status" to show.
+  const ruleWarnings: string[] = [];
+  const beforeWrite = inside !== undefined && options.ignoreOutput !== false
+    ? () => excludeFromGit(repository.commonDir, excludePatterns(inside), ruleWarnings)
+    : undefined;
+  const previous = readPortFile(path);
+  const allocation = await allocateSlot(
+    {
+      root: repository.root,
+      path,
+      primary: repository.primary,
+      keptCopy,
+      repository: reserved.repository,
+      worktree: repository.current,
+    },
+    config,
+    previous,
+    withOtherRepositories(reserved.holders, machine.holders),
+    {
+      force: options.force,
+      probe: env.probe,
+      dryRun: options.dryRun,
+      makeParent: inside !== undefined,
+      beforeWrite,
+    },
+  );
+  // Every file of this repository, its siblings' included: one written
+  // before the index existed, or with it lost, must reserve its ports for
+  // other repositories too.
+  if (!options.dryRun) machine.recordAll([[path, repository.root], ...reserved.files]);
+  warnAboutMainWorktree(allocation, reserved.holders, machine.holders);
+  allocation.warnings.unshift(...reserved.warnings, ...machine.warnings, ...ruleWarnings);
+  return {
+    allocation,
+    previous,
+    lockWait: lockedStart - waitStart + machine.lockWait,
+    locked: performance.now() - lockedStart - machine.lockWait,
+  };
 }
 
 /** Says why a worktree's own file, from before bad ports were skipped, loses its slot. */
