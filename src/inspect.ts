@@ -46,27 +46,34 @@ function markOtherRepositories(
   }
 }
 
-/** Adds the conflicts between worktrees of different repositories. */
-function addCrossRepositoryConflicts(statuses: readonly InspectedStatus[]): void {
+/**
+ * Records on each status every other status it shares reserved ports with:
+ * within one repository, or with `across`, between worktrees of different
+ * repositories, each conflict then naming the other's repository. Foreign and
+ * unreadable files reserve nothing here, so they are reported as such, not as
+ * duplicates: a copied file shares its origin's ports by definition.
+ */
+function addConflicts(statuses: readonly InspectedStatus[], across: boolean): void {
   const holders = new Map<number, number[]>();
   statuses.forEach((status, index) => {
     for (const port of status.reserved) holders.set(port, [...(holders.get(port) ?? []), index]);
   });
-  for (const status of statuses) {
+  statuses.forEach((status, index) => {
     const shared = new Map<number, number[]>();
     for (const port of status.reserved) {
       for (const other of holders.get(port)!) {
-        if (statuses[other].repository !== status.repository) {
-          shared.set(other, [...(shared.get(other) ?? []), port]);
-        }
+        const pairs = across ? statuses[other].repository !== status.repository : other !== index;
+        if (pairs) shared.set(other, [...(shared.get(other) ?? []), port]);
       }
     }
     for (const [other, ports] of shared) {
       const { path, repository } = statuses[other];
-      status.conflicts.push({ worktree: path, ports, repository });
-      status.state = "duplicate";
+      status.conflicts.push(
+        across ? { worktree: path, ports, repository } : { worktree: path, ports },
+      );
     }
-  }
+    if (shared.size > 0 && (across || status.state === "ok")) status.state = "duplicate";
+  });
 }
 
 /**
@@ -140,7 +147,7 @@ export async function inspectAll(
       all.push({ ...status, current: status.current && isHere, repository: key });
     }
   }
-  addCrossRepositoryConflicts(all);
+  addConflicts(all, true);
   if (options.listening !== false) {
     for (const status of all) await probeListening(status, env.probe);
   }
@@ -365,24 +372,7 @@ export async function inspectRepository(
     return { ...status, reserved: file.ports };
   }));
 
-  // Foreign and unreadable files are reported as such, not as duplicates:
-  // a copied file shares its origin's ports by definition.
-  const holders = new Map<number, number[]>();
-  statuses.forEach((status, index) => {
-    for (const port of status.reserved) holders.set(port, [...(holders.get(port) ?? []), index]);
-  });
-  statuses.forEach((status, index) => {
-    const shared = new Map<number, number[]>();
-    for (const port of status.reserved) {
-      for (const other of holders.get(port)!) {
-        if (other !== index) shared.set(other, [...(shared.get(other) ?? []), port]);
-      }
-    }
-    for (const [other, ports] of shared) {
-      status.conflicts.push({ worktree: statuses[other].path, ports });
-    }
-    if (status.conflicts.length > 0 && status.state === "ok") status.state = "duplicate";
-  });
+  addConflicts(statuses, false);
 
   if (options.listening !== false) {
     for (const status of statuses) await probeListening(status, env.probe);
