@@ -207,11 +207,11 @@ export async function allocateIn(
   );
   const { config, inside } = plan;
   allocation.warnings.push(...configWarnings(config));
-  allocation.warnings.push(...movedOffBlocked(previous, repository.root, allocation.slot));
+  warnMovedOffBlocked(previous, repository.root, allocation.slot, allocation.warnings);
   const ownBefore = previous.state === "read" &&
     !isForeign(previous, repository.root, repository);
   if (repository.primary && !ownBefore) {
-    allocation.warnings.push(...await busyBaseWarnings(config, env.probe));
+    await warnBusyBase(config, env.probe, allocation.warnings);
   }
   // A file this tool did not write for this worktree may be one git checked out.
   const checkedOut = allocation.written && previous.state !== "missing" &&
@@ -332,16 +332,21 @@ async function allocateLocked(
 }
 
 /** Says why a worktree's own file, from before bad ports were skipped, loses its slot. */
-function movedOffBlocked(previous: PortFileRead, root: string, slot: number): string[] {
+function warnMovedOffBlocked(
+  previous: PortFileRead,
+  root: string,
+  slot: number,
+  warnings: string[],
+): void {
   if (previous.state !== "read" || previous.meta === undefined || isForeign(previous, root)) {
-    return [];
+    return;
   }
   const refused = previous.ports.filter((port) => BROWSER_BLOCKED_PORTS.has(port));
-  if (previous.meta.slot === slot || refused.length === 0) return [];
-  return [
+  if (previous.meta.slot === slot || refused.length === 0) return;
+  warnings.push(
     `This worktree's bundle at slot ${previous.meta.slot} holds ${listPorts(refused)}, ` +
-    `a port browsers refuse to connect to; it gets slot ${slot} instead`,
-  ];
+      `a port browsers refuse to connect to; it gets slot ${slot} instead`,
+  );
 }
 
 /**
@@ -349,18 +354,22 @@ function movedOffBlocked(previous: PortFileRead, root: string, slot: number): st
  * be listening there. Before it has a port file of its own, though, whatever
  * listens on a base port is someone else, and its services will clash with it.
  */
-async function busyBaseWarnings(config: PortsConfig, probe: PortProbe): Promise<string[]> {
+async function warnBusyBase(
+  config: PortsConfig,
+  probe: PortProbe,
+  warnings: string[],
+): Promise<void> {
   const busy: string[] = [];
   for (const [key, port] of Object.entries(portsForSlot(config, 0))) {
     if ((await probePort(probe, port)) === "in-use") busy.push(`${port} ("${key}")`);
   }
-  if (busy.length === 0) return [];
-  return [
+  if (busy.length === 0) return;
+  warnings.push(
     `${busy.length === 1 ? "Port" : "Ports"} ${busy.join(", ")} of slot 0 ${
       busy.length === 1 ? "is" : "are"
     } already in use, but the main worktree, which always gets slot 0, had no port file of its ` +
-    `own, so the listener is not one of its services (stop that process, or change the base port)`,
-  ];
+      `own, so the listener is not one of its services (stop that process, or change the base port)`,
+  );
 }
 
 /**

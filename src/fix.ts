@@ -234,7 +234,8 @@ async function allocationTime(status: WorktreeStatus): Promise<number> {
  */
 export async function fixMachine(options: FixOptions = {}): Promise<Move[]> {
   const env = environmentOf(options);
-  const found = await openIndexedRepositories(options, env);
+  // What opening them finds is said again by the inspection that follows a fix.
+  const found = await openIndexedRepositories(options.cwd, env, []);
   const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
   const ordered = found.repositories.map((repository) => realPathOr(repository.commonDir)).sort();
   const locks: RepositoryLock[] = [];

@@ -83,17 +83,18 @@ function addConflicts(statuses: readonly InspectedStatus[], across: boolean): vo
  * not for allocating.
  */
 export async function openIndexedRepositories(
-  options: Pick<InspectOptions, "cwd" | "onWarning">,
+  cwd: string | undefined,
   env: Pick<Env, "git" | "index">,
+  warnings: string[],
 ): Promise<{ repositories: OpenedRepository[]; here: boolean }> {
   const repositories: OpenedRepository[] = [];
   try {
-    repositories.push(await openWorktree(options.cwd, env));
+    repositories.push(await openWorktree(cwd, env));
   } catch (error) {
     if (!(error instanceof WorktreePortsError && error.code === "NOT_A_WORKTREE")) throw error;
   }
   using machine = await MachineSession.open(undefined, { index: env.index, readOnly: true });
-  for (const warning of machine.warnings) options.onWarning?.(warning);
+  warnings.push(...machine.warnings);
   const here = repositories.length > 0;
   const seen = new Set(repositories.map((repository) => realPathOr(repository.commonDir)));
   const groups = new Map<string, string[]>();
@@ -120,7 +121,7 @@ export async function openIndexedRepositories(
       }
     }
     if (problem !== undefined) {
-      options.onWarning?.(`Skipped the indexed repository "${key}": ${problem}`);
+      warnings.push(`Skipped the indexed repository "${key}": ${problem}`);
     }
   }
   return { repositories, here };
@@ -296,7 +297,10 @@ export async function inspectWorktrees(
  */
 export async function inspectMachine(options: InspectOptions = {}): Promise<WorktreeStatus[]> {
   const env = environmentOf(options);
-  const statuses = await inspectAll(await openIndexedRepositories(options, env), options, env);
+  const warnings: string[] = [];
+  const found = await openIndexedRepositories(options.cwd, env, warnings);
+  for (const warning of warnings) options.onWarning?.(warning);
+  const statuses = await inspectAll(found, options, env);
   return statuses.map(({ reserved: _, ...status }) => status);
 }
 

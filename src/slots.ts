@@ -91,7 +91,9 @@ export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInf
   const config = loadConfig(repository.root, options);
   const ownPath = portFilePath(repository.root, options);
   const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
-  const holders = heldPorts(repository, ownPath, inside, options.onWarning);
+  const warnings: string[] = [];
+  const holders = heldPorts(repository, ownPath, inside, warnings);
+  for (const warning of warnings) options.onWarning?.(warning);
   const slots: SlotInfo[] = [];
   for (let slot = 0; slot <= config.slots; slot++) {
     const ports = Object.values(portsForSlot(config, slot));
@@ -140,7 +142,7 @@ function heldPorts(
   repository: Repository,
   ownPath: string,
   inside: string,
-  onWarning: ((warning: string) => void) | undefined,
+  warnings: string[],
 ): Map<number, Worktree[]> {
   const holders = new Map<number, Worktree[]>();
   const hold = (port: number, worktree: Worktree) =>
@@ -153,7 +155,7 @@ function heldPorts(
       continue;
     }
     const scan = scanReservations({ ...repository, worktrees: [worktree] }, ownPath, inside, {});
-    for (const warning of scan.warnings) onWarning?.(warning);
+    warnings.push(...scan.warnings);
     for (const port of scan.holders.keys()) hold(port, worktree);
   }
   return holders;
