@@ -104,7 +104,7 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
   // Only the worktrees of a conflicting pair are probed, so the lock is held
   // for reading the files, not for binding every port of every worktree.
   const statuses = await inspectRepository(repository, { ...options, listening: false }, env);
-  return await repairStatuses(statuses, machine, options, env);
+  return await fixStatuses(statuses, machine, options, env);
 }
 
 /**
@@ -112,7 +112,7 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
  * unreadable file, avoiding the ports the others keep and those that the
  * machine-wide index says other repositories hold. The caller holds the locks.
  */
-async function repairStatuses(
+async function fixStatuses(
   statuses: readonly InspectedStatus[],
   machine: Pick<MachineSession, "holders" | "record">,
   options: FixOptions,
@@ -243,7 +243,7 @@ export async function fixMachine(options: FixOptions = {}): Promise<Move[]> {
     for (const commonDir of ordered) locks.push(await lockRepository(commonDir, lockOptions));
     using machine = await MachineSession.open(undefined, { index: env.index, lockOptions });
     const statuses = await inspectAll(found, { ...options, listening: false }, env);
-    return await repairStatuses(statuses, machine, options, env);
+    return await fixStatuses(statuses, machine, options, env);
   } finally {
     for (const lock of locks.reverse()) lock.release();
   }
