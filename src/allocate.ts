@@ -4,7 +4,7 @@ import { portsForSlot, renderBundle } from "./bundle.ts";
 import { chooseSlot } from "./choose_slot.ts";
 import { type ConfigOverrides, loadConfig, type PortsConfig } from "./config.ts";
 import { type Env, type Environment, environmentOf } from "./environment.ts";
-import { listPorts, quoteKey, WorktreePortsError } from "./errors.ts";
+import { listPorts, quoted, WorktreePortsError } from "./errors.ts";
 import { removeStaleTemporaryFiles, writeFileAtomic } from "./files.ts";
 import { excludeFromGit, excludePatterns, warnIfTracked } from "./git_ignore.ts";
 import { keepCopy, keptCopyPath } from "./kept_copy.ts";
@@ -479,7 +479,7 @@ export function warnDroppedKeys(
   );
   if (dropped.length === 0) return;
   warnings.push(
-    `Rewriting "${allocation.path}" dropped ${dropped.map(quoteKey).join(", ")}, ` +
+    `Rewriting "${allocation.path}" dropped ${dropped.map(quoted).join(", ")}, ` +
       `which the config does not produce (add them to the config's "ports" or "templates" to keep them)`,
   );
 }

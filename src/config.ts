@@ -3,7 +3,7 @@
 
 import { isReservedEnvName } from "./env_names.ts";
 import type { Scope } from "./environment.ts";
-import { clip, quoteKey, quoteValue, WorktreePortsError } from "./errors.ts";
+import { clip, quoted, quoteValue, WorktreePortsError } from "./errors.ts";
 import {
   fileProblemOf,
   isPlainObject,
@@ -207,7 +207,7 @@ function checkSections(record: Record<string, unknown>, blame: Blame): void {
     if (!SECTIONS.includes(key)) {
       blame.fail(
         `unknown key ${
-          quoteKey(clip(key))
+          quoted(clip(key))
         } (expected "ports", "templates", "stride", "slots" or "scope")`,
       );
     }
@@ -313,7 +313,7 @@ function checkKey(key: string, section: string, fail: (p: string) => never) {
   if (!KEY_PATTERN.test(key)) {
     fail(
       `key ${
-        quoteKey(clip(key))
+        quoted(clip(key))
       } in "${section}" must match ${KEY_PATTERN.source} (letters, digits, underscores)`,
     );
   }
@@ -330,7 +330,7 @@ function checkEnvNames(
   keys: readonly string[],
   fail: (problem: string, keys: string[]) => never,
 ) {
-  const quoted = (names: readonly string[]) => names.map((name) => `"${name}"`).join(" and ");
+  const listed = (names: readonly string[]) => names.map((name) => `"${name}"`).join(" and ");
   const byName = new Map<string, string[]>();
   for (const key of keys) {
     const name = key.toUpperCase();
@@ -339,7 +339,7 @@ function checkEnvNames(
   for (const [name, same] of byName) {
     if (same.length > 1) {
       fail(
-        `keys ${quoted(same)} both become the variable "${name}" (rename all but one)`,
+        `keys ${listed(same)} both become the variable "${name}" (rename all but one)`,
         same,
       );
     }
@@ -347,8 +347,8 @@ function checkEnvNames(
   const reserved = keys.filter((key) => isReservedEnvName(key.toUpperCase()));
   if (reserved.length > 0) {
     fail(
-      `${reserved.length === 1 ? "key" : "keys"} ${quoted(reserved)} would set ${
-        quoted(reserved.map((key) => key.toUpperCase()))
+      `${reserved.length === 1 ? "key" : "keys"} ${listed(reserved)} would set ${
+        listed(reserved.map((key) => key.toUpperCase()))
       }, which commands need from the environment (rename ${
         reserved.length === 1 ? "it" : "them"
       }, e.g. "app_${reserved[0]}")`,

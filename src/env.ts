@@ -6,6 +6,9 @@ import { isPort, KEY_PATTERN, META_KEY } from "./names.ts";
 /** How {@linkcode formatEnv} writes variables. */
 export type EnvFormat = "shell" | "dotenv" | "json" | "fish";
 
+/** Every {@linkcode EnvFormat}. */
+export const ENV_FORMATS: readonly EnvFormat[] = ["shell", "dotenv", "json", "fish"];
+
 /** Options for {@linkcode bundleEnv}. */
 export interface BundleEnvOptions {
   /**
@@ -58,19 +61,19 @@ export function bundleEnv(
     byName.set(name, [...(byName.get(name) ?? []), [key, String(value)]]);
   }
   const env: Record<string, string> = {};
-  const quoted = (entries: readonly [string, string][]) =>
+  const listed = (entries: readonly [string, string][]) =>
     entries.map(([key]) => `"${key}"`).join(" and ");
   for (const [name, entries] of byName) {
     if (isReservedEnvName(name)) {
       options.onWarning?.(
-        `Left out ${entries.length === 1 ? "key" : "keys"} ${quoted(entries)} of the port file: ` +
+        `Left out ${entries.length === 1 ? "key" : "keys"} ${listed(entries)} of the port file: ` +
           `${entries.length === 1 ? "it" : "they"} would set "${name}", which commands need from ` +
           `the environment (no config may have such a key: run "worktree-ports allocate" to ` +
           `rewrite the file from the config)`,
       );
     } else if (entries.length > 1) {
       options.onWarning?.(
-        `Left out keys ${quoted(entries)} of the port file: they ${
+        `Left out keys ${listed(entries)} of the port file: they ${
           entries.length === 2 ? "both" : "all"
         } become the variable ` +
           `"${name}" (no config may have both: run "worktree-ports allocate" to rewrite the ` +

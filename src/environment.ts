@@ -12,6 +12,9 @@ import { denoProbe, type PortProbe } from "./probe.ts";
  */
 export type Scope = "machine" | "repository";
 
+/** Every {@linkcode Scope}. */
+export const SCOPES: readonly Scope[] = ["machine", "repository"];
+
 /**
  * What an operation reaches outside the process through, each part
  * replaceable so that tests and embedders can run it against fakes or

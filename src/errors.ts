@@ -66,11 +66,11 @@ export function clip(text: string): string {
 }
 
 /**
- * A key for a message, in double quotes; JSON-escaped when it holds control
- * characters, which would otherwise reach the terminal raw (a key read from
- * a port file can hold anything).
+ * A key or path for a message, in double quotes; JSON-escaped when it holds
+ * control characters, which would otherwise reach the terminal raw (a key
+ * read from a port file, or a path, can hold anything).
  */
-export function quoteKey(key: string): string {
+export function quoted(key: string): string {
   return /\p{Cc}/u.test(key) ? JSON.stringify(key) : `"${key}"`;
 }
 

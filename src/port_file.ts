@@ -3,7 +3,7 @@
 
 import { renderBundle } from "./bundle.ts";
 import { loadConfig, type LoadConfigOptions, type PortsConfig } from "./config.ts";
-import { quoteKey, WorktreePortsError } from "./errors.ts";
+import { quoted, WorktreePortsError } from "./errors.ts";
 import {
   FileProblem,
   fileProblemOf,
@@ -122,7 +122,7 @@ export function readPortFile(path: string): PortFileRead {
   const record = data as Record<string, unknown>;
   const notPorts = Object.entries(record).filter(([, value]) =>
     typeof value === "number" && !isPort(value)
-  ).map(([key, value]) => `${quoteKey(key)} is ${describeNumber(value as number)}`);
+  ).map(([key, value]) => `${quoted(key)} is ${describeNumber(value as number)}`);
   return {
     state: "read",
     data: record,

@@ -1,0 +1,176 @@
+// The tables and lines that list, slots and check print.
+
+import type { Move } from "../fix.ts";
+import type { WorktreeStatus } from "../inspect.ts";
+import type { SlotInfo } from "../slots.ts";
+
+/** One table per repository, each under the repository's shared git directory. */
+export function formatGroups(statuses: readonly WorktreeStatus[], color: boolean): string {
+  const groups = new Map<string, WorktreeStatus[]>();
+  for (const status of statuses) {
+    const key = status.repository ?? "";
+    groups.set(key, [...(groups.get(key) ?? []), status]);
+  }
+  return [...groups].map(([repository, group]) =>
+    `repository ${printable(repository)}\n` + formatTable(group, color)
+  ).join("\n");
+}
+
+export const STATE_COLORS: Record<WorktreeStatus["state"], string> = {
+  ok: "32",
+  outdated: "33",
+  none: "2",
+  duplicate: "31",
+  foreign: "33",
+  unreadable: "31",
+  invalid: "31",
+  stale: "2",
+  absent: "33",
+};
+
+export function formatTable(statuses: readonly WorktreeStatus[], color: boolean): string {
+  const paint = (code: string, text: string) => color ? `\x1b[${code}m${text}\x1b[0m` : text;
+  const rows = statuses.map((status) => [
+    (status.current ? "* " : "  ") + printable(status.path),
+    status.branch ?? "-",
+    status.slot === undefined ? "-" : String(status.slot),
+    status.state,
+    Object.entries(status.ports)
+      .map(([key, port]) => `${printable(key)}=${port}${portNote(status, key, port)}`)
+      .join(" "),
+    noteOf(status),
+  ]);
+  const header = ["  WORKTREE", "BRANCH", "SLOT", "STATE", "PORTS", "NOTE"];
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => row[column].length))
+  );
+  // Colour goes on after padding, so the columns line up either way.
+  const line = (cells: string[]) =>
+    cells.map((cell, column) => {
+      const padded = cell.padEnd(widths[column]);
+      if (column === 3) return paint(STATE_COLORS[cell as WorktreeStatus["state"]], padded);
+      return padded.replaceAll("(listening)", paint("32", "(listening)"));
+    }).join("  ").trimEnd();
+  const title = header.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd();
+  return [paint("1", title), ...rows.map(line)].join("\n") + "\n";
+}
+
+/** A port held by another repository says so: whatever listens on it may well be theirs. */
+export function portNote(status: WorktreeStatus, key: string, port: number): string {
+  const elsewhere = status.conflicts.some((conflict) =>
+    conflict.repository !== undefined && conflict.repository !== status.repository &&
+    conflict.ports.includes(port)
+  );
+  if (elsewhere) return " (held by another repository)";
+  return status.listening[key] ? " (listening)" : "";
+}
+
+/** A path as one table cell: quoted, with escapes, when it holds control characters. */
+export function printable(text: string): string {
+  return /[\p{Cc}]/u.test(text) ? JSON.stringify(text) : text;
+}
+
+export function noteOf(status: WorktreeStatus): string {
+  switch (status.state) {
+    case "duplicate":
+      return status.conflicts.map((c) =>
+        `shares ${c.ports.join(", ")} with ${printable(c.worktree)}${
+          c.repository !== undefined && c.repository !== status.repository
+            ? " (another repository)"
+            : ""
+        }`
+      )
+        .join("; ");
+    case "foreign":
+      return `file written for ${printable(status.detail ?? "")}`;
+    case "unreadable":
+    case "invalid":
+    case "absent":
+      return status.detail ?? "";
+    case "stale":
+      return "directory gone";
+    case "outdated":
+      return "config changed since written";
+    case "none":
+      return "no port file";
+    default:
+      return "";
+  }
+}
+
+export function formatSlots(slots: readonly SlotInfo[]): string {
+  const value = (value: number | string) =>
+    typeof value === "string" && /[\s"]|^$/.test(value) ? JSON.stringify(value) : String(value);
+  const rows = slots.map((info) => [
+    String(info.slot),
+    info.state,
+    Object.entries(info.bundle).map(([key, v]) => `${key}=${printable(value(v))}`).join(" "),
+    slotNote(info),
+  ]);
+  const header = ["SLOT", "STATE", "BUNDLE", "NOTE"];
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => row[column].length))
+  );
+  return [header, ...rows].map((cells) =>
+    cells.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd() + "\n"
+  ).join("");
+}
+
+export function slotNote(info: SlotInfo): string {
+  switch (info.state) {
+    case "held":
+      return info.holders.map(printable).join(", ") + (info.current ? " (this worktree)" : "");
+    case "blocked":
+      return `browsers refuse ${info.blocked.join(", ")}`;
+    case "in-use":
+      return `in use: ${info.busy.join(", ")}`;
+    case "permission-denied":
+      return `permission denied: ${info.denied.join(", ")}`;
+    default:
+      return info.slot === 0 ? "the main worktree's" : "";
+  }
+}
+
+export function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
+  const problems: string[] = [];
+  statuses.forEach((status, index) => {
+    if (status.state === "foreign") {
+      problems.push(`foreign: "${status.file}" was written for "${status.detail}"`);
+    } else if (status.state === "unreadable") {
+      problems.push(`unreadable: "${status.file}": ${status.detail}`);
+    } else if (status.state === "invalid") {
+      problems.push(`invalid: "${status.file}": ${status.detail}`);
+    } else if (status.state === "outdated") {
+      problems.push(
+        `outdated: "${status.file}" is not what the config renders for slot ${status.slot} now`,
+      );
+    }
+    for (const conflict of status.conflicts) {
+      const other = statuses.findIndex((candidate) => candidate.path === conflict.worktree);
+      if (other === -1) {
+        problems.push(
+          `conflict: "${status.path}" and "${conflict.worktree}" of the repository "${conflict.repository}" share ports ${
+            conflict.ports.join(", ")
+          }`,
+        );
+      } else if (other > index) {
+        // Each pair once: from the worktree that comes first.
+        problems.push(
+          `conflict: "${status.path}" and "${conflict.worktree}" share ports ${
+            conflict.ports.join(", ")
+          }`,
+        );
+      }
+    }
+  });
+  return problems;
+}
+
+export function formatMove(move: Move): string {
+  const ports = (ports: Record<string, number>) =>
+    Object.entries(ports).map(([key, port]) => `${printable(key)}=${port}`).join(" ") || "(none)";
+  const verb = move.reason === "outdated" ? "updated" : "moved";
+  return `${verb} "${move.worktree}" (${move.reason}): ${ports(move.from)} -> ${
+    ports(move.to)
+  } (slot ${move.slot})`;
+}
