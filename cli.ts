@@ -33,18 +33,13 @@
  *
  * @module
  */
+
 import { parseCommandArgs, UsageError } from "./src/cli/args.ts";
-import {
-  runAllocate,
-  runCheck,
-  runEnv,
-  runExec,
-  runList,
-  runRelease,
-  runShow,
-  runSlots,
-} from "./src/cli/commands.ts";
-import { completionScript, SHELLS } from "./src/cli/completions.ts";
+import { run as runAllocate } from "./src/cli/commands/allocate.ts";
+import { run as runShow } from "./src/cli/commands/show.ts";
+import { run as runEnv } from "./src/cli/commands/env.ts";
+import { run as runExec } from "./src/cli/commands/exec.ts";
+import { run as runRelease } from "./src/cli/commands/release.ts";
 import {
   ALLOCATE_PERMISSIONS,
   allocatePermissions,
@@ -53,11 +48,11 @@ import {
   missingPermissions,
   requiredFlags,
 } from "./src/cli/permissions.ts";
+import { writeStdout } from "./src/cli/print.ts";
 import type { CommandSpec, OptionSpec } from "./src/cli/spec.ts";
-import { writeStdout } from "./src/cli/stdout.ts";
-import { ENV_FORMATS } from "./src/env.ts";
 import { SCOPES } from "./src/environment.ts";
 import { WorktreePortsError } from "./src/errors.ts";
+import { ENV_FORMATS } from "./src/names.ts";
 
 const OPTIONS = {
   config: {
@@ -105,6 +100,22 @@ const ALLOCATION_OPTIONS = {
   "lock-timeout": OPTIONS["lock-timeout"],
   scope: OPTIONS.scope,
 };
+
+/** The shells a completion script can be printed for. */
+const SHELLS: readonly string[] = ["bash", "zsh", "fish"];
+
+/**
+ * A command's runner, loaded when the command runs. The commands that start
+ * every dev server (allocate, show, env, exec) are loaded with the CLI; the
+ * inspecting ones would load most of the rest of the library, so each loads
+ * its part only when it runs: a short-lived process pays for every module it
+ * loads, and a dynamic import costs more than a static one.
+ */
+function lazy(
+  load: () => Promise<{ run: CommandSpec["run"] }>,
+): CommandSpec["run"] {
+  return async (values, positionals) => (await load()).run(values, positionals);
+}
 
 const COMMANDS: Record<string, CommandSpec> = {
   allocate: {
@@ -180,7 +191,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     },
     maxPositionals: 0,
     permissions: () => ["git", "read", "net", "env"],
-    run: runList,
+    run: lazy(() => import("./src/cli/commands/list.ts")),
   },
   slots: {
     usage: "slots [--json] [options]",
@@ -196,7 +207,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     },
     maxPositionals: 0,
     permissions: () => ["git", "read", "net"],
-    run: runSlots,
+    run: lazy(() => import("./src/cli/commands/slots.ts")),
   },
   check: {
     usage: "check [--fix] [options]",
@@ -219,7 +230,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       values.fix
         ? allocatePermissions(values)
         : ["git", "read", ...allocatePermissions(values).filter((p) => p === "env")],
-    run: runCheck,
+    run: lazy(() => import("./src/cli/commands/check.ts")),
   },
   release: {
     usage: "release [options]",
@@ -244,9 +255,10 @@ const COMMANDS: Record<string, CommandSpec> = {
     maxPositionals: 1,
     permissions: () => [],
     arguments: { name: "shell", complete: SHELLS },
-    run: (_values, positionals) => {
+    run: async (_values, positionals) => {
+      const { completionScript } = await import("./src/cli/completions.ts");
       writeStdout(completionScript(positionals[0], COMMANDS));
-      return Promise.resolve(0);
+      return 0;
     },
   },
 };

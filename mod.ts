@@ -42,6 +42,7 @@ export { type ErrorCode, WorktreePortsError } from "./src/errors.ts";
 export {
   CONFIG_FILE_NAME,
   DEFAULT_LOCK_TIMEOUT_MS,
+  type EnvFormat,
   LOCK_FILE_NAME,
   PORT_FILE_NAME,
   PORT_FILE_VERSION,
@@ -127,7 +128,7 @@ export {
 export { listSlots, type ListSlotsOptions, type SlotInfo, type SlotState } from "./src/slots.ts";
 export { fixMachine, type FixOptions, fixWorktrees, type Move } from "./src/fix.ts";
 export { type Release, type ReleaseOptions, releasePorts } from "./src/release.ts";
-export { bundleEnv, type BundleEnvOptions, type EnvFormat, formatEnv } from "./src/env.ts";
+export { bundleEnv, type BundleEnvOptions, formatEnv } from "./src/env.ts";
 export {
   type CurrentBundle,
   loadBundle,

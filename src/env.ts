@@ -1,13 +1,7 @@
 // A bundle as environment variables, and the formats they are written in.
 
 import { isReservedEnvName } from "./env_names.ts";
-import { isPort, KEY_PATTERN, META_KEY } from "./names.ts";
-
-/** How {@linkcode formatEnv} writes variables. */
-export type EnvFormat = "shell" | "dotenv" | "json" | "fish";
-
-/** Every {@linkcode EnvFormat}. */
-export const ENV_FORMATS: readonly EnvFormat[] = ["shell", "dotenv", "json", "fish"];
+import { type EnvFormat, isPort, KEY_PATTERN, META_KEY } from "./names.ts";
 
 /** Options for {@linkcode bundleEnv}. */
 export interface BundleEnvOptions {

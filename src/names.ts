@@ -30,3 +30,9 @@ export const MAX_NESTING = 64;
 export function isPort(value: unknown): value is number {
   return Number.isInteger(value) && (value as number) >= 1 && (value as number) <= MAX_PORT;
 }
+
+/** How `formatEnv` writes variables. */
+export type EnvFormat = "shell" | "dotenv" | "json" | "fish";
+
+/** Every {@linkcode EnvFormat}. */
+export const ENV_FORMATS: readonly EnvFormat[] = ["shell", "dotenv", "json", "fish"];

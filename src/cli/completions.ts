@@ -4,9 +4,6 @@
 import { UsageError } from "./args.ts";
 import type { Commands, Completion } from "./spec.ts";
 
-/** The shells a completion script can be printed for. */
-export const SHELLS: readonly string[] = ["bash", "zsh", "fish"];
-
 /** The completion script for `shell`, from the table. */
 export function completionScript(shell: string | undefined, commands: Commands): string {
   switch (shell) {

@@ -1,0 +1,58 @@
+// check: exits 1 on shared ports or bad port files; with --fix, fixes them.
+
+import { loadConfig } from "../../config.ts";
+import { fixMachine, fixWorktrees } from "../../fix.ts";
+import { inspectMachine, inspectWorktrees } from "../../inspect.ts";
+import { configWarnings } from "../../usable_ports.ts";
+import { allocateOptions } from "../args.ts";
+import { printWarning, withLockNotice, writeStdout } from "../print.ts";
+import { formatMove, problemsOf } from "../reports.ts";
+import type { Values } from "../spec.ts";
+
+export async function run(values: Values): Promise<number> {
+  const options = allocateOptions(values, "check");
+  if (values.fix) {
+    const moves = await withLockNotice(options, values.all ? fixMachine : fixWorktrees);
+    for (const move of moves) {
+      for (const warning of move.warnings) console.error(`warning: ${warning}`);
+      writeStdout(formatMove(move) + "\n");
+    }
+    if (moves.length === 0) writeStdout("nothing to fix\n");
+  }
+  const inspect = values.all ? inspectMachine : inspectWorktrees;
+  const statuses = await inspect({
+    output: options.output,
+    config: options.config,
+    ports: options.ports,
+    stride: options.stride,
+    slots: options.slots,
+    listening: false,
+    scope: options.scope,
+    onWarning: printWarning,
+  });
+  // In a bare repository's directory there is no worktree, and so no config.
+  const current = values.all ? undefined : statuses.find((status) => status.current);
+  if (current !== undefined) {
+    for (const warning of configWarnings(loadConfig(current.path, options))) {
+      console.error(`warning: ${warning}`);
+    }
+  }
+  const problems = problemsOf(statuses);
+  for (const problem of problems) writeStdout(problem + "\n");
+  if (problems.length === 0) {
+    writeStdout(`ok: ${statuses.length} worktrees, no shared ports\n`);
+    return 0;
+  }
+  const acrossRepositories = !values.all &&
+    statuses.some((status) =>
+      status.conflicts.some((conflict) => conflict.repository !== undefined)
+    );
+  if (!values.fix || acrossRepositories) {
+    console.error(
+      `run "worktree-ports check --fix${
+        acrossRepositories || values.all ? " --all" : ""
+      }" to repair`,
+    );
+  }
+  return 1;
+}

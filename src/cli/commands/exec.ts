@@ -1,0 +1,47 @@
+// exec: runs a command with the worktree's ports in its environment.
+
+import { bundleEnv } from "../../env.ts";
+import { runWithPorts } from "../../exec.ts";
+import { UsageError } from "../args.ts";
+import { loadReportingAllocation } from "../bundle_notice.ts";
+import {
+  ALLOCATE_PERMISSIONS,
+  installFlags,
+  isMissingProgram,
+  missingPermissionMessage,
+  requiredFlags,
+} from "../permissions.ts";
+import { printWarning } from "../print.ts";
+import type { Values } from "../spec.ts";
+
+export async function run(values: Values, positionals: string[]): Promise<number> {
+  const [command, ...args] = positionals;
+  if (command === undefined) {
+    throw new UsageError(`Missing the command to run`, "exec");
+  }
+  const { state } = await Deno.permissions.query({ name: "run", command });
+  if (state !== "granted" && !(await isMissingProgram(command))) {
+    console.error(
+      "error: " + missingPermissionMessage(
+        `--allow-run=git,${command} (or --allow-run)`,
+        `"exec" needs ${requiredFlags(ALLOCATE_PERMISSIONS)} and permission to run the command`,
+        installFlags("exec"),
+      ),
+    );
+    return 2;
+  }
+  // Loaded first, so that a new allocation is reported before the command
+  // starts rather than after it ends.
+  const bundle = await loadReportingAllocation(values, "exec");
+  // runWithPorts leaves out the same keys; say which before the command starts.
+  bundleEnv(bundle.data, { onWarning: printWarning });
+  let result;
+  try {
+    result = await runWithPorts(command, args, { bundle });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    console.error(`error: Cannot run "${command}": no such program`);
+    return 127;
+  }
+  return result.code;
+}
