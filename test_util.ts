@@ -2,6 +2,8 @@
 // temporary directories, the CLI as a real subprocess, and directory snapshots
 // that prove a failed command changed nothing.
 
+import { BROWSER_BLOCKED_PORTS } from "./mod.ts";
+
 const CLI = new URL("./cli.ts", import.meta.url).pathname;
 
 /** The exact permissions the CLI documents; tests run it with these and no others. */
@@ -193,6 +195,140 @@ export function hasIpv6Loopback(): boolean {
   } catch {
     return false;
   }
+}
+
+/** A span of ports to pick from, both ends included. */
+export interface PortRegion {
+  low: number;
+  high: number;
+}
+
+/**
+ * Below Linux's ephemeral range (32768-60999), where no outgoing connection
+ * takes a port and no ephemeral-range warning is printed; above most of the
+ * ports development servers default to.
+ */
+export const BELOW_EPHEMERAL: PortRegion = { low: 10000, high: 32767 };
+
+/** Linux's default ephemeral range, for the tests of its warning. */
+export const LINUX_EPHEMERAL: PortRegion = { low: 32768, high: 60999 };
+
+/** Base ports picked for one test, and what follows from them. */
+export interface PickedPorts<K extends string> {
+  /** Each key's port at slot 0. */
+  readonly base: Readonly<Record<K, number>>;
+  readonly stride: number;
+  /** The highest slot the config has. */
+  readonly slots: number;
+  /** Each key's port at `slot`: its base plus `slot` strides. */
+  at(slot: number): Record<K, number>;
+  /** The config that gives these ports: `ports`, `stride` and `slots`, fresh objects each time. */
+  config(): { ports: Record<K, number>; stride: number; slots: number };
+  /** The same config as command-line flags: `--port KEY=BASE`... `--stride N --slots N`. */
+  readonly args: readonly string[];
+  /** The span each key's ports cover, from its base to its port at the last slot. */
+  readonly ranges: readonly PortRegion[];
+}
+
+/** Options for {@linkcode pickPorts}. */
+export interface PickPortsOptions<K extends string> {
+  /** Distance between a key's ports in consecutive slots. */
+  stride?: number;
+  /** The highest slot; every slot from 0 to it is checked. */
+  slots?: number;
+  /** Where the keys' ports lie. */
+  region?: PortRegion;
+  /**
+   * A key whose port at `slot` must be one browsers refuse, as a test of
+   * blocked slots needs; its base is then taken from below the port.
+   */
+  blockedAt?: { key: K; slot: number };
+  /** Ports picked earlier in the same test, whose ranges these keep clear of. */
+  avoid?: readonly PickedPorts<string>[];
+}
+
+/** Whether a TCP port can be bound right now on every address a probe of the tool checks. */
+function bindableEverywhere(port: number, ipv6: boolean): boolean {
+  for (const hostname of ipv6 ? ["127.0.0.1", "::1", "0.0.0.0"] : ["127.0.0.1", "0.0.0.0"]) {
+    try {
+      Deno.listen({ hostname, port }).close();
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * Picks, at random, base ports for one test, so that it depends on no fixed
+ * port being free: every port it can reach (each key's base plus 0 to `slots`
+ * strides) is bindable right now on 127.0.0.1, ::1 (where the host has it)
+ * and 0.0.0.0, no two keys' ranges overlap, and none of the ports is one
+ * browsers refuse (but the one `blockedAt` asks for). Other programs, and
+ * other copies of this suite, may hold any other ports meanwhile.
+ *
+ * @throws {Error} When no such ports are found in the region.
+ */
+export function pickPorts<K extends string>(
+  keys: readonly K[],
+  options: PickPortsOptions<K> = {},
+): PickedPorts<K> {
+  const { stride = 10, slots = 60, region = BELOW_EPHEMERAL, blockedAt, avoid = [] } = options;
+  const span = slots * stride;
+  const ipv6 = hasIpv6Loopback();
+  const taken: PortRegion[] = avoid.flatMap((picked) => picked.ranges);
+  const base = {} as Record<K, number>;
+  const overlaps = (low: number) =>
+    taken.some((range) => low <= range.high && range.low <= low + span);
+  const usable = (low: number, blocked?: number) => {
+    if (low < 1024 || low + span > 65535 || overlaps(low)) return false;
+    for (let slot = 0; slot <= slots; slot++) {
+      const port = low + slot * stride;
+      if (port === blocked) continue;
+      if (BROWSER_BLOCKED_PORTS.has(port) || !bindableEverywhere(port, ipv6)) return false;
+    }
+    return true;
+  };
+  for (const key of keys) {
+    let found: number | undefined;
+    if (blockedAt?.key === key) {
+      const blocked = [...BROWSER_BLOCKED_PORTS];
+      // In random order, so that no one blocked port's neighbours must be free.
+      for (let index = blocked.length - 1; index > 0; index--) {
+        const other = Math.floor(Math.random() * (index + 1));
+        [blocked[index], blocked[other]] = [blocked[other], blocked[index]];
+      }
+      const port = blocked.find((port) => usable(port - blockedAt.slot * stride, port));
+      if (port !== undefined) found = port - blockedAt.slot * stride;
+    } else {
+      for (let attempt = 0; attempt < 2000 && found === undefined; attempt++) {
+        const low = region.low + Math.floor(Math.random() * (region.high - span - region.low + 1));
+        if (usable(low)) found = low;
+      }
+    }
+    if (found === undefined) {
+      throw new Error(
+        `Found no ${slots + 1} bindable ports ${stride} apart for "${key}" in ` +
+          `${region.low}-${region.high}${blockedAt?.key === key ? " around a blocked port" : ""}`,
+      );
+    }
+    base[key] = found;
+    taken.push({ low: found, high: found + span });
+  }
+  const at = (slot: number) =>
+    Object.fromEntries(keys.map((key) => [key, base[key] + slot * stride])) as Record<K, number>;
+  return {
+    base,
+    stride,
+    slots,
+    at,
+    config: () => ({ ports: at(0), stride, slots }),
+    args: [
+      ...keys.flatMap((key) => ["--port", `${key}=${base[key]}`]),
+      ...["--stride", String(stride), "--slots", String(slots)],
+    ],
+    ranges: keys.map((key) => ({ low: base[key], high: base[key] + span })),
+  };
 }
 
 /**
