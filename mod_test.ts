@@ -36,6 +36,8 @@ import {
   dotenvReaders,
   forEachLoopback,
   git,
+  type PickedPorts,
+  pickPorts,
   readJson,
   run,
   snapshot,
@@ -45,12 +47,16 @@ import {
   writeJson,
 } from "./test_util.ts";
 
-// Ports far from common services, with a small stride, so tests do not trip
-// over whatever else this machine runs.
-const TEST_PORTS = { ports: { web: 41000 }, stride: 10, slots: 40 } as const;
+/**
+ * One test's ports: "web" at a base picked for it, where nothing listens, with
+ * a small stride. Tests state what they expect relative to that base.
+ */
+function webPorts(): PickedPorts<"web"> {
+  return pickPorts(["web"], { stride: 10, slots: 40 });
+}
 
-function allocateIn(cwd: string, options: AllocateOptions = {}) {
-  return allocate({ ...TEST_PORTS, ports: { ...TEST_PORTS.ports }, cwd, ...options });
+function allocateIn(cwd: string, ports: PickedPorts<"web">, options: AllocateOptions = {}) {
+  return allocate({ ...ports.config(), cwd, ...options });
 }
 
 function assertCode(code: string) {
@@ -427,47 +433,51 @@ Deno.test("writeFileAtomic() replaces the file whole and leaves no temporary fil
 // ---------------------------------------------------------------------------
 
 Deno.test("allocate() gives the main worktree slot 0 and linked worktrees 1 and up", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
   // The main worktree has no file yet: slot 0 is still not handed out.
-  assert.equal((await allocateIn(a)).slot, 1);
-  assert.equal((await allocateIn(b)).slot, 2);
-  const main = await allocateIn(repo.root);
+  assert.equal((await allocateIn(a, ports)).slot, 1);
+  assert.equal((await allocateIn(b, ports)).slot, 2);
+  const main = await allocateIn(repo.root, ports);
   assert.equal(main.slot, 0);
-  assert.deepEqual(main.bundle, { web: 41000 });
+  assert.deepEqual(main.bundle, { web: ports.base.web });
 });
 
 Deno.test("allocate() skips a slot that a sibling worktree's file reserves, even when nothing listens", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
-  const first = await allocateIn(a);
+  const first = await allocateIn(a, ports);
   assert.equal(
     isPortFree(first.bundle.web as number),
     true,
     "nothing listens on the sibling's port",
   );
-  const second = await allocateIn(b);
+  const second = await allocateIn(b, ports);
   assert.equal(first.slot, 1);
   assert.equal(second.slot, 2);
 });
 
 Deno.test("allocate() does not let the current output file block rewriting the same bundle", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
-  const first = await allocateIn(a);
-  const again = await allocateIn(a, { force: true });
+  const first = await allocateIn(a, ports);
+  const again = await allocateIn(a, ports, { force: true });
   assert.equal(again.slot, first.slot);
   // The option is what makes the difference: counting the file as reserved moves the bundle.
-  const blocked = await allocateIn(a, { force: true, excludeOutput: false });
+  const blocked = await allocateIn(a, ports, { force: true, excludeOutput: false });
   assert.notEqual(blocked.slot, first.slot);
 });
 
 Deno.test("allocate() with an output path reads siblings at the same place in their worktree", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
   for (const dir of [a, b]) await Deno.mkdir(`${dir}/config`);
-  const first = await allocateIn(a, { output: "config/ports.json" });
-  const second = await allocateIn(b, { output: "config/ports.json" });
+  const first = await allocateIn(a, ports, { output: "config/ports.json" });
+  const second = await allocateIn(b, ports, { output: "config/ports.json" });
   assert.equal(first.path, `${a}/config/ports.json`);
   assert.deepEqual([first.slot, second.slot], [1, 2]);
   await assert.rejects(Deno.stat(`${a}/.worktree-ports.json`), Deno.errors.NotFound);
@@ -481,25 +491,21 @@ Deno.test("allocate() with an output path reads siblings at the same place in th
 Deno.test("allocate() honours a sibling file in the older flat format", async () => {
   await using repo = await TempRepo.create();
   const [old, fresh] = await repo.addWorktrees("wt", 2);
+  const ports = pickPorts(["cloud_port", "web_port", "db_port"], { stride: 100, slots: 40 });
+  const [slot1, slot2] = [ports.at(1), ports.at(2)];
   await writeJson(`${old}/.worktree-ports.json`, {
-    cloud_port: 8100,
-    web_port: 3100,
-    db_port: 5532,
-    cloud_url: "http://127.0.0.1:8100",
+    ...slot1,
+    cloud_url: `http://127.0.0.1:${slot1.cloud_port}`,
   });
   await writeJson(`${fresh}/worktree-ports.config.json`, {
-    ports: { cloud_port: 8000, web_port: 3000, db_port: 5432 },
+    ...ports.config(),
     templates: { cloud_url: "http://127.0.0.1:{cloud_port}" },
-    stride: 100,
-    slots: 40,
   });
   const allocation = await allocate({ cwd: fresh });
   assert.equal(allocation.slot, 2);
   assert.deepEqual(allocation.bundle, {
-    cloud_port: 8200,
-    web_port: 3200,
-    db_port: 5632,
-    cloud_url: "http://127.0.0.1:8200",
+    ...slot2,
+    cloud_url: `http://127.0.0.1:${slot2.cloud_port}`,
   });
   const file = await readJson(`${fresh}/.worktree-ports.json`);
   assert.deepEqual(Object.keys(file), [
@@ -516,13 +522,14 @@ Deno.test("allocate() honours a sibling file in the older flat format", async ()
 });
 
 Deno.test("allocate() is idempotent, also while the worktree's own service listens", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
-  const first = await allocateIn(a);
+  const first = await allocateIn(a, ports);
   assert.equal(first.written, true);
   const before = await Deno.readTextFile(first.path);
   using _service = Deno.listen({ hostname: "127.0.0.1", port: first.bundle.web as number });
-  const second = await allocateIn(a);
+  const second = await allocateIn(a, ports);
   assert.deepEqual(
     { slot: second.slot, bundle: second.bundle, kept: second.kept, written: second.written },
     { slot: first.slot, bundle: first.bundle, kept: true, written: false },
@@ -531,21 +538,23 @@ Deno.test("allocate() is idempotent, also while the worktree's own service liste
 });
 
 Deno.test("allocate() skips a slot whose port has a listener on each loopback address", async (t) => {
+  const ports = webPorts();
   await forEachLoopback(t, async (hostname) => {
     await using repo = await TempRepo.create();
     const [a] = await repo.addWorktrees("wt", 1);
-    using _other = Deno.listen({ hostname, port: 41010 });
-    const allocation = await allocateIn(a);
+    using _other = Deno.listen({ hostname, port: ports.at(1).web });
+    const allocation = await allocateIn(a, ports);
     assert.equal(allocation.slot, 2);
   });
 });
 
 Deno.test("allocate() treats a copied port file as not this worktree's own", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
-  await allocateIn(a);
+  await allocateIn(a, ports);
   await Deno.copyFile(`${a}/.worktree-ports.json`, `${b}/.worktree-ports.json`);
-  const allocation = await allocateIn(b);
+  const allocation = await allocateIn(b, ports);
   assert.equal(allocation.slot, 2);
   assert.match(allocation.warnings.join("\n"), /was written for the worktree ".*wt0"/);
   assert.equal(
@@ -555,12 +564,13 @@ Deno.test("allocate() treats a copied port file as not this worktree's own", asy
 });
 
 Deno.test("allocate() replaces a corrupt own file and skips a corrupt sibling file, with warnings", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
   await Deno.writeTextFile(`${a}/.worktree-ports.json`, "{ broken");
   await Deno.writeTextFile(`${b}/.worktree-ports.json`, "[1, 2");
-  // Below the ephemeral range, which would add a warning of its own.
-  const allocation = await allocateIn(b, { ports: { web: 21000 } });
+  // The picked ports lie below the ephemeral range, which would add a warning of its own.
+  const allocation = await allocateIn(b, ports);
   assert.equal(allocation.slot, 1);
   assert.equal(allocation.warnings.length, 2);
   assert.match(
@@ -575,27 +585,30 @@ Deno.test("allocate() replaces a corrupt own file and skips a corrupt sibling fi
 });
 
 Deno.test("allocate() keeps nothing reserved for a worktree whose directory is gone", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
-  await allocateIn(a);
+  await allocateIn(a, ports);
   await Deno.remove(a, { recursive: true });
   const listed = await listWorktrees({ cwd: repo.root });
   assert.equal(listed.find((worktree) => worktree.path === a)?.prunable, true);
-  assert.equal((await allocateIn(b)).slot, 1);
+  assert.equal((await allocateIn(b, ports)).slot, 1);
 });
 
 Deno.test("allocate() works in the linked worktrees of a bare repository", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create({ bare: true });
   const [a, b] = await repo.addWorktrees("wt", 2);
-  assert.equal((await allocateIn(a)).slot, 1);
-  assert.equal((await allocateIn(b)).slot, 2);
-  await assert.rejects(allocateIn(repo.root), assertCode("NOT_A_WORKTREE"));
+  assert.equal((await allocateIn(a, ports)).slot, 1);
+  assert.equal((await allocateIn(b, ports)).slot, 2);
+  await assert.rejects(allocateIn(repo.root, ports), assertCode("NOT_A_WORKTREE"));
 });
 
 Deno.test("allocate() handles worktree paths with spaces, newlines and unicode", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const odd = await repo.addWorktree("wt ü\nline two");
-  const allocation = await allocateIn(odd);
+  const allocation = await allocateIn(odd, ports);
   assert.equal(allocation.slot, 1);
   assert.equal(allocation.path, `${odd}/.worktree-ports.json`);
   assert.equal(
@@ -614,6 +627,7 @@ Deno.test("allocate() changes nothing when the config is invalid", async () => {
 });
 
 Deno.test("allocate() asks git once, however many worktrees there are", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const worktrees = await repo.addWorktrees("wt", 6);
   const calls: string[] = [];
@@ -624,19 +638,20 @@ Deno.test("allocate() asks git once, however many worktrees there are", async ()
     },
   };
   // The ignore rules go in without asking git, the first allocation's included.
-  await allocateIn(worktrees[0], { git });
+  await allocateIn(worktrees[0], ports, { git });
   assert.deepEqual(calls, ["worktree list --porcelain -z"], "the first allocation");
   for (const cwd of worktrees.slice(1)) {
     calls.length = 0;
-    await allocateIn(cwd, { git });
+    await allocateIn(cwd, ports, { git });
     assert.deepEqual(calls, ["worktree list --porcelain -z"], "a fresh worktree");
     calls.length = 0;
-    await allocateIn(cwd, { git });
+    await allocateIn(cwd, ports, { git });
     assert.deepEqual(calls, ["worktree list --porcelain -z"], "a worktree keeping its slot");
   }
 });
 
 Deno.test("allocate() gives distinct bundles to simultaneous allocations in one process", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const worktrees = await repo.addWorktrees("wt", 24);
   // A probe that yields makes every scan overlap: without the lock they would
@@ -647,7 +662,7 @@ Deno.test("allocate() gives distinct bundles to simultaneous allocations in one 
       return isPortFree(port);
     },
   };
-  const allocations = await Promise.all(worktrees.map((cwd) => allocateIn(cwd, { probe })));
+  const allocations = await Promise.all(worktrees.map((cwd) => allocateIn(cwd, ports, { probe })));
   const slots = allocations.map((allocation) => allocation.slot);
   assert.equal(new Set(slots).size, worktrees.length, `slots: ${slots}`);
   assert.ok(!slots.includes(0));
@@ -718,11 +733,12 @@ Deno.test("formatEnv() quotes each format so values stay literal", async (t) => 
 });
 
 Deno.test("allocate() makes git ignore the port file without touching .gitignore", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
-  await allocateIn(a);
-  await allocateIn(b);
-  await allocateIn(repo.root);
+  await allocateIn(a, ports);
+  await allocateIn(b, ports);
+  await allocateIn(repo.root, ports);
   for (const dir of [repo.root, a, b]) assert.equal(await git(dir, "status", "--porcelain"), "");
   const exclude = await Deno.readTextFile(`${repo.root}/.git/info/exclude`);
   assert.equal(exclude.split("\n").filter((line) => line === "/.worktree-ports.json").length, 1);
@@ -730,14 +746,15 @@ Deno.test("allocate() makes git ignore the port file without touching .gitignore
 });
 
 Deno.test("allocate() adds its ignore rules once, also when a .gitignore already covers the file", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   await Deno.writeTextFile(`${repo.root}/.gitignore`, ".worktree-ports.json\n");
   await git(repo.root, "add", ".gitignore");
   await git(repo.root, "commit", "-q", "-m", "ignore");
   const [a] = await repo.addWorktrees("wt", 1);
   const exclude = await Deno.readTextFile(`${repo.root}/.git/info/exclude`);
-  await allocateIn(a);
-  await allocateIn(a, { force: true });
+  await allocateIn(a, ports);
+  await allocateIn(a, ports, { force: true });
   assert.equal(
     await Deno.readTextFile(`${repo.root}/.git/info/exclude`),
     `${exclude}/.worktree-ports.json\n/.worktree-ports.json.*.tmp\n`,
@@ -746,12 +763,13 @@ Deno.test("allocate() adds its ignore rules once, also when a .gitignore already
 });
 
 Deno.test("allocate() warns loudly when the port file is tracked by git", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
-  await allocateIn(repo.root);
+  await allocateIn(repo.root, ports);
   await git(repo.root, "add", "-f", ".worktree-ports.json");
   await git(repo.root, "commit", "-q", "-m", "commit the port file by mistake");
   const [a] = await repo.addWorktrees("wt", 1);
-  const allocation = await allocateIn(a);
+  const allocation = await allocateIn(a, ports);
   assert.equal(allocation.slot, 1);
   assert.match(allocation.warnings.join("\n"), /was written for the worktree/);
   assert.match(
@@ -761,34 +779,32 @@ Deno.test("allocate() warns loudly when the port file is tracked by git", async 
 });
 
 Deno.test("fixWorktrees() moves the later of two equally idle duplicates, then has nothing to do", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
   const older = {
-    web: 41010,
+    web: ports.at(1).web,
     worktree_ports: { slot: 1, worktree: a, allocated_at: "2026-01-01T00:00:00Z" },
   };
   const newer = {
-    web: 41010,
+    web: ports.at(1).web,
     worktree_ports: { slot: 1, worktree: b, allocated_at: "2026-02-01T00:00:00Z" },
   };
   await writeJson(`${a}/.worktree-ports.json`, older);
   await writeJson(`${b}/.worktree-ports.json`, newer);
   const statuses = await inspectWorktrees({ cwd: a });
   assert.deepEqual(statuses.map((s) => s.state), ["none", "duplicate", "duplicate"]);
-  const moves = await fixWorktrees({ cwd: a, ...TEST_PORTS, ports: { ...TEST_PORTS.ports } });
+  const moves = await fixWorktrees({ cwd: a, ...ports.config() });
   assert.deepEqual(moves, [{
     worktree: b,
     reason: "duplicate",
-    from: { web: 41010 },
+    from: ports.at(1),
     slot: 2,
-    to: { web: 41020 },
+    to: ports.at(2),
     warnings: [],
   }]);
   assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), older);
-  assert.deepEqual(
-    await fixWorktrees({ cwd: a, ...TEST_PORTS, ports: { ...TEST_PORTS.ports } }),
-    [],
-  );
+  assert.deepEqual(await fixWorktrees({ cwd: a, ...ports.config() }), []);
 });
 
 Deno.test("the README's config example is a valid config", async () => {
@@ -864,6 +880,7 @@ function gitWithoutListZ(calls: string[]) {
 }
 
 Deno.test("listWorktrees() falls back to newline porcelain once and tells a gone directory itself", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const odd = [
     await repo.addWorktree('with space "quoted" \\ back'),
@@ -886,7 +903,7 @@ Deno.test("listWorktrees() falls back to newline porcelain once and tells a gone
   assert.deepEqual(calls, ["worktree list --porcelain"], "the format is remembered");
   // Every worktree is found and allocated through the fallback.
   for (const [index, cwd] of odd.entries()) {
-    assert.equal((await allocateIn(cwd, { git, ignoreOutput: false })).slot, index + 1);
+    assert.equal((await allocateIn(cwd, ports, { git, ignoreOutput: false })).slot, index + 1);
   }
 });
 
@@ -910,6 +927,7 @@ Deno.test("a git error is the command and git's first error line, never its usag
 // ---------------------------------------------------------------------------
 
 Deno.test("listWorktrees() tries again when a listing fails while a worktree is being added", async (t) => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
   const failing = (failures: number) => {
@@ -933,14 +951,14 @@ Deno.test("listWorktrees() tries again when a listing fails while a worktree is 
   };
   await t.step("one failure: the allocation goes through", async () => {
     const git = failing(1);
-    const allocation = await allocateIn(a, { git });
+    const allocation = await allocateIn(a, ports, { git });
     assert.equal(allocation.slot, 1);
     // Git before 2.36 takes one more call, to learn that it lacks -z.
     assert.ok(git.calls === 2 || git.calls === 3, `${git.calls} calls`);
   });
   await t.step("failures that last: git's error, after a few tries", async () => {
     const git = failing(Infinity);
-    await assert.rejects(allocateIn(a, { git }), assertCode("GIT_FAILED"));
+    await assert.rejects(allocateIn(a, ports, { git }), assertCode("GIT_FAILED"));
     assert.ok(git.calls > 2 && git.calls < 10, `${git.calls} calls`);
   });
   await t.step("not a repository: no second try", async () => {
@@ -953,7 +971,7 @@ Deno.test("listWorktrees() tries again when a listing fails while a worktree is 
           return denoGit.run(args, cwd);
         },
       };
-      await assert.rejects(allocateIn(outside, { git }), assertCode("NOT_A_WORKTREE"));
+      await assert.rejects(allocateIn(outside, ports, { git }), assertCode("NOT_A_WORKTREE"));
       assert.equal(calls, 1);
     } finally {
       await Deno.remove(outside);
@@ -1141,17 +1159,24 @@ Deno.test("chooseSlot() skips a slot whose port the OS refuses, and says so when
 });
 
 Deno.test("allocate() takes a port the OS refuses as not free, and writes nothing when none is left", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
   const deny = (denied: (port: number) => boolean): PortProbe => ({
     isFree: (port) => !denied(port),
     status: (port) => denied(port) ? "permission-denied" : "free",
   });
-  const allocation = await allocateIn(a, { probe: deny((port) => port === 41010) });
+  const allocation = await allocateIn(a, ports, {
+    probe: deny((port) => port === ports.at(1).web),
+  });
   assert.equal(allocation.slot, 2);
   await assert.rejects(
-    allocateIn(b, { probe: deny(() => true), slots: 3 }),
-    /2 refused by the operating system: permission denied binding 41010, 41030/,
+    allocateIn(b, ports, { probe: deny(() => true), slots: 3 }),
+    new RegExp(
+      `2 refused by the operating system: permission denied binding ${ports.at(1).web}, ${
+        ports.at(3).web
+      }`,
+    ),
   );
   await assert.rejects(Deno.stat(`${b}/.worktree-ports.json`), Deno.errors.NotFound);
 });
@@ -1209,11 +1234,11 @@ Deno.test("portStatus() still throws NotCapable when net permission is missing",
 Deno.test("allocate() warns when the main worktree, without a file yet, finds a base port listening", async (t) => {
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  const options = { ports: { web: port - 1, api: port }, stride: 2, slots: 1 };
+  const ports = pickPorts(["web", "api"], { stride: 10, slots: 1 });
+  using _listener = Deno.listen({ hostname: "127.0.0.1", port: ports.base.api });
+  const options = ports.config();
   const busyWarning = new RegExp(
-    `^Port ${port} \\("api"\\) of slot 0 is already in use, but the main worktree, which always gets slot 0, had no port file of its own`,
+    `^Port ${ports.base.api} \\("api"\\) of slot 0 is already in use, but the main worktree, which always gets slot 0, had no port file of its own`,
   );
   await t.step("the main worktree with no file: warned, and still given slot 0", async () => {
     const allocation = await allocate({ cwd: repo.root, ...options });
@@ -1237,7 +1262,7 @@ Deno.test("allocate() warns when the main worktree, without a file yet, finds a 
     assert.equal(allocation.warnings.filter((w) => busyWarning.test(w)).length, 1);
   });
   await t.step("a linked worktree is never warned: it probes and skips", async () => {
-    const allocation = await allocate({ cwd: a, ...options, stride: 10 });
+    const allocation = await allocate({ cwd: a, ...options });
     assert.equal(
       allocation.warnings.filter((w) => /of slot 0 is already in use/.test(w)).length,
       0,
@@ -1246,22 +1271,23 @@ Deno.test("allocate() warns when the main worktree, without a file yet, finds a 
 });
 
 Deno.test("allocate({ dryRun: true }) writes nothing and previews what the real allocation writes", async (t) => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a, b, c] = await repo.addWorktrees("wt", 3);
   await t.step("a fresh repository: no port file, no exclude rule", async () => {
-    const preview = await allocateIn(a, { dryRun: true });
+    const preview = await allocateIn(a, ports, { dryRun: true });
     assert.deepEqual([preview.slot, preview.written], [1, false]);
     await assert.rejects(Deno.stat(`${a}/.worktree-ports.json`), Deno.errors.NotFound);
     const exclude = await Deno.readTextFile(`${repo.root}/.git/info/exclude`).catch(() => "");
     assert.ok(!exclude.includes("/.worktree-ports.json"), exclude);
   });
-  await allocateIn(a);
-  using _busy = Deno.listen({ hostname: "127.0.0.1", port: 41020 });
+  await allocateIn(a, ports);
+  using _busy = Deno.listen({ hostname: "127.0.0.1", port: ports.at(2).web });
   await t.step("the same scan and probes: a reserved and a busy slot are skipped", async () => {
     const before = await snapshot(repo.base);
-    const preview = await allocateIn(b, { dryRun: true });
+    const preview = await allocateIn(b, ports, { dryRun: true });
     assert.deepEqual(await snapshot(repo.base), before);
-    const real = await allocateIn(b);
+    const real = await allocateIn(b, ports);
     assert.equal(preview.slot, 3);
     assert.deepEqual([real.slot, real.bundle, real.path], [
       preview.slot,
@@ -1275,7 +1301,7 @@ Deno.test("allocate({ dryRun: true }) writes nothing and previews what the real 
     async () => {
       await Deno.copyFile(`${a}/.worktree-ports.json`, `${c}/.worktree-ports.json`);
       const before = await snapshot(repo.base);
-      const preview = await allocateIn(c, { dryRun: true });
+      const preview = await allocateIn(c, ports, { dryRun: true });
       assert.deepEqual(await snapshot(repo.base), before);
       assert.equal(preview.worktree, c);
       assert.equal(preview.slot, 4);
@@ -1283,34 +1309,32 @@ Deno.test("allocate({ dryRun: true }) writes nothing and previews what the real 
         preview.warnings.join("\n"),
         /was written for the worktree .*; allocate would allocate a fresh bundle for this one/,
       );
-      assert.equal((await allocateIn(c)).slot, 4);
+      assert.equal((await allocateIn(c, ports)).slot, 4);
     },
   );
 });
 
 Deno.test("listSlots() reports every slot with its bundle, its holders and why it is skipped", async () => {
+  // Slot 3 lands on a port browsers refuse.
+  const ports = pickPorts(["web"], { stride: 100, slots: 5, blockedAt: { key: "web", slot: 3 } });
+  const web = (slot: number) => ports.at(slot).web;
   await using repo = await TempRepo.create({
-    config: {
-      ports: { web: 5700 },
-      templates: { url: "http://127.0.0.1:{web}/callback" },
-      stride: 100,
-      slots: 5,
-    },
+    config: { ...ports.config(), templates: { url: "http://127.0.0.1:{web}/callback" } },
   });
   const [a, b] = await repo.addWorktrees("wt", 2);
   await allocate({ cwd: repo.root });
   await allocate({ cwd: a });
-  using _busy = Deno.listen({ hostname: "127.0.0.1", port: 5900 });
+  using _busy = Deno.listen({ hostname: "127.0.0.1", port: web(2) });
   const probe: PortProbe = {
     isFree: (port) => portStatus(port) === "free",
     // Stands in for a range the OS reserves; everything else is probed for real.
-    status: (port) => port === 6200 ? "permission-denied" : portStatus(port),
+    status: (port) => port === web(5) ? "permission-denied" : portStatus(port),
   };
   const slots = await listSlots({ cwd: b, probe });
   const row = (slot: number, state: string, holders: string[], extra = {}) => ({
     slot,
     state,
-    bundle: { web: 5700 + slot * 100, url: `http://127.0.0.1:${5700 + slot * 100}/callback` },
+    bundle: { web: web(slot), url: `http://127.0.0.1:${web(slot)}/callback` },
     holders,
     current: false,
     blocked: [],
@@ -1321,10 +1345,10 @@ Deno.test("listSlots() reports every slot with its bundle, its holders and why i
   assert.deepEqual(slots, [
     row(0, "held", [repo.root]),
     row(1, "held", [a]),
-    row(2, "in-use", [], { busy: [5900] }),
-    row(3, "blocked", [], { blocked: [6000] }),
+    row(2, "in-use", [], { busy: [web(2)] }),
+    row(3, "blocked", [], { blocked: [web(3)] }),
     row(4, "free", []),
-    row(5, "permission-denied", [], { denied: [6200] }),
+    row(5, "permission-denied", [], { denied: [web(5)] }),
   ]);
   // An allocation takes the slot the list shows as the first free one.
   assert.equal((await allocate({ cwd: b, probe })).slot, 4);
@@ -1336,19 +1360,23 @@ Deno.test("listSlots() reports every slot with its bundle, its holders and why i
 Deno.test("allocate() moves a worktree whose file holds a port browsers refuse, saying why", async () => {
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
-  const options = { cwd: a, ports: { web: 5900 }, stride: 100, slots: 3 };
-  // As an older version wrote it: slot 1 is 6000.
+  // Slot 1 lands on a port browsers refuse.
+  const ports = pickPorts(["web"], { stride: 100, slots: 3, blockedAt: { key: "web", slot: 1 } });
+  const options = { cwd: a, ...ports.config() };
+  // As an older version wrote it, which handed out such a slot.
   await writeJson(`${a}/.worktree-ports.json`, {
-    web: 6000,
+    ...ports.at(1),
     worktree_ports: { version: 1, slot: 1, worktree: a, allocated_at: "2026-01-01T00:00:00.000Z" },
   });
   const allocation = await allocate(options);
-  assert.deepEqual([allocation.slot, allocation.kept, allocation.bundle], [2, false, {
-    web: 6100,
-  }]);
+  assert.deepEqual([allocation.slot, allocation.kept, allocation.bundle], [2, false, ports.at(2)]);
   assert.match(
     allocation.warnings.join("\n"),
-    /This worktree's bundle at slot 1 holds 6000, a port browsers refuse to connect to; it gets slot 2 instead/,
+    new RegExp(
+      `This worktree's bundle at slot 1 holds ${
+        ports.at(1).web
+      }, a port browsers refuse to connect to; it gets slot 2 instead`,
+    ),
   );
   const again = await allocate(options);
   assert.deepEqual([again.slot, again.kept, again.warnings], [2, true, []]);
@@ -1683,6 +1711,7 @@ Deno.test('parseConfig() accepts "scope" and rejects any other value', () => {
 });
 
 Deno.test("allocate() keeps the machine-wide index where it is told, and reserves other repositories' ports", async () => {
+  const ports = webPorts();
   await using a = await TempRepo.create();
   await using b = await TempRepo.create();
   const [a1] = await a.addWorktrees("a", 1);
@@ -1690,14 +1719,14 @@ Deno.test("allocate() keeps the machine-wide index where it is told, and reserve
   const dir = await Deno.makeTempDir();
   try {
     const index = machineIndexAt(`${dir}/index`);
-    const first = await allocateIn(a1, { index });
-    const second = await allocateIn(b1, { index });
+    const first = await allocateIn(a1, ports, { index });
+    const second = await allocateIn(b1, ports, { index });
     assert.deepEqual([first.slot, second.slot], [1, 2]);
-    assert.deepEqual(second.warnings.filter((line) => !/ephemeral range/.test(line)), []);
+    assert.deepEqual(second.warnings, []);
     const files = (await readJson(`${dir}/index/index.json`)).files as { path: string }[];
     assert.deepEqual(files.map((entry) => entry.path), [first.path, second.path]);
     // The default index of these tests, elsewhere, saw none of it.
-    const other = await allocateIn(b1, { index: machineIndexAt(TEST_HOME), force: true });
+    const other = await allocateIn(b1, ports, { index: machineIndexAt(TEST_HOME), force: true });
     assert.equal(other.slot, 1);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -1707,11 +1736,12 @@ Deno.test("allocate() keeps the machine-wide index where it is told, and reserve
 Deno.test("allocate() without permission to read the environment says so instead of falling back", async () => {
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
+  const ports = webPorts();
   const script = `import { allocate } from ${
     JSON.stringify(new URL("./mod.ts", import.meta.url).href)
   };
 try {
-  await allocate({ ports: { web: 41000 }, stride: 10 });
+  await allocate(${JSON.stringify(ports.config())});
   console.log("allocated");
 } catch (error) {
   console.log(error.name);
@@ -1767,17 +1797,18 @@ Deno.test("bundleEnv() leaves out keys that would set a variable commands depend
 });
 
 Deno.test("fixWorktrees() names the keys a moved duplicate's file loses in the move's warnings", async () => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a, b] = await repo.addWorktrees("wt", 2);
   const older = {
-    web: 41010,
+    web: ports.at(1).web,
     worktree_ports: { slot: 1, worktree: a, allocated_at: "2026-01-01T00:00:00Z" },
   };
   // An older allocator's file, written later, with keys someone added by hand.
-  const newer = { web: 41010, redis_port: 6380, my_note: "staging" };
+  const newer = { web: ports.at(1).web, redis_port: 6380, my_note: "staging" };
   await writeJson(`${a}/.worktree-ports.json`, older);
   await writeJson(`${b}/.worktree-ports.json`, newer);
-  const moves = await fixWorktrees({ cwd: a, ...TEST_PORTS, ports: { ...TEST_PORTS.ports } });
+  const moves = await fixWorktrees({ cwd: a, ...ports.config() });
   assert.deepEqual(moves.map((move) => [move.worktree, move.reason, move.slot]), [
     [b, "duplicate", 2],
   ]);
@@ -1790,6 +1821,7 @@ Deno.test("fixWorktrees() names the keys a moved duplicate's file loses in the m
 });
 
 Deno.test("allocate() refuses an explicit output that is an existing file but no port file", async (t) => {
+  const ports = webPorts();
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
   const table: [string, string][] = [
@@ -1801,7 +1833,7 @@ Deno.test("allocate() refuses an explicit output that is an existing file but no
     await t.step(name, async () => {
       const output = `${a}/kept-${slugOf(name)}`;
       await Deno.writeTextFile(output, text);
-      await assert.rejects(allocateIn(a, { output }), (error: unknown) => {
+      await assert.rejects(allocateIn(a, ports, { output }), (error: unknown) => {
         assertCode("INVALID_OUTPUT")(error);
         assert.match((error as Error).message, /is not a port file .*choose another output path/);
         return true;
@@ -1811,19 +1843,22 @@ Deno.test("allocate() refuses an explicit output that is an existing file but no
   }
   await t.step("a FIFO", async () => {
     await run("mkfifo", [`${a}/fifo`]);
-    await assert.rejects(allocateIn(a, { output: `${a}/fifo` }), assertCode("INVALID_OUTPUT"));
+    await assert.rejects(
+      allocateIn(a, ports, { output: `${a}/fifo` }),
+      assertCode("INVALID_OUTPUT"),
+    );
     assert.ok((await Deno.lstat(`${a}/fifo`)).isFifo);
   });
   await t.step("an empty file and a port file are written", async () => {
     const output = `${a}/empty.json`;
     await Deno.writeTextFile(output, "");
-    assert.equal((await allocateIn(a, { output })).slot, 1);
-    assert.equal((await readJson(output)).web, 41010);
-    assert.equal((await allocateIn(a, { output })).written, false);
+    assert.equal((await allocateIn(a, ports, { output })).slot, 1);
+    assert.equal((await readJson(output)).web, ports.at(1).web);
+    assert.equal((await allocateIn(a, ports, { output })).written, false);
   });
   await t.step("the default port file is still replaced with a warning", async () => {
     await Deno.writeTextFile(`${a}/.worktree-ports.json`, "# not JSON\n");
-    const allocation = await allocateIn(a);
+    const allocation = await allocateIn(a, ports);
     assert.match(allocation.warnings.join("\n"), /is unusable \(not valid JSON\); replacing it/);
   });
 });
