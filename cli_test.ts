@@ -1,56 +1,39 @@
 import assert from "node:assert/strict";
 import denoJson from "./deno.json" with { type: "json" };
 import {
+  canCreateFileIn,
   CLI_FLAGS,
+  composePorts,
+  composeRecipe,
   copyPackage,
   git,
   LINUX_EPHEMERAL,
+  oddValue,
+  permissionSetFlags,
   type PickedPorts,
   pickPorts,
+  portFileAt,
+  portsAt,
+  portsOf,
   readJson,
+  readRest,
+  readUntil,
+  repoWithOddTemplate,
+  ROOT,
   run,
   runCli,
   runsOk,
+  slotOf,
   snapshot,
   spawnCli,
+  tempHome,
   TempRepo,
   UNPRIVILEGED,
   writeJson,
 } from "./test_util.ts";
 
-/** A test's ports as a printed bundle holds them: "web" and then "api", at `slot`. */
-function portsAt(ports: PickedPorts<"web" | "api">, slot: number): number[] {
-  const { web, api } = ports.at(slot);
-  return [web, api];
-}
-
 /** The --allow-env flag of the permission set: the variables that locate the machine-wide index. */
 const ENV_FLAG = "--allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA";
-
-function slotOf(file: Record<string, unknown>): number {
-  return (file.worktree_ports as { slot: number }).slot;
-}
-
-/** Reads a stream until `text` appears; returns everything read so far. */
-async function readUntil(
-  reader: ReadableStreamDefaultReader<string>,
-  text: string,
-): Promise<string> {
-  let seen = "";
-  while (!seen.includes(text)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`stream ended before "${text}"; got: ${seen}`);
-    seen += value;
-  }
-  return seen;
-}
-
-/** Reads a stream to its end; returns everything read. */
-async function readRest(reader: ReadableStreamDefaultReader<string>): Promise<string> {
-  let rest = "";
-  for (let read = await reader.read(); !read.done; read = await reader.read()) rest += read.value;
-  return rest;
-}
 
 /**
  * script(1) arguments that run the CLI with `flags` and `args` on a pseudo-terminal.
@@ -66,17 +49,6 @@ function scriptArgs(flags: readonly string[], args: readonly string[]): string[]
 
 /** The environment script(1) needs from {@link scriptArgs}: a shell to run its line. */
 const SCRIPT_ENV = { SHELL: "/bin/sh" };
-
-/** Whether file modes bind this process: they do not for root. */
-async function canCreateFileIn(dir: string): Promise<boolean> {
-  try {
-    await Deno.writeTextFile(`${dir}/probe`, "");
-    await Deno.remove(`${dir}/probe`);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Holds the repository lock from another process, the way any flock(1) user would. */
 async function holdLock(lockPath: string) {
@@ -507,21 +479,6 @@ Deno.test("cli prints help and version", async (t) => {
 // ---------------------------------------------------------------------------
 // env, exec, list, check, release
 // ---------------------------------------------------------------------------
-
-/** A repository whose committed config has a template holding a quote and a command substitution. */
-function repoWithOddTemplate(ports: PickedPorts<"web_port">): Promise<TempRepo> {
-  return TempRepo.create({
-    config: {
-      ...ports.config(),
-      templates: { odd: 'it\'s $(touch pwned) `touch pwned2` "{web_port}" $HOME \\ end' },
-    },
-  });
-}
-
-/** The odd template's value at slot 1 of `ports`. */
-function oddValue(ports: PickedPorts<"web_port">): string {
-  return `it's $(touch pwned) \`touch pwned2\` "${ports.at(1).web_port}" $HOME \\ end`;
-}
 
 Deno.test("cli env prints shell lines that bash evaluates to exactly the values, running nothing", async () => {
   const ports = pickPorts(["web_port"], { slots: 50 });
@@ -990,17 +947,6 @@ fi
 // Distribution: permissions, shebang, install, compile, completions, publish
 // ---------------------------------------------------------------------------
 
-const ROOT = new URL(".", import.meta.url).pathname;
-
-/** The CLI's flags, from their one source: the permission set in deno.json. */
-function permissionSetFlags(): string[] {
-  const set = (denoJson as { permissions: Record<string, Record<string, true | string[]>> })
-    .permissions["worktree-ports"];
-  return Object.entries(set).map(([name, value]) =>
-    value === true ? `--allow-${name}` : `--allow-${name}=${value.join(",")}`
-  );
-}
-
 Deno.test("cli flags everywhere match the permission set in deno.json", async () => {
   const flags = permissionSetFlags();
   assert.deepEqual([...flags].sort(), [...CLI_FLAGS].sort());
@@ -1186,6 +1132,7 @@ async function withCompletionScript(shell: string, fn: (file: string) => Promise
 }
 
 const hasZsh = installed("zsh");
+
 Deno.test({
   name: `cli completions zsh registers and completes in zsh${
     hasZsh ? "" : " (skipped: zsh is not installed)"
@@ -1223,6 +1170,7 @@ Deno.test({
 });
 
 const hasFish = installed("fish");
+
 Deno.test({
   name: `cli completions fish completes in fish${
     hasFish ? "" : " (skipped: fish is not installed)"
@@ -1610,14 +1558,6 @@ async function whileWaiting(
   return await waiting.finish();
 }
 
-/** A port file as this tool writes it, for a worktree at `slot` of a test's `ports`. */
-function portFileAt(ports: PickedPorts<"web" | "api">, worktree: string, slot: number) {
-  return {
-    ...ports.at(slot),
-    worktree_ports: { version: 1, slot, worktree, allocated_at: "2026-01-01T00:00:00.000Z" },
-  };
-}
-
 Deno.test("cli allocate sees a worktree created and allocated while it waited for the lock", async () => {
   const ports = pickPorts(["web", "api"]);
   await using repo = await TempRepo.create();
@@ -1997,6 +1937,7 @@ Deno.test("cli allocate warns, and still allocates, when slot 0 holds a port bro
 });
 
 const onLinux = Deno.build.os === "linux";
+
 Deno.test({
   name:
     `cli allocate warns once when the config's ports lie in the ephemeral range, and check reports it${
@@ -2461,26 +2402,6 @@ Deno.test("cli refuses keys whose variable names collide or are reserved, naming
   assert.deepEqual(await snapshot(repo.base), before);
 });
 
-/** The ports of the README's compose recipe, at bases picked for one test, in its 50 slots. */
-function composePorts(): PickedPorts<"web_port" | "db_port"> {
-  return pickPorts(["web_port", "db_port"], { slots: 50 });
-}
-
-/** The config of the README's compose recipe. */
-function composeRecipe(ports: PickedPorts<"web_port" | "db_port">) {
-  return {
-    ports: ports.at(0),
-    templates: COMPOSE_TEMPLATES,
-    stride: ports.stride,
-  };
-}
-
-const COMPOSE_TEMPLATES = {
-  compose_project_name: "myapp-{slug}",
-  public_url: "http://{slug}.localhost:{web_port}",
-  database_url: "postgres://app@127.0.0.1:{db_port}/app_{slot}",
-};
-
 Deno.test("cli templates know the worktree: slot, branch, name and slug, updated when the branch changes", async (t) => {
   const ports = composePorts();
   const [slot1, slot2] = [ports.at(1), ports.at(2)];
@@ -2517,6 +2438,7 @@ Deno.test("cli templates know the worktree: slot, branch, name and slug, updated
 });
 
 const hasCompose1 = runsOk("docker-compose", ["version"]);
+
 Deno.test({
   name: `cli the README's compose recipe reaches docker-compose v1 through a dotenv file${
     hasCompose1 ? "" : " (skipped: docker-compose is not installed)"
@@ -2596,22 +2518,6 @@ Deno.test("cli show --config judges and rewrites the file by that config", async
 // ---------------------------------------------------------------------------
 // The machine-wide index: no two worktrees on the machine share a port
 // ---------------------------------------------------------------------------
-
-/** A machine-wide index folder of one test's own, removed on dispose. */
-async function tempHome(): Promise<{ dir: string; env: Record<string, string> } & AsyncDisposable> {
-  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "worktree-ports-home-" }));
-  return {
-    dir,
-    env: { WORKTREE_PORTS_HOME: dir },
-    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
-  };
-}
-
-/** Every port a CLI's printed bundle holds. */
-function portsOf(stdout: string): number[] {
-  const bundle = JSON.parse(stdout);
-  return [bundle.web, bundle.api];
-}
 
 Deno.test("cli allocate gives fresh worktrees of two repositories no shared port", async (t) => {
   const ports = pickPorts(["web", "api"]);

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import {
   allocate,
-  type AllocateOptions,
   BROWSER_BLOCKED_PORTS,
   bundleEnv,
   chooseSlot,
@@ -32,11 +31,12 @@ import {
   writeFileAtomic,
 } from "./mod.ts";
 import {
+  allocateIn,
+  assertCode,
   copyPackage,
   dotenvReaders,
   forEachLoopback,
   git,
-  type PickedPorts,
   pickPorts,
   readJson,
   run,
@@ -44,28 +44,9 @@ import {
   TempRepo,
   TEST_HOME,
   UNPRIVILEGED,
+  webPorts,
   writeJson,
 } from "./test_util.ts";
-
-/**
- * One test's ports: "web" at a base picked for it, where nothing listens, with
- * a small stride. Tests state what they expect relative to that base.
- */
-function webPorts(): PickedPorts<"web"> {
-  return pickPorts(["web"], { stride: 10, slots: 40 });
-}
-
-function allocateIn(cwd: string, ports: PickedPorts<"web">, options: AllocateOptions = {}) {
-  return allocate({ ...ports.config(), cwd, ...options });
-}
-
-function assertCode(code: string) {
-  return (error: unknown) => {
-    assert.ok(error instanceof WorktreePortsError, `expected WorktreePortsError, got ${error}`);
-    assert.equal(error.code, code);
-    return true;
-  };
-}
 
 // ---------------------------------------------------------------------------
 // Config
@@ -1102,6 +1083,7 @@ Deno.test("configWarnings() names each key's ports inside the ephemeral range, o
 });
 
 const isLinux = Deno.build.os === "linux";
+
 Deno.test({
   name: `ephemeralPortRange() reads /proc where Deno may, else gives Linux's default saying why${
     isLinux ? "" : " (skipped: not Linux)"
