@@ -1,26 +1,19 @@
 import assert from "node:assert/strict";
 import {
   allocate,
-  denoGit,
   fixWorktrees,
-  formatEnv,
   inspectWorktrees,
   isPortFree,
   listSlots,
   listWorktrees,
-  machineIndexAt,
-  parseConfig,
-  parseWorktreeList,
   type PortProbe,
   portStatus,
   runWithPorts,
   slugOf,
-  WorktreePortsError,
 } from "./mod.ts";
 import {
   allocateIn,
   assertCode,
-  dotenvReaders,
   forEachLoopback,
   git,
   pickPorts,
@@ -28,7 +21,6 @@ import {
   run,
   snapshot,
   TempRepo,
-  TEST_HOME,
   webPorts,
   writeJson,
 } from "./test_util.ts";
@@ -255,24 +247,6 @@ Deno.test("allocate() asks git once, however many worktrees there are", async ()
   }
 });
 
-Deno.test("allocate() gives distinct bundles to simultaneous allocations in one process", async () => {
-  const ports = webPorts();
-  await using repo = await TempRepo.create();
-  const worktrees = await repo.addWorktrees("wt", 24);
-  // A probe that yields makes every scan overlap: without the lock they would
-  // all see the same free slot.
-  const probe = {
-    isFree: async (port: number) => {
-      await new Promise((resolve) => setTimeout(resolve, 2));
-      return isPortFree(port);
-    },
-  };
-  const allocations = await Promise.all(worktrees.map((cwd) => allocateIn(cwd, ports, { probe })));
-  const slots = allocations.map((allocation) => allocation.slot);
-  assert.equal(new Set(slots).size, worktrees.length, `slots: ${slots}`);
-  assert.ok(!slots.includes(0));
-});
-
 // ---------------------------------------------------------------------------
 // Environment, git ignore, inspection and repair
 // ---------------------------------------------------------------------------
@@ -366,106 +340,6 @@ Deno.test("fixWorktrees() moves the later of two equally idle duplicates, then h
   }]);
   assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), older);
   assert.deepEqual(await fixWorktrees({ cwd: a, ...ports.config() }), []);
-});
-
-Deno.test("the README's config example is a valid config", async () => {
-  const readme = await Deno.readTextFile(new URL("./README.md", import.meta.url));
-  const example = /## Configuration[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)![1];
-  const config = parseConfig(JSON.parse(example));
-  assert.deepEqual(Object.keys(config.ports), ["cloud_port", "web_port", "db_port"]);
-});
-
-// ---------------------------------------------------------------------------
-// Git before 2.36
-// ---------------------------------------------------------------------------
-
-Deno.test("parseWorktreeList() reads the newline format of git before 2.36", async (t) => {
-  const head = "HEAD 1111111111111111111111111111111111111111";
-  const table: [string, string, Partial<ReturnType<typeof parseWorktreeList>[number]>[]][] = [
-    [
-      "every attribute",
-      `worktree /srv/repo.git\nbare\n\nworktree /srv/wt\n${head}\nbranch refs/heads/x\nlocked\n\n` +
-      `worktree /srv/gone\n${head}\ndetached\nprunable gitdir file points to non-existent location\n\n`,
-      [
-        { path: "/srv/repo.git", bare: true },
-        { path: "/srv/wt", branch: "x", locked: true },
-        { path: "/srv/gone", detached: true, prunable: true },
-      ],
-    ],
-    [
-      "a path written as it is, with spaces, quotes, backslashes and unicode",
-      `worktree /srv/a "b" \\c ü\n${head}\ndetached\n\n`,
-      [{ path: '/srv/a "b" \\c ü', detached: true }],
-    ],
-    [
-      "a path holding newlines and an empty line, as git before 2.36 writes it",
-      `worktree /srv/one\ntwo\n\nbranch x\n${head}\nbranch refs/heads/y\n\n`,
-      [{ path: "/srv/one\ntwo\n\nbranch x", branch: "y" }],
-    ],
-    [
-      "a path in git's C-style quotes: escapes and octal UTF-8 bytes",
-      `worktree "/srv/a\\tb\\n\\"q\\" \\\\ \\303\\274"\n${head}\n\n`,
-      [{ path: '/srv/a\tb\n"q" \\ ü' }],
-    ],
-    ["nothing", "", []],
-  ];
-  for (const [name, output, expected] of table) {
-    await t.step(name, () => {
-      const parsed = parseWorktreeList(output);
-      assert.equal(parsed.length, expected.length);
-      parsed.forEach((worktree, index) => {
-        const fields = Object.keys(expected[index]) as (keyof typeof worktree)[];
-        assert.deepEqual(
-          Object.fromEntries(fields.map((key) => [key, worktree[key]])),
-          expected[index],
-        );
-      });
-    });
-  }
-});
-
-/** A real git that answers `worktree list -z` as git 2.30 does, counting the listings. */
-function gitWithoutListZ(calls: string[]) {
-  return {
-    async run(args: readonly string[], cwd: string): Promise<string> {
-      calls.push(args.join(" "));
-      if (args[0] === "worktree" && args.includes("-z")) {
-        throw new WorktreePortsError(
-          "GIT_FAILED",
-          `"git ${args.join(" ")}" failed with exit code 129: error: unknown switch \`z'`,
-        );
-      }
-      return await denoGit.run(args, cwd);
-    },
-  };
-}
-
-Deno.test("listWorktrees() falls back to newline porcelain once and tells a gone directory itself", async () => {
-  const ports = webPorts();
-  await using repo = await TempRepo.create();
-  const odd = [
-    await repo.addWorktree('with space "quoted" \\ back'),
-    await repo.addWorktree("new\nline"),
-    await repo.addWorktree("ünïcødé €"),
-  ];
-  const gone = await repo.addWorktree("gone");
-  await Deno.remove(gone, { recursive: true });
-  const calls: string[] = [];
-  const git = gitWithoutListZ(calls);
-  const worktrees = await listWorktrees({ cwd: repo.root, git });
-  // Git lists linked worktrees in the order of their names under .git/worktrees.
-  assert.deepEqual(
-    worktrees.map(({ path, prunable }) => [path, prunable]).sort(),
-    [[repo.root, false], ...odd.map((path) => [path, false]), [gone, true]].sort(),
-  );
-  assert.deepEqual(calls, ["worktree list --porcelain -z", "worktree list --porcelain"]);
-  calls.length = 0;
-  await listWorktrees({ cwd: odd[1], git });
-  assert.deepEqual(calls, ["worktree list --porcelain"], "the format is remembered");
-  // Every worktree is found and allocated through the fallback.
-  for (const [index, cwd] of odd.entries()) {
-    assert.equal((await allocateIn(cwd, ports, { git, ignoreOutput: false })).slot, index + 1);
-  }
 });
 
 // ---------------------------------------------------------------------------
@@ -647,141 +521,8 @@ Deno.test("allocate() moves a worktree whose file holds a port browsers refuse, 
 });
 
 // ---------------------------------------------------------------------------
-// Values reach every consumer exactly
+// Missing permissions, dropped keys, outputs that are no port file
 // ---------------------------------------------------------------------------
-
-/** Values that dotenv readers disagree on, by how each is quoted. */
-const TRICKY_VALUES: Record<string, string> = {
-  EMPTY: "",
-  PLAIN: "http://127.0.0.1:3100/a?b=c",
-  SPACE: "a b",
-  EDGE_SPACES: " lead and trail ",
-  SINGLE_QUOTE: "it's",
-  DOUBLE_QUOTES: 'say "hi"',
-  DOLLAR_NAME: "$HOME",
-  BACKSLASH_DOLLAR: "\\$HOME",
-  BACKSLASH: "C:\\Users\\dev",
-  DOUBLE_BACKSLASH: "a\\\\b",
-  TRAILING_BACKSLASH: "end\\",
-  BACKSLASH_N: "\\n",
-  HASH: "a#b",
-  SPACE_HASH: "a #b",
-  LEADING_HASH: "#start",
-  EQUALS: "a=b=c",
-  NEWLINE: "line1\nline2",
-  QUOTE_NEWLINE: "it's\n#2",
-  CARRIAGE_RETURN: "a\r\nb",
-  TAB: "tab\there",
-  UNICODE: "héllo ✓ \u2028",
-  BACKTICKS: "`id` $(id)",
-  LONE_DOLLARS: "a$ $ $$",
-  BRACES: "{a} }b{",
-  // No quoting keeps these exact in every reader: they are refused.
-  BRACED_NAME: "${HOME}",
-  BRACED_DEFAULT: "${HOME:-x}",
-  BOTH_QUOTES: `'both" q`,
-  QUOTE_DOLLAR: "it's $HOME",
-  BACKSLASH_SPACE: "C:\\Program Files\\",
-  BACKSLASH_NEWLINE: "a\\\nb",
-};
-
-const REFUSED_VALUES = [
-  "BRACED_NAME",
-  "BRACED_DEFAULT",
-  "BOTH_QUOTES",
-  "QUOTE_DOLLAR",
-  "BACKSLASH_SPACE",
-  "BACKSLASH_NEWLINE",
-];
-
-Deno.test("formatEnv() dotenv is read back exactly by python-dotenv, npm dotenv, direnv and docker-compose", async (t) => {
-  const accepted: Record<string, string> = {};
-  const refused: string[] = [];
-  for (const [name, value] of Object.entries(TRICKY_VALUES)) {
-    try {
-      formatEnv({ [name]: value }, "dotenv");
-      accepted[name] = value;
-    } catch (error) {
-      assert.ok(error instanceof RangeError, String(error));
-      refused.push(name);
-    }
-  }
-  assert.deepEqual(refused, REFUSED_VALUES);
-  const dir = await Deno.makeTempDir({ prefix: "worktree-ports-dotenv-" });
-  try {
-    const file = `${dir}/ports.env`;
-    await Deno.writeTextFile(file, formatEnv(accepted, "dotenv"));
-    // Each refused value in every form a dotenv writer could choose: bare,
-    // single-quoted and double-quoted with escapes, one file each.
-    const naive: string[] = [];
-    for (const name of refused) {
-      const value = TRICKY_VALUES[name];
-      const forms = [
-        value,
-        `'${value}'`,
-        `"${value.replace(/[\\"]/g, "\\$&").replaceAll("\n", "\\n")}"`,
-      ];
-      for (const [index, form] of forms.entries()) {
-        const path = `${dir}/${name}-${index}.env`;
-        await Deno.writeTextFile(path, `${name}=${form}\nNEXT=ok\n`);
-        naive.push(path);
-      }
-    }
-    const misread = new Set<string>();
-    for (const reader of dotenvReaders(dir)) {
-      await t.step({
-        name: `${reader.name}${reader.missing ? ` (skipped: ${reader.missing})` : ""}`,
-        ignore: reader.missing !== undefined,
-        fn: async () => {
-          const [values, ...naiveValues] = await reader.read([file, ...naive]);
-          assert.deepEqual(values, accepted);
-          naiveValues.forEach((read, index) => {
-            const name = refused[Math.floor(index / 3)];
-            if (read[name] !== TRICKY_VALUES[name] || read.NEXT !== "ok") {
-              misread.add(naive[index]);
-            }
-          });
-        },
-      });
-    }
-    // Compose v2 is optional here: the four others decide which values are refused.
-    const missing = dotenvReaders(dir).filter((reader) =>
-      reader.missing !== undefined && reader.name !== "docker compose v2"
-    );
-    await t.step({
-      name: `every refused value is misread in every form by some reader${
-        missing.length > 0 ? " (skipped: not every reader is installed)" : ""
-      }`,
-      ignore: missing.length > 0,
-      fn: () => assert.deepEqual(naive.filter((path) => !misread.has(path)), []),
-    });
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("allocate() keeps the machine-wide index where it is told, and reserves other repositories' ports", async () => {
-  const ports = webPorts();
-  await using a = await TempRepo.create();
-  await using b = await TempRepo.create();
-  const [a1] = await a.addWorktrees("a", 1);
-  const [b1] = await b.addWorktrees("b", 1);
-  const dir = await Deno.makeTempDir();
-  try {
-    const index = machineIndexAt(`${dir}/index`);
-    const first = await allocateIn(a1, ports, { index });
-    const second = await allocateIn(b1, ports, { index });
-    assert.deepEqual([first.slot, second.slot], [1, 2]);
-    assert.deepEqual(second.warnings, []);
-    const files = (await readJson(`${dir}/index/index.json`)).files as { path: string }[];
-    assert.deepEqual(files.map((entry) => entry.path), [first.path, second.path]);
-    // The default index of these tests, elsewhere, saw none of it.
-    const other = await allocateIn(b1, ports, { index: machineIndexAt(TEST_HOME), force: true });
-    assert.equal(other.slot, 1);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
 
 Deno.test("allocate() without permission to read the environment says so instead of falling back", async () => {
   await using repo = await TempRepo.create();
