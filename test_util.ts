@@ -1,8 +1,23 @@
-// Helpers shared by mod_test.ts and cli_test.ts: real git repositories in
-// temporary directories, the CLI as a real subprocess, and directory snapshots
-// that prove a failed command changed nothing.
+// Helpers shared by every test module (mod_test.ts, cli_test.ts, the unit
+// tests beside their modules in src/ and the suites in tests/): real git
+// repositories in temporary directories, ports picked at run time, the CLI as
+// a real subprocess, and directory snapshots that prove a failed command
+// changed nothing.
 
-const CLI = new URL("./cli.ts", import.meta.url).pathname;
+import assert from "node:assert/strict";
+import denoJson from "./deno.json" with { type: "json" };
+import {
+  allocate,
+  type AllocateOptions,
+  type Allocation,
+  BROWSER_BLOCKED_PORTS,
+  WorktreePortsError,
+} from "./mod.ts";
+
+/** The package's root folder, with a trailing slash. */
+export const ROOT: string = new URL("./", import.meta.url).pathname;
+
+const CLI = `${ROOT}cli.ts`;
 
 /** The exact permissions the CLI documents; tests run it with these and no others. */
 export const CLI_FLAGS: readonly string[] = [
@@ -185,6 +200,47 @@ export async function snapshot(dir: string): Promise<Map<string, string>> {
   return files;
 }
 
+/** Whether file modes bind this process: they do not for root. */
+export async function canCreateFileIn(dir: string): Promise<boolean> {
+  try {
+    await Deno.writeTextFile(`${dir}/probe`, "");
+    await Deno.remove(`${dir}/probe`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Reads a stream until `text` appears; returns everything read so far. */
+export async function readUntil(
+  reader: ReadableStreamDefaultReader<string>,
+  text: string,
+): Promise<string> {
+  let seen = "";
+  while (!seen.includes(text)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`stream ended before "${text}"; got: ${seen}`);
+    seen += value;
+  }
+  return seen;
+}
+
+/** Reads a stream to its end; returns everything read. */
+export async function readRest(reader: ReadableStreamDefaultReader<string>): Promise<string> {
+  let rest = "";
+  for (let read = await reader.read(); !read.done; read = await reader.read()) rest += read.value;
+  return rest;
+}
+
+/** The CLI's flags, from their one source: the permission set in deno.json. */
+export function permissionSetFlags(): string[] {
+  const set = (denoJson as { permissions: Record<string, Record<string, true | string[]>> })
+    .permissions["worktree-ports"];
+  return Object.entries(set).map(([name, value]) =>
+    value === true ? `--allow-${name}` : `--allow-${name}=${value.join(",")}`
+  );
+}
+
 /** Whether this host can bind IPv6 loopback; probes treat it as not applicable otherwise. */
 export function hasIpv6Loopback(): boolean {
   try {
@@ -193,6 +249,246 @@ export function hasIpv6Loopback(): boolean {
   } catch {
     return false;
   }
+}
+
+/** A span of ports to pick from, both ends included. */
+export interface PortRegion {
+  low: number;
+  high: number;
+}
+
+/**
+ * Below Linux's ephemeral range (32768-60999), where no outgoing connection
+ * takes a port and no ephemeral-range warning is printed; above most of the
+ * ports development servers default to.
+ */
+export const BELOW_EPHEMERAL: PortRegion = { low: 10000, high: 32767 };
+
+/** Linux's default ephemeral range, for the tests of its warning. */
+export const LINUX_EPHEMERAL: PortRegion = { low: 32768, high: 60999 };
+
+/** Base ports picked for one test, and what follows from them. */
+export interface PickedPorts<K extends string> {
+  /** Each key's port at slot 0. */
+  readonly base: Readonly<Record<K, number>>;
+  readonly stride: number;
+  /** The highest slot the config has. */
+  readonly slots: number;
+  /** Each key's port at `slot`: its base plus `slot` strides. */
+  at(slot: number): Record<K, number>;
+  /** The config that gives these ports: `ports`, `stride` and `slots`, fresh objects each time. */
+  config(): { ports: Record<K, number>; stride: number; slots: number };
+  /** The same config as command-line flags: `--port KEY=BASE`... `--stride N --slots N`. */
+  readonly args: readonly string[];
+  /** The span each key's ports cover, from its base to its port at the last slot. */
+  readonly ranges: readonly PortRegion[];
+}
+
+/** Options for {@linkcode pickPorts}. */
+export interface PickPortsOptions<K extends string> {
+  /** Distance between a key's ports in consecutive slots. */
+  stride?: number;
+  /** The highest slot; every slot from 0 to it is checked. */
+  slots?: number;
+  /** Where the keys' ports lie. */
+  region?: PortRegion;
+  /**
+   * A key whose port at `slot` must be one browsers refuse, as a test of
+   * blocked slots needs; its base is then taken from below the port.
+   */
+  blockedAt?: { key: K; slot: number };
+  /** Ports picked earlier in the same test, whose ranges these keep clear of. */
+  avoid?: readonly PickedPorts<string>[];
+}
+
+/** Whether a TCP port can be bound right now on every address a probe of the tool checks. */
+function bindableEverywhere(port: number, ipv6: boolean): boolean {
+  for (const hostname of ipv6 ? ["127.0.0.1", "::1", "0.0.0.0"] : ["127.0.0.1", "0.0.0.0"]) {
+    try {
+      Deno.listen({ hostname, port }).close();
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * Picks, at random, base ports for one test, so that it depends on no fixed
+ * port being free: every port it can reach (each key's base plus 0 to `slots`
+ * strides) is bindable right now on 127.0.0.1, ::1 (where the host has it)
+ * and 0.0.0.0, no two keys' ranges overlap, and none of the ports is one
+ * browsers refuse (but the one `blockedAt` asks for). Other programs, and
+ * other copies of this suite, may hold any other ports meanwhile.
+ *
+ * @throws {Error} When no such ports are found in the region.
+ */
+export function pickPorts<K extends string>(
+  keys: readonly K[],
+  options: PickPortsOptions<K> = {},
+): PickedPorts<K> {
+  const { stride = 10, slots = 60, region = BELOW_EPHEMERAL, blockedAt, avoid = [] } = options;
+  const span = slots * stride;
+  const ipv6 = hasIpv6Loopback();
+  const taken: PortRegion[] = avoid.flatMap((picked) => picked.ranges);
+  const base = {} as Record<K, number>;
+  const overlaps = (low: number) =>
+    taken.some((range) => low <= range.high && range.low <= low + span);
+  const usable = (low: number, blocked?: number) => {
+    if (low < 1024 || low + span > 65535 || overlaps(low)) return false;
+    for (let slot = 0; slot <= slots; slot++) {
+      const port = low + slot * stride;
+      if (port === blocked) continue;
+      if (BROWSER_BLOCKED_PORTS.has(port) || !bindableEverywhere(port, ipv6)) return false;
+    }
+    return true;
+  };
+  for (const key of keys) {
+    let found: number | undefined;
+    if (blockedAt?.key === key) {
+      const blocked = [...BROWSER_BLOCKED_PORTS];
+      // In random order, so that no one blocked port's neighbours must be free.
+      for (let index = blocked.length - 1; index > 0; index--) {
+        const other = Math.floor(Math.random() * (index + 1));
+        [blocked[index], blocked[other]] = [blocked[other], blocked[index]];
+      }
+      const port = blocked.find((port) => usable(port - blockedAt.slot * stride, port));
+      if (port !== undefined) found = port - blockedAt.slot * stride;
+    } else {
+      for (let attempt = 0; attempt < 2000 && found === undefined; attempt++) {
+        const low = region.low + Math.floor(Math.random() * (region.high - span - region.low + 1));
+        if (usable(low)) found = low;
+      }
+    }
+    if (found === undefined) {
+      throw new Error(
+        `Found no ${slots + 1} bindable ports ${stride} apart for "${key}" in ` +
+          `${region.low}-${region.high}${blockedAt?.key === key ? " around a blocked port" : ""}`,
+      );
+    }
+    base[key] = found;
+    taken.push({ low: found, high: found + span });
+  }
+  const at = (slot: number) =>
+    Object.fromEntries(keys.map((key) => [key, base[key] + slot * stride])) as Record<K, number>;
+  return {
+    base,
+    stride,
+    slots,
+    at,
+    config: () => ({ ports: at(0), stride, slots }),
+    args: [
+      ...keys.flatMap((key) => ["--port", `${key}=${base[key]}`]),
+      ...["--stride", String(stride), "--slots", String(slots)],
+    ],
+    ranges: keys.map((key) => ({ low: base[key], high: base[key] + span })),
+  };
+}
+
+/**
+ * One test's ports: "web" at a base picked for it, where nothing listens, with
+ * a small stride. Tests state what they expect relative to that base.
+ */
+export function webPorts(): PickedPorts<"web"> {
+  return pickPorts(["web"], { stride: 10, slots: 40 });
+}
+
+/** Calls allocate() in `cwd` with the config of `ports`; `options` may override any of it. */
+export function allocateIn(
+  cwd: string,
+  ports: PickedPorts<"web">,
+  options: AllocateOptions = {},
+): Promise<Allocation> {
+  return allocate({ ...ports.config(), cwd, ...options });
+}
+
+/** A test's ports as a printed bundle holds them: "web" and then "api", at `slot`. */
+export function portsAt(ports: PickedPorts<"web" | "api">, slot: number): number[] {
+  const { web, api } = ports.at(slot);
+  return [web, api];
+}
+
+/** Every port a CLI's printed bundle holds: its "web" and "api". */
+export function portsOf(stdout: string): number[] {
+  const bundle = JSON.parse(stdout);
+  return [bundle.web, bundle.api];
+}
+
+/** A port file as this tool writes it, for a worktree at `slot` of a test's `ports`. */
+export function portFileAt(
+  ports: PickedPorts<"web" | "api">,
+  worktree: string,
+  slot: number,
+): Record<string, unknown> {
+  return {
+    ...ports.at(slot),
+    worktree_ports: { version: 1, slot, worktree, allocated_at: "2026-01-01T00:00:00.000Z" },
+  };
+}
+
+/** The slot a port file or a printed bundle records. */
+export function slotOf(file: Record<string, unknown>): number {
+  return (file.worktree_ports as { slot: number }).slot;
+}
+
+/** An assert.rejects/throws check: a WorktreePortsError with this code. */
+export function assertCode(code: string): (error: unknown) => true {
+  return (error: unknown) => {
+    assert.ok(error instanceof WorktreePortsError, `expected WorktreePortsError, got ${error}`);
+    assert.equal(error.code, code);
+    return true;
+  };
+}
+
+/** A machine-wide index folder of one test's own, removed on dispose. */
+export async function tempHome(): Promise<
+  { dir: string; env: Record<string, string> } & AsyncDisposable
+> {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "worktree-ports-home-" }));
+  return {
+    dir,
+    env: { WORKTREE_PORTS_HOME: dir },
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+/** A repository whose committed config has a template holding a quote and a command substitution. */
+export function repoWithOddTemplate(ports: PickedPorts<"web_port">): Promise<TempRepo> {
+  return TempRepo.create({
+    config: {
+      ...ports.config(),
+      templates: { odd: 'it\'s $(touch pwned) `touch pwned2` "{web_port}" $HOME \\ end' },
+    },
+  });
+}
+
+/** The odd template's value at slot 1 of `ports`. */
+export function oddValue(ports: PickedPorts<"web_port">): string {
+  return `it's $(touch pwned) \`touch pwned2\` "${ports.at(1).web_port}" $HOME \\ end`;
+}
+
+/** The ports of the README's compose recipe, at bases picked for one test, in its 50 slots. */
+export function composePorts(): PickedPorts<"web_port" | "db_port"> {
+  return pickPorts(["web_port", "db_port"], { slots: 50 });
+}
+
+/** The config of the README's compose recipe. */
+export function composeRecipe(
+  ports: PickedPorts<"web_port" | "db_port">,
+): {
+  ports: Record<"web_port" | "db_port", number>;
+  templates: Record<string, string>;
+  stride: number;
+} {
+  return {
+    ports: ports.at(0),
+    templates: {
+      compose_project_name: "myapp-{slug}",
+      public_url: "http://{slug}.localhost:{web_port}",
+      database_url: "postgres://app@127.0.0.1:{db_port}/app_{slot}",
+    },
+    stride: ports.stride,
+  };
 }
 
 /**
@@ -218,7 +514,7 @@ export async function forEachLoopback(
  * Where `.ci/run` installs the dotenv readers that tests compare against: a
  * python-dotenv virtual environment and npm's `dotenv` (git ignores it).
  */
-export const TOOLS_DIR: string = new URL("./.cache/tools/", import.meta.url).pathname;
+export const TOOLS_DIR: string = `${ROOT}.cache/tools/`;
 
 /** A real program that reads dotenv files, or why it cannot be had here. */
 export interface DotenvReader {
@@ -425,7 +721,7 @@ function composeValues(environment: Record<string, unknown>): Record<string, str
  * user wherever the checkout lies (a clone inside a private folder included).
  */
 export async function copyPackage(dir: string): Promise<string> {
-  const root = new URL("./", import.meta.url).pathname;
+  const root = ROOT;
   async function copy(relative: string): Promise<void> {
     const info = await Deno.stat(`${root}${relative}`);
     if (info.isDirectory) {

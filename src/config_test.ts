@@ -1,0 +1,234 @@
+import assert from "node:assert/strict";
+import { parseConfig } from "./config.ts";
+import { WorktreePortsError } from "./errors.ts";
+import { assertCode } from "../test_util.ts";
+
+/** One step per case: parseConfig() refuses the value with INVALID_CONFIG and a matching message. */
+async function assertConfigErrors(
+  t: Deno.TestContext,
+  cases: readonly (readonly [string, unknown, RegExp])[],
+): Promise<void> {
+  for (const [name, value, message] of cases) {
+    await t.step(name, () => {
+      assert.throws(() => parseConfig(value), (error: unknown) => {
+        assertCode("INVALID_CONFIG")(error);
+        assert.match((error as Error).message, message);
+        return true;
+      });
+    });
+  }
+}
+
+Deno.test("parseConfig() fills in the defaults when there is no config", () => {
+  assert.deepEqual(parseConfig(undefined), {
+    ports: { port: 3000 },
+    templates: {},
+    stride: 100,
+    slots: 50,
+  });
+});
+
+Deno.test("parseConfig() lets overrides add ports and replace stride and slots", () => {
+  const config = parseConfig(
+    { ports: { a: 1000, b: 2000 }, stride: 5, slots: 3 },
+    { ports: { c: 9000, b: 3000 }, stride: 7, slots: 4 },
+  );
+  assert.deepEqual(config, {
+    ports: { a: 1000, b: 3000, c: 9000 },
+    templates: {},
+    stride: 7,
+    slots: 4,
+  });
+});
+
+Deno.test("parseConfig() rejects each invalid config with a message naming the problem", async (t) => {
+  const cases: [string, unknown, RegExp][] = [
+    ["a non-object", [1, 2], /must be a JSON object/],
+    ["an unknown key", { ports: { a: 1000 }, strides: 10 }, /unknown key "strides"/],
+    ["an empty ports", { ports: {} }, /at least one port/],
+    ["ports that is not an object", { ports: [3000] }, /"ports" must be an object/],
+    ["a key that cannot be an env name", { ports: { "web-port": 3000 } }, /key "web-port"/],
+    ["the reserved metadata key", { ports: { worktree_ports: 3000 } }, /reserved/],
+    ["a non-integer port", { ports: { web: 3000.5 } }, /port "web" must be an integer/],
+    ["a string port", { ports: { web: "3000" } }, /port "web" must be an integer/],
+    ["port 0", { ports: { web: 0 } }, /from 1 to 65535, got 0/],
+    ["a port above 65535", { ports: { web: 70000 } }, /got 70000/],
+    ["a zero stride", { ports: { web: 3000 }, stride: 0 }, /"stride" must be an integer/],
+    ["a negative slots", { ports: { web: 3000 }, slots: -1 }, /"slots" must be an integer/],
+    ["a fractional slots", { ports: { web: 3000 }, slots: 1.5 }, /"slots" must be an integer/],
+    [
+      "a template naming a missing key",
+      { ports: { web: 3000 }, templates: { url: "http://x:{api}" } },
+      /template "url" names "\{api\}", which is neither in "ports" nor one of "\{slot\}"/,
+    ],
+    [
+      "a template named like a port",
+      { ports: { web: 3000 }, templates: { web: "x" } },
+      /same name as a port/,
+    ],
+    ["a non-string template", { ports: { web: 3000 }, templates: { url: 1 } }, /must be a string/],
+    [
+      "a slot beyond port 65535",
+      { ports: { web: 60000 }, stride: 100, slots: 60 },
+      /port "web" at slot 56 would be 65600/,
+    ],
+    [
+      "two keys landing on the same port",
+      { ports: { cloud_port: 8000, web_port: 3000 }, stride: 100, slots: 50 },
+      /port "web_port" at slot 50 and port "cloud_port" at slot 0 both land on 8000/,
+    ],
+    [
+      "two keys with the same base",
+      { ports: { a: 3000, b: 3000 } },
+      /port "b" at slot 0 and port "a" at slot 0 both land on 3000/,
+    ],
+  ];
+  await assertConfigErrors(t, cases);
+});
+
+Deno.test("parseConfig() finds exactly the configs that listing every slot would reject", () => {
+  // The check is arithmetic; this compares it with the obvious enumeration.
+  let seed = 7;
+  const random = (max: number) => (seed = (seed * 48271) % 2147483647) % max;
+  const outcomes = { valid: 0, invalid: 0 };
+  for (let trial = 0; trial < 2000; trial++) {
+    const stride = 1 + random(40);
+    const slots = 1 + random(30);
+    const ports: Record<string, number> = {};
+    const keys = 1 + random(4);
+    for (let key = 0; key < keys; key++) ports[`k${key}`] = 64000 + random(1500);
+    const seen = new Set<number>();
+    let valid = true;
+    for (let slot = 0; slot <= slots && valid; slot++) {
+      for (const base of Object.values(ports)) {
+        const port = base + slot * stride;
+        if (port > 65535 || seen.has(port)) valid = false;
+        seen.add(port);
+      }
+    }
+    const config = { ports, stride, slots };
+    if (valid) {
+      parseConfig(config);
+    } else {
+      assert.throws(
+        () => parseConfig(config),
+        assertCode("INVALID_CONFIG"),
+        JSON.stringify(config),
+      );
+    }
+    outcomes[valid ? "valid" : "invalid"]++;
+  }
+  // Both kinds were really tried.
+  assert.ok(outcomes.valid > 200 && outcomes.invalid > 200, JSON.stringify(outcomes));
+});
+
+Deno.test("parseConfig() adds the ports override to the config's ports and blames it for its errors", async (t) => {
+  const value = { ports: { web: 3000 }, templates: { url: "http://127.0.0.1:{web}" } };
+  await t.step("added and replaced", () => {
+    assert.deepEqual(parseConfig(value, { ports: { api: 9000 } }).ports, { web: 3000, api: 9000 });
+    assert.deepEqual(parseConfig(value, { ports: { web: 4000 } }).ports, { web: 4000 });
+    // Without ports in the config, the override replaces the default.
+    assert.deepEqual(parseConfig({}, { ports: { api: 9000 } }).ports, { api: 9000 });
+  });
+  await t.step("errors", () => {
+    const source = '"/repo/worktree-ports.config.json"';
+    assert.throws(
+      () => parseConfig(value, { source, ports: { api: 0 } }),
+      /^WorktreePortsError: Invalid option "ports": port "api" must be an integer/,
+    );
+    assert.throws(
+      () => parseConfig(value, { source, ports: { api: 0 }, overrideNames: { ports: "--port" } }),
+      /^WorktreePortsError: Invalid --port: port "api"/,
+    );
+    assert.throws(
+      () => parseConfig(value, { source, ports: { api: 3100 } }),
+      /^WorktreePortsError: Invalid option "ports" with config "\/repo\/worktree-ports\.config\.json": port "web" at slot 1 and port "api" at slot 0 both land on 3100/,
+    );
+    assert.throws(
+      () => parseConfig({ ...value, stride: 0 }, { source, ports: { api: 9000 } }),
+      /^WorktreePortsError: Invalid config "\/repo\/worktree-ports\.config\.json": "stride" must be/,
+    );
+  });
+});
+
+Deno.test("parseConfig() refuses keys whose variable names collide or that the environment depends on", async (t) => {
+  const cases: [string, unknown, RegExp][] = [
+    [
+      "a port and a port",
+      { ports: { web_port: 3000, WEB_PORT: 4000 } },
+      /: keys "web_port" and "WEB_PORT" both become the variable "WEB_PORT"/,
+    ],
+    [
+      "a port and a template",
+      { ports: { web: 3000 }, templates: { Web: "x" } },
+      /: keys "web" and "Web" both become the variable "WEB"/,
+    ],
+    [
+      "PATH",
+      { ports: { web: 3000 }, templates: { path: "/bin" } },
+      /: key "path" would set "PATH", which commands need from the environment \(rename it, e.g. "app_path"\)/,
+    ],
+    ...["home", "Shell", "user", "pwd", "lang", "term", "tmpdir"].map((key) =>
+      [
+        key,
+        { ports: { [key]: 3000 } },
+        new RegExp(`key "${key}" would set "${key.toUpperCase()}"`),
+      ] as [
+        string,
+        unknown,
+        RegExp,
+      ]
+    ),
+    ...["lc_all", "deno_dir", "git_dir", "ld_preload", "dyld_library_path"].map((key) =>
+      [
+        key,
+        { ports: { web: 3000 }, templates: { [key]: "x" } },
+        new RegExp(`key "${key}" would set`),
+      ] as [
+        string,
+        unknown,
+        RegExp,
+      ]
+    ),
+    [
+      "several at once",
+      { ports: { path: 3000, git_port: 4000 } },
+      /: keys "path" and "git_port" would set "PATH" and "GIT_PORT"/,
+    ],
+  ];
+  await assertConfigErrors(t, cases);
+  await t.step("names that only look alike are fine", () => {
+    const config = parseConfig({ ports: { path_port: 3000, home_url_port: 4001, lc: 5002 } });
+    assert.deepEqual(Object.keys(config.ports), ["path_port", "home_url_port", "lc"]);
+  });
+});
+
+Deno.test("parseConfig() checks template placeholders", async (t) => {
+  await t.step("an unknown placeholder, with the escape to use", () => {
+    assert.throws(
+      () => parseConfig({ ports: { web: 3000 }, templates: { json: '{"a": {b}}' } }),
+      /template "json" names "\{b\}", which is neither in "ports" nor one of "\{slot\}", "\{branch\}", "\{name\}" or "\{slug\}" \(write "\{\{" and "\}\}" for literal braces\)/,
+    );
+  });
+  await t.step("an escaped one is fine", () => {
+    parseConfig({ ports: { web: 3000 }, templates: { json: '{{"a": {{b}}}}' } });
+  });
+  await t.step("a port named like a placeholder", () => {
+    assert.throws(
+      () => parseConfig({ ports: { slot: 3000 } }),
+      /port "slot" has the name of the placeholder "\{slot\}" \(rename it\)/,
+    );
+  });
+});
+
+Deno.test('parseConfig() accepts "scope" and rejects any other value', () => {
+  assert.equal(parseConfig({ scope: "repository" }).scope, "repository");
+  assert.equal(parseConfig({ scope: "machine" }).scope, "machine");
+  assert.equal(parseConfig({}).scope, undefined);
+  assert.throws(
+    () => parseConfig({ scope: "planet" }),
+    (error: unknown) =>
+      error instanceof WorktreePortsError && error.code === "INVALID_CONFIG" &&
+      /"scope" must be "machine" or "repository", got "planet"/.test(error.message),
+  );
+});

@@ -1,0 +1,569 @@
+// No two worktrees on the machine share a port, whichever repository they
+// belong to: the machine-wide index, and what list, check and check --fix
+// make of ports other repositories hold.
+
+import assert from "node:assert/strict";
+import { machineIndexAt } from "../mod.ts";
+import {
+  allocateIn,
+  canCreateFileIn,
+  CLI_FLAGS,
+  git,
+  pickPorts,
+  portsAt,
+  portsOf,
+  readJson,
+  ROOT,
+  run,
+  runCli,
+  slotOf,
+  tempHome,
+  TempRepo,
+  TEST_HOME,
+  webPorts,
+  writeJson,
+} from "../test_util.ts";
+
+Deno.test("allocate() keeps the machine-wide index where it is told, and reserves other repositories' ports", async () => {
+  const ports = webPorts();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const [b1] = await b.addWorktrees("b", 1);
+  const dir = await Deno.makeTempDir();
+  try {
+    const index = machineIndexAt(`${dir}/index`);
+    const first = await allocateIn(a1, ports, { index });
+    const second = await allocateIn(b1, ports, { index });
+    assert.deepEqual([first.slot, second.slot], [1, 2]);
+    assert.deepEqual(second.warnings, []);
+    const files = (await readJson(`${dir}/index/index.json`)).files as { path: string }[];
+    assert.deepEqual(files.map((entry) => entry.path), [first.path, second.path]);
+    // The default index of these tests, elsewhere, saw none of it.
+    const other = await allocateIn(b1, ports, { index: machineIndexAt(TEST_HOME), force: true });
+    assert.equal(other.slot, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli allocate gives fresh worktrees of two repositories no shared port", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1, a2] = await a.addWorktrees("a", 2);
+  const [b1, b2] = await b.addWorktrees("b", 2);
+  await t.step("machine scope, the default", async () => {
+    const given: number[] = [];
+    for (const dir of [a1, b1, a2, b2]) {
+      const result = await runCli(dir, ["allocate", ...ports.args], { env: home.env });
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stderr, "");
+      given.push(...portsOf(result.stdout));
+    }
+    assert.equal(new Set(given).size, 8, `ports: ${given}`);
+    const index = await readJson(`${home.dir}/index.json`);
+    assert.deepEqual(
+      (index.files as { path: string }[]).map((entry) => entry.path).sort(),
+      [a1, a2, b1, b2].map((dir) => `${dir}/.worktree-ports.json`).sort(),
+    );
+  });
+  await t.step("--scope repository looks at the repository's own worktrees only", async () => {
+    await Deno.remove(`${b1}/.worktree-ports.json`);
+    await Deno.remove(`${b2}/.worktree-ports.json`);
+    const before = await Deno.readTextFile(`${home.dir}/index.json`);
+    const result = await runCli(b1, ["allocate", "--scope", "repository", ...ports.args], {
+      env: home.env,
+    });
+    assert.equal(result.code, 0, result.stderr);
+    // a1 holds slot 1 in its own repository; b1 takes slot 1 too.
+    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+    assert.equal(await Deno.readTextFile(`${home.dir}/index.json`), before);
+  });
+  await t.step(`config "scope": "repository" does the same`, async () => {
+    await writeJson(`${b2}/worktree-ports.config.json`, { scope: "repository" });
+    const result = await runCli(b2, ["allocate", ...ports.args], { env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 2));
+  });
+  await t.step("an unknown scope is a usage error", async () => {
+    const result = await runCli(b2, ["allocate", "--scope", "planet"], { env: home.env });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /"--scope" must be machine or repository, got "planet"/);
+  });
+});
+
+Deno.test("cli allocate: git worktree remove in one repository frees its bundle for the others", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1, a2] = await a.addWorktrees("a", 2);
+  const [b1, b2] = await b.addWorktrees("b", 2);
+  const allocate = async (dir: string, ...args: string[]) => {
+    const result = await runCli(dir, ["allocate", ...ports.args, ...args], { env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    return portsOf(result.stdout);
+  };
+  assert.deepEqual(await allocate(a1), portsAt(ports, 1));
+  assert.deepEqual(await allocate(b1), portsAt(ports, 2));
+  await t.step("a removed worktree's file is gone: its entry is dropped", async () => {
+    await git(a.root, "worktree", "remove", a1);
+    assert.deepEqual(await allocate(b2), portsAt(ports, 1));
+    const index = await readJson(`${home.dir}/index.json`);
+    const paths = (index.files as { path: string }[]).map((entry) => entry.path);
+    assert.ok(!paths.includes(`${a1}/.worktree-ports.json`), `index: ${paths}`);
+  });
+  await t.step(
+    "a worktree git reports as prunable reserves nothing, though its file remains",
+    async () => {
+      // The port file lives outside the worktree, so deleting the worktree leaves it behind.
+      const file = `${a.base}/a1-ports.json`;
+      assert.deepEqual(await allocate(a2, "--output", file), portsAt(ports, 3));
+      await Deno.remove(a2, { recursive: true });
+      // Git still lists it (and from 2.31 on calls it prunable); its directory is gone.
+      assert.ok(
+        (await git(a.root, "worktree", "list", "--porcelain")).includes(`worktree ${a2}\n`),
+      );
+      await Deno.remove(`${b1}/.worktree-ports.json`);
+      assert.deepEqual(await allocate(b1), portsAt(ports, 2));
+      await Deno.remove(`${b1}/.worktree-ports.json`);
+      await Deno.remove(`${b2}/.worktree-ports.json`);
+      // Without a2's file the lowest free slots are 1 and 2; with it, 3 would be skipped anyway.
+      assert.deepEqual(await allocate(b2), portsAt(ports, 1));
+      assert.deepEqual(await allocate(b1), portsAt(ports, 2));
+      const [b3] = await b.addWorktrees("b3-", 1);
+      assert.deepEqual(await allocate(b3), portsAt(ports, 3));
+    },
+  );
+});
+
+Deno.test("cli allocate works with a bad machine-wide index, warning and keeping to the repository", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const [b1] = await b.addWorktrees("b", 1);
+  const gitDir = (await run("sh", ["-c", "command -v git"])).stdout.trim().replace(/\/git$/, "");
+  /** Allocates in a1, then in b1 from scratch; returns b1's run. */
+  async function allocateBoth(env: Record<string, string>, clearEnv = false) {
+    const first = await runCli(a1, ["allocate", ...ports.args], { env, clearEnv });
+    assert.equal(first.code, 0, first.stderr);
+    await Deno.remove(`${b1}/.worktree-ports.json`).catch(() => {});
+    return await runCli(b1, ["allocate", ...ports.args], { env, clearEnv });
+  }
+  await t.step("a deleted index is started afresh", async () => {
+    await using home = await tempHome();
+    await allocateBoth(home.env);
+    await Deno.remove(`${home.dir}/index.json`);
+    await Deno.remove(`${a1}/.worktree-ports.json`);
+    const result = await allocateBoth(home.env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stderr, "");
+    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 2));
+    const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
+    assert.equal(files.length, 2);
+  });
+  await t.step("a corrupt index is left as it is", async () => {
+    await using home = await tempHome();
+    await Deno.writeTextFile(`${home.dir}/index.json`, '{"version": 1, "files": [{"path": ');
+    const result = await allocateBoth(home.env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stderr,
+      /^warning: The index ".*index\.json" is not valid JSON; allocating for this repository only this time \(move the file away to start a new index\)\n$/,
+    );
+    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+    assert.equal(
+      await Deno.readTextFile(`${home.dir}/index.json`),
+      '{"version": 1, "files": [{"path": ',
+    );
+  });
+  await t.step("an entry it cannot make sense of is kept as it is", async () => {
+    await using home = await tempHome();
+    const odd = { path: 42, note: "written by hand" };
+    await writeJson(`${home.dir}/index.json`, { version: 1, files: [odd] });
+    const result = await allocateBoth(home.env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 2));
+    const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
+    assert.deepEqual(files[0], odd);
+    assert.equal(files.length, 3);
+  });
+  await t.step("an index folder that is a file", async () => {
+    await using home = await tempHome();
+    const file = `${home.dir}/not-a-folder`;
+    await Deno.writeTextFile(file, "mine\n");
+    const result = await allocateBoth({ WORKTREE_PORTS_HOME: file });
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stderr,
+      /^warning: Cannot use the machine-wide index in ".*not-a-folder": .*; allocating for this repository only this time\n$/,
+    );
+    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+    assert.equal(await Deno.readTextFile(file), "mine\n");
+  });
+  const readOnly = await Deno.makeTempDir({ prefix: "worktree-ports-home-" });
+  try {
+    await Deno.chmod(readOnly, 0o555);
+    await t.step({
+      name: "an unwritable index folder" +
+        ((await canCreateFileIn(readOnly))
+          ? " (skipped: this user may write into mode 0555 folders)"
+          : ""),
+      ignore: await canCreateFileIn(readOnly),
+      fn: async () => {
+        const result = await allocateBoth({ WORKTREE_PORTS_HOME: `${readOnly}/index` });
+        assert.equal(result.code, 0, result.stderr);
+        assert.match(result.stderr, /^warning: Cannot use the machine-wide index in /);
+        assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+      },
+    });
+  } finally {
+    await Deno.chmod(readOnly, 0o755);
+    await Deno.remove(readOnly, { recursive: true });
+  }
+  await t.step("an index file that is a folder", async () => {
+    await using home = await tempHome();
+    await allocateBoth(home.env);
+    await Deno.remove(`${home.dir}/index.json`);
+    await Deno.mkdir(`${home.dir}/index.json`);
+    await Deno.remove(`${a1}/.worktree-ports.json`);
+    const result = await allocateBoth(home.env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stderr,
+      /^warning: Cannot read the index ".*index\.json": it is not a regular file; allocating for this repository only this time/,
+    );
+    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+  });
+  await t.step("HOME unset", async () => {
+    const result = await allocateBoth({ PATH: gitDir }, true);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stderr,
+      /^warning: No home folder for the machine-wide index \(set HOME or WORKTREE_PORTS_HOME\); allocating for this repository only this time\n$/,
+    );
+    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+  });
+});
+
+Deno.test("cli list, check and check --fix see ports shared with other repositories", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  const [s0, s1, s2] = [ports.at(0), ports.at(1), ports.at(2)];
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const [b1] = await b.addWorktrees("b", 1);
+  const cli = (cwd: string, ...args: string[]) => runCli(cwd, args, { env: home.env });
+  // Two worktrees that allocated with the opt-out, then an index that records
+  // both (one kept from before, say): allocating never records such a pair.
+  for (const dir of [a1, b1]) {
+    const result = await cli(dir, "allocate", "--scope", "repository", ...ports.args);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+  }
+  await writeJson(`${home.dir}/index.json`, {
+    version: 1,
+    files: [a1, b1].map((dir) => ({
+      path: `${dir}/.worktree-ports.json`,
+      repository: `${dir === a1 ? a.root : b.root}/.git`,
+      worktree: dir,
+    })),
+  });
+  assert.equal((await cli(a.root, "allocate", ...ports.args)).code, 0);
+  await t.step("plain list marks the ports another repository holds", async () => {
+    const result = await cli(a1, "list");
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stdout,
+      new RegExp(
+        `web=${s1.web} \\(held by another repository\\) api=${s1.api} \\(held by another repository\\) +shares ${s1.web}, ${s1.api} with ${
+          RegExp.escape(b1)
+        } \\(another repository\\)`,
+      ),
+    );
+    const json = JSON.parse((await cli(a1, "list", "--json")).stdout);
+    assert.deepEqual(json[1].conflicts, [{
+      worktree: b1,
+      ports: portsAt(ports, 1),
+      repository: `${b.root}/.git`,
+    }]);
+  });
+  await t.step("plain check reports them", async () => {
+    const result = await cli(a1, "check");
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stdout,
+      new RegExp(
+        `conflict: "${RegExp.escape(a1)}" and "${RegExp.escape(b1)}" of the repository "${
+          RegExp.escape(b.root)
+        }/\\.git" share ports ${s1.web}, ${s1.api}`,
+      ),
+    );
+    assert.match(result.stderr, /run "worktree-ports check --fix --all" to repair/);
+  });
+  await t.step(
+    "list --all groups every indexed worktree by repository, from anywhere",
+    async () => {
+      const result = await cli(home.dir, "list", "--all");
+      assert.equal(result.code, 0, result.stderr);
+      const sections = result.stdout.split("\n\n");
+      assert.equal(sections.length, 2);
+      // Outside any repository, the repositories come in order of path.
+      const [first, second] = [a.root, b.root].sort();
+      assert.match(sections[0], new RegExp(`^repository ${RegExp.escape(first)}/\\.git\n`));
+      assert.match(sections[1], new RegExp(`^repository ${RegExp.escape(second)}/\\.git\n`));
+      const bSection = sections.find((section) => section.includes(`${b.root}/.git\n`))!;
+      assert.match(bSection, new RegExp(`${RegExp.escape(b1)} .* duplicate`));
+      assert.doesNotMatch(result.stdout, /^\* /m);
+    },
+  );
+  await t.step("check --fix --all moves one of the pair, by the same rules", async () => {
+    const check = await cli(b1, "check", "--all");
+    assert.equal(check.code, 1);
+    assert.match(check.stdout, new RegExp(`conflict: .* share ports ${s1.web}, ${s1.api}`));
+    const fix = await cli(b1, "check", "--fix", "--all", ...ports.args);
+    assert.equal(fix.code, 0, fix.stderr);
+    // b1 was allocated later; slot 2 is free in both repositories.
+    assert.match(
+      fix.stdout,
+      new RegExp(
+        `^moved "${
+          RegExp.escape(b1)
+        }" \\(duplicate\\): web=${s1.web} api=${s1.api} -> web=${s2.web} api=${s2.api} \\(slot 2\\)\nok: 4 worktrees, no shared ports\n$`,
+      ),
+    );
+    const again = await cli(a1, "check", "--fix", "--all", ...ports.args);
+    assert.equal(again.stdout, "nothing to fix\nok: 4 worktrees, no shared ports\n");
+  });
+  await t.step(
+    "a main worktree keeps its base ports, with a warning, and check reports it",
+    async () => {
+      const result = await cli(b.root, "allocate", ...ports.args);
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual(portsOf(result.stdout), portsAt(ports, 0));
+      assert.match(
+        result.stderr,
+        new RegExp(
+          `^warning: Port ${s0.web} \\("web"\\) of this main worktree is also held by "${
+            RegExp.escape(a.root)
+          }/\\.worktree-ports\\.json" of another repository`,
+        ),
+      );
+      const check = await cli(b.root, "check", "--fix", "--all", ...ports.args);
+      assert.equal(check.code, 1);
+      assert.match(
+        check.stdout,
+        new RegExp(`^nothing to fix\nconflict: .* share ports ${s0.web}, ${s0.api}\n$`),
+      );
+    },
+  );
+});
+
+Deno.test("cli allocate is not led astray by index entries pointing at a FIFO, a huge file, a folder or a relative path", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const elsewhere = `${home.dir}/elsewhere`;
+  await Deno.mkdir(`${elsewhere}/wt/.git`, { recursive: true });
+  const fifo = `${elsewhere}/fifo.json`;
+  const mkfifo = await run("mkfifo", [fifo]);
+  assert.equal(mkfifo.code, 0, mkfifo.stderr);
+  const huge = `${elsewhere}/huge.json`;
+  {
+    using file = await Deno.open(huge, { write: true, create: true });
+    // Sparse: 2 GiB on paper, nothing on disk; a reader that opened it would take a while.
+    await file.truncate(2 ** 31);
+  }
+  const relative = { path: "ports.json", repository: "/r/.git", worktree: "wt" };
+  const entry = (path: string) => ({ path, repository: "/elsewhere/.git", worktree: elsewhere });
+  await writeJson(`${home.dir}/index.json`, {
+    version: 1,
+    files: [entry(fifo), entry(huge), entry(`${elsewhere}/wt`), relative],
+  });
+  // A file named like the relative entry, where it would be read from by mistake.
+  await writeJson(`${a1}/ports.json`, ports.at(1));
+  const result = await runCli(a1, ["allocate", "--lock-timeout", "5", ...ports.args], {
+    env: home.env,
+  });
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(
+    result.stderr,
+    `warning: Port file "${huge}" is unreadable (it is larger than 1048576 bytes); its ports are ` +
+      `not reserved; to fix, run "worktree-ports allocate" in its worktree to rewrite it\n`,
+  );
+  assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+  const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
+  // The FIFO and the folder are no port files: dropped. The rest is kept.
+  assert.deepEqual(files, [entry(huge), relative, {
+    path: `${a1}/.worktree-ports.json`,
+    repository: `${a.root}/.git`,
+    worktree: a1,
+  }]);
+});
+
+Deno.test("cli allocate with a relative WORKTREE_PORTS_HOME warns and keeps to the repository", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using a = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const result = await runCli(a1, ["allocate", ...ports.args], {
+    env: { WORKTREE_PORTS_HOME: "state" },
+  });
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(
+    result.stderr,
+    /^warning: The machine-wide index folder "state" is not an absolute path \(set WORKTREE_PORTS_HOME to one\); allocating for this repository only this time\n$/,
+  );
+  await assert.rejects(Deno.stat(`${a1}/state`), Deno.errors.NotFound);
+});
+
+Deno.test("cli allocate writes a symlinked index.json through its link", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  await Deno.mkdir(`${home.dir}/synced`);
+  await writeJson(`${home.dir}/synced/index.json`, { version: 1, files: [] });
+  await Deno.symlink(`${home.dir}/synced/index.json`, `${home.dir}/index.json`);
+  const result = await runCli(a1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(result.code, 0, result.stderr);
+  assert.ok((await Deno.lstat(`${home.dir}/index.json`)).isSymlink);
+  const files = (await readJson(`${home.dir}/synced/index.json`)).files as { path: string }[];
+  assert.deepEqual(files.map((entry) => entry.path), [`${a1}/.worktree-ports.json`]);
+});
+
+Deno.test("cli check needs --allow-env only to read the machine-wide index", async (t) => {
+  await using home = await tempHome();
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const flags = ["--allow-run=git", "--allow-read"];
+  await t.step("with --scope repository, git and read suffice", async () => {
+    const result = await runCli(a, ["check", "--scope", "repository"], { flags, env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "ok: 2 worktrees, no shared ports\n");
+  });
+  await t.step("otherwise it names the missing --allow-env", async () => {
+    const result = await runCli(a, ["check"], { flags, env: home.env });
+    assert.equal(result.code, 2);
+    assert.match(
+      result.stderr,
+      /^error: Missing permission: run again with --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA \("check" needs /,
+    );
+  });
+});
+
+Deno.test("cli allocate keeps a worktree's slot when the index still files it under a repository it left", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  const [a1] = await a.addWorktrees("a", 1);
+  const first = await runCli(a1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(first.code, 0, first.stderr);
+  // As after the directory was reused by another repository's worktree.
+  await writeJson(`${home.dir}/index.json`, {
+    version: 1,
+    files: [{ path: `${a1}/.worktree-ports.json`, repository: "/gone/.git", worktree: a1 }],
+  });
+  const again = await runCli(a1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal(again.stdout, first.stdout);
+  const files = (await readJson(`${home.dir}/index.json`)).files as { repository: string }[];
+  assert.deepEqual(files.map((entry) => entry.repository), [`${a.root}/.git`]);
+});
+
+Deno.test("cli allocate still only warns when the machine-wide index's lock cannot be opened", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using repo = await TempRepo.create();
+  await Deno.mkdir(`${home.dir}/worktree-ports.lock`);
+  const result = await runCli(repo.root, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(
+    result.stderr,
+    `warning: Cannot use the machine-wide index in "${home.dir}": Cannot open the lock "${home.dir}/worktree-ports.lock": it is a directory (remove it; worktree-ports creates the lock again as an empty file); allocating for this repository only this time\n`,
+  );
+  assert.equal(portsOf(result.stdout)[0], ports.base.web);
+});
+
+Deno.test("cli allocate keeps another repository's ports after its worktree moved or its files were never indexed", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const [a1, a2, a3] = await a.addWorktrees("a", 3);
+  const [b1, b2] = await b.addWorktrees("b", 2);
+  const allocate = async (dir: string) => {
+    const result = await runCli(dir, ["allocate", ...ports.args], { env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    return portsOf(result.stdout);
+  };
+  await t.step("a worktree moved after it was recorded", async () => {
+    assert.deepEqual(await allocate(a1), portsAt(ports, 1));
+    await git(a.root, "worktree", "move", a1, `${a.base}/moved`);
+    assert.deepEqual(await allocate(b1), portsAt(ports, 2));
+    // The index now points at the moved file.
+    const paths = ((await readJson(`${home.dir}/index.json`)).files as { path: string }[])
+      .map((entry) => entry.path);
+    assert.ok(paths.includes(`${a.base}/moved/.worktree-ports.json`), `index: ${paths}`);
+  });
+  await t.step("files written before the index was lost", async () => {
+    assert.deepEqual(await allocate(a2), portsAt(ports, 3));
+    await Deno.remove(`${home.dir}/index.json`);
+    // One allocation in repository a records all of its files again (it cannot
+    // know b1's any more: the index was the only pointer to it).
+    const [a3Web] = await allocate(a3);
+    const [b2Web] = await allocate(b2);
+    assert.ok(![ports.at(1).web, ports.at(3).web, a3Web].includes(b2Web), `b2 got ${b2Web}`);
+  });
+});
+
+Deno.test("cli check --fix --all opens a moved repository once and finishes", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using repo = await TempRepo.create();
+  const [w1] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(w1, ["allocate", ...ports.args], { env: home.env })).code, 0);
+  const moved = `${repo.base}/main2`;
+  await Deno.rename(repo.root, moved);
+  await git(moved, "worktree", "repair");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...CLI_FLAGS,
+      `${ROOT}cli.ts`,
+      "check",
+      "--fix",
+      "--all",
+      "--lock-timeout",
+      "5",
+      ...ports.args,
+    ],
+    cwd: w1,
+    env: { ...home.env, GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = await child.output();
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.doesNotMatch(stderr, /Timed out/);
+  assert.equal(output.code, 0, stderr + new TextDecoder().decode(output.stdout));
+});
+
+Deno.test("cli allocate treats an index entry pointing into /proc as a file to skip", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  await writeJson(`${home.dir}/index.json`, {
+    version: 1,
+    files: [{ path: "/proc/self/environ", repository: "/elsewhere/.git", worktree: "/proc/self" }],
+  });
+  const result = await runCli(a, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+});

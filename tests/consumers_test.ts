@@ -1,0 +1,371 @@
+// The values reach every program that reads them exactly: dotenv readers
+// (python-dotenv, npm's dotenv, direnv, docker-compose), shells evaluating
+// `env`, and the completion scripts in bash, zsh and fish.
+
+import assert from "node:assert/strict";
+import { formatEnv } from "../mod.ts";
+import {
+  composePorts,
+  composeRecipe,
+  dotenvReaders,
+  git,
+  oddValue,
+  pickPorts,
+  repoWithOddTemplate,
+  ROOT,
+  run,
+  runCli,
+  runsOk,
+  TempRepo,
+} from "../test_util.ts";
+
+/** Values that dotenv readers disagree on, by how each is quoted. */
+const TRICKY_VALUES: Record<string, string> = {
+  EMPTY: "",
+  PLAIN: "http://127.0.0.1:3100/a?b=c",
+  SPACE: "a b",
+  EDGE_SPACES: " lead and trail ",
+  SINGLE_QUOTE: "it's",
+  DOUBLE_QUOTES: 'say "hi"',
+  DOLLAR_NAME: "$HOME",
+  BACKSLASH_DOLLAR: "\\$HOME",
+  BACKSLASH: "C:\\Users\\dev",
+  DOUBLE_BACKSLASH: "a\\\\b",
+  TRAILING_BACKSLASH: "end\\",
+  BACKSLASH_N: "\\n",
+  HASH: "a#b",
+  SPACE_HASH: "a #b",
+  LEADING_HASH: "#start",
+  EQUALS: "a=b=c",
+  NEWLINE: "line1\nline2",
+  QUOTE_NEWLINE: "it's\n#2",
+  CARRIAGE_RETURN: "a\r\nb",
+  TAB: "tab\there",
+  UNICODE: "héllo ✓ \u2028",
+  BACKTICKS: "`id` $(id)",
+  LONE_DOLLARS: "a$ $ $$",
+  BRACES: "{a} }b{",
+  // No quoting keeps these exact in every reader: they are refused.
+  BRACED_NAME: "${HOME}",
+  BRACED_DEFAULT: "${HOME:-x}",
+  BOTH_QUOTES: `'both" q`,
+  QUOTE_DOLLAR: "it's $HOME",
+  BACKSLASH_SPACE: "C:\\Program Files\\",
+  BACKSLASH_NEWLINE: "a\\\nb",
+};
+
+const REFUSED_VALUES = [
+  "BRACED_NAME",
+  "BRACED_DEFAULT",
+  "BOTH_QUOTES",
+  "QUOTE_DOLLAR",
+  "BACKSLASH_SPACE",
+  "BACKSLASH_NEWLINE",
+];
+
+/** Loads the bash completion script; the function it returns completes the words typed so far. */
+async function bashCompleter(): Promise<(...words: string[]) => Promise<string[]>> {
+  const script = (await runCli(ROOT, ["completions", "bash"], { flags: [] })).stdout;
+  return async (...words: string[]) => {
+    const line = `COMP_WORDS=(${words.map((word) => `'${word}'`).join(" ")}); COMP_CWORD=${
+      words.length - 1
+    }; _worktree_ports; printf '%s\\n' "\${COMPREPLY[@]}"`;
+    const result = await run("bash", ["-c", `${script}\n${line}`]);
+    assert.equal(result.code, 0, result.stderr);
+    return result.stdout.trim().split("\n");
+  };
+}
+
+function installed(shell: string): boolean {
+  try {
+    return new Deno.Command(shell, { args: ["-c", "true"] }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+/** Writes the CLI's completion script for a shell to a temporary file for `fn`. */
+async function withCompletionScript(shell: string, fn: (file: string) => Promise<void>) {
+  const script = (await runCli(ROOT, ["completions", shell], { flags: [] })).stdout;
+  const file = await Deno.makeTempFile({ suffix: `.${shell}` });
+  try {
+    await Deno.writeTextFile(file, script);
+    await fn(file);
+  } finally {
+    await Deno.remove(file);
+  }
+}
+
+const hasZsh = installed("zsh");
+
+const hasFish = installed("fish");
+
+/** Template values with what shells and dotenv readers treat specially. */
+const TRICKY_TEMPLATES: Record<string, string> = {
+  single_quote: "it's",
+  double_quotes: 'say "hi" on {web_port}',
+  dollar: "$HOME $(touch pwned) (touch pwned2) `touch pwned3`",
+  backslashes: "C:\\dir\\ \\\\ \\' \\n",
+  trailing_backslash: "end\\",
+  spaces: "  two  spaces  ",
+  newline: "line1\nline2\n",
+  unicode: "héllo ✓",
+  empty: "",
+  glob: "* ? [a] ~ %self",
+};
+
+const hasCompose1 = runsOk("docker-compose", ["version"]);
+
+Deno.test("formatEnv() dotenv is read back exactly by python-dotenv, npm dotenv, direnv and docker-compose", async (t) => {
+  const accepted: Record<string, string> = {};
+  const refused: string[] = [];
+  for (const [name, value] of Object.entries(TRICKY_VALUES)) {
+    try {
+      formatEnv({ [name]: value }, "dotenv");
+      accepted[name] = value;
+    } catch (error) {
+      assert.ok(error instanceof RangeError, String(error));
+      refused.push(name);
+    }
+  }
+  assert.deepEqual(refused, REFUSED_VALUES);
+  const dir = await Deno.makeTempDir({ prefix: "worktree-ports-dotenv-" });
+  try {
+    const file = `${dir}/ports.env`;
+    await Deno.writeTextFile(file, formatEnv(accepted, "dotenv"));
+    // Each refused value in every form a dotenv writer could choose: bare,
+    // single-quoted and double-quoted with escapes, one file each.
+    const naive: string[] = [];
+    for (const name of refused) {
+      const value = TRICKY_VALUES[name];
+      const forms = [
+        value,
+        `'${value}'`,
+        `"${value.replace(/[\\"]/g, "\\$&").replaceAll("\n", "\\n")}"`,
+      ];
+      for (const [index, form] of forms.entries()) {
+        const path = `${dir}/${name}-${index}.env`;
+        await Deno.writeTextFile(path, `${name}=${form}\nNEXT=ok\n`);
+        naive.push(path);
+      }
+    }
+    const misread = new Set<string>();
+    for (const reader of dotenvReaders(dir)) {
+      await t.step({
+        name: `${reader.name}${reader.missing ? ` (skipped: ${reader.missing})` : ""}`,
+        ignore: reader.missing !== undefined,
+        fn: async () => {
+          const [values, ...naiveValues] = await reader.read([file, ...naive]);
+          assert.deepEqual(values, accepted);
+          naiveValues.forEach((read, index) => {
+            const name = refused[Math.floor(index / 3)];
+            if (read[name] !== TRICKY_VALUES[name] || read.NEXT !== "ok") {
+              misread.add(naive[index]);
+            }
+          });
+        },
+      });
+    }
+    // Compose v2 is optional here: the four others decide which values are refused.
+    const missing = dotenvReaders(dir).filter((reader) =>
+      reader.missing !== undefined && reader.name !== "docker compose v2"
+    );
+    await t.step({
+      name: `every refused value is misread in every form by some reader${
+        missing.length > 0 ? " (skipped: not every reader is installed)" : ""
+      }`,
+      ignore: missing.length > 0,
+      fn: () => assert.deepEqual(naive.filter((path) => !misread.has(path)), []),
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli env prints shell lines that bash evaluates to exactly the values, running nothing", async () => {
+  const ports = pickPorts(["web_port"], { slots: 50 });
+  await using repo = await repoWithOddTemplate(ports);
+  const [a] = await repo.addWorktrees("wt", 1);
+  const env = await runCli(a, ["env"]);
+  assert.equal(env.code, 0, env.stderr);
+  assert.match(env.stderr, /allocated slot 1 to this worktree/);
+  const script = `eval "$(cat)"; printf '%s\\n%s' "$WEB_PORT" "$ODD"`;
+  const evaluated = await new Deno.Command("bash", {
+    args: ["-c", script],
+    cwd: a,
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const writer = evaluated.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(env.stdout));
+  await writer.close();
+  const output = await evaluated.output();
+  assert.equal(
+    new TextDecoder().decode(output.stdout),
+    `${ports.at(1).web_port}\n${oddValue(ports)}`,
+  );
+  await assert.rejects(Deno.stat(`${a}/pwned`), Deno.errors.NotFound);
+  await assert.rejects(Deno.stat(`${a}/pwned2`), Deno.errors.NotFound);
+  // The second call finds the file and says nothing on stderr.
+  const again = await runCli(a, ["env"]);
+  assert.deepEqual([again.stdout, again.stderr], [env.stdout, ""]);
+});
+
+Deno.test("cli completions bash loads in bash and completes commands, options and values", async () => {
+  const complete = await bashCompleter();
+  assert.deepEqual(await complete("worktree-ports", "al"), ["allocate"]);
+  assert.deepEqual(await complete("worktree-ports", "c"), ["check", "completions"]);
+  assert.deepEqual(await complete("worktree-ports", "allocate", "--lo"), ["--lock-timeout"]);
+  assert.deepEqual(await complete("worktree-ports", "env", "--format", ""), [
+    "shell",
+    "dotenv",
+    "json",
+    "fish",
+  ]);
+  assert.deepEqual(await complete("worktree-ports", "completions", "z"), ["zsh"]);
+  assert.ok((await complete("worktree-ports", "exec", "bas")).includes("bash"));
+});
+
+Deno.test({
+  name: `cli completions zsh registers and completes in zsh${
+    hasZsh ? "" : " (skipped: zsh is not installed)"
+  }`,
+  ignore: !hasZsh,
+  fn: () =>
+    withCompletionScript("zsh", async (file) => {
+      assert.equal((await run("zsh", ["-n", file])).code, 0);
+      // A real interactive zsh on a pseudo-terminal types "allo<TAB><Enter>";
+      // the stub command then prints the words it got. Checking what ran, not
+      // what the line editor drew, keeps this independent of redraw timing.
+      const driver = [
+        "zmodload zsh/zpty",
+        "zpty z zsh -f -i",
+        "seen=",
+        "await() {",
+        "  local chunk",
+        "  repeat 100; do",
+        "    while zpty -r -t z chunk; do seen+=$chunk; done",
+        "    [[ $seen == $~1 ]] && return 0",
+        "    sleep 0.1",
+        "  done",
+        '  print -r -- "timed out waiting for $1 in: $seen"; return 1',
+        "}",
+        `zpty -w z 'PS1="> "; autoload -U compinit; compinit -u -D; source ${file}; ` +
+        `worktree-ports() { print -r -- "ARGS:$*"; }; print RE""ADY'`,
+        "await '*READY*' || exit 1",
+        "zpty -w z $'worktree-ports allo\\t'",
+        "await '*ARGS:allocate*' || exit 1",
+        "zpty -d z",
+      ].join("\n");
+      const result = await run("zsh", ["-f", "-c", driver]);
+      assert.equal(result.code, 0, result.stdout + result.stderr);
+    }),
+});
+
+Deno.test({
+  name: `cli completions fish completes in fish${
+    hasFish ? "" : " (skipped: fish is not installed)"
+  }`,
+  ignore: !hasFish,
+  fn: () =>
+    withCompletionScript("fish", async (file) => {
+      const result = await run("fish", [
+        "-c",
+        `source ${file}; complete -C'worktree-ports al'; complete -C'worktree-ports env --format '`,
+      ]);
+      assert.equal(result.code, 0, result.stderr);
+      const lines = result.stdout.trim().split("\n").map((line) => line.split("\t")[0]);
+      assert.deepEqual(lines, ["allocate", "dotenv", "fish", "json", "shell"]);
+    }),
+});
+
+Deno.test({
+  name: `cli env --format fish is sourced by fish to exactly the values, running nothing${
+    installed("fish") ? "" : " (skipped: fish is not installed)"
+  }`,
+  ignore: !installed("fish"),
+  fn: async () => {
+    const ports = pickPorts(["web_port"], { slots: 50 });
+    await using repo = await TempRepo.create({
+      config: { ...ports.config(), templates: TRICKY_TEMPLATES },
+    });
+    const [a] = await repo.addWorktrees("wt", 1);
+    const env = await runCli(a, ["env", "--format", "fish"]);
+    assert.equal(env.code, 0, env.stderr);
+    const names = ["WEB_PORT", ...Object.keys(TRICKY_TEMPLATES).map((key) => key.toUpperCase())];
+    // Sourced from a pipe, as the README shows; each value printed NUL-terminated.
+    const script = `cat $argv[1] | source; for name in ${
+      names.join(" ")
+    }; printf '%s\\0' "$$name"; end`;
+    const file = `${repo.base}/env.fish`;
+    await Deno.writeTextFile(file, env.stdout);
+    const result = await run("fish", ["--no-config", "-c", script, file], { cwd: a });
+    assert.equal(result.code, 0, result.stderr);
+    const web = String(ports.at(1).web_port);
+    const expected = [
+      web,
+      ...Object.values(TRICKY_TEMPLATES).map((value) => value.replace("{web_port}", web)),
+    ];
+    assert.deepEqual(result.stdout.split("\0").slice(0, -1), expected);
+    for (const name of ["pwned", "pwned2", "pwned3"]) {
+      await assert.rejects(Deno.stat(`${a}/${name}`), Deno.errors.NotFound);
+    }
+  },
+});
+
+Deno.test({
+  name: `cli the README's compose recipe reaches docker-compose v1 through a dotenv file${
+    hasCompose1 ? "" : " (skipped: docker-compose is not installed)"
+  }`,
+  ignore: !hasCompose1,
+  fn: async () => {
+    const ports = composePorts();
+    const slot1 = ports.at(1);
+    await using repo = await TempRepo.create({ config: composeRecipe(ports) });
+    const login = `${repo.base}/app-login`;
+    await git(repo.root, "worktree", "add", "-q", "-b", "Feature/Login_Page", login);
+    const env = await runCli(login, ["env", "--format", "dotenv"]);
+    assert.equal(env.code, 0, env.stderr);
+    await Deno.writeTextFile(`${login}/.env.ports`, env.stdout);
+    await Deno.writeTextFile(
+      `${login}/compose.yaml`,
+      [
+        "services:",
+        "  web:",
+        "    image: node:22",
+        '    ports: ["127.0.0.1:${WEB_PORT}:3000"]',
+        "    environment:",
+        "      PUBLIC_URL: ${PUBLIC_URL}",
+        "      DATABASE_URL: ${DATABASE_URL}",
+        "  db:",
+        "    image: postgres:17",
+        '    ports: ["127.0.0.1:${DB_PORT}:5432"]',
+        "",
+      ].join("\n"),
+    );
+    const config = await run("docker-compose", ["--env-file", ".env.ports", "config"], {
+      cwd: login,
+      env: { HOME: repo.base },
+    });
+    assert.equal(config.code, 0, config.stderr);
+    for (
+      const line of [
+        `- 127.0.0.1:${slot1.web_port}:3000/tcp`,
+        `- 127.0.0.1:${slot1.db_port}:5432/tcp`,
+        `PUBLIC_URL: http://feature-login-page.localhost:${slot1.web_port}`,
+        `DATABASE_URL: postgres://app@127.0.0.1:${slot1.db_port}/app_1`,
+      ]
+    ) {
+      assert.ok(config.stdout.includes(line), `${line} in:\n${config.stdout}`);
+    }
+  },
+});
+
+Deno.test("cli completions bash completes --scope and --all", async () => {
+  const complete = await bashCompleter();
+  assert.deepEqual(await complete("worktree-ports", "allocate", "--scope", ""), [
+    "machine",
+    "repository",
+  ]);
+  assert.deepEqual(await complete("worktree-ports", "list", "--a"), ["--all"]);
+});

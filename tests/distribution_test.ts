@@ -1,0 +1,266 @@
+// The package as users get it: the permission set, the shebang, deno install,
+// deno compile, deno publish, `deno run mod.ts`, and the README's examples.
+
+import assert from "node:assert/strict";
+import denoJson from "../deno.json" with { type: "json" };
+import { parseConfig } from "../mod.ts";
+import {
+  CLI_FLAGS,
+  git,
+  permissionSetFlags,
+  pickPorts,
+  readJson,
+  ROOT,
+  run,
+  runCli,
+  slotOf,
+  snapshot,
+  TempRepo,
+} from "../test_util.ts";
+
+/**
+ * The compile task, pointed at a temporary output. Building needs Deno's
+ * runtime for the target, which `deno compile` downloads: where it cannot,
+ * the test below is reported as ignored, with the reason in its name.
+ */
+const compiled: { binary: string; dir: string } | { reason: string } = await (async () => {
+  const task = (denoJson as { tasks: Record<string, string> }).tasks.compile.split(" ");
+  const dir = await Deno.makeTempDir({ prefix: "worktree-ports-compile-" });
+  const output = `${dir}/worktree-ports`;
+  const args = task.slice(1).map((word, index, words) =>
+    words[index - 1] === "--output" ? output : word
+  );
+  const result = await run(Deno.execPath(), args, { cwd: ROOT });
+  if (result.code === 0) return { binary: output, dir };
+  await Deno.remove(dir, { recursive: true });
+  const reason = /error sending request|dns error|Download/.test(result.stderr)
+    ? "deno compile could not download its runtime (no network here)"
+    : `deno compile failed: ${result.stderr.trim().split("\n").at(-1)}`;
+  console.log(`compile test skipped: ${reason}`);
+  return { reason };
+})();
+
+Deno.test("the README's config example is a valid config", async () => {
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  const example = /## Configuration[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)![1];
+  const config = parseConfig(JSON.parse(example));
+  assert.deepEqual(Object.keys(config.ports), ["cloud_port", "web_port", "db_port"]);
+});
+
+Deno.test("cli allocate from a post-checkout hook gives each new worktree its ports", async () => {
+  // The hook allocates by the committed config, whose ports are picked for this test.
+  await using repo = await TempRepo.create({ config: pickPorts(["web", "api"]).config() });
+  const cli = `${ROOT}cli.ts`;
+  // The hook the README shows, with this checkout's cli.ts in place of the installed command.
+  const hook = `#!/bin/sh
+# $1 is the previous HEAD: all zeros when "git worktree add" creates the worktree.
+if [ "$1" = "0000000000000000000000000000000000000000" ]; then
+  '${Deno.execPath()}' run ${
+    CLI_FLAGS.map((flag) => `'${flag}'`).join(" ")
+  } '${cli}' allocate >/dev/null
+fi
+`;
+  await Deno.writeTextFile(`${repo.root}/.git/hooks/post-checkout`, hook, { mode: 0o755 });
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  assert.equal(slotOf(await readJson(`${a}/.worktree-ports.json`)), 1);
+  assert.equal(slotOf(await readJson(`${b}/.worktree-ports.json`)), 2);
+  assert.equal(await git(b, "status", "--porcelain"), "");
+});
+
+Deno.test("cli flags everywhere match the permission set in deno.json", async () => {
+  const flags = permissionSetFlags();
+  assert.deepEqual([...flags].sort(), [...CLI_FLAGS].sort());
+  const cli = await Deno.readTextFile(`${ROOT}cli.ts`);
+  const shebang = cli.split("\n")[0];
+  assert.match(shebang, /^#!\/usr\/bin\/env -S deno run /);
+  assert.deepEqual(shebang.split(" ").slice(4).sort(), [...flags].sort());
+  const help = await runCli(ROOT, ["--help"]);
+  assert.deepEqual(
+    /Permissions: (.*)/.exec(help.stdout)![1].split(" ").map((flag) => flag.replaceAll("'", ""))
+      .sort(),
+    [...flags].sort(),
+  );
+  // Printed and shown, the net flag is quoted, so that it pastes into zsh.
+  assert.match(help.stdout, / --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0'[ \n]/);
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  const install = /deno install -g -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
+  assert.deepEqual(
+    install.replace("\\\n", " ").split(/\s+/).filter(Boolean).map((flag) =>
+      flag.replaceAll("'", "")
+    )
+      .sort(),
+    [...flags].sort(),
+  );
+});
+
+Deno.test("./cli.ts runs through its shebang", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const result = await run(`${ROOT}cli.ts`, ["allocate", ...ports.args], { cwd: a });
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+});
+
+Deno.test("deno install from this checkout gives a working worktree-ports command", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const root = await Deno.makeTempDir({ prefix: "worktree-ports-install-" });
+  try {
+    const install = await run(Deno.execPath(), [
+      "install",
+      "-g",
+      "--root",
+      root,
+      "-n",
+      "worktree-ports",
+      ...permissionSetFlags(),
+      `${ROOT}cli.ts`,
+    ]);
+    assert.equal(install.code, 0, install.stderr);
+    const installed = `${root}/bin/worktree-ports`;
+    const result = await run(installed, ["allocate", ...ports.args], { cwd: a });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), JSON.parse(result.stdout));
+    const version = await run(installed, ["--version"], { cwd: a });
+    assert.equal(version.stdout, `${denoJson.version}\n`);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: `the compiled binary allocates${
+    "reason" in compiled ? ` (skipped: ${compiled.reason})` : ""
+  }`,
+  ignore: "reason" in compiled,
+  fn: async () => {
+    const ports = pickPorts(["web", "api"]);
+    if (!("binary" in compiled)) return;
+    try {
+      await using repo = await TempRepo.create();
+      const [a] = await repo.addWorktrees("wt", 1);
+      const result = await run(compiled.binary, ["allocate", ...ports.args], { cwd: a });
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(slotOf(await readJson(`${a}/.worktree-ports.json`)), 1);
+      const version = await run(compiled.binary, ["--version"], { cwd: a });
+      assert.equal(version.stdout, `${denoJson.version}\n`);
+    } finally {
+      await Deno.remove(compiled.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("deno publish ships only the package files", async () => {
+  const result = await run(Deno.execPath(), ["publish", "--dry-run", "--allow-dirty"], {
+    cwd: ROOT,
+  });
+  assert.equal(result.code, 0, result.stderr);
+  const root = new URL("../", import.meta.url).href;
+  const files = [...result.stderr.matchAll(/(file:\/\/\S+) \(/g)]
+    .map((match) => match[1].slice(root.length));
+  // The modules under src/ and nothing else of them: no test, no test data.
+  const modules: string[] = [];
+  for (const dir of ["src", "src/cli"]) {
+    try {
+      for (const entry of Deno.readDirSync(new URL(dir, root))) {
+        if (entry.isFile && entry.name.endsWith(".ts") && !entry.name.endsWith("_test.ts")) {
+          modules.push(`${dir}/${entry.name}`);
+        }
+      }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  }
+  assert.ok(modules.length > 0);
+  assert.deepEqual(
+    files.sort(),
+    ["LICENSE", "README.md", "cli.ts", "deno.json", "mod.ts", ...modules].sort(),
+  );
+});
+
+Deno.test("deno run mod.ts runs the command line, the way jsr:@org/worktree-ports is run", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const viaMod = (cwd: string, args: string[], flags: readonly string[] = ["-A"]) =>
+    run(Deno.execPath(), ["run", ...flags, `${ROOT}mod.ts`, ...args], { cwd });
+  await t.step("allocate writes and prints the bundle as cli.ts does", async () => {
+    const result = await viaMod(a, ["allocate", ...ports.args]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+    assert.deepEqual(await readJson(`${a}/.worktree-ports.json`), JSON.parse(result.stdout));
+    const second = await runCli(b, ["allocate", ...ports.args]);
+    assert.equal(slotOf(JSON.parse(second.stdout)), 2);
+  });
+  await t.step("with the permission set instead of -A", async () => {
+    const result = await viaMod(a, ["show", "web"], CLI_FLAGS);
+    assert.deepEqual([result.code, result.stdout, result.stderr], [0, `${ports.at(1).web}\n`, ""]);
+  });
+  await t.step("--help prints the same help as cli.ts", async () => {
+    const [viaRoot, viaCli] = await Promise.all([viaMod(a, ["--help"]), runCli(a, ["--help"])]);
+    assert.equal(viaRoot.code, 0);
+    assert.match(viaRoot.stdout, /^Usage: worktree-ports COMMAND/m);
+    assert.equal(viaRoot.stdout, viaCli.stdout);
+  });
+  await t.step("a usage error exits 2, as cli.ts does", async () => {
+    const result = await viaMod(a, ["no-such-command"]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /^error: Unknown command "no-such-command"/);
+  });
+  await t.step("importing mod.ts runs nothing", async () => {
+    const script = `${repo.base}/import.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import { PORT_FILE_NAME } from ${JSON.stringify(`${ROOT}mod.ts`)};\n` +
+        `console.log(PORT_FILE_NAME);\n`,
+    );
+    const before = await snapshot(b);
+    const result = await run(Deno.execPath(), ["run", "-A", script, "allocate"], { cwd: b });
+    assert.deepEqual([result.code, result.stdout, result.stderr], [
+      0,
+      ".worktree-ports.json\n",
+      "",
+    ]);
+    assert.deepEqual(await snapshot(b), before);
+  });
+});
+
+Deno.test("the README's install line for exec installs a command that runs any program", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  const line = /deno install -g -f -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
+  const flags = line.replace("\\\n", " ").split(/\s+/).filter(Boolean)
+    .map((flag) => flag.replaceAll("'", ""));
+  assert.ok(flags.includes("--allow-run"), line);
+  const root = await Deno.makeTempDir({ prefix: "worktree-ports-install-" });
+  try {
+    const install = await run(Deno.execPath(), [
+      "install",
+      "-g",
+      "-f",
+      "--root",
+      root,
+      "-n",
+      "worktree-ports",
+      ...flags,
+      `${ROOT}cli.ts`,
+    ]);
+    assert.equal(install.code, 0, install.stderr);
+    const result = await run(`${root}/bin/worktree-ports`, [
+      "exec",
+      ...ports.args,
+      "--",
+      "sh",
+      "-c",
+      'echo "$WEB"',
+    ], { cwd: a });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, `${ports.at(1).web}\n`);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
