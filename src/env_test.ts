@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { bundleEnv, type EnvFormat, formatEnv } from "./env.ts";
+import { bundleEnv, formatEnv } from "./env.ts";
+import type { EnvFormat } from "./names.ts";
 
 Deno.test("bundleEnv() upper-cases keys and keeps only scalar values with valid names", () => {
   assert.deepEqual(

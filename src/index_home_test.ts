@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { machineIndexDir } from "./machine_index.ts";
+import { machineIndexDir } from "./index_home.ts";
 
 Deno.test("machineIndexDir() follows WORKTREE_PORTS_HOME, XDG_STATE_HOME, HOME and LOCALAPPDATA", async (t) => {
   const cases: [string, Record<string, string>, typeof Deno.build.os, string | undefined][] = [
