@@ -137,7 +137,9 @@ const LIST_RETRY_DELAYS_MS: readonly number[] = [20, 40, 60, 80];
  * Which `git worktree list` each git runner understands, learnt from its
  * first listing: `-z` (git 2.36 and later) or newline-separated lines. New
  * git is asked once per listing; old git is asked without `-z` from its
- * second listing on.
+ * second listing on, whichever operation lists. It is a fact about the runner,
+ * which callers bring and may share between operations, so it is kept beside
+ * the runner rather than in any one operation's state.
  */
 const WORKTREE_LIST_FORMATS = new WeakMap<GitRunner, "nul" | "lines">();
 
