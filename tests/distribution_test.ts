@@ -262,3 +262,52 @@ Deno.test("the README's install line for exec installs a command that runs any p
     await Deno.remove(root, { recursive: true });
   }
 });
+
+/** The static imports of every module of the package reached from `entry`, by path from the root. */
+async function staticImports(entry: string): Promise<Map<string, string[]>> {
+  const result = await run(Deno.execPath(), ["info", "--json", entry], { cwd: ROOT });
+  assert.equal(result.code, 0, result.stderr);
+  const root = new URL("../", import.meta.url).href;
+  const local = (specifier: string) =>
+    specifier.startsWith(root) ? specifier.slice(root.length) : undefined;
+  const graph = new Map<string, string[]>();
+  const info = JSON.parse(result.stdout) as {
+    modules: {
+      specifier: string;
+      dependencies?: {
+        isDynamic?: boolean;
+        code?: { specifier?: string };
+        type?: { specifier?: string };
+      }[];
+    }[];
+  };
+  for (const module of info.modules) {
+    const from = local(module.specifier);
+    if (from === undefined) continue;
+    const to = (module.dependencies ?? []).filter((dependency) => !dependency.isDynamic)
+      .flatMap((dependency) => [dependency.code?.specifier, dependency.type?.specifier])
+      .map((specifier) => specifier === undefined ? undefined : local(specifier))
+      .filter((path): path is string => path !== undefined);
+    graph.set(from, [...new Set(to)]);
+  }
+  return graph;
+}
+
+Deno.test("imports run one way: no static cycle, and nothing in src/ imports mod.ts or cli.ts", async () => {
+  const graph = new Map([...await staticImports("cli.ts"), ...await staticImports("mod.ts")]);
+  assert.ok(graph.has("src/allocate.ts") && graph.has("src/cli/args.ts"), [...graph.keys()].join());
+  for (const [from, to] of graph) {
+    if (!from.startsWith("src/")) continue;
+    assert.deepEqual(to.filter((path) => path === "mod.ts" || path === "cli.ts"), [], from);
+  }
+  // Depth-first: a module met again while still on the path closes a cycle.
+  const done = new Set<string>();
+  const visit = (module: string, path: string[]) => {
+    const seen = path.indexOf(module);
+    assert.equal(seen, -1, `import cycle: ${[...path.slice(seen), module].join(" -> ")}`);
+    if (done.has(module)) return;
+    for (const next of graph.get(module) ?? []) visit(next, [...path, module]);
+    done.add(module);
+  };
+  for (const module of graph.keys()) visit(module, []);
+});
