@@ -36,10 +36,6 @@
 
 import { parseCommandArgs, UsageError } from "./src/cli/args.ts";
 import { run as runAllocate } from "./src/cli/commands/allocate.ts";
-import { run as runShow } from "./src/cli/commands/show.ts";
-import { run as runEnv } from "./src/cli/commands/env.ts";
-import { run as runExec } from "./src/cli/commands/exec.ts";
-import { run as runRelease } from "./src/cli/commands/release.ts";
 import {
   ALLOCATE_PERMISSIONS,
   allocatePermissions,
@@ -105,11 +101,11 @@ const ALLOCATION_OPTIONS = {
 const SHELLS: readonly string[] = ["bash", "zsh", "fish"];
 
 /**
- * A command's runner, loaded when the command runs. The commands that start
- * every dev server (allocate, show, env, exec) are loaded with the CLI; the
- * inspecting ones would load most of the rest of the library, so each loads
- * its part only when it runs: a short-lived process pays for every module it
- * loads, and a dynamic import costs more than a static one.
+ * A command's runner, loaded when the command runs, so that each command
+ * loads only its part of the library: a short-lived process pays for every
+ * module it loads. `allocate`, which every dev-server start and every new
+ * worktree runs, is imported with the CLI, which costs it less than a
+ * dynamic import would.
  */
 function lazy(
   load: () => Promise<{ run: CommandSpec["run"] }>,
@@ -148,7 +144,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     options: { output: OPTIONS.output, config: OPTIONS.config, help: OPTIONS.help },
     maxPositionals: 1,
     permissions: () => ["git", "read"],
-    run: runShow,
+    run: lazy(() => import("./src/cli/commands/show.ts")),
   },
   env: {
     usage: "env [options]",
@@ -165,7 +161,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     },
     maxPositionals: 0,
     permissions: allocatePermissions,
-    run: runEnv,
+    run: lazy(() => import("./src/cli/commands/env.ts")),
   },
   exec: {
     usage: "exec [options] [--] COMMAND [ARGS...]",
@@ -175,7 +171,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     arguments: "command",
     permissions: allocatePermissions,
     permissionNote: "and --allow-run=git,COMMAND (or --allow-run) to run COMMAND",
-    run: runExec,
+    run: lazy(() => import("./src/cli/commands/exec.ts")),
   },
   list: {
     usage: "list [options]",
@@ -246,7 +242,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     },
     maxPositionals: 0,
     permissions: (values) => values["all-stale"] ? ["git", "read"] : ["git", "read", "write"],
-    run: runRelease,
+    run: lazy(() => import("./src/cli/commands/release.ts")),
   },
   completions: {
     usage: "completions bash|zsh|fish",
