@@ -15,10 +15,13 @@ export const PORT_FILE_VERSION = 1;
 /** How long {@linkcode allocate} waits for the lock by default. */
 export const DEFAULT_LOCK_TIMEOUT_MS = 10_000;
 
+/** A key of a config or port file: what can become an environment variable's name. */
 export const KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/** The key of a port file's own metadata. */
 export const META_KEY = "worktree_ports";
 
+/** The highest TCP port. */
 export const MAX_PORT = 65535;
 
 /** Port files and configs are a few hundred bytes; a larger file is not one. */
@@ -27,6 +30,7 @@ export const MAX_FILE_BYTES = 1 << 20;
 /** Deeper JSON than this is not a port file, and would overflow the stack when printed. */
 export const MAX_NESTING = 64;
 
+/** An integer from 1 to 65535. */
 export function isPort(value: unknown): value is number {
   return Number.isInteger(value) && (value as number) >= 1 && (value as number) <= MAX_PORT;
 }
