@@ -21,6 +21,7 @@ import {
   portFilePath,
   type PortFileRead,
   readPortFile,
+  reservedPortsOf,
 } from "./port_file.ts";
 import { type PortProbe, probePort } from "./probe.ts";
 import {
@@ -278,24 +279,38 @@ async function allocateLocked(
   const waitStart = performance.now();
   using _lock = await lockRepository(repository.commonDir, lockOptions);
   const lockedStart = performance.now();
-  using machine = await MachineSession.open(repository.commonDir, {
+  using machine = await MachineSession.open({
     scope: env.scope ?? config.scope,
     index: env.index,
+    repositories: [repository.commonDir],
     lockOptions,
-    ownFile: path,
+    own: { file: path, worktree: repository.root },
   });
-  const reserved = await scanCurrentReservations(repository, env, path, inside, options);
+  const reserved = await scanCurrentReservations(repository, env, path, inside, {
+    excludeOutput: options.excludeOutput,
+    recorded: (file) => machine.recorded(file),
+  });
   assertStillWorktree(repository.root);
   if (!options.dryRun) {
     removeStaleTemporaryFiles(path);
     if (keptCopy !== undefined) removeStaleTemporaryFiles(keptCopy);
   }
-  // The rules go in before the file: a process killed in between leaves
-  // nothing for "git status" to show.
+  // The rules go in before the file, so that a process killed in between
+  // leaves nothing for "git status" to show; and the file is recorded in the
+  // index before it is written, so that one killed in between leaves no file
+  // other repositories do not know of (an entry whose file never appears is
+  // dropped). Every file of this repository is recorded, its siblings'
+  // included: one written before the index existed, or with it lost, must
+  // hold its ports for other repositories too.
   const ruleWarnings: string[] = [];
-  const beforeWrite = inside !== undefined && options.ignoreOutput !== false
-    ? () => excludeFromGit(repository.commonDir, excludePatterns(inside), ruleWarnings)
-    : undefined;
+  const ignore = inside !== undefined && options.ignoreOutput !== false;
+  const beforeWrite = (allocation: Omit<Allocation, "timings">) => {
+    if (ignore) excludeFromGit(repository.commonDir, excludePatterns(inside!), ruleWarnings);
+    machine.recordAll([
+      [path, repository.root, reservedPortsOf(allocation.bundle)],
+      ...reserved.files,
+    ]);
+  };
   const previous = readPortFile(path);
   const allocation = await allocateSlot(
     {
@@ -317,10 +332,6 @@ async function allocateLocked(
       beforeWrite,
     },
   );
-  // Every file of this repository, its siblings' included: one written
-  // before the index existed, or with it lost, must reserve its ports for
-  // other repositories too.
-  if (!options.dryRun) machine.recordAll([[path, repository.root], ...reserved.files]);
   warnAboutMainWorktree(allocation, reserved.holders, machine.holders);
   allocation.warnings.unshift(...reserved.warnings, ...machine.warnings, ...ruleWarnings);
   return {
@@ -399,7 +410,8 @@ export async function allocateSlot(
   options: Pick<AllocateOptions, "force" | "dryRun"> & {
     probe: PortProbe;
     makeParent?: boolean;
-    beforeWrite?: () => void;
+    /** Called before the file is written, whether or not it changes; never for a dry run. */
+    beforeWrite?: (allocation: Omit<Allocation, "timings">) => void;
   },
 ): Promise<Omit<Allocation, "timings">> {
   const warnings: string[] = [];
@@ -434,7 +446,7 @@ export async function allocateSlot(
   }
   // Called whether or not the file changes: a file kept as it was may still
   // lack what a failed run did not finish (the ignore rules).
-  if (!options.dryRun) options.beforeWrite?.();
+  if (!options.dryRun) options.beforeWrite?.(allocation);
   if (
     !options.dryRun && (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text)
   ) {

@@ -6,16 +6,27 @@ import { joinPath, parentOf } from "./paths.ts";
 
 /**
  * What `stat` (or, for `link`, `lstat`) says of a path; `undefined` when it
- * cannot say (nothing there, a loop, no access). A missing permission is
- * never that: it is thrown.
+ * cannot say (nothing there, a loop, no access, a path Deno opens only with
+ * `--allow-all`). A missing permission that a flag grants is never that: it
+ * is thrown.
  */
 export function fileInfo(path: string, link = false): Deno.FileInfo | undefined {
   try {
     return link ? Deno.lstatSync(path) : Deno.statSync(path);
   } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
+    if (error instanceof Deno.errors.NotCapable && !needsAllAccess(error)) throw error;
     return undefined;
   }
+}
+
+/**
+ * Deno opens some paths (`/proc`, `/dev/shm` and the like) only with
+ * `--allow-all`, whatever `--allow-read` grants: no flag this package asks
+ * for helps there, so such a path is one it cannot read, not a permission
+ * to ask for.
+ */
+export function needsAllAccess(error: unknown): boolean {
+  return error instanceof Deno.errors.NotCapable && /requires all access/i.test(error.message);
 }
 
 export function pathExists(path: string): boolean {
@@ -54,7 +65,7 @@ export function realPathOf(path: string): string | undefined {
   try {
     return Deno.realPathSync(path);
   } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
+    if (error instanceof Deno.errors.NotCapable && !needsAllAccess(error)) throw error;
     return undefined;
   }
 }

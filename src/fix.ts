@@ -18,7 +18,7 @@ import { lockRepository, type RepositoryLock } from "./lock.ts";
 import { MachineSession } from "./machine_index.ts";
 import { PORT_FILE_NAME } from "./names.ts";
 import { relativeInside } from "./paths.ts";
-import { type PortFilePathOptions, readPortFile } from "./port_file.ts";
+import { type PortFilePathOptions, readPortFile, reservedPortsOf } from "./port_file.ts";
 import type { PortProbe } from "./probe.ts";
 import { currentListing, hasVanishedWorktree, openRepositoryOrBare, relist } from "./repository.ts";
 
@@ -94,9 +94,10 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     timeoutMs: options.lockTimeoutMs,
     onWait: options.onLockWait,
   });
-  using machine = await MachineSession.open(listed.commonDir, {
+  using machine = await MachineSession.open({
     scope: env.scope,
     index: env.index,
+    repositories: [listed.commonDir],
     lockOptions: { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait },
   });
   let repository = await currentListing(listed, env);
@@ -164,14 +165,24 @@ async function fixStatuses(
       config,
       outdated ? old : { state: "missing" },
       reserved,
-      { force: !outdated, probe: env.probe },
+      {
+        force: !outdated,
+        probe: env.probe,
+        // Recorded before it is written, as allocate records.
+        beforeWrite: (allocation) =>
+          machine.record(
+            status.file,
+            root,
+            reservedPortsOf(allocation.bundle),
+            status.repository,
+          ),
+      },
     );
     // allocateSlot warns about the keys it drops only from a file it was given.
     if (!outdated && old.state === "read" && allocation.written) {
       warnDroppedKeys(old.data, allocation, allocation.warnings);
     }
     const to = portsForSlot(config, allocation.slot);
-    machine.record(status.file, root, status.repository);
     for (const port of Object.values(to)) reserved.add(port);
     moves.push({
       worktree: status.path,
@@ -241,7 +252,13 @@ export async function fixMachine(options: FixOptions = {}): Promise<Move[]> {
   const locks: RepositoryLock[] = [];
   try {
     for (const commonDir of ordered) locks.push(await lockRepository(commonDir, lockOptions));
-    using machine = await MachineSession.open(undefined, { index: env.index, lockOptions });
+    // Every repository found is fixed here, under its lock: its files hold
+    // nothing against the others through the index.
+    using machine = await MachineSession.open({
+      index: env.index,
+      repositories: ordered,
+      lockOptions,
+    });
     const statuses = await inspectAll(found, { ...options, listening: false }, env);
     return await fixStatuses(statuses, machine, options, env);
   } finally {

@@ -93,7 +93,7 @@ export async function openIndexedRepositories(
   } catch (error) {
     if (!(error instanceof WorktreePortsError && error.code === "NOT_A_WORKTREE")) throw error;
   }
-  using machine = await MachineSession.open(undefined, { index: env.index, readOnly: true });
+  using machine = await MachineSession.open({ index: env.index, readOnly: true });
   warnings.push(...machine.warnings);
   const here = repositories.length > 0;
   const seen = new Set(repositories.map((repository) => realPathOr(repository.commonDir)));
@@ -265,9 +265,10 @@ export async function inspectWorktrees(
   const env = environmentOf(options);
   const repository = await openRepositoryOrBare(options.cwd, env);
   const statuses = await inspectRepository(repository, options, env);
-  using machine = await MachineSession.open(repository.commonDir, {
+  using machine = await MachineSession.open({
     scope: env.scope,
     index: env.index,
+    repositories: [repository.commonDir],
     readOnly: true,
   });
   for (const warning of machine.warnings) options.onWarning?.(warning);

@@ -3,14 +3,20 @@
 
 import type { Scope } from "./environment.ts";
 import { WorktreePortsError } from "./errors.ts";
-import { isPlainObject, realPathOr, writeFileAtomic } from "./files.ts";
-import { worktreeExists, worktreesOnDisk } from "./git_dirs.ts";
+import {
+  isPlainObject,
+  needsAllAccess,
+  pathExists,
+  realPathOr,
+  removeStaleTemporaryFiles,
+  writeFileAtomic,
+} from "./files.ts";
+import { gitDirsOf, worktreeExists, worktreesOnDisk } from "./git_dirs.ts";
 import type { MachineIndex } from "./index_home.ts";
 import { type LockOptions, lockRepository, type RepositoryLock } from "./lock.ts";
-import { PORT_FILE_NAME } from "./names.ts";
+import { isPort, PORT_FILE_NAME } from "./names.ts";
 import { isAbsolutePath, isInside, joinPath, relativeInside } from "./paths.ts";
-import { type PortFileRead, readPortFile } from "./port_file.ts";
-import { reservedPortsOfPath } from "./reservations.ts";
+import { holdingOf } from "./reservations.ts";
 
 // Lock order, everywhere: the repository lock first, then the machine lock
 // in the index folder, never the other way round (repairing every repository
@@ -28,7 +34,10 @@ export const INDEX_VERSION = 1;
 /** A port file is a few hundred bytes; an index entry never makes us read a large file. */
 const MAX_INDEXED_FILE_BYTES = 1 << 20;
 
-/** One port file recorded in the machine-wide index: a pointer, never the ports themselves. */
+/**
+ * One port file recorded in the machine-wide index: a pointer to the file,
+ * and the ports it held when last recorded.
+ */
 export interface IndexEntry {
   /** Absolute path of the port file. */
   path: string;
@@ -36,6 +45,13 @@ export interface IndexEntry {
   repository: string;
   /** Real path of its worktree's root. */
   worktree: string;
+  /**
+   * The ports its file held when last recorded. They stay reserved while the
+   * file cannot be read, is away or cannot be found, until git or the file
+   * system says the worktree is gone; none for an entry written before ports
+   * were recorded.
+   */
+  ports?: number[];
 }
 
 /** What {@linkcode readMachineIndex} found. */
@@ -74,6 +90,8 @@ export function readMachineIndex(dir: string): IndexRead {
       throw new Error(`it is too large (${info.size} bytes)`);
     }
     text = Deno.readTextFileSync(path);
+    // A byte-order mark, as some editors write, is no part of the JSON.
+    if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return { path, entries: [], raw: [] };
     if (error instanceof Deno.errors.NotCapable) throw error;
@@ -100,10 +118,10 @@ export function readMachineIndex(dir: string): IndexRead {
 }
 
 /**
- * The port files that the worktrees of another repository have now, found
- * without git: the main worktree beside the common directory, and every
- * linked one through its admin entry's `gitdir`, which git keeps current
- * when a worktree moves. Each file sits where `entry`'s sat in its worktree.
+ * The port files that the worktrees of a repository have now, found without
+ * git: the main worktree beside the common directory, and every linked one
+ * through its admin entry's `gitdir`, which git keeps current when a worktree
+ * moves. Each file sits where `entry`'s sat in its worktree.
  */
 function portFilesOfRepository(commonDir: string, entry: IndexEntry): IndexEntry[] {
   const inside = relativeInside(entry.worktree, entry.path) ?? PORT_FILE_NAME;
@@ -122,12 +140,18 @@ export interface MachineSessionOptions {
   index: MachineIndex;
   /** `repository` opens no index: the session is inactive. */
   scope?: Scope;
+  /**
+   * The common directories of the repositories this operation reads as its
+   * own (through git, under their locks): their files reserve nothing here.
+   * The first is the one `record` records for by default.
+   */
+  repositories?: readonly string[];
   /** How long to wait for the machine lock, and what to do when waiting begins. */
   lockOptions?: LockOptions;
   /** Only read: no folder is created, no lock taken, nothing recorded (for inspecting). */
   readOnly?: boolean;
-  /** The port file being allocated, which never reserves anything against itself. */
-  ownFile?: string;
+  /** The port file being allocated and its worktree, which never reserve anything against themselves. */
+  own?: { file: string; worktree: string };
 }
 
 /**
@@ -138,50 +162,50 @@ export interface MachineSessionOptions {
 export class MachineSession implements Disposable {
   /** The index is in use; `false` with repository scope or when it could not be used. */
   readonly active: boolean;
+  /** The index file, when the index is in use. */
+  readonly file: string | undefined;
   /** Milliseconds spent waiting for another process to release the machine lock. */
   readonly lockWait: number;
-  /** Every port another repository's recorded file reserves, and that file. */
+  /** Every port another repository's recorded file holds, and that file. */
   readonly holders: Map<number, string> = new Map();
-  /** The index's well-formed entries, as read (entries whose file is gone dropped). */
+  /** The index's well-formed entries, as kept (those whose worktree is gone dropped). */
   readonly entries: IndexEntry[] = [];
   /** Problems met, to pass on as warnings. */
   readonly warnings: string[];
-  /** The index file, when the index is in use. */
-  readonly #file: string | undefined;
   /** The machine lock, when held. */
   readonly #lock: RepositoryLock | undefined;
-  /** Real path of the repository the session was opened for, whose files `record` records. */
+  /** Real paths of the common directories of this operation's own repositories. */
+  readonly #own: ReadonlySet<string>;
+  /** The repository `record` records for by default. */
   readonly #repository: string | undefined;
   /** The file's entries as they will be written back: malformed ones kept, gone ones dropped. */
   readonly #items: unknown[] = [];
+  /** The ports recorded for each file. */
+  readonly #recorded = new Map<string, readonly number[]>();
   /** The entries differ from the file's. */
   #changed = false;
 
   private constructor(
     warnings: string[],
-    open?: { file: string; lock?: RepositoryLock; lockWait: number; repository?: string },
+    open?: { file: string; lock?: RepositoryLock; lockWait: number; own: string[] },
   ) {
     this.warnings = warnings;
     this.active = open !== undefined;
+    this.file = open?.file;
     this.lockWait = open?.lockWait ?? 0;
-    this.#file = open?.file;
     this.#lock = open?.lock;
-    this.#repository = open?.repository;
+    this.#own = new Set(open?.own);
+    this.#repository = open?.own[0];
   }
 
   /**
-   * Takes the machine lock (the caller holds the repository lock already; see
+   * Takes the machine lock (the caller holds the repository locks already; see
    * the lock order above) and reads the index: the ports that other
-   * repositories' recorded files reserve. Bad state never blocks: an index
+   * repositories' recorded files hold. Bad state never blocks: an index
    * that cannot be used gives a warning and an inactive session, which is
    * repository scope for this run, and nothing on disk is changed.
-   *
-   * @param commonDir The common directory of the repository it is opened for, if any.
    */
-  static async open(
-    commonDir: string | undefined,
-    options: MachineSessionOptions,
-  ): Promise<MachineSession> {
+  static async open(options: MachineSessionOptions): Promise<MachineSession> {
     const warnings: string[] = [];
     if (options.scope === "repository") return new MachineSession(warnings);
     const fallback = options.readOnly
@@ -189,6 +213,16 @@ export class MachineSession implements Disposable {
       : "allocating for this repository only this time";
     const dir = indexFolder(options.index, warnings, fallback);
     if (dir === undefined) return new MachineSession(warnings);
+    const own = (options.repositories ?? []).map((commonDir) => realPathOr(commonDir));
+    // Its lock would be the repository lock this process holds already.
+    const realDir = realPathOr(dir);
+    if (own.includes(realDir)) {
+      warnings.push(
+        `The machine-wide index folder "${dir}" is a repository's git directory (set ` +
+          `WORKTREE_PORTS_HOME to a folder of its own); ${fallback}`,
+      );
+      return new MachineSession(warnings);
+    }
     let lock: RepositoryLock | undefined;
     let lockWait = 0;
     try {
@@ -213,6 +247,9 @@ export class MachineSession implements Disposable {
     let index: IndexRead;
     try {
       index = readMachineIndex(dir);
+      // Every write of the index happens under the lock: a temporary file
+      // found by a holder of the lock belongs to no live writer.
+      if (lock !== undefined) removeStaleTemporaryFiles(realPathOr(index.path));
     } catch (error) {
       lock?.release();
       if (error instanceof Deno.errors.NotCapable) throw error;
@@ -221,90 +258,126 @@ export class MachineSession implements Disposable {
       );
       return new MachineSession(warnings);
     }
-    const repository = commonDir === undefined ? undefined : realPathOr(commonDir);
-    const session = new MachineSession(warnings, { file: index.path, lock, lockWait, repository });
-    session.#read(index.raw, options.ownFile);
+    const session = new MachineSession(warnings, { file: index.path, lock, lockWait, own });
+    session.#read(index.raw, options.own);
     return session;
   }
 
   /**
-   * Reads every other repository's recorded file, as sibling files are read,
-   * and keeps the entries whose file is still there; a repository whose file
-   * is gone from where it was recorded has its worktrees looked up on disk.
+   * Reads every other repository's recorded file, as sibling files are read
+   * (see {@linkcode holdingOf}), and keeps the entries whose worktree still
+   * holds something. A repository whose files are gone from where they were
+   * recorded has its worktrees looked up on disk, where it is now.
    */
-  #read(raw: readonly unknown[], ownFile: string | undefined): void {
+  #read(raw: readonly unknown[], own: { file: string; worktree: string } | undefined): void {
+    const where = new RepositoryLookup();
     const vanished = new Map<string, IndexEntry>();
     for (const item of raw) {
       const entry = asIndexEntry(item);
-      // This repository's own files are its worktrees', scanned as siblings;
-      // they are checked (and dropped when gone) when another repository allocates.
-      if (entry === undefined || entry.repository === this.#repository || entry.path === ownFile) {
+      if (entry === undefined) {
         this.#items.push(item);
-        if (entry !== undefined) this.entries.push(entry);
         continue;
       }
-      // Read the way sibling files are: never opened unless a small regular file.
-      const file = readPortFile(entry.path);
-      if (file.state === "missing" || (file.state === "unreadable" && file.irregular)) {
+      const repository = where.of(entry);
+      // This operation's own repositories are read through git, and its own
+      // file never holds anything against itself.
+      if (
+        this.#own.has(repository) || entry.path === own?.file || entry.worktree === own?.worktree
+      ) {
+        this.#keep(this.#own.has(repository) ? where.healed(entry, repository) : entry);
+        continue;
+      }
+      const noted: string[] = [];
+      const holding = holdingOf({
+        file: entry.path,
+        worktree: entry.worktree,
+        commonDir: where.exists(repository) ? repository : undefined,
+        recorded: entry.ports,
+      }, noted);
+      // A file outside its worktree (a preview) stops holding with the worktree.
+      const orphan = !isInside(entry.worktree, entry.path) && !worktreeExists(entry.worktree);
+      if (holding.state === "gone" || (holding.state === "file" && orphan)) {
+        vanished.set(repository, entry);
         this.#changed = true;
-        // Gone from where it was recorded: moved with its worktree, perhaps,
-        // while its repository lives on. Its worktrees are looked up below.
-        if (file.state === "missing") vanished.set(entry.repository, entry);
-        continue;
-      }
-      this.#items.push(item);
-      this.entries.push(entry);
-      // A worktree git would call prunable reserves nothing: one stat, not a git
-      // process per repository, and only for a file outside its worktree (one
-      // inside shows by existing that the directory does).
-      if (isInside(entry.worktree, entry.path) || worktreeExists(entry.worktree)) {
-        this.#reserve(entry.path, file);
+      } else if (holding.state === "none") {
+        this.#changed = true;
+      } else if (holding.state === "kept" && holding.ports.length === 0) {
+        // An entry no worktree of ours ever wrote (made by hand, say): once said, gone.
+        this.warnings.push(
+          `Dropped "${entry.path}" from the machine-wide index: it cannot be read ` +
+            `(${holding.unreadable ?? "it is away"}) and nothing is known of its ports`,
+        );
+        this.#changed = true;
+      } else if (
+        holding.state === "file" && holding.read.meta === undefined && holding.ports.length === 0
+      ) {
+        this.warnings.push(
+          `Dropped "${entry.path}" from the machine-wide index: it holds no ports, so it is no ` +
+            `port file`,
+        );
+        this.#changed = true;
+      } else {
+        this.warnings.push(...noted);
+        this.#keep(
+          where.healed({ ...entry, ports: [...holding.ports] }, repository),
+          holding.ports,
+        );
       }
     }
     const recorded = new Set(this.entries.map((entry) => entry.path));
-    for (const [other, entry] of vanished) {
-      if (other === this.#repository) continue;
-      for (const found of portFilesOfRepository(other, entry)) {
+    for (const [repository, entry] of vanished) {
+      if (this.#own.has(repository) || !where.exists(repository)) continue;
+      for (const found of portFilesOfRepository(repository, entry)) {
         if (recorded.has(found.path)) continue;
         recorded.add(found.path);
-        const file = readPortFile(found.path);
-        if (file.state === "missing") continue;
-        this.#items.push(found);
-        this.entries.push(found);
+        const holding = holdingOf({
+          file: found.path,
+          worktree: found.worktree,
+          commonDir: repository,
+        }, this.warnings);
+        if (holding.ports.length === 0) continue;
+        this.#keep({ ...found, ports: [...holding.ports] }, holding.ports);
         this.#changed = true;
-        this.#reserve(found.path, file);
       }
     }
   }
 
-  /** Holds the ports a recorded file reserves, the first holder of each kept. */
-  #reserve(path: string, file: PortFileRead): void {
-    for (const port of reservedPortsOfPath(path, file, this.warnings)) {
-      if (!this.holders.has(port)) this.holders.set(port, path);
+  /** Keeps an entry, and holds its ports for the caller when given. */
+  #keep(entry: IndexEntry, holds?: readonly number[]): void {
+    this.#items.push(entry);
+    this.entries.push(entry);
+    if (entry.ports !== undefined) this.#recorded.set(entry.path, entry.ports);
+    for (const port of holds ?? []) {
+      if (!this.holders.has(port)) this.holders.set(port, entry.path);
     }
+  }
+
+  /** The ports the index last recorded for a file, if it recorded any. */
+  recorded(path: string): readonly number[] | undefined {
+    return this.#recorded.get(path);
   }
 
   /**
    * Records a port file of the repository the session was opened for, or of
-   * `repository`; writes the index only if it changed.
+   * `repository`, with the ports it holds; writes the index only if it changed.
    */
-  record(path: string, worktree: string, repository?: string): void {
-    this.recordAll([[path, worktree]], repository);
+  record(path: string, worktree: string, ports: readonly number[], repository?: string): void {
+    this.recordAll([[path, worktree, ports]], repository);
   }
 
-  /** Records port files (path and worktree) of one repository at once, as `record` does. */
+  /** Records port files of one repository at once, as `record` does. */
   recordAll(
-    files: readonly (readonly [string, string])[],
+    files: readonly (readonly [file: string, worktree: string, ports: readonly number[]])[],
     repository: string | undefined = this.#repository,
   ): void {
-    if (repository === undefined || this.#lock === undefined || this.#file === undefined) return;
+    if (repository === undefined || this.#lock === undefined || this.file === undefined) return;
     const at = new Map<string, number>();
     this.#items.forEach((item, position) => {
       const path = asIndexEntry(item)?.path;
       if (path !== undefined) at.set(path, position);
     });
-    for (const [path, worktree] of files) {
-      const entry: IndexEntry = { path, repository, worktree };
+    for (const [path, worktree, ports] of files) {
+      const entry: IndexEntry = { path, repository, worktree, ports: [...ports] };
       const position = at.get(path);
       if (
         position !== undefined && JSON.stringify(this.#items[position]) === JSON.stringify(entry)
@@ -313,20 +386,26 @@ export class MachineSession implements Disposable {
       }
       if (position === undefined) this.#items.push(entry);
       else this.#items[position] = entry;
+      this.#recorded.set(path, entry.ports!);
       this.#changed = true;
     }
-    if (!this.#changed) return;
+    this.#write(files[0]?.[0]);
+  }
+
+  /** Writes the index back when its entries changed. */
+  #write(about?: string): void {
+    if (!this.#changed || this.#lock === undefined || this.file === undefined) return;
     try {
       // Through a symbolic link, if the user made index.json one.
       writeFileAtomic(
-        realPathOr(this.#file),
+        realPathOr(this.file),
         JSON.stringify({ version: INDEX_VERSION, files: this.#items }, null, 2) + "\n",
       );
       this.#changed = false;
     } catch (error) {
       if (error instanceof Deno.errors.NotCapable) throw error;
       this.warnings.push(
-        `Cannot record "${files[0]?.[0] ?? this.#file}" in the machine-wide index: ${
+        `Cannot record "${about ?? this.file}" in the machine-wide index: ${
           (error as Error).message
         }`,
       );
@@ -336,6 +415,55 @@ export class MachineSession implements Disposable {
   /** Releases the machine lock, if held. */
   [Symbol.dispose](): void {
     this.#lock?.release();
+  }
+}
+
+/**
+ * Where the repository of an index entry is now: the real path of the common
+ * directory it was recorded with while that exists, else where the `.git` of
+ * any worktree recorded with it leads (a renamed repository, after
+ * `git worktree repair`). Each path is resolved once.
+ */
+class RepositoryLookup {
+  readonly #real = new Map<string, string>();
+  readonly #exists = new Map<string, boolean>();
+  /** Where a recorded repository went, learnt from any of its worktrees. */
+  readonly #moved = new Map<string, string>();
+
+  of(entry: IndexEntry): string {
+    const known = this.#real.get(entry.repository) ?? this.#moved.get(entry.repository);
+    if (known !== undefined) return known;
+    if (this.exists(entry.repository)) {
+      const real = realPathOr(entry.repository);
+      this.#real.set(entry.repository, real);
+      return real;
+    }
+    const followed = this.#follow(entry.worktree);
+    if (followed !== undefined) this.#moved.set(entry.repository, followed);
+    return followed ?? entry.repository;
+  }
+
+  /** Whether a folder exists. */
+  exists(path: string): boolean {
+    let exists = this.#exists.get(path);
+    if (exists === undefined) this.#exists.set(path, exists = pathExists(path));
+    return exists;
+  }
+
+  /** The entry with the repository it lives in now, when that differs from the recorded one. */
+  healed(entry: IndexEntry, repository: string): IndexEntry {
+    return entry.repository === repository ? entry : { ...entry, repository };
+  }
+
+  /** The real common directory a worktree's `.git` leads to, if it leads anywhere that exists. */
+  #follow(worktree: string): string | undefined {
+    try {
+      const { commonDir } = gitDirsOf(worktree);
+      return this.exists(commonDir) ? realPathOr(commonDir) : undefined;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable && !needsAllAccess(error)) throw error;
+      return undefined;
+    }
   }
 }
 
@@ -368,11 +496,13 @@ function indexFolder(
 
 function asIndexEntry(item: unknown): IndexEntry | undefined {
   if (!isPlainObject(item)) return undefined;
-  const { path, repository, worktree } = item as Record<string, unknown>;
+  const { path, repository, worktree, ports } = item;
   if (typeof path !== "string" || typeof repository !== "string" || typeof worktree !== "string") {
     return undefined;
   }
   // Relative paths would be read against whatever directory we run in.
   if (!isAbsolutePath(path) || !isAbsolutePath(worktree)) return undefined;
-  return { path, repository, worktree };
+  const entry: IndexEntry = { path, repository, worktree };
+  if (Array.isArray(ports)) entry.ports = ports.filter(isPort);
+  return entry;
 }

@@ -8,6 +8,7 @@ import {
   FileProblem,
   fileProblemOf,
   isPlainObject,
+  needsAllAccess,
   nestingExceeds,
   readRegularTextFile,
   realPathOf,
@@ -87,19 +88,12 @@ export function readPortFile(path: string): PortFileRead {
     text = readRegularTextFile(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return { state: "missing" };
-    // Deno opens the kernel's files (/proc) only with --allow-all: no flag
-    // the tool asks for helps, and no port file lives there.
-    if (error instanceof Deno.errors.NotCapable && !/requires all access/i.test(error.message)) {
-      throw error;
+    // A file Deno opens only with --allow-all (under /proc or /dev/shm) may
+    // be a port file all the same: one this run cannot read, not one gone.
+    if (needsAllAccess(error)) {
+      return { state: "unreadable", reason: "Deno reads it only with --allow-all", ports: [] };
     }
-    if (error instanceof Deno.errors.NotCapable) {
-      return {
-        state: "unreadable",
-        reason: "a special file of the system, not a port file",
-        ports: [],
-        irregular: true,
-      };
-    }
+    if (error instanceof Deno.errors.NotCapable) throw error;
     const irregular = error instanceof FileProblem && error.irregular;
     return { state: "unreadable", reason: fileProblemOf(error), ports: [], irregular };
   }

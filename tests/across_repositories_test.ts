@@ -391,19 +391,29 @@ Deno.test("cli allocate is not led astray by index entries pointing at a FIFO, a
     env: home.env,
   });
   assert.equal(result.code, 0, result.stderr);
+  // None of them was written by a worktree: nothing is known of their ports,
+  // so each is named once and dropped.
+  const dropped = (path: string, why: string) =>
+    `warning: Dropped "${path}" from the machine-wide index: it cannot be read (${why}) and ` +
+    `nothing is known of its ports\n`;
   assert.equal(
     result.stderr,
-    `warning: Port file "${huge}" is unreadable (it is larger than 1048576 bytes); its ports are ` +
-      `not reserved; to fix, run "worktree-ports allocate" in its worktree to rewrite it\n`,
+    dropped(fifo, "it is a FIFO (named pipe), not a file") +
+      dropped(huge, "it is larger than 1048576 bytes") +
+      dropped(`${elsewhere}/wt`, "it is a directory"),
   );
   assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
   const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
-  // The FIFO and the folder are no port files: dropped. The rest is kept.
-  assert.deepEqual(files, [entry(huge), relative, {
+  // The malformed entry is kept as it was; this worktree's file is recorded with its ports.
+  assert.deepEqual(files, [relative, {
     path: `${a1}/.worktree-ports.json`,
     repository: `${a.root}/.git`,
     worktree: a1,
+    ports: portsAt(ports, 1),
   }]);
+  const again = await runCli(a1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal(again.stderr, "");
 });
 
 Deno.test("cli allocate with a relative WORKTREE_PORTS_HOME warns and keeps to the repository", async () => {
