@@ -2,9 +2,9 @@
 
 import { clip, WorktreePortsError } from "./errors.ts";
 import { isSymlink, realPathOfNearest, realPathOr } from "./files.ts";
-import { gitDirsOf } from "./git_dirs.ts";
+import { gitDirsOf, nearestGitDirs } from "./git_dirs.ts";
 import { META_KEY } from "./names.ts";
-import { comparablePath, joinPath, relativeInside } from "./paths.ts";
+import { comparablePath, joinPath, parentOf, relativeInside } from "./paths.ts";
 import { readPortFile } from "./port_file.ts";
 import { findContaining, knownGitDirs, realPaths, type Repository } from "./repository.ts";
 
@@ -54,6 +54,17 @@ export async function assertOwnOutput(
       "INVALID_OUTPUT",
       `Cannot write "${path}": it is inside the worktree "${holder.path}", not this one ` +
         `("${repository.root}"); run "worktree-ports allocate" in that worktree instead`,
+    );
+  }
+  // A worktree of another repository (a clone beside this one, a submodule):
+  // the nearest .git above the path leads to another common directory.
+  const near = nearestGitDirs(parentOf(real));
+  if (near !== undefined && realPathOr(near.commonDir) !== realPathOr(repository.commonDir)) {
+    throw new WorktreePortsError(
+      "INVALID_OUTPUT",
+      `Cannot write "${path}": it is inside the worktree "${near.at}" of another repository ` +
+        `("${near.commonDir}"), not this one ("${repository.root}"); run "worktree-ports ` +
+        `allocate" in that worktree instead`,
     );
   }
 }
