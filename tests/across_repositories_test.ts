@@ -567,3 +567,66 @@ Deno.test("cli allocate treats an index entry pointing into /proc as a file to s
   assert.equal(result.code, 0, result.stderr);
   assert.equal(slotOf(JSON.parse(result.stdout)), 1);
 });
+
+/** Runs `mv`, as a user moving a folder would (git is not told). */
+async function mv(from: string, to: string): Promise<void> {
+  const moved = await run("mv", [from, to]);
+  assert.equal(moved.code, 0, moved.stderr);
+}
+
+/** The port files the machine-wide index in `home` records. */
+async function indexedPaths(home: string): Promise<string[]> {
+  const files = (await readJson(`${home}/index.json`)).files as { path?: unknown }[];
+  return files.map((entry) => String(entry.path));
+}
+
+/** The ports in `given` that `held` holds too. */
+function shared(given: readonly number[], held: readonly number[]): number[] {
+  return given.filter((port) => held.includes(port));
+}
+
+Deno.test("cli allocate keeps the ports of another repository's locked worktree whose directory is away, and list --all shows it absent", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const a1 = await a.addWorktree("a1");
+  const b1 = await b.addWorktree("b1");
+  const cli = (cwd: string, ...args: string[]) => runCli(cwd, args, { env: home.env });
+  const first = await cli(a1, "allocate", ...ports.args);
+  assert.equal(first.code, 0, first.stderr);
+  const held = portsOf(first.stdout);
+  // Git keeps a locked worktree whose directory is away (on a removable disk, say).
+  await git(a.root, "worktree", "lock", a1);
+  const away = `${a.base}/away`;
+  await mv(a1, away);
+  await t.step("a fresh worktree of another repository gets none of its ports", async () => {
+    const result = await cli(b1, "allocate", ...ports.args);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(shared(portsOf(result.stdout), held), []);
+  });
+  await t.step("the index keeps its entry", async () => {
+    assert.ok(
+      (await indexedPaths(home.dir)).includes(`${a1}/.worktree-ports.json`),
+      `index: ${await indexedPaths(home.dir)}`,
+    );
+  });
+  await t.step("list --all shows it absent", async () => {
+    const result = await cli(b1, "list", "--all", "--json");
+    assert.equal(result.code, 0, result.stderr);
+    const rows = JSON.parse(result.stdout) as { path: string; state: string }[];
+    const row = rows.find((row) => row.path === a1);
+    assert.equal(row?.state, "absent", result.stdout);
+  });
+  await t.step("check --fix --all does not try to move it", async () => {
+    const result = await cli(b1, "check", "--fix", "--all", ...ports.args);
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.doesNotMatch(result.stdout, new RegExp(`^moved "${RegExp.escape(a1)}"`, "m"));
+  });
+  await t.step("moved back, check --all finds nothing wrong", async () => {
+    await mv(away, a1);
+    // From a1's side: its own repository is listed by git, the other through the index.
+    const result = await cli(a1, "check", "--all");
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+  });
+});
