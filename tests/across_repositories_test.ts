@@ -8,7 +8,9 @@ import {
   allocateIn,
   canCreateFileIn,
   CLI_FLAGS,
+  copyPackage,
   git,
+  type PickedPorts,
   pickPorts,
   portsAt,
   portsOf,
@@ -20,6 +22,7 @@ import {
   tempHome,
   TempRepo,
   TEST_HOME,
+  UNPRIVILEGED,
   webPorts,
   writeJson,
 } from "../test_util.ts";
@@ -629,4 +632,113 @@ Deno.test("cli allocate keeps the ports of another repository's locked worktree 
     const result = await cli(a1, "check", "--all");
     assert.equal(result.code, 0, result.stdout + result.stderr);
   });
+});
+
+/**
+ * `--port` and `--stride`/`--slots` flags for a repository whose slot 0 is
+ * slot 1 of `ports` (and each slot k, slot k + 1), so that another
+ * repository on `ports` has a linked worktree's slot on its main worktree's
+ * ports; every port stays among those `ports` picked.
+ */
+function shiftedArgs(ports: PickedPorts<"web" | "api">): string[] {
+  const { web, api } = ports.at(1);
+  return [
+    ...["--port", `web=${web}`, "--port", `api=${api}`],
+    ...["--stride", String(ports.stride), "--slots", String(ports.slots - 1)],
+  ];
+}
+
+Deno.test("cli allocate reserves the ports of another repository's port file that cannot be read", async (t) => {
+  const damages: { name: string; damage: (file: string) => Promise<void>; unprivileged?: true }[] =
+    [
+      {
+        name: "a file over 1 MiB",
+        damage: async (file) => {
+          // Still the same JSON, with a mebibyte of spaces after it.
+          const text = await Deno.readTextFile(file);
+          await Deno.writeTextFile(file, text + " ".repeat(2 ** 20));
+        },
+      },
+      {
+        name: "a FIFO",
+        damage: async (file) => {
+          await Deno.remove(file);
+          const made = await run("mkfifo", [file]);
+          assert.equal(made.code, 0, made.stderr);
+        },
+      },
+      {
+        name: "a directory",
+        damage: async (file) => {
+          await Deno.remove(file);
+          await Deno.mkdir(file);
+        },
+      },
+      {
+        name: "mode 000",
+        damage: (file) => Deno.chmod(file, 0o000),
+        unprivileged: true,
+      },
+    ];
+  for (const which of ["linked", "main"] as const) {
+    for (const { name, damage, unprivileged } of damages) {
+      const skip = unprivileged && "reason" in UNPRIVILEGED
+        ? ` (skipped: ${UNPRIVILEGED.reason})`
+        : "";
+      await t.step({
+        name: `${
+          which === "main" ? "the main worktree's" : "a linked worktree's"
+        } file is ${name}${skip}`,
+        ignore: skip !== "",
+        fn: async () => {
+          const ports = pickPorts(["web", "api"]);
+          await using home = await tempHome();
+          await using a = await TempRepo.create();
+          await using b = await TempRepo.create();
+          // A main worktree holds slot 0: the other repository's linked
+          // worktree would get it at its own slot 1.
+          const aArgs = which === "main" ? shiftedArgs(ports) : [...ports.args];
+          const aDir = which === "main" ? a.root : await a.addWorktree("a1");
+          const b1 = await b.addWorktree("b1");
+          const first = await runCli(aDir, ["allocate", ...aArgs], { env: home.env });
+          assert.equal(first.code, 0, first.stderr);
+          const held = portsOf(first.stdout);
+          const file = `${aDir}/.worktree-ports.json`;
+          let prefix: string[] = [];
+          let cli = `${ROOT}cli.ts`;
+          let env: Record<string, string> = home.env;
+          if (unprivileged && "prefix" in UNPRIVILEGED && UNPRIVILEGED.prefix.length > 0) {
+            // B's allocation runs as a user the file's mode binds; it owns B and the index.
+            prefix = UNPRIVILEGED.prefix;
+            for (const dir of [a.base, b.base, home.dir]) {
+              await Deno.chmod(dir, 0o755);
+              const chown = await run("chown", ["-R", "65534:65534", dir]);
+              assert.equal(chown.code, 0, chown.stderr);
+            }
+            // A copy of the package and a Deno cache that user can read and write.
+            cli = `${await copyPackage(`${b.base}/package`)}/cli.ts`;
+            await Deno.mkdir(`${b.base}/deno`);
+            await Deno.chown(`${b.base}/deno`, 65534, 65534);
+            env = { ...home.env, HOME: home.dir, DENO_DIR: `${b.base}/deno` };
+          }
+          await damage(file);
+          const result = await run(prefix[0] ?? Deno.execPath(), [
+            ...prefix.slice(1),
+            ...(prefix.length > 0 ? [Deno.execPath()] : []),
+            "run",
+            ...CLI_FLAGS,
+            cli,
+            "allocate",
+            ...ports.args,
+          ], { cwd: b1, env });
+          assert.equal(result.code, 0, result.stderr);
+          assert.deepEqual(shared(portsOf(result.stdout), held), [], result.stderr);
+          assert.ok(
+            (await indexedPaths(home.dir)).includes(file),
+            `index: ${await indexedPaths(home.dir)}`,
+          );
+        },
+      });
+    }
+  }
 });
