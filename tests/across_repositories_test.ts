@@ -18,6 +18,7 @@ import {
   ROOT,
   run,
   runCli,
+  runsOk,
   slotOf,
   tempHome,
   TempRepo,
@@ -741,4 +742,46 @@ Deno.test("cli allocate reserves the ports of another repository's port file tha
       });
     }
   }
+});
+
+/** Whether this user may make folders in /dev/shm (checked by another program: see below). */
+const DEV_SHM_WRITABLE = runsOk("test", ["-d", "/dev/shm", "-a", "-w", "/dev/shm"]);
+
+Deno.test({
+  name:
+    `cli allocate reserves the ports of another repository in a folder its permissions cannot read (/dev/shm)${
+      DEV_SHM_WRITABLE ? "" : " (skipped: /dev/shm is not a writable folder here)"
+    }`,
+  ignore: !DEV_SHM_WRITABLE,
+  fn: async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using home = await tempHome();
+    await using b = await TempRepo.create();
+    // Deno opens files under /dev only with --allow-all, which the CLI does not
+    // ask for (nor do these tests: other programs make and remove the folder).
+    const made = await run("mktemp", ["-d", "-p", "/dev/shm", "worktree-ports-XXXXXXXX"]);
+    assert.equal(made.code, 0, made.stderr);
+    const dir = made.stdout.trim();
+    try {
+      const a1 = `${dir}/a1`;
+      await git(dir, "init", "-q", "-b", "main", "main");
+      await git(`${dir}/main`, "commit", "-q", "--allow-empty", "-m", "initial");
+      await git(`${dir}/main`, "worktree", "add", "-q", "--detach", a1);
+      const b1 = await b.addWorktree("b1");
+      const first = await runCli(a1, ["allocate", ...ports.args], {
+        env: home.env,
+        flags: ["-A"],
+      });
+      assert.equal(first.code, 0, first.stderr);
+      const result = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual(shared(portsOf(result.stdout), portsOf(first.stdout)), [], result.stderr);
+      assert.ok(
+        (await indexedPaths(home.dir)).includes(`${a1}/.worktree-ports.json`),
+        `index: ${await indexedPaths(home.dir)}`,
+      );
+    } finally {
+      await run("rm", ["-rf", dir]);
+    }
+  },
 });
