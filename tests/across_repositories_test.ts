@@ -785,3 +785,25 @@ Deno.test({
     }
   },
 });
+
+Deno.test("cli allocate reserves the ports of a repository whose folder was renamed and repaired", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const a1 = await a.addWorktree("a1");
+  const b1 = await b.addWorktree("b1");
+  // A's slot 0 is B's slot 1, and A's slot 1 B's slot 2.
+  const aArgs = shiftedArgs(ports);
+  const main = await runCli(a.root, ["allocate", ...aArgs], { env: home.env });
+  assert.equal(main.code, 0, main.stderr);
+  assert.equal((await runCli(a1, ["allocate", ...aArgs], { env: home.env })).code, 0);
+  const renamed = `${a.base}/renamed`;
+  await mv(a.root, renamed);
+  // As git's documentation says to after moving the main worktree.
+  await git(renamed, "worktree", "repair");
+  assert.equal(await git(a1, "rev-parse", "--git-common-dir"), `${renamed}/.git\n`);
+  const result = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(result.code, 0, result.stderr);
+  assert.deepEqual(shared(portsOf(result.stdout), portsOf(main.stdout)), [], result.stderr);
+});
