@@ -807,3 +807,34 @@ Deno.test("cli allocate reserves the ports of a repository whose folder was rena
   assert.equal(result.code, 0, result.stderr);
   assert.deepEqual(shared(portsOf(result.stdout), portsOf(main.stdout)), [], result.stderr);
 });
+
+Deno.test("cli allocate keeps a worktree's slot after its parent folder was renamed and a symbolic link left at the old name", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  const tmp = await Deno.realPath(await Deno.makeTempDir({ prefix: "worktree-ports-" }));
+  try {
+    await Deno.mkdir(`${tmp}/x`);
+    const repo = await TempRepo.create({ dir: `${tmp}/x` });
+    const wt = await repo.addWorktree("wt");
+    const allocate = (cwd: string) => runCli(cwd, ["allocate", ...ports.args], { env: home.env });
+    assert.equal((await allocate(repo.root)).code, 0);
+    const first = await allocate(wt);
+    assert.equal(first.code, 0, first.stderr);
+    const slot = slotOf(JSON.parse(first.stdout));
+    await mv(`${tmp}/x`, `${tmp}/y`);
+    await Deno.symlink("y", `${tmp}/x`);
+    // Through the old name, which still leads there.
+    for (let round = 1; round <= 3; round++) {
+      const again = await allocate(wt);
+      assert.equal(again.code, 0, again.stderr);
+      assert.equal(slotOf(JSON.parse(again.stdout)), slot, `round ${round}: ${again.stderr}`);
+      assert.doesNotMatch(again.stderr, /copied/, `round ${round}`);
+    }
+    const check = await runCli(repo.root, ["check", ...ports.args], { env: home.env });
+    assert.equal(check.code, 0, check.stdout + check.stderr);
+    const all = await runCli(repo.root, ["check", "--all", ...ports.args], { env: home.env });
+    assert.equal(all.code, 0, all.stdout + all.stderr);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
