@@ -838,3 +838,16 @@ Deno.test("cli allocate keeps a worktree's slot after its parent folder was rena
     await Deno.remove(tmp, { recursive: true });
   }
 });
+
+Deno.test("cli allocate with WORKTREE_PORTS_HOME set to the repository's own git directory warns and does not wait for itself", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using repo = await TempRepo.create();
+  const a1 = await repo.addWorktree("a1");
+  const gitDir = `${repo.root}/.git`;
+  const result = await runCli(a1, ["allocate", "--lock-timeout", "2", ...ports.args], {
+    env: { WORKTREE_PORTS_HOME: gitDir },
+  });
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stderr, new RegExp(`^warning: .*${RegExp.escape(gitDir)}`, "m"));
+  assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+});
