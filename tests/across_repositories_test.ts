@@ -851,3 +851,51 @@ Deno.test("cli allocate with WORKTREE_PORTS_HOME set to the repository's own git
   assert.match(result.stderr, new RegExp(`^warning: .*${RegExp.escape(gitDir)}`, "m"));
   assert.equal(slotOf(JSON.parse(result.stdout)), 1);
 });
+
+Deno.test("cli check --fix --all rewrites an outdated file for its own slot, as check --fix does", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  const config = { ...ports.config(), templates: { web_url: "http://127.0.0.1:{web}" } };
+  /**
+   * A linked worktree at slot 2 (a sibling holds slot 1) whose config changed
+   * since, and a second repository in the index, so that --all has two.
+   */
+  async function outdatedAtSlot2(home: string) {
+    const repo = await TempRepo.create({ config });
+    const other = await TempRepo.create({ config });
+    const scenario = {
+      w2: `${repo.base}/wt1`,
+      async [Symbol.asyncDispose]() {
+        await repo[Symbol.asyncDispose]();
+        await other[Symbol.asyncDispose]();
+      },
+    };
+    try {
+      const [w1, w2] = await repo.addWorktrees("wt", 2);
+      const [o1] = await other.addWorktrees("other", 1);
+      for (const dir of [w1, w2, o1]) {
+        const result = await runCli(dir, ["allocate"], { env: { WORKTREE_PORTS_HOME: home } });
+        assert.equal(result.code, 0, result.stderr);
+      }
+      assert.equal(slotOf(await readJson(`${w2}/.worktree-ports.json`)), 2);
+      await writeJson(`${w2}/worktree-ports.config.json`, {
+        ...config,
+        templates: { web_url: "http://localhost:{web}" },
+      });
+      return scenario;
+    } catch (error) {
+      await scenario[Symbol.asyncDispose]();
+      throw error;
+    }
+  }
+  for (const args of [["check", "--fix"], ["check", "--fix", "--all"]]) {
+    await t.step(`${args.join(" ")} keeps slot 2`, async () => {
+      await using home = await tempHome();
+      await using scenario = await outdatedAtSlot2(home.dir);
+      const fix = await runCli(scenario.w2, args, { env: home.env });
+      assert.equal(fix.code, 0, fix.stdout + fix.stderr);
+      const file = await readJson(`${scenario.w2}/.worktree-ports.json`);
+      assert.equal(slotOf(file), 2, fix.stdout);
+      assert.equal(file.web_url, `http://localhost:${ports.at(2).web}`);
+    });
+  }
+});
