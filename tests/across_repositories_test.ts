@@ -20,6 +20,7 @@ import {
   runCli,
   runsOk,
   slotOf,
+  snapshot,
   tempHome,
   TempRepo,
   TEST_HOME,
@@ -896,6 +897,27 @@ Deno.test("cli check --fix --all rewrites an outdated file for its own slot, as 
       const file = await readJson(`${scenario.w2}/.worktree-ports.json`);
       assert.equal(slotOf(file), 2, fix.stdout);
       assert.equal(file.web_url, `http://localhost:${ports.at(2).web}`);
+    });
+  }
+});
+
+Deno.test("cli allocate refuses an --output inside another repository's worktree", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const b1 = await b.addWorktree("b1");
+  for (const [name, dir] of [["main", b.root], ["linked", b1]]) {
+    await t.step(`a path in its ${name} worktree`, async () => {
+      const before = await snapshot(b.base);
+      const result = await runCli(
+        a.root,
+        ["allocate", "--output", `${dir}/.worktree-ports.json`, ...ports.args],
+        { env: home.env },
+      );
+      assert.equal(result.code, 2, result.stdout + result.stderr);
+      assert.match(result.stderr, /inside .*(another repository|not this one)/);
+      assert.deepEqual(await snapshot(b.base), before);
     });
   }
 });
