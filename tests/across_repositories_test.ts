@@ -921,3 +921,42 @@ Deno.test("cli allocate refuses an --output inside another repository's worktree
     });
   }
 });
+
+Deno.test("cli allocate and check --fix --all keep two repositories' main worktrees off the same base ports", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  const file = (root: string) => readJson(`${root}/.worktree-ports.json`);
+  await t.step("the second main worktree takes the lowest free slot, with a warning", async () => {
+    await using home = await tempHome();
+    await using a = await TempRepo.create();
+    await using b = await TempRepo.create();
+    const first = await runCli(a.root, ["allocate", ...ports.args], { env: home.env });
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(slotOf(JSON.parse(first.stdout)), 0);
+    const second = await runCli(b.root, ["allocate", ...ports.args], { env: home.env });
+    assert.equal(second.code, 0, second.stderr);
+    assert.equal(slotOf(JSON.parse(second.stdout)), 1, second.stderr);
+    assert.match(second.stderr, new RegExp(`^warning: .*${RegExp.escape(a.root)}`, "m"));
+  });
+  await t.step("check --fix --all moves the one allocated later", async () => {
+    await using home = await tempHome();
+    await using a = await TempRepo.create();
+    await using b = await TempRepo.create();
+    const cli = (cwd: string, ...args: string[]) => runCli(cwd, args, { env: home.env });
+    assert.equal((await cli(a.root, "allocate", ...ports.args)).code, 0);
+    // Out of the index's sight: both main worktrees on slot 0.
+    const clash = await cli(b.root, "allocate", "--scope", "repository", ...ports.args);
+    assert.equal(clash.code, 0, clash.stderr);
+    const allocatedAt = async (root: string) =>
+      ((await file(root)).worktree_ports as { allocated_at: string }).allocated_at;
+    assert.ok(await allocatedAt(a.root) < await allocatedAt(b.root));
+    assert.equal(slotOf(await file(b.root)), 0);
+    const check = await cli(b.root, "check", "--all", ...ports.args);
+    assert.equal(check.code, 1, check.stdout + check.stderr);
+    const fix = await cli(b.root, "check", "--fix", "--all", ...ports.args);
+    assert.equal(fix.code, 0, fix.stdout + fix.stderr);
+    assert.equal(slotOf(await file(a.root)), 0);
+    assert.notEqual(slotOf(await file(b.root)), 0, fix.stdout);
+    const again = await cli(b.root, "check", "--all", ...ports.args);
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+  });
+});
