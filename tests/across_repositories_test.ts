@@ -960,3 +960,27 @@ Deno.test("cli allocate and check --fix --all keep two repositories' main worktr
     assert.equal(again.code, 0, again.stdout + again.stderr);
   });
 });
+
+Deno.test("cli allocate reads an index.json that starts with a UTF-8 byte-order mark", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const a1 = await a.addWorktree("a1");
+  const b1 = await b.addWorktree("b1");
+  const first = await runCli(a1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(first.code, 0, first.stderr);
+  // As an editor that saves UTF-8 with a byte-order mark would leave it.
+  const index = `${home.dir}/index.json`;
+  await Deno.writeTextFile(
+    index,
+    "\uFEFF" + JSON.stringify({
+      version: 1,
+      files: [{ path: `${a1}/.worktree-ports.json`, repository: `${a.root}/.git`, worktree: a1 }],
+    }),
+  );
+  const result = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(result.code, 0, result.stderr);
+  assert.doesNotMatch(result.stderr, /^warning: .*index/m);
+  assert.deepEqual(shared(portsOf(result.stdout), portsOf(first.stdout)), []);
+});
