@@ -984,3 +984,28 @@ Deno.test("cli allocate reads an index.json that starts with a UTF-8 byte-order 
   assert.doesNotMatch(result.stderr, /^warning: .*index/m);
   assert.deepEqual(shared(portsOf(result.stdout), portsOf(first.stdout)), []);
 });
+
+Deno.test("cli allocate drops an index entry whose file is no port file, in a folder that is no worktree", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using b = await TempRepo.create();
+  const b1 = await b.addWorktree("b1");
+  const notes = `${home.dir}/notes`;
+  const settings = `${home.dir}/settings`;
+  await Deno.mkdir(notes);
+  await Deno.mkdir(settings);
+  await Deno.writeTextFile(`${notes}/.worktree-ports.json`, "remember the milk\n");
+  await writeJson(`${settings}/.worktree-ports.json`, { theme: "dark" });
+  const strays = [notes, settings].map((dir) => ({
+    path: `${dir}/.worktree-ports.json`,
+    repository: `${dir}/.git`,
+    worktree: dir,
+  }));
+  await writeJson(`${home.dir}/index.json`, { version: 1, files: strays });
+  const first = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(first.code, 0, first.stderr);
+  const second = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(second.code, 0, second.stderr);
+  assert.equal(second.stderr, "");
+  assert.deepEqual(await indexedPaths(home.dir), [`${b1}/.worktree-ports.json`]);
+});
