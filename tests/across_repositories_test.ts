@@ -1009,3 +1009,17 @@ Deno.test("cli allocate drops an index entry whose file is no port file, in a fo
   assert.equal(second.stderr, "");
   assert.deepEqual(await indexedPaths(home.dir), [`${b1}/.worktree-ports.json`]);
 });
+
+Deno.test("cli check --all names the index file it read", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  const a1 = await a.addWorktree("a1");
+  assert.equal((await runCli(a1, ["allocate", ...ports.args], { env: home.env })).code, 0);
+  const result = await runCli(a1, ["check", "--all", ...ports.args], { env: home.env });
+  assert.equal(result.code, 0, result.stdout + result.stderr);
+  assert.ok(
+    (result.stdout + result.stderr).includes(`${home.dir}/index.json`),
+    result.stdout + result.stderr,
+  );
+});
