@@ -134,10 +134,16 @@ export class TempRepo implements AsyncDisposable {
 
   /**
    * Creates the repository, optionally with a committed worktree-ports.config.json
-   * (so every worktree has it) and optionally bare (worktrees are then all linked).
+   * (so every worktree has it), optionally bare (worktrees are then all linked),
+   * and optionally in a folder of the caller's (`dir`) rather than the system's
+   * temporary folder.
    */
-  static async create(options: { bare?: boolean; config?: unknown } = {}): Promise<TempRepo> {
-    const base = await Deno.realPath(await Deno.makeTempDir({ prefix: "worktree-ports-" }));
+  static async create(
+    options: { bare?: boolean; config?: unknown; dir?: string } = {},
+  ): Promise<TempRepo> {
+    const base = await Deno.realPath(
+      await Deno.makeTempDir({ prefix: "worktree-ports-", dir: options.dir }),
+    );
     await git(base, "init", "-q", "-b", "main", "main");
     if (options.config !== undefined) {
       await writeJson(`${base}/main/worktree-ports.config.json`, options.config);

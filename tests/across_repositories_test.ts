@@ -8,7 +8,9 @@ import {
   allocateIn,
   canCreateFileIn,
   CLI_FLAGS,
+  copyPackage,
   git,
+  type PickedPorts,
   pickPorts,
   portsAt,
   portsOf,
@@ -16,10 +18,13 @@ import {
   ROOT,
   run,
   runCli,
+  runsOk,
   slotOf,
+  snapshot,
   tempHome,
   TempRepo,
   TEST_HOME,
+  UNPRIVILEGED,
   webPorts,
   writeJson,
 } from "../test_util.ts";
@@ -576,4 +581,455 @@ Deno.test("cli allocate treats an index entry pointing into /proc as a file to s
   const result = await runCli(a, ["allocate", ...ports.args], { env: home.env });
   assert.equal(result.code, 0, result.stderr);
   assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+});
+
+/** Runs `mv`, as a user moving a folder would (git is not told). */
+async function mv(from: string, to: string): Promise<void> {
+  const moved = await run("mv", [from, to]);
+  assert.equal(moved.code, 0, moved.stderr);
+}
+
+/** The port files the machine-wide index in `home` records. */
+async function indexedPaths(home: string): Promise<string[]> {
+  const files = (await readJson(`${home}/index.json`)).files as { path?: unknown }[];
+  return files.map((entry) => String(entry.path));
+}
+
+/** The ports in `given` that `held` holds too. */
+function shared(given: readonly number[], held: readonly number[]): number[] {
+  return given.filter((port) => held.includes(port));
+}
+
+Deno.test("cli allocate keeps the ports of another repository's locked worktree whose directory is away, and list --all shows it absent", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const a1 = await a.addWorktree("a1");
+  const b1 = await b.addWorktree("b1");
+  const cli = (cwd: string, ...args: string[]) => runCli(cwd, args, { env: home.env });
+  const first = await cli(a1, "allocate", ...ports.args);
+  assert.equal(first.code, 0, first.stderr);
+  const held = portsOf(first.stdout);
+  // Git keeps a locked worktree whose directory is away (on a removable disk, say).
+  await git(a.root, "worktree", "lock", a1);
+  const away = `${a.base}/away`;
+  await mv(a1, away);
+  await t.step("a fresh worktree of another repository gets none of its ports", async () => {
+    const result = await cli(b1, "allocate", ...ports.args);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(shared(portsOf(result.stdout), held), []);
+  });
+  await t.step("the index keeps its entry", async () => {
+    assert.ok(
+      (await indexedPaths(home.dir)).includes(`${a1}/.worktree-ports.json`),
+      `index: ${await indexedPaths(home.dir)}`,
+    );
+  });
+  await t.step("list --all shows it absent", async () => {
+    const result = await cli(b1, "list", "--all", "--json");
+    assert.equal(result.code, 0, result.stderr);
+    const rows = JSON.parse(result.stdout) as { path: string; state: string }[];
+    const row = rows.find((row) => row.path === a1);
+    assert.equal(row?.state, "absent", result.stdout);
+  });
+  await t.step("check --fix --all does not try to move it", async () => {
+    const result = await cli(b1, "check", "--fix", "--all", ...ports.args);
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.doesNotMatch(result.stdout, new RegExp(`^moved "${RegExp.escape(a1)}"`, "m"));
+  });
+  await t.step("moved back, check --all finds nothing wrong", async () => {
+    await mv(away, a1);
+    // From a1's side: its own repository is listed by git, the other through the index.
+    const result = await cli(a1, "check", "--all");
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+  });
+});
+
+/**
+ * `--port` and `--stride`/`--slots` flags for a repository whose slot 0 is
+ * slot 1 of `ports` (and each slot k, slot k + 1), so that another
+ * repository on `ports` has a linked worktree's slot on its main worktree's
+ * ports; every port stays among those `ports` picked.
+ */
+function shiftedArgs(ports: PickedPorts<"web" | "api">): string[] {
+  const { web, api } = ports.at(1);
+  return [
+    ...["--port", `web=${web}`, "--port", `api=${api}`],
+    ...["--stride", String(ports.stride), "--slots", String(ports.slots - 1)],
+  ];
+}
+
+Deno.test("cli allocate reserves the ports of another repository's port file that cannot be read", async (t) => {
+  const damages: { name: string; damage: (file: string) => Promise<void>; unprivileged?: true }[] =
+    [
+      {
+        name: "a file over 1 MiB",
+        damage: async (file) => {
+          // Still the same JSON, with a mebibyte of spaces after it.
+          const text = await Deno.readTextFile(file);
+          await Deno.writeTextFile(file, text + " ".repeat(2 ** 20));
+        },
+      },
+      {
+        name: "a FIFO",
+        damage: async (file) => {
+          await Deno.remove(file);
+          const made = await run("mkfifo", [file]);
+          assert.equal(made.code, 0, made.stderr);
+        },
+      },
+      {
+        name: "a directory",
+        damage: async (file) => {
+          await Deno.remove(file);
+          await Deno.mkdir(file);
+        },
+      },
+      {
+        name: "mode 000",
+        damage: (file) => Deno.chmod(file, 0o000),
+        unprivileged: true,
+      },
+    ];
+  for (const which of ["linked", "main"] as const) {
+    for (const { name, damage, unprivileged } of damages) {
+      const skip = unprivileged && "reason" in UNPRIVILEGED
+        ? ` (skipped: ${UNPRIVILEGED.reason})`
+        : "";
+      await t.step({
+        name: `${
+          which === "main" ? "the main worktree's" : "a linked worktree's"
+        } file is ${name}${skip}`,
+        ignore: skip !== "",
+        fn: async () => {
+          const ports = pickPorts(["web", "api"]);
+          await using home = await tempHome();
+          await using a = await TempRepo.create();
+          await using b = await TempRepo.create();
+          // A main worktree holds slot 0: the other repository's linked
+          // worktree would get it at its own slot 1.
+          const aArgs = which === "main" ? shiftedArgs(ports) : [...ports.args];
+          const aDir = which === "main" ? a.root : await a.addWorktree("a1");
+          const b1 = await b.addWorktree("b1");
+          const first = await runCli(aDir, ["allocate", ...aArgs], { env: home.env });
+          assert.equal(first.code, 0, first.stderr);
+          const held = portsOf(first.stdout);
+          const file = `${aDir}/.worktree-ports.json`;
+          let prefix: string[] = [];
+          let cli = `${ROOT}cli.ts`;
+          let env: Record<string, string> = home.env;
+          if (unprivileged && "prefix" in UNPRIVILEGED && UNPRIVILEGED.prefix.length > 0) {
+            // B's allocation runs as a user the file's mode binds; it owns B and the index.
+            prefix = UNPRIVILEGED.prefix;
+            for (const dir of [a.base, b.base, home.dir]) {
+              await Deno.chmod(dir, 0o755);
+              const chown = await run("chown", ["-R", "65534:65534", dir]);
+              assert.equal(chown.code, 0, chown.stderr);
+            }
+            // A copy of the package and a Deno cache that user can read and write.
+            cli = `${await copyPackage(`${b.base}/package`)}/cli.ts`;
+            await Deno.mkdir(`${b.base}/deno`);
+            await Deno.chown(`${b.base}/deno`, 65534, 65534);
+            env = { ...home.env, HOME: home.dir, DENO_DIR: `${b.base}/deno` };
+          }
+          await damage(file);
+          const result = await run(prefix[0] ?? Deno.execPath(), [
+            ...prefix.slice(1),
+            ...(prefix.length > 0 ? [Deno.execPath()] : []),
+            "run",
+            ...CLI_FLAGS,
+            cli,
+            "allocate",
+            ...ports.args,
+          ], { cwd: b1, env });
+          assert.equal(result.code, 0, result.stderr);
+          assert.deepEqual(shared(portsOf(result.stdout), held), [], result.stderr);
+          assert.ok(
+            (await indexedPaths(home.dir)).includes(file),
+            `index: ${await indexedPaths(home.dir)}`,
+          );
+        },
+      });
+    }
+  }
+});
+
+/** Whether this user may make folders in /dev/shm (checked by another program: see below). */
+const DEV_SHM_WRITABLE = runsOk("test", ["-d", "/dev/shm", "-a", "-w", "/dev/shm"]);
+
+Deno.test({
+  name:
+    `cli allocate reserves the ports of another repository in a folder its permissions cannot read (/dev/shm)${
+      DEV_SHM_WRITABLE ? "" : " (skipped: /dev/shm is not a writable folder here)"
+    }`,
+  ignore: !DEV_SHM_WRITABLE,
+  fn: async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using home = await tempHome();
+    await using b = await TempRepo.create();
+    // Deno opens files under /dev only with --allow-all, which the CLI does not
+    // ask for (nor do these tests: other programs make and remove the folder).
+    const made = await run("mktemp", ["-d", "-p", "/dev/shm", "worktree-ports-XXXXXXXX"]);
+    assert.equal(made.code, 0, made.stderr);
+    const dir = made.stdout.trim();
+    try {
+      const a1 = `${dir}/a1`;
+      await git(dir, "init", "-q", "-b", "main", "main");
+      await git(`${dir}/main`, "commit", "-q", "--allow-empty", "-m", "initial");
+      await git(`${dir}/main`, "worktree", "add", "-q", "--detach", a1);
+      const b1 = await b.addWorktree("b1");
+      const first = await runCli(a1, ["allocate", ...ports.args], {
+        env: home.env,
+        flags: ["-A"],
+      });
+      assert.equal(first.code, 0, first.stderr);
+      const result = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual(shared(portsOf(result.stdout), portsOf(first.stdout)), [], result.stderr);
+      assert.ok(
+        (await indexedPaths(home.dir)).includes(`${a1}/.worktree-ports.json`),
+        `index: ${await indexedPaths(home.dir)}`,
+      );
+    } finally {
+      await run("rm", ["-rf", dir]);
+    }
+  },
+});
+
+Deno.test("cli allocate reserves the ports of a repository whose folder was renamed and repaired", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const a1 = await a.addWorktree("a1");
+  const b1 = await b.addWorktree("b1");
+  // A's slot 0 is B's slot 1, and A's slot 1 B's slot 2.
+  const aArgs = shiftedArgs(ports);
+  const main = await runCli(a.root, ["allocate", ...aArgs], { env: home.env });
+  assert.equal(main.code, 0, main.stderr);
+  assert.equal((await runCli(a1, ["allocate", ...aArgs], { env: home.env })).code, 0);
+  const renamed = `${a.base}/renamed`;
+  await mv(a.root, renamed);
+  // As git's documentation says to after moving the main worktree.
+  await git(renamed, "worktree", "repair");
+  assert.equal(await git(a1, "rev-parse", "--git-common-dir"), `${renamed}/.git\n`);
+  const result = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(result.code, 0, result.stderr);
+  assert.deepEqual(shared(portsOf(result.stdout), portsOf(main.stdout)), [], result.stderr);
+});
+
+Deno.test("cli allocate keeps a worktree's slot after its parent folder was renamed and a symbolic link left at the old name", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  const tmp = await Deno.realPath(await Deno.makeTempDir({ prefix: "worktree-ports-" }));
+  try {
+    await Deno.mkdir(`${tmp}/x`);
+    const repo = await TempRepo.create({ dir: `${tmp}/x` });
+    const wt = await repo.addWorktree("wt");
+    const allocate = (cwd: string) => runCli(cwd, ["allocate", ...ports.args], { env: home.env });
+    assert.equal((await allocate(repo.root)).code, 0);
+    const first = await allocate(wt);
+    assert.equal(first.code, 0, first.stderr);
+    const slot = slotOf(JSON.parse(first.stdout));
+    await mv(`${tmp}/x`, `${tmp}/y`);
+    await Deno.symlink("y", `${tmp}/x`);
+    // Through the old name, which still leads there.
+    for (let round = 1; round <= 3; round++) {
+      const again = await allocate(wt);
+      assert.equal(again.code, 0, again.stderr);
+      assert.equal(slotOf(JSON.parse(again.stdout)), slot, `round ${round}: ${again.stderr}`);
+      assert.doesNotMatch(again.stderr, /copied/, `round ${round}`);
+    }
+    const check = await runCli(repo.root, ["check", ...ports.args], { env: home.env });
+    assert.equal(check.code, 0, check.stdout + check.stderr);
+    const all = await runCli(repo.root, ["check", "--all", ...ports.args], { env: home.env });
+    assert.equal(all.code, 0, all.stdout + all.stderr);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("cli allocate with WORKTREE_PORTS_HOME set to the repository's own git directory warns and does not wait for itself", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using repo = await TempRepo.create();
+  const a1 = await repo.addWorktree("a1");
+  const gitDir = `${repo.root}/.git`;
+  const result = await runCli(a1, ["allocate", "--lock-timeout", "2", ...ports.args], {
+    env: { WORKTREE_PORTS_HOME: gitDir },
+  });
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stderr, new RegExp(`^warning: .*${RegExp.escape(gitDir)}`, "m"));
+  assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+});
+
+Deno.test("cli check --fix --all rewrites an outdated file for its own slot, as check --fix does", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  const config = { ...ports.config(), templates: { web_url: "http://127.0.0.1:{web}" } };
+  /**
+   * A linked worktree at slot 2 (a sibling holds slot 1) whose config changed
+   * since, and a second repository in the index, so that --all has two.
+   */
+  async function outdatedAtSlot2(home: string) {
+    const repo = await TempRepo.create({ config });
+    const other = await TempRepo.create({ config });
+    const scenario = {
+      w2: `${repo.base}/wt1`,
+      async [Symbol.asyncDispose]() {
+        await repo[Symbol.asyncDispose]();
+        await other[Symbol.asyncDispose]();
+      },
+    };
+    try {
+      const [w1, w2] = await repo.addWorktrees("wt", 2);
+      const [o1] = await other.addWorktrees("other", 1);
+      for (const dir of [w1, w2, o1]) {
+        const result = await runCli(dir, ["allocate"], { env: { WORKTREE_PORTS_HOME: home } });
+        assert.equal(result.code, 0, result.stderr);
+      }
+      assert.equal(slotOf(await readJson(`${w2}/.worktree-ports.json`)), 2);
+      await writeJson(`${w2}/worktree-ports.config.json`, {
+        ...config,
+        templates: { web_url: "http://localhost:{web}" },
+      });
+      return scenario;
+    } catch (error) {
+      await scenario[Symbol.asyncDispose]();
+      throw error;
+    }
+  }
+  for (const args of [["check", "--fix"], ["check", "--fix", "--all"]]) {
+    await t.step(`${args.join(" ")} keeps slot 2`, async () => {
+      await using home = await tempHome();
+      await using scenario = await outdatedAtSlot2(home.dir);
+      const fix = await runCli(scenario.w2, args, { env: home.env });
+      assert.equal(fix.code, 0, fix.stdout + fix.stderr);
+      const file = await readJson(`${scenario.w2}/.worktree-ports.json`);
+      assert.equal(slotOf(file), 2, fix.stdout);
+      assert.equal(file.web_url, `http://localhost:${ports.at(2).web}`);
+    });
+  }
+});
+
+Deno.test("cli allocate refuses an --output inside another repository's worktree", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const b1 = await b.addWorktree("b1");
+  for (const [name, dir] of [["main", b.root], ["linked", b1]]) {
+    await t.step(`a path in its ${name} worktree`, async () => {
+      const before = await snapshot(b.base);
+      const result = await runCli(
+        a.root,
+        ["allocate", "--output", `${dir}/.worktree-ports.json`, ...ports.args],
+        { env: home.env },
+      );
+      assert.equal(result.code, 2, result.stdout + result.stderr);
+      assert.match(result.stderr, /inside .*(another repository|not this one)/);
+      assert.deepEqual(await snapshot(b.base), before);
+    });
+  }
+});
+
+Deno.test("cli allocate and check --fix --all keep two repositories' main worktrees off the same base ports", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  const file = (root: string) => readJson(`${root}/.worktree-ports.json`);
+  await t.step("the second main worktree takes the lowest free slot, with a warning", async () => {
+    await using home = await tempHome();
+    await using a = await TempRepo.create();
+    await using b = await TempRepo.create();
+    const first = await runCli(a.root, ["allocate", ...ports.args], { env: home.env });
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(slotOf(JSON.parse(first.stdout)), 0);
+    const second = await runCli(b.root, ["allocate", ...ports.args], { env: home.env });
+    assert.equal(second.code, 0, second.stderr);
+    assert.equal(slotOf(JSON.parse(second.stdout)), 1, second.stderr);
+    assert.match(second.stderr, new RegExp(`^warning: .*${RegExp.escape(a.root)}`, "m"));
+  });
+  await t.step("check --fix --all moves the one allocated later", async () => {
+    await using home = await tempHome();
+    await using a = await TempRepo.create();
+    await using b = await TempRepo.create();
+    const cli = (cwd: string, ...args: string[]) => runCli(cwd, args, { env: home.env });
+    assert.equal((await cli(a.root, "allocate", ...ports.args)).code, 0);
+    // Out of the index's sight: both main worktrees on slot 0.
+    const clash = await cli(b.root, "allocate", "--scope", "repository", ...ports.args);
+    assert.equal(clash.code, 0, clash.stderr);
+    const allocatedAt = async (root: string) =>
+      ((await file(root)).worktree_ports as { allocated_at: string }).allocated_at;
+    assert.ok(await allocatedAt(a.root) < await allocatedAt(b.root));
+    assert.equal(slotOf(await file(b.root)), 0);
+    const check = await cli(b.root, "check", "--all", ...ports.args);
+    assert.equal(check.code, 1, check.stdout + check.stderr);
+    const fix = await cli(b.root, "check", "--fix", "--all", ...ports.args);
+    assert.equal(fix.code, 0, fix.stdout + fix.stderr);
+    assert.equal(slotOf(await file(a.root)), 0);
+    assert.notEqual(slotOf(await file(b.root)), 0, fix.stdout);
+    const again = await cli(b.root, "check", "--all", ...ports.args);
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+  });
+});
+
+Deno.test("cli allocate reads an index.json that starts with a UTF-8 byte-order mark", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const a1 = await a.addWorktree("a1");
+  const b1 = await b.addWorktree("b1");
+  const first = await runCli(a1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(first.code, 0, first.stderr);
+  // As an editor that saves UTF-8 with a byte-order mark would leave it.
+  const index = `${home.dir}/index.json`;
+  await Deno.writeTextFile(
+    index,
+    "\uFEFF" + JSON.stringify({
+      version: 1,
+      files: [{ path: `${a1}/.worktree-ports.json`, repository: `${a.root}/.git`, worktree: a1 }],
+    }),
+  );
+  const result = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(result.code, 0, result.stderr);
+  assert.doesNotMatch(result.stderr, /^warning: .*index/m);
+  assert.deepEqual(shared(portsOf(result.stdout), portsOf(first.stdout)), []);
+});
+
+Deno.test("cli allocate drops an index entry whose file is no port file, in a folder that is no worktree", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using b = await TempRepo.create();
+  const b1 = await b.addWorktree("b1");
+  const notes = `${home.dir}/notes`;
+  const settings = `${home.dir}/settings`;
+  await Deno.mkdir(notes);
+  await Deno.mkdir(settings);
+  await Deno.writeTextFile(`${notes}/.worktree-ports.json`, "remember the milk\n");
+  await writeJson(`${settings}/.worktree-ports.json`, { theme: "dark" });
+  const strays = [notes, settings].map((dir) => ({
+    path: `${dir}/.worktree-ports.json`,
+    repository: `${dir}/.git`,
+    worktree: dir,
+  }));
+  await writeJson(`${home.dir}/index.json`, { version: 1, files: strays });
+  const first = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(first.code, 0, first.stderr);
+  const second = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+  assert.equal(second.code, 0, second.stderr);
+  assert.equal(second.stderr, "");
+  assert.deepEqual(await indexedPaths(home.dir), [`${b1}/.worktree-ports.json`]);
+});
+
+Deno.test("cli check --all names the index file it read", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  const a1 = await a.addWorktree("a1");
+  assert.equal((await runCli(a1, ["allocate", ...ports.args], { env: home.env })).code, 0);
+  const result = await runCli(a1, ["check", "--all", ...ports.args], { env: home.env });
+  assert.equal(result.code, 0, result.stdout + result.stderr);
+  assert.ok(
+    (result.stdout + result.stderr).includes(`${home.dir}/index.json`),
+    result.stdout + result.stderr,
+  );
 });

@@ -6,13 +6,18 @@ import assert from "node:assert/strict";
 import { isPortFree } from "../mod.ts";
 import {
   allocateIn,
+  CLI_FLAGS,
   git,
   pickPorts,
   portFileAt,
+  portsOf,
   readJson,
   readRest,
   readUntil,
+  ROOT,
+  run,
   runCli,
+  runsOk,
   slotOf,
   spawnCli,
   tempHome,
@@ -360,4 +365,110 @@ Deno.test("cli allocate puts the ignore rules in place before it writes the port
     (await Deno.readTextFile(`${repo.root}/.git/info/exclude`))
       .endsWith("\n/.worktree-ports.json\n/.worktree-ports.json.*.tmp\n"),
   );
+});
+
+/** Whether strace can trace a program here: it is installed, and ptrace is allowed. */
+const STRACE_RUNS = runsOk("strace", ["-qq", "-o", "/dev/null", "true"]);
+
+/** The admin entry git keeps for a linked worktree: the `gitdir:` its `.git` file names. */
+async function gitDirOf(worktree: string): Promise<string> {
+  const text = await Deno.readTextFile(`${worktree}/.git`);
+  return text.replace(/^gitdir: /, "").trim();
+}
+
+/** Every `*.tmp` file beside each of `paths`. */
+async function temporaryFilesBeside(paths: readonly string[]): Promise<string[]> {
+  const found: string[] = [];
+  for (const dir of new Set(paths.map((path) => path.replace(/\/[^/]*$/, "")))) {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.name.endsWith(".tmp")) found.push(`${dir}/${entry.name}`);
+    }
+  }
+  return found.sort();
+}
+
+Deno.test({
+  name:
+    `cli allocate killed at any rename of an allocation leaves no port shared with another repository and no temporary file${
+      STRACE_RUNS ? "" : " (skipped: strace cannot run here)"
+    }`,
+  ignore: !STRACE_RUNS,
+  fn: async (t) => {
+    // One set of base ports for both repositories: without the index they would collide.
+    const ports = pickPorts(["web", "api"]);
+    for (let n = 1; n <= 5; n++) {
+      await t.step(`killed at the rename number ${n}`, async () => {
+        await using home = await tempHome();
+        await using a = await TempRepo.create();
+        await using b = await TempRepo.create();
+        const a1 = await a.addWorktree("a1");
+        const b1 = await b.addWorktree("b1");
+        const own = `${a1}/.worktree-ports.json`;
+        const targets = [
+          own,
+          `${await gitDirOf(a1)}/worktree-ports.json`,
+          `${a.root}/.git/info/exclude`,
+          `${home.dir}/index.json`,
+        ];
+        // Deno compiles the modules into its cache (with renames) on a first run;
+        // a dry run, which writes nothing of ours, leaves only our renames to count.
+        const warm = await runCli(a1, ["allocate", "--dry-run", ...ports.args], {
+          env: home.env,
+        });
+        assert.equal(warm.code, 0, warm.stderr);
+        const trace = `${home.dir}/strace.log`;
+        // strace's -P matches a rename(2) by its first path only (the temporary
+        // file, whose name holds the pid): every rename is counted, and the log
+        // shows that the one killed is one of ours.
+        const killed = await run("strace", [
+          "-f",
+          "-qq",
+          "-o",
+          trace,
+          "-e",
+          "trace=rename,renameat,renameat2",
+          "-e",
+          `inject=rename,renameat,renameat2:signal=SIGKILL:when=${n}`,
+          Deno.execPath(),
+          "run",
+          ...CLI_FLAGS,
+          `${ROOT}cli.ts`,
+          "allocate",
+          ...ports.args,
+        ], { cwd: a1, env: { ...home.env, DENO_NO_UPDATE_CHECK: "1" } });
+        const renames = (await Deno.readTextFile(trace)).split("\n")
+          .map((line) =>
+            /rename(?:at2?)?\((?:[^,]*, )?"[^"]*", (?:[^,]*, )?"([^"]*)"/.exec(line)?.[1]
+          )
+          .filter((path) => path !== undefined);
+        if (renames.length >= n) {
+          assert.ok(targets.includes(renames[n - 1]), `rename ${n} was of ${renames[n - 1]}`);
+          assert.notEqual(killed.code, 0, "killed");
+        } else {
+          assert.equal(killed.code, 0, killed.stderr);
+        }
+        const other = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+        assert.equal(other.code, 0, other.stderr);
+        const otherPorts = portsOf(other.stdout);
+        const held = async () => {
+          try {
+            const file = await readJson(own);
+            return [file.web, file.api];
+          } catch (error) {
+            if (error instanceof Deno.errors.NotFound) return [];
+            throw error;
+          }
+        };
+        assert.deepEqual(
+          (await held()).filter((port) => otherPorts.includes(port as number)),
+          [],
+          `killed at rename ${n} (${renames[n - 1] ?? "none"}), b1 got ${otherPorts}`,
+        );
+        const again = await runCli(a1, ["allocate", ...ports.args], { env: home.env });
+        assert.equal(again.code, 0, again.stderr);
+        assert.deepEqual(portsOf(again.stdout).filter((port) => otherPorts.includes(port)), []);
+        assert.deepEqual(await temporaryFilesBeside(targets), []);
+      });
+    }
+  },
 });
