@@ -36,15 +36,28 @@ import { BROWSER_BLOCKED_PORTS, configWarnings } from "./usable_ports.ts";
 import type { Worktree } from "./worktree_list.ts";
 
 /**
- * The main worktree keeps slot 0 whatever other repositories hold, so a
- * clash there is reported rather than moved.
+ * Says why a main worktree is off slot 0 (a worktree of another repository
+ * holds a base port), or, when it keeps slot 0, who else holds its ports:
+ * a main worktree whose file is at slot 0 keeps it, so a clash there is
+ * reported rather than moved.
  */
 function warnAboutMainWorktree(
-  allocation: Pick<Allocation, "slot" | "bundle" | "warnings">,
+  allocation: Pick<Allocation, "slot" | "bundle" | "warnings" | "kept">,
+  config: PortsConfig,
   siblings: ReadonlyMap<number, string>,
   others: ReadonlyMap<number, string>,
 ): void {
-  if (allocation.slot !== 0) return;
+  if (allocation.slot !== 0) {
+    if (allocation.kept) return;
+    const held = Object.entries(portsForSlot(config, 0)).filter(([, port]) => others.has(port));
+    if (held.length === 0) return;
+    allocation.warnings.push(
+      `Slot 0 of this main worktree is held by another repository (${
+        held.map(([key, port]) => `${port} ("${key}") by "${others.get(port)}"`).join(", ")
+      }); it takes slot ${allocation.slot} instead`,
+    );
+    return;
+  }
   for (const [key, port] of Object.entries(allocation.bundle)) {
     // A linked worktree on a base port: its config (another branch's) differs.
     const sibling = typeof port === "number" ? siblings.get(port) : undefined;
@@ -59,8 +72,8 @@ function warnAboutMainWorktree(
     if (holder === undefined) continue;
     allocation.warnings.push(
       `Port ${port} ("${key}") of this main worktree is also held by "${holder}" of another ` +
-        `repository; the main worktree keeps its base ports (change the base ports of one ` +
-        `repository, or see "worktree-ports check --all")`,
+        `repository; the main worktree keeps its base ports (run "worktree-ports check --fix ` +
+        `--all" to move the one allocated later)`,
     );
   }
 }
@@ -211,7 +224,7 @@ export async function allocateIn(
   warnMovedOffBlocked(previous, repository.root, allocation.slot, allocation.warnings);
   const ownBefore = previous.state === "read" &&
     !isForeign(previous, repository.root, repository);
-  if (repository.primary && !ownBefore) {
+  if (repository.primary && !ownBefore && allocation.slot === 0) {
     await warnBusyBase(config, env.probe, allocation.warnings);
   }
   // A file this tool did not write for this worktree may be one git checked out.
@@ -327,12 +340,15 @@ async function allocateLocked(
     {
       force: options.force,
       probe: env.probe,
+      othersHold: machine.holders,
       dryRun: options.dryRun,
       makeParent: inside !== undefined,
       beforeWrite,
     },
   );
-  warnAboutMainWorktree(allocation, reserved.holders, machine.holders);
+  if (repository.primary) {
+    warnAboutMainWorktree(allocation, config, reserved.holders, machine.holders);
+  }
   allocation.warnings.unshift(...reserved.warnings, ...machine.warnings, ...ruleWarnings);
   return {
     allocation,
@@ -409,6 +425,8 @@ export async function allocateSlot(
   reserved: Pick<ReadonlySet<number>, "has">,
   options: Pick<AllocateOptions, "force" | "dryRun"> & {
     probe: PortProbe;
+    /** The ports worktrees of other repositories hold, which move a main worktree off slot 0. */
+    othersHold?: Pick<ReadonlySet<number>, "has">;
     makeParent?: boolean;
     /** Called before the file is written, whether or not it changes; never for a dry run. */
     beforeWrite?: (allocation: Omit<Allocation, "timings">) => void;
@@ -420,6 +438,7 @@ export async function allocateSlot(
     current: current?.slot,
     force: options.force,
     primary: target.primary,
+    othersHold: options.othersHold,
     probe: options.probe,
   });
   warnLostMovedSlot(current, target, choice.slot, warnings);

@@ -22,11 +22,20 @@ export interface ChooseSlotOptions extends Pick<Environment, "probe"> {
    */
   force?: boolean;
   /**
-   * The worktree is the main worktree, which always gets slot 0.
+   * The worktree is the main worktree, which takes slot 0 unless a worktree
+   * of another repository holds one of its ports (see `othersHold`).
    *
    * @default {false}
    */
   primary?: boolean;
+  /**
+   * The ports that worktrees of other repositories hold. The main worktree
+   * takes slot 0 unless one of them is a base port; then it takes a slot as
+   * a linked worktree does. A main worktree whose file is at slot 0 keeps it.
+   *
+   * @default {undefined} none
+   */
+  othersHold?: Pick<ReadonlySet<number>, "has">;
 }
 
 /** The slot {@linkcode chooseSlot} picked. */
@@ -38,10 +47,14 @@ export interface SlotChoice {
 }
 
 /**
- * Picks a worktree's slot. The main worktree gets slot 0. A linked worktree
- * keeps its current slot when it is in range and no sibling reserves any of
- * its ports (without probing: its own services may be listening); otherwise
- * it gets the lowest slot from 1 whose ports are all unreserved and free.
+ * Picks a worktree's slot. A worktree keeps its current slot when it is in
+ * range and no other worktree reserves any of its ports (without probing:
+ * its own services may be listening); the main worktree keeps slot 0
+ * whatever else holds it. Otherwise the main worktree gets slot 0, unless a
+ * worktree of another repository holds one of its base ports
+ * (`othersHold`), and a linked worktree, or a main worktree whose base ports
+ * are held, gets the lowest slot from 1 whose ports are all unreserved and
+ * free.
  * A slot holding a port browsers refuse ({@linkcode BROWSER_BLOCKED_PORTS})
  * is never handed out or kept.
  *
@@ -68,16 +81,20 @@ export async function chooseSlot(
   reserved: Pick<ReadonlySet<number>, "has">,
   options: ChooseSlotOptions = {},
 ): Promise<SlotChoice> {
-  if (options.primary) return { slot: 0, kept: options.current === 0 };
   const bases = Object.values(config.ports);
   const isReserved = (slot: number) =>
     bases.some((base) => reserved.has(base + slot * config.stride));
   const { current } = options;
+  // The current slot is kept without probing: its own services may be listening there.
+  if (options.primary && !options.force && current === 0) return { slot: 0, kept: true };
   if (
     !options.force && current !== undefined && current >= 1 &&
     current <= config.slots && !isReserved(current) && blockedPortsOf(config, current).length === 0
   ) {
     return { slot: current, kept: true };
+  }
+  if (options.primary && !bases.some((base) => options.othersHold?.has(base))) {
+    return { slot: 0, kept: false };
   }
   const { probe } = environmentOf(options);
   let busy = 0;

@@ -132,14 +132,20 @@ async function fixStatuses(
     for (const conflict of status.conflicts) {
       const other = statuses.find((candidate) => candidate.path === conflict.worktree)!;
       if (movers.has(status) || movers.has(other)) continue;
-      // Main worktrees (of two repositories, here) keep slot 0, and an absent
-      // worktree cannot be written to: of a pair of those, neither moves.
-      const pinned = (candidate: WorktreeStatus) =>
-        candidate.primary || candidate.state === "absent";
-      if (pinned(status) && pinned(other)) continue;
-      const mover = pinned(status)
+      // An absent worktree cannot be written to: of two, neither moves. A
+      // main worktree stays before a linked one; of two main worktrees (of
+      // two repositories), the one allocated later moves.
+      const absent = (candidate: WorktreeStatus) => candidate.state === "absent";
+      if (absent(status) && absent(other)) continue;
+      const mover = absent(status)
         ? other
-        : pinned(other)
+        : absent(other)
+        ? status
+        : status.primary && other.primary
+        ? await laterAllocated(status, other)
+        : status.primary
+        ? other
+        : other.primary
         ? status
         : await chooseMover(status, other, env.probe);
       movers.set(mover, "duplicate");
@@ -168,6 +174,7 @@ async function fixStatuses(
       {
         force: !outdated,
         probe: env.probe,
+        othersHold: reserved,
         // Recorded before it is written, as allocate records.
         beforeWrite: (allocation) =>
           machine.record(
@@ -211,6 +218,11 @@ async function chooseMover(
     );
   const aListens = listensAlone(a, b);
   if (aListens !== listensAlone(b, a)) return aListens ? b : a;
+  return await laterAllocated(a, b);
+}
+
+/** Of two worktrees, the one whose slot was allocated later. */
+async function laterAllocated(a: WorktreeStatus, b: WorktreeStatus): Promise<WorktreeStatus> {
   const [aTime, bTime] = await Promise.all([allocationTime(a), allocationTime(b)]);
   return aTime > bTime ? a : b;
 }
