@@ -4,7 +4,7 @@ import type { ConfigOverrides } from "./config.ts";
 import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { WorktreePortsError } from "./errors.ts";
 import { fileInfo, realPathOr } from "./files.ts";
-import { worktreeExists } from "./git_dirs.ts";
+import { worktreeExists, worktreesOnDisk } from "./git_dirs.ts";
 import { readKeptCopy } from "./kept_copy.ts";
 import { MachineSession } from "./machine_index.ts";
 import { isPort, PORT_FILE_NAME } from "./names.ts";
@@ -41,9 +41,19 @@ function markOtherRepositories(
     for (const [holder, ports] of shared) {
       const entry = entries.get(holder)!;
       status.conflicts.push({ worktree: entry.worktree, ports, repository: entry.repository });
-      status.state = "duplicate";
+      markDuplicate(status);
     }
   }
+}
+
+/**
+ * A file that shares ports is `duplicate` when nothing else is wrong with it;
+ * one that is outdated, invalid or absent keeps that state, which says more
+ * (an absent worktree cannot be moved), and its conflicts are listed all the
+ * same.
+ */
+function markDuplicate(status: WorktreeStatus): void {
+  if (status.state === "ok") status.state = "duplicate";
 }
 
 /**
@@ -72,7 +82,7 @@ function addConflicts(statuses: readonly InspectedStatus[], across: boolean): vo
         across ? { worktree: path, ports, repository } : { worktree: path, ports },
       );
     }
-    if (shared.size > 0 && (across || status.state === "ok")) status.state = "duplicate";
+    if (shared.size > 0) markDuplicate(status);
   });
 }
 
@@ -104,7 +114,10 @@ export async function openIndexedRepositories(
   }
   for (const key of [...groups.keys()].sort()) {
     let problem: string | undefined;
-    for (const worktree of groups.get(key)!) {
+    // Its recorded worktrees first, then any it has on disk (the main one
+    // beside its git directory, say, when the recorded ones are away).
+    const candidates = new Set([...groups.get(key)!, ...worktreesOnDisk(key)]);
+    for (const worktree of candidates) {
       if (!worktreeExists(worktree)) continue;
       try {
         const repository = await openWorktree(worktree, env);
