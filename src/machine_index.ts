@@ -297,7 +297,7 @@ export class MachineSession implements Disposable {
       // A file outside its worktree (a preview) stops holding with the worktree.
       const orphan = !isInside(entry.worktree, entry.path) && !worktreeExists(entry.worktree);
       if (holding.state === "gone" || (holding.state === "file" && orphan)) {
-        vanished.set(repository, entry);
+        vanished.set(entry.repository, entry);
         this.#changed = true;
       } else if (holding.state === "none") {
         this.#changed = true;
@@ -325,7 +325,10 @@ export class MachineSession implements Disposable {
       }
     }
     const recorded = new Set(this.entries.map((entry) => entry.path));
-    for (const [repository, entry] of vanished) {
+    for (const entry of vanished.values()) {
+      // Where its repository is now, which another of its worktrees may have
+      // told since it was met.
+      const repository = where.of(entry);
       if (this.#own.has(repository) || !where.exists(repository)) continue;
       for (const found of portFilesOfRepository(repository, entry)) {
         if (recorded.has(found.path)) continue;
