@@ -53,17 +53,33 @@ export function machineIndexDir(
   getEnv: (name: string) => string | undefined,
   os: typeof Deno.build.os = Deno.build.os,
 ): string | undefined {
+  return machineIndexHome(getEnv, os)?.dir;
+}
+
+/**
+ * {@linkcode machineIndexDir}, and the variable that decided it: two
+ * environments that differ in it (a terminal and an editor's hook, say) keep
+ * two indexes, which know nothing of each other.
+ */
+export function machineIndexHome(
+  getEnv: (name: string) => string | undefined,
+  os: typeof Deno.build.os = Deno.build.os,
+): { dir: string; from: string } | undefined {
   const home = getEnv("WORKTREE_PORTS_HOME");
-  if (home) return home;
+  if (home) return { dir: home, from: "WORKTREE_PORTS_HOME" };
   if (os === "windows") {
     const local = getEnv("LOCALAPPDATA");
-    return local ? `${local.replace(/[\\/]+$/, "")}\\worktree-ports` : undefined;
+    return local
+      ? { dir: `${local.replace(/[\\/]+$/, "")}\\worktree-ports`, from: "LOCALAPPDATA" }
+      : undefined;
   }
   // The XDG spec ignores a relative XDG_STATE_HOME.
   const state = getEnv("XDG_STATE_HOME");
-  if (state && state.startsWith("/")) return joinPath(state, "worktree-ports");
+  if (state && state.startsWith("/")) {
+    return { dir: joinPath(state, "worktree-ports"), from: "XDG_STATE_HOME" };
+  }
   const user = getEnv("HOME");
-  return user ? joinPath(user, ".local/state/worktree-ports") : undefined;
+  return user ? { dir: joinPath(user, ".local/state/worktree-ports"), from: "HOME" } : undefined;
 }
 
 /**

@@ -2,7 +2,10 @@
 
 import { loadConfig } from "../../config.ts";
 import { fixMachine, fixWorktrees } from "../../fix.ts";
+import { machineIndexHome } from "../../index_home.ts";
 import { inspectMachine, inspectWorktrees } from "../../inspect.ts";
+import { INDEX_FILE_NAME } from "../../machine_index.ts";
+import { joinPath } from "../../paths.ts";
 import { configWarnings } from "../../usable_ports.ts";
 import { allocateOptions } from "../args.ts";
 import { printWarning, withLockNotice, writeStdout } from "../print.ts";
@@ -18,6 +21,13 @@ export async function run(values: Values): Promise<number> {
       writeStdout(formatMove(move) + "\n");
     }
     if (moves.length === 0) writeStdout("nothing to fix\n");
+  }
+  if (values.all && options.scope !== "repository") {
+    // Two environments can keep two indexes: say which one was read, and why.
+    const home = machineIndexHome((name) => Deno.env.get(name));
+    if (home !== undefined) {
+      console.error(`index: "${joinPath(home.dir, INDEX_FILE_NAME)}" (from ${home.from})`);
+    }
   }
   const inspect = values.all ? inspectMachine : inspectWorktrees;
   const statuses = await inspect({
