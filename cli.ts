@@ -199,10 +199,14 @@ const COMMANDS: Record<string, CommandSpec> = {
       stride: OPTIONS.stride,
       slots: OPTIONS.slots,
       output: OPTIONS.output,
+      scope: OPTIONS.scope,
       help: OPTIONS.help,
     },
     maxPositionals: 0,
-    permissions: () => ["git", "read", "net"],
+    // Other repositories hold slots too, found through the machine-wide index.
+    permissions: (
+      values,
+    ) => ["git", "read", "net", ...allocatePermissions(values).filter((p) => p === "env")],
     run: lazy(() => import("./src/cli/commands/slots.ts")),
   },
   check: {

@@ -296,8 +296,10 @@ async function allocateLocked(
     scope: env.scope ?? config.scope,
     index: env.index,
     repositories: [repository.commonDir],
+    worktrees: repository.worktrees.map((worktree) => worktree.path),
     lockOptions,
     own: { file: path, worktree: repository.root },
+    git: env.git,
   });
   const reserved = await scanCurrentReservations(repository, env, path, inside, {
     excludeOutput: options.excludeOutput,

@@ -29,6 +29,16 @@ export function needsAllAccess(error: unknown): boolean {
   return error instanceof Deno.errors.NotCapable && /requires all access/i.test(error.message);
 }
 
+/** Whether Deno refuses to look at a path without `--allow-all` (see {@linkcode needsAllAccess}). */
+export function hiddenFromDeno(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return false;
+  } catch (error) {
+    return needsAllAccess(error);
+  }
+}
+
 export function pathExists(path: string): boolean {
   return fileInfo(path) !== undefined;
 }

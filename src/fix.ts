@@ -17,6 +17,7 @@ import { keptCopyPath } from "./kept_copy.ts";
 import { lockRepository, type RepositoryLock } from "./lock.ts";
 import { MachineSession } from "./machine_index.ts";
 import { PORT_FILE_NAME } from "./names.ts";
+import { assertNotDirectory } from "./output.ts";
 import { relativeInside } from "./paths.ts";
 import { type PortFilePathOptions, readPortFile, reservedPortsOf } from "./port_file.ts";
 import type { PortProbe } from "./probe.ts";
@@ -98,7 +99,9 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
     scope: env.scope,
     index: env.index,
     repositories: [listed.commonDir],
+    worktrees: listed.worktrees.map((worktree) => worktree.path),
     lockOptions: { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait },
+    git: env.git,
   });
   let repository = await currentListing(listed, env);
   if (hasVanishedWorktree(repository)) repository = await relist(listed, env);
@@ -152,10 +155,29 @@ async function fixStatuses(
     }
   }
 
+  // A file that cannot be written changes nothing, rather than leaving the
+  // index with ports that no file holds.
+  for (const status of movers.keys()) assertNotDirectory(status.file);
   const reserved = new Set<number>(machine.holders.keys());
+  // What each repository's worktrees keep: a main worktree leaves slot 0
+  // only for another repository, never for a sibling.
+  const kept = new Map<string | undefined, Set<number>>();
+  const keep = (repository: string | undefined, ports: Iterable<number>) => {
+    const set = kept.get(repository) ?? new Set<number>();
+    kept.set(repository, set);
+    for (const port of ports) {
+      set.add(port);
+      reserved.add(port);
+    }
+  };
   for (const status of statuses) {
-    if (!movers.has(status)) { for (const port of status.reserved) reserved.add(port); }
+    if (!movers.has(status)) keep(status.repository, status.reserved);
   }
+  const othersHold = (repository: string | undefined) => ({
+    has: (port: number) =>
+      machine.holders.has(port) ||
+      [...kept].some(([other, ports]) => other !== repository && ports.has(port)),
+  });
   const moves: Move[] = [];
   for (const [status, reason] of movers) {
     const root = await Deno.realPath(status.path);
@@ -174,7 +196,7 @@ async function fixStatuses(
       {
         force: !outdated,
         probe: env.probe,
-        othersHold: reserved,
+        othersHold: othersHold(status.repository),
         // Recorded before it is written, as allocate records.
         beforeWrite: (allocation) =>
           machine.record(
@@ -190,7 +212,7 @@ async function fixStatuses(
       warnDroppedKeys(old.data, allocation, allocation.warnings);
     }
     const to = portsForSlot(config, allocation.slot);
-    for (const port of Object.values(to)) reserved.add(port);
+    keep(status.repository, Object.values(to));
     moves.push({
       worktree: status.path,
       reason,
@@ -269,7 +291,11 @@ export async function fixMachine(options: FixOptions = {}): Promise<Move[]> {
     using machine = await MachineSession.open({
       index: env.index,
       repositories: ordered,
+      worktrees: found.repositories.flatMap((repository) =>
+        repository.worktrees.map((worktree) => worktree.path)
+      ),
       lockOptions,
+      git: env.git,
     });
     const statuses = await inspectAll(found, { ...options, listening: false }, env);
     return await fixStatuses(statuses, machine, options, env);

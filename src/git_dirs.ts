@@ -1,7 +1,7 @@
 // Git's directories read as git reads them: `.git`, `commondir`, and the admin
 // entries under `<common dir>/worktrees/`.
 
-import { pathExists, readRegularTextFile } from "./files.ts";
+import { needsAllAccess, pathExists, readRegularTextFile } from "./files.ts";
 import type { GitRunner } from "./git.ts";
 import { baseName, comparablePath, joinPath, parentOf, resolvePath } from "./paths.ts";
 
@@ -22,7 +22,7 @@ export function nearestGitDirs(
     try {
       return { at: candidate, ...gitDirsOf(candidate) };
     } catch (error) {
-      if (error instanceof Deno.errors.NotCapable) throw error;
+      if (error instanceof Deno.errors.NotCapable && !needsAllAccess(error)) throw error;
       if (!(error instanceof Deno.errors.NotFound)) return undefined;
     }
     const parent = candidate.replace(/[\\/][^\\/]*$/, "");
@@ -40,7 +40,7 @@ export async function findCommonDir(root: string, git: GitRunner): Promise<strin
   try {
     return gitDirsOf(root).commonDir;
   } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
+    if (error instanceof Deno.errors.NotCapable && !needsAllAccess(error)) throw error;
     const output = await git.run(["rev-parse", "--git-common-dir"], root);
     return resolvePath(root, output.replace(/\r?\n$/, ""));
   }
@@ -98,7 +98,7 @@ export function readAdminEntries(
   try {
     for (const entry of Deno.readDirSync(admin)) names.push(entry.name);
   } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
+    if (error instanceof Deno.errors.NotCapable && !needsAllAccess(error)) throw error;
     return error instanceof Deno.errors.NotFound ? [] : undefined;
   }
   return names.sort().map((name) => {
@@ -112,7 +112,7 @@ function readGitFile(dir: string): string | undefined {
   try {
     return readRegularTextFile(joinPath(dir, "gitdir")).replace(/\r?\n$/, "");
   } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
+    if (error instanceof Deno.errors.NotCapable && !needsAllAccess(error)) throw error;
     return undefined;
   }
 }

@@ -3,7 +3,7 @@
 import type { ConfigOverrides } from "./config.ts";
 import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { WorktreePortsError } from "./errors.ts";
-import { fileInfo, realPathOr } from "./files.ts";
+import { fileInfo, hiddenFromDeno, realPathOr } from "./files.ts";
 import { worktreeExists, worktreesOnDisk } from "./git_dirs.ts";
 import { readKeptCopy } from "./kept_copy.ts";
 import { MachineSession } from "./machine_index.ts";
@@ -103,7 +103,7 @@ export async function openIndexedRepositories(
   } catch (error) {
     if (!(error instanceof WorktreePortsError && error.code === "NOT_A_WORKTREE")) throw error;
   }
-  using machine = await MachineSession.open({ index: env.index, readOnly: true });
+  using machine = await MachineSession.open({ index: env.index, readOnly: true, git: env.git });
   warnings.push(...machine.warnings);
   const here = repositories.length > 0;
   const seen = new Set(repositories.map((repository) => realPathOr(repository.commonDir)));
@@ -132,6 +132,9 @@ export async function openIndexedRepositories(
         if (!(error instanceof WorktreePortsError)) throw error;
         problem = error.message;
       }
+    }
+    if (problem === undefined && !seen.has(key) && hiddenFromDeno(key)) {
+      problem = "Deno looks into it only with --allow-all";
     }
     if (problem !== undefined) {
       warnings.push(`Skipped the indexed repository "${key}": ${problem}`);
@@ -282,7 +285,9 @@ export async function inspectWorktrees(
     scope: env.scope,
     index: env.index,
     repositories: [repository.commonDir],
+    worktrees: repository.worktrees.map((worktree) => worktree.path),
     readOnly: true,
+    git: env.git,
   });
   for (const warning of machine.warnings) options.onWarning?.(warning);
   markOtherRepositories(statuses, machine);

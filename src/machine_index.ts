@@ -11,11 +11,19 @@ import {
   removeStaleTemporaryFiles,
   writeFileAtomic,
 } from "./files.ts";
+import type { GitRunner } from "./git.ts";
 import { gitDirsOf, worktreeExists, worktreesOnDisk } from "./git_dirs.ts";
 import type { MachineIndex } from "./index_home.ts";
 import { type LockOptions, lockRepository, type RepositoryLock } from "./lock.ts";
 import { isPort, PORT_FILE_NAME } from "./names.ts";
-import { isAbsolutePath, isInside, joinPath, relativeInside } from "./paths.ts";
+import {
+  comparablePath,
+  isAbsolutePath,
+  isInside,
+  joinPath,
+  parentOf,
+  relativeInside,
+} from "./paths.ts";
 import { holdingOf } from "./reservations.ts";
 
 // Lock order, everywhere: the repository lock first, then the machine lock
@@ -152,6 +160,15 @@ export interface MachineSessionOptions {
   readOnly?: boolean;
   /** The port file being allocated and its worktree, which never reserve anything against themselves. */
   own?: { file: string; worktree: string };
+  /**
+   * The worktrees git lists for `repositories`. An entry filed under one of
+   * them that names none of these worktrees is read as another's.
+   *
+   * @default {undefined} every entry filed under them is theirs
+   */
+  worktrees?: readonly string[];
+  /** How git is run, to ask whether a worktree Deno may not look into is still there. */
+  git: GitRunner;
 }
 
 /**
@@ -182,6 +199,8 @@ export class MachineSession implements Disposable {
   readonly #items: unknown[] = [];
   /** The ports recorded for each file. */
   readonly #recorded = new Map<string, readonly number[]>();
+  /** Kept entries whose file Deno may not open, to confirm with git, and what was said of them. */
+  readonly #hidden: { entry: IndexEntry; noted: string[] }[] = [];
   /** The entries differ from the file's. */
   #changed = false;
 
@@ -259,7 +278,8 @@ export class MachineSession implements Disposable {
       return new MachineSession(warnings);
     }
     const session = new MachineSession(warnings, { file: index.path, lock, lockWait, own });
-    session.#read(index.raw, options.own);
+    session.#read(index.raw, options);
+    await session.#confirmHidden(options.git);
     return session;
   }
 
@@ -267,11 +287,28 @@ export class MachineSession implements Disposable {
    * Reads every other repository's recorded file, as sibling files are read
    * (see {@linkcode holdingOf}), and keeps the entries whose worktree still
    * holds something. A repository whose files are gone from where they were
-   * recorded has its worktrees looked up on disk, where it is now.
+   * recorded has its worktrees looked up on disk, where it is now; one that
+   * cannot be found yet, while another of its worktrees lives on (a
+   * repository renamed but not yet repaired), keeps holding its recorded
+   * ports.
    */
-  #read(raw: readonly unknown[], own: { file: string; worktree: string } | undefined): void {
+  #read(raw: readonly unknown[], options: MachineSessionOptions): void {
     const where = new RepositoryLookup();
-    const vanished = new Map<string, IndexEntry>();
+    const listed = options.worktrees === undefined
+      ? undefined
+      : new Set(options.worktrees.map(comparablePath));
+    // An entry filed under this operation's repository but naming none of
+    // its worktrees (an orphan left by a deleted repository, or one misfiled
+    // by hand) is read as another's.
+    let listedReal: Set<string> | undefined;
+    const isListed = (worktree: string) => {
+      if (listed === undefined || listed.has(comparablePath(worktree))) return true;
+      // Git may spell a worktree through a symbolic link: real paths, once.
+      listedReal ??= new Set(options.worktrees!.map((path) => comparablePath(realPathOr(path))));
+      return listedReal.has(comparablePath(realPathOr(worktree)));
+    };
+    const vanished: IndexEntry[] = [];
+    const live = new Set<string>();
     for (const item of raw) {
       const entry = asIndexEntry(item);
       if (entry === undefined) {
@@ -281,10 +318,9 @@ export class MachineSession implements Disposable {
       const repository = where.of(entry);
       // This operation's own repositories are read through git, and its own
       // file never holds anything against itself.
-      if (
-        this.#own.has(repository) || entry.path === own?.file || entry.worktree === own?.worktree
-      ) {
-        this.#keep(this.#own.has(repository) ? where.healed(entry, repository) : entry);
+      const own = this.#own.has(repository) && isListed(entry.worktree);
+      if (own || entry.path === options.own?.file || entry.worktree === options.own?.worktree) {
+        this.#keep(own ? where.healed(entry, repository) : entry);
         continue;
       }
       const noted: string[] = [];
@@ -297,7 +333,7 @@ export class MachineSession implements Disposable {
       // A file outside its worktree (a preview) stops holding with the worktree.
       const orphan = !isInside(entry.worktree, entry.path) && !worktreeExists(entry.worktree);
       if (holding.state === "gone" || (holding.state === "file" && orphan)) {
-        vanished.set(entry.repository, entry);
+        vanished.push(entry);
         this.#changed = true;
       } else if (holding.state === "none") {
         this.#changed = true;
@@ -317,31 +353,61 @@ export class MachineSession implements Disposable {
         );
         this.#changed = true;
       } else {
-        this.warnings.push(...noted);
-        this.#keep(
-          where.healed({ ...entry, ports: [...holding.ports] }, repository),
-          holding.ports,
-        );
+        live.add(entry.repository);
+        const kept = where.healed({ ...entry, ports: [...holding.ports] }, repository);
+        this.#keep(kept, holding.ports);
+        // Whether one Deno may not look at is there at all is for git to say first.
+        if (holding.state === "kept" && holding.hidden) this.#hidden.push({ entry: kept, noted });
+        else this.warnings.push(...noted);
       }
     }
     const recorded = new Set(this.entries.map((entry) => entry.path));
-    for (const entry of vanished.values()) {
+    for (const entry of vanished) {
       // Where its repository is now, which another of its worktrees may have
       // told since it was met.
       const repository = where.of(entry);
-      if (this.#own.has(repository) || !where.exists(repository)) continue;
+      if (this.#own.has(repository)) continue;
+      if (!where.exists(repository)) {
+        if (live.has(entry.repository) && (entry.ports?.length ?? 0) > 0) {
+          this.#keep(entry, entry.ports);
+        }
+        continue;
+      }
       for (const found of portFilesOfRepository(repository, entry)) {
         if (recorded.has(found.path)) continue;
         recorded.add(found.path);
-        const holding = holdingOf({
-          file: found.path,
-          worktree: found.worktree,
-          commonDir: repository,
-        }, this.warnings);
+        const holding = holdingOf(
+          { file: found.path, worktree: found.worktree, commonDir: repository },
+          this.warnings,
+        );
         if (holding.ports.length === 0) continue;
         this.#keep({ ...found, ports: [...holding.ports] }, holding.ports);
         this.#changed = true;
       }
+    }
+  }
+
+  /**
+   * Asks git whether each worktree whose file Deno may not open (it opens
+   * `/dev/shm`, say, only with `--allow-all`) is still there: git is not
+   * bound by Deno's permissions, and a deleted one must stop holding ports.
+   */
+  async #confirmHidden(git: GitRunner): Promise<void> {
+    for (const { entry, noted } of this.#hidden) {
+      try {
+        await git.run(["-C", entry.worktree, "rev-parse", "--git-dir"], parentOf(this.file!));
+        this.warnings.push(...noted);
+        continue;
+      } catch (error) {
+        if (!(error instanceof WorktreePortsError)) throw error;
+      }
+      const at = this.#items.indexOf(entry);
+      if (at !== -1) this.#items.splice(at, 1);
+      this.entries.splice(this.entries.indexOf(entry), 1);
+      for (const [port, holder] of this.holders) {
+        if (holder === entry.path) this.holders.delete(port);
+      }
+      this.#changed = true;
     }
   }
 
@@ -505,7 +571,13 @@ function asIndexEntry(item: unknown): IndexEntry | undefined {
   }
   // Relative paths would be read against whatever directory we run in.
   if (!isAbsolutePath(path) || !isAbsolutePath(worktree)) return undefined;
-  const entry: IndexEntry = { path, repository, worktree };
+  // A relative repository would be read against whatever directory we run
+  // in: it is looked up through the worktree's .git instead.
+  const entry: IndexEntry = {
+    path,
+    repository: isAbsolutePath(repository) ? repository : "",
+    worktree,
+  };
   if (Array.isArray(ports)) entry.ports = ports.filter(isPort);
   return entry;
 }

@@ -51,6 +51,11 @@ export type PortFileRead =
     reason: string;
     /** It is no regular file at all: a directory, FIFO, socket or device. */
     irregular?: boolean;
+    /**
+     * Deno may not open it with this run's permissions: it opens some paths
+     * (`/proc`, `/dev/shm`) only with `--allow-all`. It may be there or not.
+     */
+    hidden?: boolean;
     /** The ports recovered from its text: every `"key": integer` pair that is a port. */
     ports: number[];
   }
@@ -91,7 +96,12 @@ export function readPortFile(path: string): PortFileRead {
     // A file Deno opens only with --allow-all (under /proc or /dev/shm) may
     // be a port file all the same: one this run cannot read, not one gone.
     if (needsAllAccess(error)) {
-      return { state: "unreadable", reason: "Deno reads it only with --allow-all", ports: [] };
+      return {
+        state: "unreadable",
+        reason: "Deno reads it only with --allow-all",
+        ports: [],
+        hidden: true,
+      };
     }
     if (error instanceof Deno.errors.NotCapable) throw error;
     const irregular = error instanceof FileProblem && error.irregular;

@@ -72,7 +72,7 @@ export interface OtherWorktree {
  */
 export type Holding =
   | { state: "file"; ports: number[]; read: Extract<PortFileRead, { state: "read" }> }
-  | { state: "kept"; ports: number[]; unreadable?: string }
+  | { state: "kept"; ports: number[]; unreadable?: string; hidden?: boolean }
   | { state: "none" | "gone"; ports: readonly [] };
 
 /**
@@ -93,6 +93,7 @@ export function holdingOf(other: OtherWorktree, warnings: string[]): Holding {
       state: "kept",
       ports: unreadableFallback(other.file, file, other.recorded ?? [], warnings, kept),
       unreadable: file.reason,
+      hidden: file.hidden,
     };
   }
   // A directory with its .git is the worktree, without a file; one without
@@ -143,6 +144,8 @@ function unreadableFallback(
   }
   const fix = file.reason === "permission denied"
     ? `make it readable ("chmod u+r ${path}")`
+    : file.reason === "it is a directory"
+    ? `remove the directory, then run "worktree-ports allocate" in its worktree`
     : `run "worktree-ports allocate" in its worktree to rewrite it`;
   warnings.push(
     `Port file "${path}" is unreadable (${file.reason}); ` +

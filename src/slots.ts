@@ -3,6 +3,7 @@
 import { portsForSlot, renderBundle } from "./bundle.ts";
 import { type ConfigOverrides, loadConfig } from "./config.ts";
 import { type Environment, environmentOf } from "./environment.ts";
+import { MachineSession } from "./machine_index.ts";
 import { PORT_FILE_NAME } from "./names.ts";
 import { relativeInside } from "./paths.ts";
 import { portFilePath, type PortFilePathOptions, readPortFile } from "./port_file.ts";
@@ -10,7 +11,6 @@ import { probePort } from "./probe.ts";
 import { openWorktree, type Repository } from "./repository.ts";
 import { scanReservations } from "./reservations.ts";
 import { BROWSER_BLOCKED_PORTS } from "./usable_ports.ts";
-import type { Worktree } from "./worktree_list.ts";
 
 /**
  * How a slot stands: `held`, a worktree's port file reserves one of its
@@ -43,7 +43,10 @@ export interface SlotInfo {
 
 /** Options for {@linkcode listSlots}. */
 export interface ListSlotsOptions
-  extends ConfigOverrides, PortFilePathOptions, Pick<Environment, "git" | "probe"> {
+  extends
+    ConfigOverrides,
+    PortFilePathOptions,
+    Pick<Environment, "git" | "probe" | "index" | "scope"> {
   /**
    * The config file; relative paths are resolved against the worktree root.
    *
@@ -86,13 +89,23 @@ export interface ListSlotsOptions
  * ```
  */
 export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInfo[]> {
-  const { git, probe } = environmentOf(options);
-  const repository = await openWorktree(options.cwd, { git });
+  const env = environmentOf(options);
+  const repository = await openWorktree(options.cwd, env);
   const config = loadConfig(repository.root, options);
   const ownPath = portFilePath(repository.root, options);
   const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
-  const warnings: string[] = [];
-  const holders = heldPorts(repository, ownPath, inside, warnings);
+  // Other repositories' worktrees hold slots too: read as allocate reads them.
+  using machine = await MachineSession.open({
+    index: env.index,
+    scope: env.scope ?? config.scope,
+    repositories: [repository.commonDir],
+    worktrees: repository.worktrees.map((worktree) => worktree.path),
+    own: { file: ownPath, worktree: repository.root },
+    readOnly: true,
+    git: env.git,
+  });
+  const warnings = [...machine.warnings];
+  const holders = heldPorts(repository, ownPath, inside, machine, warnings);
   for (const warning of warnings) options.onWarning?.(warning);
   const slots: SlotInfo[] = [];
   for (let slot = 0; slot <= config.slots; slot++) {
@@ -103,7 +116,7 @@ export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInf
     const denied: number[] = [];
     if (held.length === 0 && blocked.length === 0 && options.listening !== false) {
       for (const port of ports) {
-        const status = await probePort(probe, port);
+        const status = await probePort(env.probe, port);
         if (status === "in-use") busy.push(port);
         if (status === "permission-denied") denied.push(port);
       }
@@ -120,8 +133,8 @@ export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInf
         ? "in-use"
         : "free",
       bundle: renderBundle(config, slot),
-      holders: held.map((worktree) => worktree.path),
-      current: held.includes(repository.current),
+      holders: held,
+      current: held.includes(repository.current.path),
       blocked,
       busy,
       denied,
@@ -131,32 +144,38 @@ export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInf
 }
 
 /**
- * Every port a worktree's file reserves, with each worktree holding it. The
- * other worktrees' files are read as an allocation reads them (see
- * {@linkcode scanReservations}), one worktree at a time so that a port two
- * of them hold names both: a damaged file keeps the ports its text names, an
- * unreadable one and a locked worktree whose directory is away the ports of
- * the copy kept in git's directory.
+ * Every port a worktree's file reserves, with the path of each worktree
+ * holding it, other repositories' included. The other worktrees' files are
+ * read as an allocation reads them (see {@linkcode scanReservations}), one
+ * worktree at a time so that a port two of them hold names both: a damaged
+ * file keeps the ports its text names, an unreadable one and a locked
+ * worktree whose directory is away the ports of the copy kept in git's
+ * directory, or those the index last recorded.
  */
 function heldPorts(
   repository: Repository,
   ownPath: string,
   inside: string,
+  machine: MachineSession,
   warnings: string[],
-): Map<number, Worktree[]> {
-  const holders = new Map<number, Worktree[]>();
-  const hold = (port: number, worktree: Worktree) =>
+): Map<number, string[]> {
+  const holders = new Map<number, string[]>();
+  const hold = (port: number, worktree: string) =>
     holders.set(port, [...(holders.get(port) ?? []), worktree]);
   for (const worktree of repository.worktrees) {
     if (worktree.bare || worktree.prunable) continue;
     if (worktree === repository.current) {
       const file = readPortFile(ownPath);
-      if (file.state === "read") { for (const port of file.ports) hold(port, worktree); }
+      if (file.state === "read") { for (const port of file.ports) hold(port, worktree.path); }
       continue;
     }
-    const scan = scanReservations({ ...repository, worktrees: [worktree] }, ownPath, inside, {});
+    const scan = scanReservations({ ...repository, worktrees: [worktree] }, ownPath, inside, {
+      recorded: (file) => machine.recorded(file),
+    });
     warnings.push(...scan.warnings);
-    for (const port of scan.holders.keys()) hold(port, worktree);
+    for (const port of scan.holders.keys()) hold(port, worktree.path);
   }
+  const worktreeOf = new Map(machine.entries.map((entry) => [entry.path, entry.worktree]));
+  for (const [port, file] of machine.holders) hold(port, worktreeOf.get(file) ?? file);
   return holders;
 }

@@ -1030,3 +1030,204 @@ Deno.test("cli check --all names the index file it read", async () => {
     result.stdout + result.stderr,
   );
 });
+
+// ---------------------------------------------------------------------------
+// What breaking the machine-wide reader found
+
+Deno.test("cli allocate keeps a renamed repository's main worktree when another repository allocates before the repair", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const cli = (cwd: string, ...args: string[]) =>
+    runCli(cwd, [...args, ...ports.args], { env: home.env });
+  const main = await cli(a.root, "allocate");
+  assert.equal(main.code, 0, main.stderr);
+  const a1 = await a.addWorktree("a1");
+  assert.equal((await cli(a1, "allocate")).code, 0);
+  const renamed = `${a.base}/renamed`;
+  await mv(a.root, renamed);
+  // Between the rename and the repair, a1's .git leads nowhere.
+  const b1 = await b.addWorktree("b1");
+  assert.equal((await cli(b1, "allocate")).code, 0);
+  await git(renamed, "worktree", "repair");
+  const b2 = await b.addWorktree("b2");
+  assert.equal((await cli(b2, "allocate")).code, 0);
+  // B's main worktree would take the base ports A's main worktree holds.
+  const bMain = await cli(b.root, "allocate");
+  assert.equal(bMain.code, 0, bMain.stderr);
+  assert.deepEqual(shared(portsOf(bMain.stdout), portsOf(main.stdout)), [], bMain.stderr);
+  const check = await cli(b.root, "check", "--all");
+  assert.equal(check.code, 0, check.stdout + check.stderr);
+});
+
+Deno.test("cli allocate reads a worktree left behind by a deleted repository as another repository's, not the new one's at its path", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  const cli = (cwd: string, ...args: string[]) =>
+    runCli(cwd, [...args, ...ports.args], { env: home.env });
+  const a1 = await a.addWorktree("a1");
+  const orphan = await cli(a1, "allocate");
+  assert.equal(orphan.code, 0, orphan.stderr);
+  // The whole repository goes; a1's directory and port file stay behind.
+  await Deno.remove(a.root, { recursive: true });
+  // A new repository at the same path, whose git knows nothing of a1.
+  await git(a.base, "init", "-q", "-b", "main", "main");
+  await git(a.root, "commit", "-q", "--allow-empty", "-m", "again");
+  const second = await a.addWorktree("a2");
+  const result = await cli(second, "allocate");
+  assert.equal(result.code, 0, result.stderr);
+  assert.deepEqual(shared(portsOf(result.stdout), portsOf(orphan.stdout)), [], result.stderr);
+  // Once the directory is gone too, nothing holds its ports.
+  await Deno.remove(a1, { recursive: true });
+  const third = await a.addWorktree("a3");
+  const after = await cli(third, "allocate");
+  assert.equal(after.code, 0, after.stderr);
+  assert.ok(!(await indexedPaths(home.dir)).includes(`${a1}/.worktree-ports.json`));
+});
+
+Deno.test("cli slots shows the slots other repositories hold as held, naming their worktrees", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const a1 = await a.addWorktree("a1");
+  const b1 = await b.addWorktree("b1");
+  for (const dir of [a.root, a1]) {
+    assert.equal((await runCli(dir, ["allocate", ...ports.args], { env: home.env })).code, 0);
+  }
+  const slots = await runCli(b1, ["slots", "--json", ...ports.args], { env: home.env });
+  assert.equal(slots.code, 0, slots.stderr);
+  const rows = JSON.parse(slots.stdout) as { slot: number; state: string; holders: string[] }[];
+  assert.deepEqual(rows[0], { ...rows[0], state: "held", holders: [a.root] });
+  assert.deepEqual(rows[1], { ...rows[1], state: "held", holders: [a1] });
+  const dryRun = await runCli(b1, ["allocate", "--dry-run", ...ports.args], { env: home.env });
+  assert.equal(slotOf(JSON.parse(dryRun.stdout)), rows.find((row) => row.state === "free")!.slot);
+  // Without the index, for which it needs no --allow-env.
+  const own = await runCli(b1, ["slots", "--json", "--scope", "repository", ...ports.args], {
+    env: home.env,
+    flags: CLI_FLAGS.filter((flag) => !flag.startsWith("--allow-env")),
+  });
+  assert.equal(own.code, 0, own.stderr);
+  assert.equal(JSON.parse(own.stdout)[1].state, "free");
+});
+
+Deno.test("cli check --fix keeps the main worktree on slot 0 when only a sibling holds its base ports", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  // The main worktree's config has its base ports where the sibling's
+  // config (another branch's) puts the sibling's slot 1.
+  const shifted = { ports: ports.at(1), stride: ports.stride, slots: ports.slots - 1 };
+  await using a = await TempRepo.create({ config: shifted });
+  const a1 = await a.addWorktree("a1");
+  await git(a1, "switch", "-q", "-c", "other");
+  await writeJson(`${a1}/worktree-ports.config.json`, ports.config());
+  await git(a1, "commit", "-q", "-am", "other ports");
+  const cli = (cwd: string, ...args: string[]) => runCli(cwd, args, { env: home.env });
+  const held = await cli(a1, "allocate");
+  assert.equal(slotOf(JSON.parse(held.stdout)), 1, held.stderr);
+  assert.equal((await cli(a.root, "allocate")).code, 0);
+  // The main worktree's file copied from its sibling: foreign.
+  await Deno.copyFile(`${a1}/.worktree-ports.json`, `${a.root}/.worktree-ports.json`);
+  const fix = await cli(a.root, "check", "--fix");
+  assert.match(fix.stdout, /^moved ".*" \(foreign\): .*\(slot 0\)$/m, fix.stdout + fix.stderr);
+  assert.equal(slotOf(await readJson(`${a.root}/.worktree-ports.json`)), 0);
+});
+
+Deno.test("cli check --fix --all changes nothing when a port file it must rewrite is a directory", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  await using b = await TempRepo.create();
+  const cli = (cwd: string, ...args: string[]) =>
+    runCli(cwd, [...args, ...ports.args], { env: home.env });
+  assert.equal((await cli(a.root, "allocate")).code, 0);
+  assert.equal((await cli(b.root, "allocate", "--scope", "repository")).code, 0);
+  await Deno.remove(`${a.root}/.worktree-ports.json`);
+  await Deno.mkdir(`${a.root}/.worktree-ports.json`);
+  const warned = await cli(b.root, "check");
+  assert.match(warned.stderr, /remove the directory, then run "worktree-ports allocate"/);
+  const before = await Deno.readTextFile(`${home.dir}/index.json`);
+  const fix = await cli(a.root, "check", "--fix", "--all");
+  assert.equal(fix.code, 1);
+  assert.match(fix.stderr, /^error: Cannot write ".*\.worktree-ports\.json": it is a directory/m);
+  assert.equal(await Deno.readTextFile(`${home.dir}/index.json`), before);
+});
+
+Deno.test("cli allocate finds the repository of an index entry through its worktree when the recorded one is relative or wrong", async (t) => {
+  // Relative to a worktree of B, where B allocates: "../main/.git" is B's own.
+  for (const [name, repository] of [["relative", "../main/.git"], ["another repository's", ""]]) {
+    await t.step(name, async () => {
+      const ports = pickPorts(["web", "api"]);
+      await using home = await tempHome();
+      await using a = await TempRepo.create();
+      await using b = await TempRepo.create();
+      const a1 = await a.addWorktree("a1");
+      const held = await runCli(a1, ["allocate", ...ports.args], { env: home.env });
+      assert.equal(held.code, 0, held.stderr);
+      const index = await readJson(`${home.dir}/index.json`);
+      for (const entry of index.files as { worktree: string; repository: string }[]) {
+        if (entry.worktree === a1) entry.repository = repository || `${b.root}/.git`;
+      }
+      await writeJson(`${home.dir}/index.json`, index);
+      const b1 = await b.addWorktree("b1");
+      const result = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual(shared(portsOf(result.stdout), portsOf(held.stdout)), [], result.stderr);
+    });
+  }
+});
+
+Deno.test({
+  name:
+    `cli allocate forgets a deleted repository that Deno could not look into (/dev/shm), and list --all and check --all still work${
+      DEV_SHM_WRITABLE ? "" : " (skipped: /dev/shm is not a writable folder here)"
+    }`,
+  ignore: !DEV_SHM_WRITABLE,
+  fn: async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using home = await tempHome();
+    await using b = await TempRepo.create();
+    const made = await run("mktemp", ["-d", "-p", "/dev/shm", "worktree-ports-XXXXXXXX"]);
+    assert.equal(made.code, 0, made.stderr);
+    const dir = made.stdout.trim();
+    try {
+      await git(dir, "init", "-q", "-b", "main", "main");
+      await git(`${dir}/main`, "commit", "-q", "--allow-empty", "-m", "initial");
+      const first = await runCli(`${dir}/main`, ["allocate", ...ports.args], {
+        env: home.env,
+        flags: ["-A"],
+      });
+      assert.equal(first.code, 0, first.stderr);
+      for (const command of [["list", "--all"], ["check", "--all", ...ports.args]]) {
+        const result = await runCli(b.root, command, { env: home.env });
+        assert.equal(result.code, 0, result.stdout + result.stderr);
+        assert.match(result.stderr, /Skipped the indexed repository .*only with --allow-all/);
+      }
+      await run("rm", ["-rf", dir]);
+      const main = await runCli(b.root, ["allocate", ...ports.args], { env: home.env });
+      assert.equal(main.code, 0, main.stderr);
+      assert.equal(slotOf(JSON.parse(main.stdout)), 0, main.stderr);
+      assert.equal(main.stderr, "");
+    } finally {
+      await run("rm", ["-rf", dir]);
+    }
+  },
+});
+
+Deno.test("cli check --all names no index when the index folder is relative, and names it with --scope repository", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using home = await tempHome();
+  await using a = await TempRepo.create();
+  assert.equal((await runCli(a.root, ["allocate", ...ports.args], { env: home.env })).code, 0);
+  const relative = await runCli(a.root, ["check", "--all", ...ports.args], {
+    env: { WORKTREE_PORTS_HOME: "relative" },
+  });
+  assert.doesNotMatch(relative.stderr, /^index:/m);
+  assert.match(relative.stderr, /not an absolute path/);
+  const scoped = await runCli(a.root, ["check", "--all", "--scope", "repository", ...ports.args], {
+    env: home.env,
+  });
+  assert.match(scoped.stderr, new RegExp(`^index: "${RegExp.escape(home.dir)}/index\\.json"`, "m"));
+});

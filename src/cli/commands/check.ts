@@ -5,7 +5,7 @@ import { fixMachine, fixWorktrees } from "../../fix.ts";
 import { machineIndexHome } from "../../index_home.ts";
 import { inspectMachine, inspectWorktrees } from "../../inspect.ts";
 import { INDEX_FILE_NAME } from "../../machine_index.ts";
-import { joinPath } from "../../paths.ts";
+import { isAbsolutePath, joinPath } from "../../paths.ts";
 import { configWarnings } from "../../usable_ports.ts";
 import { allocateOptions } from "../args.ts";
 import { printWarning, withLockNotice, writeStdout } from "../print.ts";
@@ -22,10 +22,11 @@ export async function run(values: Values): Promise<number> {
     }
     if (moves.length === 0) writeStdout("nothing to fix\n");
   }
-  if (values.all && options.scope !== "repository") {
+  if (values.all) {
     // Two environments can keep two indexes: say which one was read, and why.
+    // One that cannot be used is named in a warning instead.
     const home = machineIndexHome((name) => Deno.env.get(name));
-    if (home !== undefined) {
+    if (home !== undefined && isAbsolutePath(home.dir)) {
       console.error(`index: "${joinPath(home.dir, INDEX_FILE_NAME)}" (from ${home.from})`);
     }
   }
