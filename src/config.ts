@@ -1,7 +1,7 @@
 // The config: parsing and validating it, one function per section, and loading it
 // from a worktree.
 
-import { isReservedEnvName } from "./env_names.ts";
+import { reservedEnvReason } from "./env_names.ts";
 import type { Scope } from "./environment.ts";
 import { clip, quoted, quoteValue, WorktreePortsError } from "./errors.ts";
 import {
@@ -102,7 +102,11 @@ export interface ParseConfigOptions extends ConfigOverrides {
  * that land on the same port, two keys that become the same upper-case
  * variable, and a key that would set a variable the environment depends on
  * (`PATH`, `HOME`, `SHELL`, `USER`, `PWD`, `LANG`, `TERM`, `TMPDIR`, or one
- * starting with `LC_`, `DENO_`, `GIT_`, `LD_` or `DYLD_`).
+ * starting with `LC_`, `DENO_` or `GIT_`) or one that makes a shell or a
+ * program run code (`NODE_OPTIONS`, `PROMPT_COMMAND`, `PS0` to `PS4`,
+ * `BASH_ENV`, `ENV`, `ZDOTDIR`, `PYTHONSTARTUP`, `PYTHONPATH`, `PERL5OPT`,
+ * `RUBYOPT`, `JAVA_TOOL_OPTIONS` and their like, `EDITOR`, `VISUAL`,
+ * `PAGER`, or one starting with `LD_`, `DYLD_` or `NPM_CONFIG_`).
  *
  * @param value The parsed JSON of a config file, or `undefined` for none.
  * @param options Overrides and the name of the source for messages.
@@ -324,7 +328,8 @@ function checkKey(key: string, section: string, fail: (p: string) => never) {
 
 /**
  * Every key becomes its upper-case variable name: two keys must not become
- * the same variable, and none may become one the environment depends on.
+ * the same variable, and none may become one the environment depends on or
+ * one that makes a shell or a program run code.
  */
 function checkEnvNames(
   keys: readonly string[],
@@ -344,14 +349,15 @@ function checkEnvNames(
       );
     }
   }
-  const reserved = keys.filter((key) => isReservedEnvName(key.toUpperCase()));
-  if (reserved.length > 0) {
+  const first = keys.find((key) => reservedEnvReason(key.toUpperCase()) !== undefined);
+  if (first !== undefined) {
+    // The keys refused for the same reason as the first, named together.
+    const reason = reservedEnvReason(first.toUpperCase())!;
+    const reserved = keys.filter((key) => reservedEnvReason(key.toUpperCase()) === reason);
     fail(
       `${reserved.length === 1 ? "key" : "keys"} ${listed(reserved)} would set ${
         listed(reserved.map((key) => key.toUpperCase()))
-      }, which commands need from the environment (rename ${
-        reserved.length === 1 ? "it" : "them"
-      }, e.g. "app_${reserved[0]}")`,
+      }, ${reason} (rename ${reserved.length === 1 ? "it" : "them"}, e.g. "app_${reserved[0]}")`,
       reserved,
     );
   }

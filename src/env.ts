@@ -1,6 +1,6 @@
 // A bundle as environment variables, and the formats they are written in.
 
-import { isReservedEnvName } from "./env_names.ts";
+import { reservedEnvReason } from "./env_names.ts";
 import { type EnvFormat, isPort, KEY_PATTERN, META_KEY } from "./names.ts";
 
 /** Options for {@linkcode bundleEnv}. */
@@ -58,12 +58,12 @@ export function bundleEnv(
   const listed = (entries: readonly [string, string][]) =>
     entries.map(([key]) => `"${key}"`).join(" and ");
   for (const [name, entries] of byName) {
-    if (isReservedEnvName(name)) {
+    const reason = reservedEnvReason(name);
+    if (reason !== undefined) {
       options.onWarning?.(
         `Left out ${entries.length === 1 ? "key" : "keys"} ${listed(entries)} of the port file: ` +
-          `${entries.length === 1 ? "it" : "they"} would set "${name}", which commands need from ` +
-          `the environment (no config may have such a key: run "worktree-ports allocate" to ` +
-          `rewrite the file from the config)`,
+          `${entries.length === 1 ? "it" : "they"} would set "${name}", ${reason} (no config ` +
+          `may have such a key: run "worktree-ports allocate" to rewrite the file from the config)`,
       );
     } else if (entries.length > 1) {
       options.onWarning?.(
