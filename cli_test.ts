@@ -99,7 +99,7 @@ Deno.test("cli show prints the bundle or one value and changes nothing", async (
   assert.equal(none.code, 1);
   assert.match(
     none.stderr,
-    /^error: This worktree has no ports yet \(run "worktree-ports allocate"\)/,
+    /^error: This worktree has no ports yet \(run "worktree-ports allocate", or "env" or "exec", which allocate first\)/,
   );
 
   const allocated = await runCli(a, ["allocate", ...ports.args]);
@@ -2046,6 +2046,7 @@ Deno.test("cli env and exec leave out a port file's PATH and LD_PRELOAD keys, wi
   await writeJson(file, {
     path: "/x/evilbin",
     ld_preload: "/tmp/x.so",
+    git_dir: ports.at(3).web,
     api: ports.at(1).api,
     API: ports.at(2).api,
     ...await readJson(file),
@@ -2055,19 +2056,29 @@ Deno.test("cli env and exec leave out a port file's PATH and LD_PRELOAD keys, wi
   assert.deepEqual(JSON.parse(env.stdout), { WEB: String(ports.at(1).web) });
   const warnings = env.stderr.trim().split("\n");
   assert.equal(warnings.length, 3, env.stderr);
-  assert.match(warnings[0], /^warning: Left out key "path" of the port file: it would set "PATH"/);
-  assert.match(warnings[1], /^warning: Left out key "ld_preload" .*"LD_PRELOAD"/);
+  // Without a config, the file was allocated with --port flags: strings never came from them.
+  assert.match(
+    warnings[0],
+    /^warning: Left out "path", "ld_preload" of ".*": with no config, a port file gives only ports/,
+  );
+  assert.match(warnings[1], /^warning: Left out key "git_dir" of the port file: .*"GIT_DIR"/);
   assert.match(warnings[2], /^warning: Left out keys "api" and "API" .*the variable "API"/);
   const exec = await runCli(
     a,
-    ["exec", "--", "bash", "-c", 'printf "%s|%s|%s|%s" "$PATH" "$LD_PRELOAD" "$WEB" "$API"'],
+    [
+      "exec",
+      "--",
+      "bash",
+      "-c",
+      'printf "%s|%s|%s|%s|%s" "$PATH" "$LD_PRELOAD" "$GIT_DIR" "$WEB" "$API"',
+    ],
     { flags: ["--allow-run", ...CLI_FLAGS.slice(1)] },
   );
   assert.equal(exec.code, 0, exec.stderr);
-  const [path, preload, web, api] = exec.stdout.split("|");
+  const [path, preload, gitDir, web, api] = exec.stdout.split("|");
   assert.notEqual(path, "/x/evilbin");
-  assert.deepEqual([preload, web, api], ["", String(ports.at(1).web), ""]);
-  assert.match(exec.stderr, /^warning: Left out key "path" of the port file/m);
+  assert.deepEqual([preload, gitDir, web, api], ["", "", String(ports.at(1).web), ""]);
+  assert.match(exec.stderr, /^warning: Left out "path", "ld_preload" of /m);
 });
 
 Deno.test("cli env gives a fresh slot for a file copied from a removed worktree whose slot another holds", async () => {
@@ -2083,11 +2094,16 @@ Deno.test("cli env gives a fresh slot for a file copied from a removed worktree 
   assert.equal(slotOf(JSON.parse(taken.stdout)), 1);
   await Deno.writeTextFile(`${b}/.worktree-ports.json`, saved);
 
+  // Its slot is c's by now: show never prints another worktree's ports.
   const show = await runCli(b, ["show"]);
-  assert.equal(show.code, 0, show.stderr);
+  assert.deepEqual([show.code, show.stdout], [1, ""]);
   assert.match(
     show.stderr,
-    new RegExp(`^warning: ".*" was written for "${x}", which is no worktree now`, "m"),
+    new RegExp(
+      `^error: ".*" was written for "${x}", which is no worktree now .*another worktree holds ` +
+        `its ports`,
+      "m",
+    ),
   );
 
   const env = await runCli(b, ["env", "--format", "json", ...ports.args]);

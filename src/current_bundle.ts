@@ -1,16 +1,25 @@
 // The current worktree's bundle: read as it is, or loaded (allocating when needed).
 
 import { allocateIn, type AllocateOptions, type Allocation } from "./allocate.ts";
+import { renderBundle } from "./bundle.ts";
+import type { LoadConfigOptions } from "./config.ts";
 import { type Environment, environmentOf } from "./environment.ts";
+import { quoted } from "./errors.ts";
+import { isPort, META_KEY } from "./names.ts";
+import { relativeInside } from "./paths.ts";
 import {
   isForeign,
+  isOutdated,
   isOutdatedFor,
+  judgingConfig,
   portFileData,
   portFilePath,
   type PortFilePathOptions,
+  type PortFileRead,
   readPortFile,
 } from "./port_file.ts";
-import { openWorktree } from "./repository.ts";
+import { type OpenedRepository, openWorktree } from "./repository.ts";
+import { scanReservations } from "./reservations.ts";
 
 /** Options for {@linkcode readBundle}. */
 export interface ReadBundleOptions extends PortFilePathOptions, Pick<Environment, "git"> {
@@ -108,15 +117,108 @@ export interface LoadedBundle {
    * @default {false}
    */
   moved?: boolean;
+  /**
+   * Keys of the file left out of `data`, with why: with no config, a port
+   * file gives only ports.
+   *
+   * @default {undefined}
+   */
+  warnings?: string[];
 }
 
 /**
- * The current worktree's bundle: its own port file when it has one,
- * otherwise a fresh allocation (a missing, unreadable or copied file). A file
- * the config has changed under (keys added, removed or rendered differently),
- * or holding a number that is not a port, is rewritten for the same slot
- * under the lock, as {@linkcode allocate} would; the slot changes only when
- * the new ports collide.
+ * How this worktree's file stands for what `show`, `env` and `exec` give:
+ * `current`, its own file holding exactly what its config renders for its
+ * slot (or, with no config at all, the ports of the flags it was allocated
+ * with), to use as it is; `outdated`, its own file that the config has
+ * changed under; `foreign`, `moved`, `unowned` (no metadata: committed or
+ * written by another tool), `invalid`, `unreadable` or `none`: not this
+ * worktree's current bundle, which only an allocation makes.
+ */
+export type Standing =
+  | {
+    state: "current";
+    /** What to give: the file's values, or with no config its ports alone. */
+    data: Record<string, unknown>;
+    /** Keys of the file left out, with why. */
+    warnings: string[];
+  }
+  | {
+    /**
+     * Its own file, recorded for a path that is no worktree now: moved with
+     * its worktree, or copied from a removed one. `held`: another worktree of
+     * the repository holds one of its ports by now.
+     */
+    state: "moved";
+    data: Record<string, unknown>;
+    held: boolean;
+  }
+  | { state: "outdated" | "foreign" | "unowned" | "invalid" | "unreadable" | "none" };
+
+/**
+ * How this worktree's port file stands (see {@linkcode Standing}), changing
+ * nothing: what `show` gives, without allocating.
+ */
+export async function readStanding(
+  options: ReadBundleOptions,
+): Promise<{ path: string; standing: Standing; file: PortFileRead }> {
+  const repository = await openWorktree(options.cwd, environmentOf(options));
+  const path = portFilePath(repository.root, options);
+  const file = readPortFile(path);
+  return { path, standing: standingOf(repository, path, file, options), file };
+}
+
+/** How the file at `path` stands for the worktree of `repository` (see {@linkcode Standing}). */
+export function standingOf(
+  repository: OpenedRepository,
+  path: string,
+  file: PortFileRead,
+  options: LoadConfigOptions,
+): Standing {
+  if (file.state === "missing") return { state: "none" };
+  if (file.state === "unreadable") return { state: "unreadable" };
+  if (file.meta === undefined) return { state: "unowned" };
+  if (file.meta.worktree !== repository.root) {
+    if (isForeign(file, repository.root, repository)) return { state: "foreign" };
+    const inside = relativeInside(repository.root, path);
+    const { holders } = scanReservations(repository, path, inside, {});
+    return { state: "moved", data: file.data, held: file.ports.some((port) => holders.has(port)) };
+  }
+  if (file.invalid !== undefined) return { state: "invalid" };
+  const config = judgingConfig(repository.root, options);
+  if (config !== undefined) {
+    const bundle = renderBundle(config, file.meta.slot, { worktree: repository.current });
+    return isOutdated(file.data, bundle)
+      ? { state: "outdated" }
+      : { state: "current", data: file.data, warnings: [] };
+  }
+  // No config file and no overrides: it was allocated with --port flags,
+  // which give ports and nothing else. A string came from somewhere else (a
+  // commit, a copy) and is never handed on.
+  const data: Record<string, unknown> = {};
+  const left: string[] = [];
+  for (const [key, value] of Object.entries(file.data)) {
+    if (key === META_KEY || isPort(value)) data[key] = value;
+    else left.push(key);
+  }
+  const warnings = left.length === 0 ? [] : [
+    `Left out ${left.map(quoted).join(", ")} of "${path}": with no config, a port file gives ` +
+    `only ports (a config's templates make the rest; add them there to keep them)`,
+  ];
+  return { state: "current", data, warnings };
+}
+
+/**
+ * The current worktree's bundle, never another's and never a name its config
+ * does not produce: its own port file when that holds exactly what its
+ * config renders for its slot, otherwise an allocation (a missing,
+ * unreadable or copied file, or one without metadata, as a committed file
+ * is). A file the config has changed under (keys added, removed or rendered
+ * differently), or holding a number that is not a port, is rewritten for the
+ * same slot under the lock, as {@linkcode allocate} would, naming the keys it
+ * drops; the slot changes only when the new ports collide. With no config
+ * file and no overrides, the file was allocated with `--port` flags: its
+ * ports are given, and anything else in it is left out with a warning.
  *
  * @param options The same options as {@linkcode allocate}, used when allocating.
  * @returns The bundle's values, and the allocation if one was made.
@@ -136,19 +238,16 @@ export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedB
   const repository = await openWorktree(options.cwd, env);
   const path = portFilePath(repository.root, options);
   const file = readPortFile(path);
-  let outdated = false;
-  // A file that names another path (a moved worktree's, or a copy from a
-  // removed one) is checked against the siblings under the lock: its slot
-  // may be another worktree's by now.
-  if (
-    file.state === "read" && (file.meta === undefined || file.meta.worktree === repository.root)
-  ) {
-    outdated = file.invalid !== undefined || (file.meta !== undefined &&
-      isOutdatedFor(repository, file.data, file.meta.slot, options));
-    if (!outdated) return { path, data: file.data };
+  const standing = standingOf(repository, path, file, options);
+  if (standing.state === "current") {
+    return {
+      path,
+      data: standing.data,
+      ...(standing.warnings.length > 0 ? { warnings: standing.warnings } : {}),
+    };
   }
-  const moved = file.state === "read" && file.meta !== undefined &&
-    file.meta.worktree !== repository.root && !isForeign(file, repository.root, repository);
+  const outdated = standing.state === "outdated" || standing.state === "invalid";
+  const moved = standing.state === "moved";
   const allocation = await allocateIn(repository, options, env, start);
   return {
     path,

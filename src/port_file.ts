@@ -321,7 +321,7 @@ export function expectedBundle(
  * config file and no overrides are given. A file allocated with overrides
  * alone (`--port` flags) is not outdated just because a later call gives none.
  */
-function judgingConfig(root: string, options: LoadConfigOptions): PortsConfig | undefined {
+export function judgingConfig(root: string, options: LoadConfigOptions): PortsConfig | undefined {
   const overridden = options.config !== undefined || options.ports !== undefined ||
     options.stride !== undefined || options.slots !== undefined;
   if (!overridden) {

@@ -13,6 +13,7 @@ export async function loadReportingAllocation(
   command: string,
 ): Promise<LoadedBundle> {
   const bundle = await withLockNotice(allocateOptions(values, command), loadBundle);
+  for (const warning of bundle.warnings ?? []) console.error(`warning: ${warning}`);
   if (bundle.allocation !== undefined) {
     for (const warning of bundle.allocation.warnings) console.error(`warning: ${warning}`);
     // Of several processes that found the file outdated, the one that rewrote it says so.

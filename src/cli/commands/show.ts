@@ -1,63 +1,78 @@
-// show: prints the worktree's bundle, or one value of it.
+// show: prints the worktree's bundle, or one value of it: what env and exec
+// give, and never another worktree's ports.
 
-import { readBundle } from "../../current_bundle.ts";
+import { readStanding } from "../../current_bundle.ts";
 import { quoted } from "../../errors.ts";
 import { loadReportingAllocation } from "../bundle_notice.ts";
 import { ALLOCATE_PERMISSIONS, missingPermissions, requiredFlags } from "../permissions.ts";
-import { writeStdout } from "../print.ts";
+import { printWarning, writeStdout } from "../print.ts";
 import type { Values } from "../spec.ts";
 
 export async function run(values: Values, positionals: string[]): Promise<number> {
-  const bundle = await readBundle({
+  const { path, standing, file } = await readStanding({
     output: values.output as string | undefined,
     config: values.config as string | undefined,
   });
-  if (bundle === undefined) {
-    console.error(`error: This worktree has no ports yet (run "worktree-ports allocate")`);
-    return 1;
-  }
-  if (bundle.outdated) {
+  let data: Record<string, unknown>;
+  if (standing.state === "current") {
+    for (const warning of standing.warnings) printWarning(warning);
+    data = standing.data;
+  } else if (standing.state === "moved" && !standing.held) {
+    // Its own slot still: what env keeps when it records the new path.
+    const recorded = (standing.data.worktree_ports as { worktree: string }).worktree;
+    printWarning(
+      `"${path}" was written for "${recorded}", which is no worktree now (moved with its ` +
+        `worktree, or copied from a removed one); run "worktree-ports allocate" to record this ` +
+        `worktree's path`,
+    );
+    data = standing.data;
+  } else if (standing.state === "outdated" || standing.state === "invalid") {
     // Rewriting is what allocate does, and needs what it needs.
     const missing = await missingPermissions(ALLOCATE_PERMISSIONS);
     if (missing.length > 0) {
       console.error(
         `error: Missing permission: run again with ${requiredFlags(missing)} ("show" rewrites ` +
-          `"${bundle.path}", which the config has changed under, and needs ${
+          `"${path}", which the config has changed under, and needs ${
             requiredFlags(ALLOCATE_PERMISSIONS)
           } for that)`,
       );
       return 2;
     }
-    bundle.data = (await loadReportingAllocation(values, "show")).data;
-  }
-  if (bundle.foreign) {
-    console.error(
-      `warning: "${bundle.path}" was written for another worktree (copied?); run "worktree-ports allocate" to get this worktree's own ports`,
-    );
-  }
-  // A rewritten file was checked against the other worktrees on the way.
-  if (bundle.moved && !bundle.outdated) {
-    console.error(
-      `warning: "${bundle.path}" was written for "${
-        (bundle.data.worktree_ports as { worktree: string }).worktree
-      }", which is no worktree now (moved with its worktree, or copied from a removed one); ` +
-        `run "worktree-ports allocate" to record this worktree's path and check its ports ` +
-        `against the other worktrees`,
-    );
+    data = (await loadReportingAllocation(values, "show")).data;
+  } else {
+    // Only an allocation makes this worktree's bundle; show never prints
+    // ports that may be another worktree's.
+    const recorded = file.state === "read" ? file.meta?.worktree : undefined;
+    const allocate = `run "worktree-ports allocate", or "env" or "exec", which allocate first`;
+    const why = {
+      none: `This worktree has no ports yet (${allocate})`,
+      foreign: `"${path}" was written for the worktree "${recorded}" (copied?): its ports are ` +
+        `not this worktree's (${allocate})`,
+      moved: `"${path}" was written for "${recorded}", which is no worktree now (copied from ` +
+        `a removed worktree?), and another worktree holds its ports by now (${allocate}, to ` +
+        `give this worktree its own)`,
+      unowned: `"${path}" has no worktree-ports metadata (committed, or written by another ` +
+        `tool), so it is not this worktree's bundle (${allocate}, to replace it)`,
+      unreadable: `Cannot read "${path}": ${
+        file.state === "unreadable" ? file.reason : "unreadable"
+      } (${allocate}, to replace it)`,
+    }[standing.state];
+    console.error(`error: ${why}`);
+    return 1;
   }
   const [key] = positionals;
   if (key === undefined) {
-    writeStdout(JSON.stringify(bundle.data, null, 2) + "\n");
+    writeStdout(JSON.stringify(data, null, 2) + "\n");
     return 0;
   }
-  if (!Object.hasOwn(bundle.data, key)) {
-    const keys = Object.keys(bundle.data).filter((name) => name !== "worktree_ports");
+  if (!Object.hasOwn(data, key) || key === "worktree_ports") {
+    const keys = Object.keys(data).filter((name) => name !== "worktree_ports");
     console.error(
-      `error: "${bundle.path}" has no key ${quoted(key)} (it has: ${keys.map(quoted).join(", ")})`,
+      `error: "${path}" has no key ${quoted(key)} (it has: ${keys.map(quoted).join(", ")})`,
     );
     return 1;
   }
-  const value = bundle.data[key];
+  const value = data[key];
   writeStdout((typeof value === "string" ? value : JSON.stringify(value)) + "\n");
   return 0;
 }
