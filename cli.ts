@@ -401,6 +401,9 @@ export async function main(args: string[]): Promise<number> {
     }
     return await COMMANDS[command].run(values, positionals);
   } catch (error) {
+    // The reader of stdout went away (`list | head -1`): stop, quietly, as
+    // other command-line tools do.
+    if (error instanceof Deno.errors.BrokenPipe) return 0;
     console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
     if (error instanceof UsageError) {
       console.error(`\n${error.command === undefined ? usage() : commandUsage(error.command)}`);
