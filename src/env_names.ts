@@ -27,41 +27,81 @@ const ENVIRONMENT_NAMES: ReadonlySet<string> = new Set([
 const ENVIRONMENT_PREFIXES: readonly string[] = ["LC_", "DENO_", "GIT_"];
 
 /**
- * Variables that make a shell or a program run code or load it from
- * somewhere of their choosing: a port file may come from a commit, and a
- * config is committed too.
+ * Variables that make a shell or a program run code, load it from somewhere
+ * of their choosing, or change what it does with the user's files: a port
+ * file may come from a commit, and a config is committed too. Whole families
+ * go by prefix, since no list of single names keeps up with them.
  */
 const CODE_NAMES: ReadonlySet<string> = new Set([
-  // Shells: run at startup or at every prompt.
+  // Shells: run at startup or at every prompt, or change the session.
   "ENV",
-  "BASH_ENV",
-  "PROMPT_COMMAND",
   "PS0",
   "PS1",
   "PS2",
   "PS3",
   "PS4",
+  "RPS1",
+  "RPS2",
+  "RPROMPT",
   "ZDOTDIR",
-  // Programs that load code named in their environment.
-  "NODE_OPTIONS",
-  "NODE_PATH",
-  "PYTHONSTARTUP",
-  "PYTHONPATH",
-  "PYTHONHOME",
-  "PERL5OPT",
-  "PERL5LIB",
-  "RUBYOPT",
-  "RUBYLIB",
-  "JAVA_TOOL_OPTIONS",
-  "JDK_JAVA_OPTIONS",
-  "_JAVA_OPTIONS",
+  "FPATH",
+  "INPUTRC",
+  "TMOUT",
+  "SHELLOPTS",
+  "BASHOPTS",
+  "GLOBIGNORE",
   // Programs that other programs start.
   "EDITOR",
   "VISUAL",
   "PAGER",
+  "MANPAGER",
+  "BROWSER",
+  "SUDO_ASKPASS",
+  "SSH_ASKPASS",
+  // Compilers and build tools that start what they name.
+  "CC",
+  "CXX",
+  "RUSTC_WRAPPER",
+  "MAKEFLAGS",
+  "GOFLAGS",
+  "GOPATH",
+  "GOROOT",
+  "GOPROXY",
+  "GOTOOLCHAIN",
+  "GOENV",
 ]);
 
-const CODE_PREFIXES: readonly string[] = ["LD_", "DYLD_", "NPM_CONFIG_"];
+const CODE_PREFIXES: readonly string[] = [
+  // Shells.
+  "BASH_",
+  "ZSH_",
+  "PROMPT",
+  "HIST",
+  // The dynamic loader.
+  "LD_",
+  "DYLD_",
+  // Language runtimes and their package managers.
+  "NODE_",
+  "NPM_",
+  "YARN_",
+  "PYTHON",
+  "PIP_",
+  "PERL",
+  "RUBY",
+  "GEM_",
+  "BUNDLE_",
+  "JAVA_",
+  "_JAVA_",
+  "JDK_",
+  "CARGO_",
+  "RUSTUP_",
+  // Where programs read their configuration, keys and agents from.
+  "XDG_",
+  "LESS",
+  "SSH_",
+  "GPG",
+  "GNUPG",
+];
 
 /**
  * Why no bundle key may set the variable `name`, as the end of a sentence:
