@@ -3,10 +3,10 @@
 import { allocateIn, type AllocateOptions, type Allocation } from "./allocate.ts";
 import { renderBundle } from "./bundle.ts";
 import type { LoadConfigOptions } from "./config.ts";
+import { isReservedEnvName } from "./env_names.ts";
 import { type Environment, environmentOf } from "./environment.ts";
 import { quoted } from "./errors.ts";
 import { isPort, META_KEY } from "./names.ts";
-import { relativeInside } from "./paths.ts";
 import {
   isForeign,
   isOutdated,
@@ -19,7 +19,7 @@ import {
   readPortFile,
 } from "./port_file.ts";
 import { type OpenedRepository, openWorktree } from "./repository.ts";
-import { scanReservations } from "./reservations.ts";
+import { blockedPortsOf } from "./usable_ports.ts";
 
 /** Options for {@linkcode readBundle}. */
 export interface ReadBundleOptions extends PortFilePathOptions, Pick<Environment, "git"> {
@@ -131,7 +131,10 @@ export interface LoadedBundle {
  * `current`, its own file holding exactly what its config renders for its
  * slot (or, with no config at all, the ports of the flags it was allocated
  * with), to use as it is; `outdated`, its own file that the config has
- * changed under; `foreign`, `moved`, `unowned` (no metadata: committed or
+ * changed under, or whose slot no allocation would give it; `moved`, its own
+ * file recorded for a path that is no worktree now (moved with its worktree,
+ * or copied from a removed one), whose slot another worktree may hold by now,
+ * checked only by an allocation; `foreign`, `unowned` (no metadata: committed or
  * written by another tool), `invalid`, `unreadable` or `none`: not this
  * worktree's current bundle, which only an allocation makes.
  */
@@ -143,17 +146,7 @@ export type Standing =
     /** Keys of the file left out, with why. */
     warnings: string[];
   }
-  | {
-    /**
-     * Its own file, recorded for a path that is no worktree now: moved with
-     * its worktree, or copied from a removed one. `held`: another worktree of
-     * the repository holds one of its ports by now.
-     */
-    state: "moved";
-    data: Record<string, unknown>;
-    held: boolean;
-  }
-  | { state: "outdated" | "foreign" | "unowned" | "invalid" | "unreadable" | "none" };
+  | { state: "outdated" | "foreign" | "moved" | "unowned" | "invalid" | "unreadable" | "none" };
 
 /**
  * How this worktree's port file stands (see {@linkcode Standing}), changing
@@ -161,11 +154,16 @@ export type Standing =
  */
 export async function readStanding(
   options: ReadBundleOptions,
-): Promise<{ path: string; standing: Standing; file: PortFileRead }> {
+): Promise<{ path: string; standing: Standing; file: PortFileRead; hasConfig: boolean }> {
   const repository = await openWorktree(options.cwd, environmentOf(options));
   const path = portFilePath(repository.root, options);
   const file = readPortFile(path);
-  return { path, standing: standingOf(repository, path, file, options), file };
+  return {
+    path,
+    standing: standingOf(repository, path, file, options),
+    file,
+    hasConfig: judgingConfig(repository.root, options) !== undefined,
+  };
 }
 
 /** How the file at `path` stands for the worktree of `repository` (see {@linkcode Standing}). */
@@ -179,15 +177,19 @@ export function standingOf(
   if (file.state === "unreadable") return { state: "unreadable" };
   if (file.meta === undefined) return { state: "unowned" };
   if (file.meta.worktree !== repository.root) {
-    if (isForeign(file, repository.root, repository)) return { state: "foreign" };
-    const inside = relativeInside(repository.root, path);
-    const { holders } = scanReservations(repository, path, inside, {});
-    return { state: "moved", data: file.data, held: file.ports.some((port) => holders.has(port)) };
+    return { state: isForeign(file, repository.root, repository) ? "foreign" : "moved" };
   }
   if (file.invalid !== undefined) return { state: "invalid" };
+  // A slot no allocation gives this worktree (the main worktree's slot 0 in a
+  // linked one, say) was written by hand: an allocation decides it again.
+  const { slot } = file.meta;
+  if (!Number.isInteger(slot) || slot < (repository.primary ? 0 : 1)) return { state: "outdated" };
   const config = judgingConfig(repository.root, options);
   if (config !== undefined) {
-    const bundle = renderBundle(config, file.meta.slot, { worktree: repository.current });
+    if (slot > config.slots || blockedPortsOf(config, slot).length > 0) {
+      return { state: "outdated" };
+    }
+    const bundle = renderBundle(config, slot, { worktree: repository.current });
     return isOutdated(file.data, bundle)
       ? { state: "outdated" }
       : { state: "current", data: file.data, warnings: [] };
@@ -198,12 +200,16 @@ export function standingOf(
   const data: Record<string, unknown> = {};
   const left: string[] = [];
   for (const [key, value] of Object.entries(file.data)) {
-    if (key === META_KEY || isPort(value)) data[key] = value;
-    else left.push(key);
+    if (key === META_KEY || (isPort(value) && !isReservedEnvName(key.toUpperCase()))) {
+      data[key] = value;
+    } else {
+      left.push(key);
+    }
   }
   const warnings = left.length === 0 ? [] : [
     `Left out ${left.map(quoted).join(", ")} of "${path}": with no config, a port file gives ` +
-    `only ports (a config's templates make the rest; add them there to keep them)`,
+    `only ports, under names no config would refuse (a config's templates make the rest; add ` +
+    `them there to keep them)`,
   ];
   return { state: "current", data, warnings };
 }

@@ -162,6 +162,13 @@ Deno.test("cli allocate refuses a config key that would make a shell or a progra
       "pythonpath",
       "npm_config_prefix",
       "editor",
+      "pythonuserbase",
+      "perllib",
+      "xdg_config_home",
+      "prompt",
+      "lessopen",
+      "histfilesize",
+      "tmout",
     ]
   ) {
     await t.step(key, async () => {
@@ -229,4 +236,54 @@ Deno.test("cli commands stop quietly when the reader of their output goes away",
       assert.equal(result.code, 0);
     });
   }
+});
+
+Deno.test("cli show rewrites a committed file that names a path that is no worktree, giving only the config's names and its own ports", async (t) => {
+  const ports = pickPorts(["web", "api"]);
+  await using repo = await TempRepo.create({ config: ports.config() });
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const first = await runCli(a, ["allocate"]);
+  assert.equal(first.code, 0, first.stderr);
+  await t.step("a path that was never a worktree, with planted names", async () => {
+    await writeJson(`${b}/.worktree-ports.json`, {
+      ...PLANTED,
+      ...ports.at(1),
+      worktree_ports: { version: 1, slot: 1, worktree: "/home/alice/src/app", allocated_at: "x" },
+    });
+    const show = await runCli(b, ["show"]);
+    assert.equal(show.code, 0, show.stderr);
+    const { worktree_ports: _, ...shown } = JSON.parse(show.stdout);
+    // Slot 1 is a's: b gets its own, and only the config's names.
+    assert.deepEqual(shown, ports.at(2));
+    const planted = await runCli(b, ["show", "node_options"]);
+    assert.deepEqual([planted.code, planted.stdout], [1, ""]);
+  });
+  await t.step("metadata forged to name this worktree, on the main worktree's slot", async () => {
+    const real = await Deno.realPath(b);
+    await writeJson(`${b}/.worktree-ports.json`, {
+      ...ports.at(0),
+      worktree_ports: { version: 1, slot: 0, worktree: real, allocated_at: "x" },
+    });
+    const show = await runCli(b, ["show", "web"]);
+    assert.equal(show.code, 0, show.stderr);
+    assert.notEqual(show.stdout, `${ports.at(0).web}\n`);
+    const env = await runCli(b, ["env", "--format", "json"]);
+    assert.equal(env.code, 0, env.stderr);
+    assert.notEqual(JSON.parse(env.stdout).WEB, String(ports.at(0).web));
+  });
+});
+
+Deno.test("cli env and show without a config leave out a port file's numbers under names no config may have", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(a, ["allocate", ...ports.args])).code, 0);
+  const file = `${a}/.worktree-ports.json`;
+  await writeJson(file, { tmout: 1, histfilesize: 1, node_options: 1234, ...await readJson(file) });
+  const env = await runCli(a, ["env", "--format", "json"]);
+  assert.equal(env.code, 0, env.stderr);
+  assert.deepEqual(Object.keys(JSON.parse(env.stdout)).sort(), ["API", "WEB"]);
+  const show = await runCli(a, ["show"]);
+  assert.equal(show.code, 0, show.stderr);
+  assert.deepEqual(Object.keys(JSON.parse(show.stdout)).sort(), ["api", "web", "worktree_ports"]);
 });

@@ -9,7 +9,7 @@ import { printWarning, writeStdout } from "../print.ts";
 import type { Values } from "../spec.ts";
 
 export async function run(values: Values, positionals: string[]): Promise<number> {
-  const { path, standing, file } = await readStanding({
+  const { path, standing, file, hasConfig } = await readStanding({
     output: values.output as string | undefined,
     config: values.config as string | undefined,
   });
@@ -17,24 +17,20 @@ export async function run(values: Values, positionals: string[]): Promise<number
   if (standing.state === "current") {
     for (const warning of standing.warnings) printWarning(warning);
     data = standing.data;
-  } else if (standing.state === "moved" && !standing.held) {
-    // Its own slot still: what env keeps when it records the new path.
-    const recorded = (standing.data.worktree_ports as { worktree: string }).worktree;
-    printWarning(
-      `"${path}" was written for "${recorded}", which is no worktree now (moved with its ` +
-        `worktree, or copied from a removed one); run "worktree-ports allocate" to record this ` +
-        `worktree's path`,
-    );
-    data = standing.data;
-  } else if (standing.state === "outdated" || standing.state === "invalid") {
+  } else if (
+    standing.state === "outdated" || standing.state === "invalid" ||
+    (standing.state === "moved" && hasConfig)
+  ) {
     // Rewriting is what allocate does, and needs what it needs.
     const missing = await missingPermissions(ALLOCATE_PERMISSIONS);
     if (missing.length > 0) {
       console.error(
         `error: Missing permission: run again with ${requiredFlags(missing)} ("show" rewrites ` +
-          `"${path}", which the config has changed under, and needs ${
-            requiredFlags(ALLOCATE_PERMISSIONS)
-          } for that)`,
+          `"${path}", ${
+            standing.state === "moved"
+              ? "which names a path that is no worktree now"
+              : "which the config has changed under"
+          }, and needs ${requiredFlags(ALLOCATE_PERMISSIONS)} for that)`,
       );
       return 2;
     }
@@ -48,9 +44,9 @@ export async function run(values: Values, positionals: string[]): Promise<number
       none: `This worktree has no ports yet (${allocate})`,
       foreign: `"${path}" was written for the worktree "${recorded}" (copied?): its ports are ` +
         `not this worktree's (${allocate})`,
-      moved: `"${path}" was written for "${recorded}", which is no worktree now (copied from ` +
-        `a removed worktree?), and another worktree holds its ports by now (${allocate}, to ` +
-        `give this worktree its own)`,
+      moved: `"${path}" was written for "${recorded}", which is no worktree now (moved with ` +
+        `its worktree, or copied from a removed one), and with no config it cannot be checked ` +
+        `here (${allocate}, with the --port flags it was allocated with)`,
       unowned: `"${path}" has no worktree-ports metadata (committed, or written by another ` +
         `tool), so it is not this worktree's bundle (${allocate}, to replace it)`,
       unreadable: `Cannot read "${path}": ${
