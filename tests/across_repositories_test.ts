@@ -755,6 +755,26 @@ Deno.test("cli allocate reserves the ports of another repository's port file tha
 /** Whether this user may make folders in /dev/shm (checked by another program: see below). */
 const DEV_SHM_WRITABLE = runsOk("test", ["-d", "/dev/shm", "-a", "-w", "/dev/shm"]);
 
+/**
+ * A repository with one commit in a new folder under /dev/shm, removed on
+ * dispose. Deno opens files under /dev only with --allow-all, which the CLI
+ * does not ask for (nor do these tests: other programs make and remove it).
+ */
+async function devShmRepository(): Promise<{ dir: string; root: string } & AsyncDisposable> {
+  const made = await run("mktemp", ["-d", "-p", "/dev/shm", "worktree-ports-XXXXXXXX"]);
+  assert.equal(made.code, 0, made.stderr);
+  const dir = made.stdout.trim();
+  await git(dir, "init", "-q", "-b", "main", "main");
+  await git(`${dir}/main`, "commit", "-q", "--allow-empty", "-m", "initial");
+  return {
+    dir,
+    root: `${dir}/main`,
+    [Symbol.asyncDispose]: async () => {
+      await run("rm", ["-rf", dir]);
+    },
+  };
+}
+
 Deno.test({
   name:
     `cli allocate reserves the ports of another repository in a folder its permissions cannot read (/dev/shm)${
@@ -765,32 +785,22 @@ Deno.test({
     const ports = pickPorts(["web", "api"]);
     await using home = await tempHome();
     await using b = await TempRepo.create();
-    // Deno opens files under /dev only with --allow-all, which the CLI does not
-    // ask for (nor do these tests: other programs make and remove the folder).
-    const made = await run("mktemp", ["-d", "-p", "/dev/shm", "worktree-ports-XXXXXXXX"]);
-    assert.equal(made.code, 0, made.stderr);
-    const dir = made.stdout.trim();
-    try {
-      const a1 = `${dir}/a1`;
-      await git(dir, "init", "-q", "-b", "main", "main");
-      await git(`${dir}/main`, "commit", "-q", "--allow-empty", "-m", "initial");
-      await git(`${dir}/main`, "worktree", "add", "-q", "--detach", a1);
-      const b1 = await b.addWorktree("b1");
-      const first = await runCli(a1, ["allocate", ...ports.args], {
-        env: home.env,
-        flags: ["-A"],
-      });
-      assert.equal(first.code, 0, first.stderr);
-      const result = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
-      assert.equal(result.code, 0, result.stderr);
-      assert.deepEqual(shared(portsOf(result.stdout), portsOf(first.stdout)), [], result.stderr);
-      assert.ok(
-        (await indexedPaths(home.dir)).includes(`${a1}/.worktree-ports.json`),
-        `index: ${await indexedPaths(home.dir)}`,
-      );
-    } finally {
-      await run("rm", ["-rf", dir]);
-    }
+    await using a = await devShmRepository();
+    const a1 = `${a.dir}/a1`;
+    await git(a.root, "worktree", "add", "-q", "--detach", a1);
+    const b1 = await b.addWorktree("b1");
+    const first = await runCli(a1, ["allocate", ...ports.args], {
+      env: home.env,
+      flags: ["-A"],
+    });
+    assert.equal(first.code, 0, first.stderr);
+    const result = await runCli(b1, ["allocate", ...ports.args], { env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(shared(portsOf(result.stdout), portsOf(first.stdout)), [], result.stderr);
+    assert.ok(
+      (await indexedPaths(home.dir)).includes(`${a1}/.worktree-ports.json`),
+      `index: ${await indexedPaths(home.dir)}`,
+    );
   },
 });
 
@@ -1189,30 +1199,22 @@ Deno.test({
     const ports = pickPorts(["web", "api"]);
     await using home = await tempHome();
     await using b = await TempRepo.create();
-    const made = await run("mktemp", ["-d", "-p", "/dev/shm", "worktree-ports-XXXXXXXX"]);
-    assert.equal(made.code, 0, made.stderr);
-    const dir = made.stdout.trim();
-    try {
-      await git(dir, "init", "-q", "-b", "main", "main");
-      await git(`${dir}/main`, "commit", "-q", "--allow-empty", "-m", "initial");
-      const first = await runCli(`${dir}/main`, ["allocate", ...ports.args], {
-        env: home.env,
-        flags: ["-A"],
-      });
-      assert.equal(first.code, 0, first.stderr);
-      for (const command of [["list", "--all"], ["check", "--all", ...ports.args]]) {
-        const result = await runCli(b.root, command, { env: home.env });
-        assert.equal(result.code, 0, result.stdout + result.stderr);
-        assert.match(result.stderr, /Skipped the indexed repository .*only with --allow-all/);
-      }
-      await run("rm", ["-rf", dir]);
-      const main = await runCli(b.root, ["allocate", ...ports.args], { env: home.env });
-      assert.equal(main.code, 0, main.stderr);
-      assert.equal(slotOf(JSON.parse(main.stdout)), 0, main.stderr);
-      assert.equal(main.stderr, "");
-    } finally {
-      await run("rm", ["-rf", dir]);
+    await using a = await devShmRepository();
+    const first = await runCli(a.root, ["allocate", ...ports.args], {
+      env: home.env,
+      flags: ["-A"],
+    });
+    assert.equal(first.code, 0, first.stderr);
+    for (const command of [["list", "--all"], ["check", "--all", ...ports.args]]) {
+      const result = await runCli(b.root, command, { env: home.env });
+      assert.equal(result.code, 0, result.stdout + result.stderr);
+      assert.match(result.stderr, /Skipped the indexed repository .*only with --allow-all/);
     }
+    await run("rm", ["-rf", a.dir]);
+    const main = await runCli(b.root, ["allocate", ...ports.args], { env: home.env });
+    assert.equal(main.code, 0, main.stderr);
+    assert.equal(slotOf(JSON.parse(main.stdout)), 0, main.stderr);
+    assert.equal(main.stderr, "");
   },
 });
 
