@@ -167,7 +167,7 @@ export async function readStanding(
 }
 
 /** How the file at `path` stands for the worktree of `repository` (see {@linkcode Standing}). */
-export function standingOf(
+function standingOf(
   repository: OpenedRepository,
   path: string,
   file: PortFileRead,

@@ -89,7 +89,7 @@ export interface AdminEntry {
  * linked worktree, `undefined` when the folder cannot be read. Each entry's
  * `gitdir` file is read only when `withGitFiles` is set.
  */
-export function readAdminEntries(
+function readAdminEntries(
   commonDir: string,
   withGitFiles = true,
 ): AdminEntry[] | undefined {

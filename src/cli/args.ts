@@ -112,13 +112,13 @@ export function allocateOptions(values: Values, command: string): AllocateOption
 }
 
 /** Errors that a flag causes name the flag. */
-export const FLAG_NAMES = {
+const FLAG_NAMES = {
   ports: `option "--port"`,
   stride: `option "--stride"`,
   slots: `option "--slots"`,
 };
 
-export function parsePortFlags(flags: readonly string[], command: string): Record<string, number> {
+function parsePortFlags(flags: readonly string[], command: string): Record<string, number> {
   const ports: Record<string, number> = {};
   const given = new Map<string, string>();
   for (const flag of flags) {
@@ -144,7 +144,7 @@ export function parsePortFlags(flags: readonly string[], command: string): Recor
   return ports;
 }
 
-export function parseScopeFlag(value: unknown, command: string): "machine" | "repository" {
+function parseScopeFlag(value: unknown, command: string): "machine" | "repository" {
   if (value !== "machine" && value !== "repository") {
     throw new UsageError(
       `Option "--scope" must be machine or repository, got "${value}"`,
@@ -154,7 +154,7 @@ export function parseScopeFlag(value: unknown, command: string): "machine" | "re
   return value;
 }
 
-export function parseCount(flag: string, value: unknown, command: string): number {
+function parseCount(flag: string, value: unknown, command: string): number {
   if (typeof value !== "string" || !/^\d+$/.test(value)) {
     throw new UsageError(
       `Option "${flag}" must be a whole number, got "${value}"`,

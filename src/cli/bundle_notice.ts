@@ -31,13 +31,13 @@ export async function loadReportingAllocation(
 }
 
 /** The line that says a moved or copied port file was rewritten for this worktree. */
-export function movedNotice(allocation: Allocation): string {
+function movedNotice(allocation: Allocation): string {
   return `recorded this worktree's path in "${allocation.path}" (slot ${allocation.slot}` +
     (allocation.kept ? " kept)" : ")");
 }
 
 /** The line that says an outdated port file was rewritten for the current config. */
-export function outdatedNotice(allocation: Allocation): string {
+function outdatedNotice(allocation: Allocation): string {
   return `updated "${allocation.path}" to the current config (` +
     (allocation.kept
       ? `slot ${allocation.slot} kept)`

@@ -14,10 +14,10 @@ export function allocatePermissions(values: Values): Permission[] {
     : ALLOCATE_PERMISSIONS;
 }
 
-export const NET_FLAG_HOSTS = PROBE_HOSTNAMES.map((host) => host.includes(":") ? `[${host}]` : host)
+const NET_FLAG_HOSTS = PROBE_HOSTNAMES.map((host) => host.includes(":") ? `[${host}]` : host)
   .join(",");
 
-export const PERMISSION_FLAGS: Record<Permission, string> = {
+const PERMISSION_FLAGS: Record<Permission, string> = {
   git: "--allow-run=git",
   read: "--allow-read",
   write: "--allow-write",
@@ -27,9 +27,9 @@ export const PERMISSION_FLAGS: Record<Permission, string> = {
 };
 
 /** How the README installs the command; the flags go between the two. */
-export const INSTALL_COMMAND = "deno install -g -f -n worktree-ports";
+const INSTALL_COMMAND = "deno install -g -f -n worktree-ports";
 
-export const INSTALL_MODULE = "jsr:@org/worktree-ports/cli";
+const INSTALL_MODULE = "jsr:@org/worktree-ports/cli";
 
 /** The flags to install with: all the CLI's, and for `exec`, permission to run any command. */
 export function installFlags(command: string): string {

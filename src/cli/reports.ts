@@ -16,7 +16,7 @@ export function formatGroups(statuses: readonly WorktreeStatus[], color: boolean
   ).join("\n");
 }
 
-export const STATE_COLORS: Record<WorktreeStatus["state"], string> = {
+const STATE_COLORS: Record<WorktreeStatus["state"], string> = {
   ok: "32",
   outdated: "33",
   none: "2",
@@ -56,7 +56,7 @@ export function formatTable(statuses: readonly WorktreeStatus[], color: boolean)
 }
 
 /** A port held by another repository says so: whatever listens on it may well be theirs. */
-export function portNote(status: WorktreeStatus, key: string, port: number): string {
+function portNote(status: WorktreeStatus, key: string, port: number): string {
   const elsewhere = status.conflicts.some((conflict) =>
     conflict.repository !== undefined && conflict.repository !== status.repository &&
     conflict.ports.includes(port)
@@ -66,11 +66,11 @@ export function portNote(status: WorktreeStatus, key: string, port: number): str
 }
 
 /** A path as one table cell: quoted, with escapes, when it holds control characters. */
-export function printable(text: string): string {
+function printable(text: string): string {
   return /[\p{Cc}]/u.test(text) ? JSON.stringify(text) : text;
 }
 
-export function noteOf(status: WorktreeStatus): string {
+function noteOf(status: WorktreeStatus): string {
   switch (status.state) {
     case "duplicate":
       return status.conflicts.map((c) =>
@@ -116,7 +116,7 @@ export function formatSlots(slots: readonly SlotInfo[]): string {
   ).join("");
 }
 
-export function slotNote(info: SlotInfo): string {
+function slotNote(info: SlotInfo): string {
   switch (info.state) {
     case "held":
       return info.holders.map(printable).join(", ") + (info.current ? " (this worktree)" : "");
