@@ -334,7 +334,6 @@ export class MachineSession implements Disposable {
       const orphan = !isInside(entry.worktree, entry.path) && !worktreeExists(entry.worktree);
       if (holding.state === "gone" || (holding.state === "file" && orphan)) {
         vanished.push(entry);
-        this.#changed = true;
       } else if (holding.state === "none") {
         this.#changed = true;
       } else if (holding.state === "kept" && holding.ports.length === 0) {
@@ -366,13 +365,15 @@ export class MachineSession implements Disposable {
       // Where its repository is now, which another of its worktrees may have
       // told since it was met.
       const repository = where.of(entry);
-      if (this.#own.has(repository)) continue;
-      if (!where.exists(repository)) {
+      // Kept as it is, the index need not be written for it.
+      if (!this.#own.has(repository) && !where.exists(repository)) {
         if (live.has(entry.repository) && (entry.ports?.length ?? 0) > 0) {
           this.#keep(entry, entry.ports);
+          continue;
         }
-        continue;
       }
+      this.#changed = true;
+      if (this.#own.has(repository) || !where.exists(repository)) continue;
       for (const found of portFilesOfRepository(repository, entry)) {
         if (recorded.has(found.path)) continue;
         recorded.add(found.path);
