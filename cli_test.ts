@@ -443,6 +443,30 @@ Deno.test("cli exec passes arguments unchanged, the variables, and the exit code
   await assert.rejects(Deno.stat(`${a}/pwned`), Deno.errors.NotFound);
 });
 
+Deno.test("cli allocate and exec work with the loader's LD_* and DYLD_* variables set, which exec keeps", async () => {
+  // CUDA, conda, Nix and many editors set LD_LIBRARY_PATH; Deno refuses to
+  // start git under --allow-run=git while any such variable is set.
+  const ports = pickPorts(["web"]);
+  await using repo = await TempRepo.create();
+  const [a] = await repo.addWorktrees("wt", 1);
+  const loader = {
+    LD_LIBRARY_PATH: `${repo.base}/lib`,
+    ld_run_path: `${repo.base}/lib`,
+    DYLD_FALLBACK_LIBRARY_PATH: `${repo.base}/lib`,
+  };
+  const allocated = await runCli(a, ["allocate", ...ports.args], { env: loader });
+  assert.equal(allocated.code, 0, allocated.stderr);
+  assert.equal((await readJson(`${a}/.worktree-ports.json`)).web, ports.at(1).web);
+  const script = 'printf "%s|%s|%s|%s" "$LD_LIBRARY_PATH" "$ld_run_path" ' +
+    '"$DYLD_FALLBACK_LIBRARY_PATH" "$WEB"';
+  const ran = await runCli(a, ["exec", ...ports.args, "--", "sh", "-c", script], {
+    env: loader,
+    flags: ["--allow-run", ...CLI_FLAGS.slice(1)],
+  });
+  assert.equal(ran.code, 0, ran.stderr);
+  assert.equal(ran.stdout, `${repo.base}/lib|${repo.base}/lib|${repo.base}/lib|${ports.at(1).web}`);
+});
+
 Deno.test("cli exec passes back a signal that killed the command as 128 + its number", async () => {
   const ports = pickPorts(["web", "api"]);
   await using repo = await TempRepo.create();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { denoGit } from "./git.ts";
+import { denoGit, refusedLoaderVariables } from "./git.ts";
 import { assertCode, TempRepo } from "../test_util.ts";
 
 Deno.test("a git error is the command and git's first error line, never its usage text", async () => {
@@ -15,4 +15,27 @@ Deno.test("a git error is the command and git's first error line, never its usag
       return true;
     },
   );
+});
+
+Deno.test("refusedLoaderVariables() reads the names from Deno's refusal, and nothing else", () => {
+  const refusal = (names: string) =>
+    new Deno.errors.NotCapable(
+      `Requires --allow-run permissions to spawn subprocess with ${names}. Alternatively, ` +
+        "spawn with the environment variable unset.",
+    );
+  assert.deepEqual(
+    refusedLoaderVariables(refusal("LD_LIBRARY_PATH environment variable")),
+    ["LD_LIBRARY_PATH"],
+  );
+  assert.deepEqual(
+    refusedLoaderVariables(refusal("LD_PRELOAD, dyld_insert_libraries environment variables")),
+    ["LD_PRELOAD", "dyld_insert_libraries"],
+  );
+  // Any other refusal is passed on as it is.
+  assert.equal(refusedLoaderVariables(refusal("PATH environment variable")), undefined);
+  assert.equal(
+    refusedLoaderVariables(new Deno.errors.NotCapable('Requires run access to "git"')),
+    undefined,
+  );
+  assert.equal(refusedLoaderVariables(new Error("LD_PRELOAD environment variable")), undefined);
 });
