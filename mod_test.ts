@@ -85,6 +85,30 @@ Deno.test("allocate() with an output path reads siblings at the same place in th
   );
 });
 
+Deno.test("allocate() judges an output reached through a symlinked folder by its real path", async () => {
+  // macOS's /tmp and /var/folders are such links: a worktree reached through
+  // one used to count its own file as a sibling's and move on every call.
+  const ports = webPorts();
+  await using repo = await TempRepo.create();
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const link = `${repo.base}/link`;
+  await Deno.symlink(a, link);
+  const slots = [];
+  for (let call = 0; call < 3; call++) {
+    const allocation = await allocateIn(link, ports, { output: `${link}/.worktree-ports.json` });
+    assert.equal(allocation.path, `${a}/.worktree-ports.json`);
+    slots.push(allocation.slot);
+  }
+  assert.deepEqual(slots, [1, 1, 1]);
+  assert.equal(await git(a, "status", "--porcelain"), "", "its file is excluded from git");
+  // A sibling's file spelled through the link is still the sibling's.
+  const sibling = await allocateIn(b, ports, { output: `${link}/ports.json` }).then(
+    () => undefined,
+    (error: Error) => error,
+  );
+  assertCode("INVALID_OUTPUT")(sibling);
+});
+
 Deno.test("allocate() honours a sibling file in the older flat format", async () => {
   await using repo = await TempRepo.create();
   const [old, fresh] = await repo.addWorktrees("wt", 2);

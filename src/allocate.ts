@@ -18,9 +18,9 @@ import {
   isForeign,
   type PortFileContents,
   type PortFileMeta,
-  portFilePath,
   type PortFileRead,
   readPortFile,
+  realPortFilePath,
   reservedPortsOf,
 } from "./port_file.ts";
 import { type PortProbe, probePort } from "./probe.ts";
@@ -257,7 +257,7 @@ async function planAllocation(
   repository: OpenedRepository,
   options: AllocateOptions,
 ): Promise<AllocationPlan> {
-  const path = portFilePath(repository.root, options);
+  const path = realPortFilePath(repository.root, options);
   const inside = relativeInside(repository.root, path);
   if (options.output !== undefined) {
     await assertOwnOutput(repository, path, inside);

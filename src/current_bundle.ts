@@ -13,10 +13,10 @@ import {
   isOutdatedFor,
   judgingConfig,
   portFileData,
-  portFilePath,
   type PortFilePathOptions,
   type PortFileRead,
   readPortFile,
+  realPortFilePath,
 } from "./port_file.ts";
 import { type OpenedRepository, openWorktree } from "./repository.ts";
 import { blockedPortsOf } from "./usable_ports.ts";
@@ -75,7 +75,7 @@ export async function readBundle(
   options: ReadBundleOptions = {},
 ): Promise<CurrentBundle | undefined> {
   const repository = await openWorktree(options.cwd, environmentOf(options));
-  const path = portFilePath(repository.root, options);
+  const path = realPortFilePath(repository.root, options);
   const file = readPortFile(path);
   if (file.state === "missing") return undefined;
   if (file.state === "unreadable") {
@@ -156,7 +156,7 @@ export async function readStanding(
   options: ReadBundleOptions,
 ): Promise<{ path: string; standing: Standing; file: PortFileRead; hasConfig: boolean }> {
   const repository = await openWorktree(options.cwd, environmentOf(options));
-  const path = portFilePath(repository.root, options);
+  const path = realPortFilePath(repository.root, options);
   const file = readPortFile(path);
   return {
     path,
@@ -242,7 +242,7 @@ export async function loadBundle(options: AllocateOptions = {}): Promise<LoadedB
   const start = performance.now();
   const env = environmentOf(options);
   const repository = await openWorktree(options.cwd, env);
-  const path = portFilePath(repository.root, options);
+  const path = realPortFilePath(repository.root, options);
   const file = readPortFile(path);
   const standing = standingOf(repository, path, file, options);
   if (standing.state === "current") {

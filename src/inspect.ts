@@ -13,9 +13,9 @@ import {
   expectedBundle,
   isOutdated,
   namesOtherWorktree,
-  portFilePath,
   type PortFilePathOptions,
   readPortFile,
+  realPortFilePath,
 } from "./port_file.ts";
 import { type PortProbe, probePort } from "./probe.ts";
 import {
@@ -332,7 +332,7 @@ export async function inspectRepository(
   options: Omit<InspectOptions, keyof Environment>,
   env: Pick<Env, "probe">,
 ): Promise<InspectedStatus[]> {
-  const ownPath = portFilePath(repository.root, options);
+  const ownPath = realPortFilePath(repository.root, options);
   const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
   const worktrees = repository.worktrees.filter((worktree) => !worktree.bare);
   const statuses = await Promise.all(worktrees.map(async (worktree) => {

@@ -12,6 +12,7 @@ import {
   nestingExceeds,
   readRegularTextFile,
   realPathOf,
+  realPathOfNearest,
 } from "./files.ts";
 import {
   CONFIG_FILE_NAME,
@@ -22,7 +23,7 @@ import {
   PORT_FILE_NAME,
   PORT_FILE_VERSION,
 } from "./names.ts";
-import { comparablePath, joinPath, resolvePath } from "./paths.ts";
+import { baseName, comparablePath, joinPath, parentOf, resolvePath } from "./paths.ts";
 import type { Repository } from "./repository.ts";
 import type { Worktree } from "./worktree_list.ts";
 
@@ -393,4 +394,19 @@ export interface PortFilePathOptions {
 export function portFilePath(root: string, options: PortFilePathOptions = {}): string {
   if (options.output === undefined) return joinPath(root, PORT_FILE_NAME);
   return resolvePath(options.cwd ?? Deno.cwd(), options.output);
+}
+
+/**
+ * {@linkcode portFilePath} with its directory spelled by its real path, as
+ * every judgement of the file needs it: an output reached through a symlinked
+ * folder (macOS's `/tmp` and `/var/folders` are such links) lies in the
+ * worktree all the same. The file's own name is kept, so that a port file
+ * that is itself a link is replaced, never followed.
+ */
+export function realPortFilePath(root: string, options: PortFilePathOptions = {}): string {
+  const path = portFilePath(root, options);
+  if (options.output === undefined) return path;
+  const dir = parentOf(path);
+  const realDir = realPathOfNearest(dir);
+  return realDir === dir ? path : joinPath(realDir, baseName(path));
 }

@@ -7,7 +7,7 @@ import { lockRepository } from "./lock.ts";
 import { PORT_FILE_NAME } from "./names.ts";
 import { assertNotDirectory } from "./output.ts";
 import { joinPath } from "./paths.ts";
-import { portFilePath, type PortFilePathOptions } from "./port_file.ts";
+import { type PortFilePathOptions, realPortFilePath } from "./port_file.ts";
 import { assertStillWorktree, currentListing, openWorktree } from "./repository.ts";
 
 /** Options for {@linkcode releasePorts}. */
@@ -47,11 +47,11 @@ export interface Release {
 export async function releasePorts(options: ReleaseOptions = {}): Promise<Release> {
   const env = environmentOf(options);
   const listed = await openWorktree(options.cwd, env);
-  assertNotDirectory(portFilePath(listed.root, options));
+  assertNotDirectory(realPortFilePath(listed.root, options));
   using _lock = await lockRepository(listed.commonDir, { timeoutMs: options.lockTimeoutMs });
   const repository = await currentListing(listed, env);
   assertStillWorktree(repository.root);
-  const path = portFilePath(repository.root, options);
+  const path = realPortFilePath(repository.root, options);
   removeStaleTemporaryFiles(path);
   if (path === joinPath(repository.root, PORT_FILE_NAME)) dropKeptCopy(repository.root);
   try {

@@ -6,7 +6,7 @@ import { type Environment, environmentOf } from "./environment.ts";
 import { MachineSession } from "./machine_index.ts";
 import { PORT_FILE_NAME } from "./names.ts";
 import { relativeInside } from "./paths.ts";
-import { portFilePath, type PortFilePathOptions, readPortFile } from "./port_file.ts";
+import { type PortFilePathOptions, readPortFile, realPortFilePath } from "./port_file.ts";
 import { probePort } from "./probe.ts";
 import { openWorktree, type Repository } from "./repository.ts";
 import { scanReservations } from "./reservations.ts";
@@ -92,7 +92,7 @@ export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInf
   const env = environmentOf(options);
   const repository = await openWorktree(options.cwd, env);
   const config = loadConfig(repository.root, options);
-  const ownPath = portFilePath(repository.root, options);
+  const ownPath = realPortFilePath(repository.root, options);
   const inside = relativeInside(repository.root, ownPath) ?? PORT_FILE_NAME;
   // Other repositories' worktrees hold slots too: read as allocate reads them.
   using machine = await MachineSession.open({
