@@ -1,4 +1,4 @@
-#!/usr/bin/env -S deno run --allow-run=git --allow-read --allow-write --allow-net=127.0.0.1,[::1],0.0.0.0 --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA
+#!/usr/bin/env -S deno run --allow-run=git --allow-read --allow-write --allow-net=127.0.0.1,[::1],0.0.0.0,[::] --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA
 /**
  * The `worktree-ports` command line: allocates the current worktree's ports,
  * shows them, exports them as environment variables, runs commands with
@@ -6,7 +6,7 @@
  *
  * ```sh
  * deno run --allow-run=git --allow-read --allow-write \
- *   --allow-net='127.0.0.1,[::1],0.0.0.0' \
+ *   --allow-net='127.0.0.1,[::1],0.0.0.0,[::]' \
  *   --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA \
  *   jsr:@org/worktree-ports/cli allocate
  * ```

@@ -1068,7 +1068,7 @@ Deno.test("cli help [COMMAND] prints what --help prints, and each command's perm
         check.stdout.endsWith(
           `\nPermissions: --allow-run=git --allow-read ${ENV_FLAG}\n` +
             "  with --fix: --allow-run=git --allow-read --allow-write " +
-            `--allow-net='127.0.0.1,[::1],0.0.0.0' ${ENV_FLAG}\n`,
+            `--allow-net='127.0.0.1,[::1],0.0.0.0,[::]' ${ENV_FLAG}\n`,
         ),
         check.stdout,
       );

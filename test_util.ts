@@ -24,7 +24,7 @@ export const CLI_FLAGS: readonly string[] = [
   "--allow-run=git",
   "--allow-read",
   "--allow-write",
-  "--allow-net=127.0.0.1,[::1],0.0.0.0",
+  "--allow-net=127.0.0.1,[::1],0.0.0.0,[::]",
   "--allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA",
 ];
 
@@ -309,7 +309,7 @@ export interface PickPortsOptions<K extends string> {
 
 /** Whether a TCP port can be bound right now on every address a probe of the tool checks. */
 function bindableEverywhere(port: number, ipv6: boolean): boolean {
-  for (const hostname of ipv6 ? ["127.0.0.1", "::1", "0.0.0.0"] : ["127.0.0.1", "0.0.0.0"]) {
+  for (const hostname of ipv6 ? ["127.0.0.1", "::1", "0.0.0.0", "::"] : ["127.0.0.1", "0.0.0.0"]) {
     try {
       Deno.listen({ hostname, port }).close();
     } catch {
@@ -506,8 +506,8 @@ export async function forEachLoopback(
   fn: (hostname: string) => void | Promise<void>,
 ): Promise<void> {
   const ipv6 = hasIpv6Loopback();
-  for (const hostname of ["127.0.0.1", "0.0.0.0", "::1"]) {
-    const skip = hostname === "::1" && !ipv6;
+  for (const hostname of ["127.0.0.1", "0.0.0.0", "::1", "::"]) {
+    const skip = hostname.includes(":") && !ipv6;
     await t.step({
       name: `listener on ${hostname}${skip ? " (skipped: no IPv6 loopback)" : ""}`,
       ignore: skip,

@@ -21,7 +21,7 @@ const CLI_FLAGS = [
   "--allow-run=git",
   "--allow-read",
   "--allow-write",
-  "--allow-net=127.0.0.1,[::1],0.0.0.0",
+  "--allow-net=127.0.0.1,[::1],0.0.0.0,[::]",
   "--allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA",
 ];
 const SIZES = [10, 100, 1000];

@@ -1,10 +1,14 @@
 // Whether a port is free: the probe seam and its real default, Deno.listen.
 
 /**
- * Addresses a port must be bindable on to count as free. `::1` is skipped on
- * hosts without IPv6 loopback.
+ * Addresses a port must be bindable on to count as free. The IPv6 ones are
+ * skipped on hosts without IPv6. The IPv6 wildcard is bound as well as the
+ * IPv4 ones: where listeners set `SO_REUSEADDR` with BSD's rules (macOS),
+ * binding a specific address or the IPv4 wildcard succeeds while another
+ * process listens on `[::]`, which is what Node's plain `listen(port)` opens;
+ * only the same address is refused.
  */
-export const PROBE_HOSTNAMES: readonly string[] = ["127.0.0.1", "::1", "0.0.0.0"];
+export const PROBE_HOSTNAMES: readonly string[] = ["127.0.0.1", "::1", "0.0.0.0", "::"];
 
 /**
  * What a probe found at a port: `free` to bind; `in-use`, a process listens
@@ -82,9 +86,26 @@ export function isPortFree(port: number, options: IsPortFreeOptions = {}): boole
  * ```
  */
 export function portStatus(port: number, options: IsPortFreeOptions = {}): PortStatus {
-  for (const hostname of options.hostnames ?? PROBE_HOSTNAMES) {
+  return bindStatus(port, options.hostnames ?? PROBE_HOSTNAMES, listenAndClose);
+}
+
+function listenAndClose(hostname: string, port: number): void {
+  Deno.listen({ hostname, port }).close();
+}
+
+/**
+ * What binding `port` on each of `hostnames` with `bind` found. The binding
+ * is a parameter so that the rules of another operating system can be put in
+ * its place.
+ */
+export function bindStatus(
+  port: number,
+  hostnames: readonly string[],
+  bind: (hostname: string, port: number) => void,
+): PortStatus {
+  for (const hostname of hostnames) {
     try {
-      Deno.listen({ hostname, port }).close();
+      bind(hostname, port);
     } catch (error) {
       if (error instanceof Deno.errors.NotCapable) throw error;
       if (error instanceof Deno.errors.AddrInUse) return "in-use";

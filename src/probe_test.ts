@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { isPortFree } from "./probe.ts";
+import { bindStatus, isPortFree, PROBE_HOSTNAMES } from "./probe.ts";
 import { copyPackage, forEachLoopback, run, UNPRIVILEGED } from "../test_util.ts";
 
 Deno.test("isPortFree() sees a listener on each loopback address", async (t) => {
@@ -60,4 +60,29 @@ Deno.test("portStatus() still throws NotCapable when net permission is missing",
   } finally {
     await Deno.remove(file);
   }
+});
+
+/**
+ * Binding as BSD's rules have it for listeners that set `SO_REUSEADDR`, as
+ * Deno's do on macOS: a bind fails only on the very address another socket
+ * holds, so that a specific address and a wildcard never collide.
+ */
+function bsdBinding(held: readonly string[]): (hostname: string, port: number) => void {
+  return (hostname) => {
+    if (held.includes(hostname)) throw new Deno.errors.AddrInUse("Address already in use");
+  };
+}
+
+Deno.test("the probe's addresses find a listener on [::] under BSD's binding rules, as on macOS", async (t) => {
+  for (const listening of ["::", "0.0.0.0", "127.0.0.1", "::1"]) {
+    await t.step(`listener on ${listening}`, () => {
+      assert.equal(bindStatus(4100, PROBE_HOSTNAMES, bsdBinding([listening])), "in-use");
+    });
+  }
+  // What the IPv4 addresses and ::1 alone found: the [::] listener went unseen.
+  assert.equal(
+    bindStatus(4100, ["127.0.0.1", "::1", "0.0.0.0"], bsdBinding(["::"])),
+    "free",
+  );
+  assert.equal(bindStatus(4100, PROBE_HOSTNAMES, bsdBinding([])), "free");
 });
