@@ -81,7 +81,7 @@ Deno.test("cli flags everywhere match the permission set in deno.json", async ()
     [...flags].sort(),
   );
   // Printed and shown, the net flag is quoted, so that it pastes into zsh.
-  assert.match(help.stdout, / --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0'[ \n]/);
+  assert.match(help.stdout, / --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0,\[::\]'[ \n]/);
   const readme = await Deno.readTextFile(`${ROOT}README.md`);
   const install = /deno install -g -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
   assert.deepEqual(
