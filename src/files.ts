@@ -2,7 +2,7 @@
 // and what stat and realpath say of a path.
 
 import { MAX_FILE_BYTES } from "./names.ts";
-import { joinPath, parentOf } from "./paths.ts";
+import { baseName, joinPath, parentOf } from "./paths.ts";
 
 /**
  * What `stat` (or, for `link`, `lstat`) says of a path; `undefined` when it
@@ -150,16 +150,17 @@ export function removeStaleTemporaryFiles(path: string): void {
 
 /** The real path of `path`, resolving its nearest existing ancestor. */
 export function realPathOfNearest(path: string): string {
-  let rest = "";
+  const names: string[] = [];
   for (let current = path;;) {
     try {
-      return Deno.realPathSync(current) + rest;
+      return names.reduce(joinPath, Deno.realPathSync(current));
     } catch (error) {
       if (error instanceof Deno.errors.NotCapable) throw error;
-      const slash = current.search(/[\\/][^\\/]*$/);
-      if (slash <= 0) return path;
-      rest = current.slice(slash) + rest;
-      current = current.slice(0, slash);
+      // Never "C:" alone, which is the drive's current directory.
+      const parent = parentOf(current);
+      if (parent === current || parent.length >= current.length) return path;
+      names.unshift(baseName(current));
+      current = parent;
     }
   }
 }

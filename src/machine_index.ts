@@ -23,6 +23,7 @@ import {
   joinPath,
   parentOf,
   relativeInside,
+  slashedPath,
 } from "./paths.ts";
 import { holdingOf } from "./reservations.ts";
 
@@ -296,7 +297,7 @@ export class MachineSession implements Disposable {
     const where = new RepositoryLookup();
     const listed = options.worktrees === undefined
       ? undefined
-      : new Set(options.worktrees.map(comparablePath));
+      : new Set(options.worktrees.map((path) => comparablePath(path)));
     // An entry filed under this operation's repository but naming none of
     // its worktrees (an orphan left by a deleted repository, or one misfiled
     // by hand) is read as another's.
@@ -360,7 +361,7 @@ export class MachineSession implements Disposable {
         else this.warnings.push(...noted);
       }
     }
-    const recorded = new Set(this.entries.map((entry) => entry.path));
+    const recorded = new Set(this.entries.map((entry) => comparablePath(entry.path)));
     for (const entry of vanished) {
       // Where its repository is now, which another of its worktrees may have
       // told since it was met.
@@ -375,8 +376,8 @@ export class MachineSession implements Disposable {
       this.#changed = true;
       if (this.#own.has(repository) || !where.exists(repository)) continue;
       for (const found of portFilesOfRepository(repository, entry)) {
-        if (recorded.has(found.path)) continue;
-        recorded.add(found.path);
+        if (recorded.has(comparablePath(found.path))) continue;
+        recorded.add(comparablePath(found.path));
         const holding = holdingOf(
           { file: found.path, worktree: found.worktree, commonDir: repository },
           this.warnings,
@@ -416,7 +417,7 @@ export class MachineSession implements Disposable {
   #keep(entry: IndexEntry, holds?: readonly number[]): void {
     this.#items.push(entry);
     this.entries.push(entry);
-    if (entry.ports !== undefined) this.#recorded.set(entry.path, entry.ports);
+    if (entry.ports !== undefined) this.#recorded.set(comparablePath(entry.path), entry.ports);
     for (const port of holds ?? []) {
       if (!this.holders.has(port)) this.holders.set(port, entry.path);
     }
@@ -424,7 +425,7 @@ export class MachineSession implements Disposable {
 
   /** The ports the index last recorded for a file, if it recorded any. */
   recorded(path: string): readonly number[] | undefined {
-    return this.#recorded.get(path);
+    return this.#recorded.get(comparablePath(path));
   }
 
   /**
@@ -444,11 +445,17 @@ export class MachineSession implements Disposable {
     const at = new Map<string, number>();
     this.#items.forEach((item, position) => {
       const path = asIndexEntry(item)?.path;
-      if (path !== undefined) at.set(path, position);
+      if (path !== undefined) at.set(comparablePath(path), position);
     });
+    // One spelling of each path (C:/a/b, never C:\\a/b), as git writes them.
     for (const [path, worktree, ports] of files) {
-      const entry: IndexEntry = { path, repository, worktree, ports: [...ports] };
-      const position = at.get(path);
+      const entry: IndexEntry = {
+        path: slashedPath(path),
+        repository: slashedPath(repository),
+        worktree: slashedPath(worktree),
+        ports: [...ports],
+      };
+      const position = at.get(comparablePath(path));
       if (
         position !== undefined && JSON.stringify(this.#items[position]) === JSON.stringify(entry)
       ) {
@@ -456,7 +463,7 @@ export class MachineSession implements Disposable {
       }
       if (position === undefined) this.#items.push(entry);
       else this.#items[position] = entry;
-      this.#recorded.set(path, entry.ports!);
+      this.#recorded.set(comparablePath(path), entry.ports!);
       this.#changed = true;
     }
     this.#write(files[0]?.[0]);

@@ -23,7 +23,7 @@ import {
   PORT_FILE_NAME,
   PORT_FILE_VERSION,
 } from "./names.ts";
-import { baseName, comparablePath, joinPath, parentOf, resolvePath } from "./paths.ts";
+import { baseName, comparablePath, joinPath, parentOf, resolvePath, slashedPath } from "./paths.ts";
 import type { Repository } from "./repository.ts";
 import type { Worktree } from "./worktree_list.ts";
 
@@ -408,5 +408,5 @@ export function realPortFilePath(root: string, options: PortFilePathOptions = {}
   if (options.output === undefined) return path;
   const dir = parentOf(path);
   const realDir = realPathOfNearest(dir);
-  return realDir === dir ? path : joinPath(realDir, baseName(path));
+  return realDir === dir ? path : slashedPath(joinPath(realDir, baseName(path)));
 }

@@ -5,7 +5,7 @@ import { type Env, environmentOf } from "./environment.ts";
 import { notAWorktree, WorktreePortsError } from "./errors.ts";
 import { realPathOr } from "./files.ts";
 import { adminEntryNames, findCommonDir, nearestGitDirs, worktreeExists } from "./git_dirs.ts";
-import { comparablePath, relativeInside } from "./paths.ts";
+import { comparablePath, IS_WINDOWS, relativeInside, slashedPath } from "./paths.ts";
 import { listWorktrees, type ListWorktreesOptions, type Worktree } from "./worktree_list.ts";
 
 /** The repository around a directory, as {@linkcode openRepository} finds it. */
@@ -103,9 +103,8 @@ export async function openRepositoryOrBare(
     findContaining(await realPaths(worktrees), dir, (w) => w.real)?.worktree ??
     mainNamedByGitDir(worktrees, near);
   if (current === undefined) throw notAWorktree(dir);
-  const root = Deno.realPathSync(current.path);
-  // Git's own directory sits inside the main worktree but is not part of it.
-  if (/^\.git(\/|$)/.test(relativeInside(root, dir) ?? "")) throw notAWorktree(dir);
+  const root = slashedPath(Deno.realPathSync(current.path));
+  if (isInGitDirectory(root, dir)) throw notAWorktree(dir);
   // The `.git` found from `dir` is usually the root's own: no need to read it twice.
   const own = near !== undefined && comparablePath(near.at) === comparablePath(root)
     ? near
@@ -251,4 +250,14 @@ export function hasVanishedWorktree(repository: Repository): boolean {
     worktree !== repository.worktrees[0] && !worktree.bare && !worktree.prunable &&
     !worktree.locked && !worktreeExists(worktree.path)
   );
+}
+
+/**
+ * Whether `dir` lies in git's own directory, which sits inside the main
+ * worktree but is no part of it (`.git\\hooks` on Windows, `.GIT` where case
+ * is ignored).
+ */
+export function isInGitDirectory(root: string, dir: string, windows = IS_WINDOWS): boolean {
+  const inside = relativeInside(root, dir, windows) ?? "";
+  return (windows ? /^\.git([\\/]|$)/i : /^\.git(\/|$)/).test(inside);
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { openRepository } from "./repository.ts";
+import { isInGitDirectory, openRepository } from "./repository.ts";
 import { assertCode, run, TempRepo } from "../test_util.ts";
 
 Deno.test("openRepository() finds the worktree from a subdirectory with one git call", async () => {
@@ -53,4 +53,13 @@ Deno.test("openRepository() rejects a directory outside any repository", async (
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("isInGitDirectory() finds git's own directory in either slash, and any case on Windows", () => {
+  assert.equal(isInGitDirectory("/repo", "/repo/.git/hooks", false), true);
+  assert.equal(isInGitDirectory("/repo", "/repo/.github", false), false);
+  assert.equal(isInGitDirectory("/repo", "/repo/app", false), false);
+  assert.equal(isInGitDirectory("C:/repo", "C:\\repo\\.git\\hooks", true), true);
+  assert.equal(isInGitDirectory("C:/repo", "c:\\Repo\\.GIT", true), true);
+  assert.equal(isInGitDirectory("C:/repo", "C:\\repo\\.github", true), false);
 });
