@@ -565,7 +565,12 @@ try {
   const result = await run(Deno.execPath(), [
     "run",
     "--no-prompt",
-    ...["--allow-run=git", "--allow-read", "--allow-write", "--allow-net=127.0.0.1,[::1],0.0.0.0,[::]"],
+    ...[
+      "--allow-run=git",
+      "--allow-read",
+      "--allow-write",
+      "--allow-net=127.0.0.1,[::1],0.0.0.0,[::]",
+    ],
     `${repo.base}/script.ts`,
   ], { cwd: a });
   assert.equal(result.stdout, "NotCapable\n", result.stderr);

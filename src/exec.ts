@@ -67,13 +67,10 @@ export async function runWithPorts(
   // would otherwise take its default action and kill us, leaving the child
   // running. A listener runs on a later turn, by when `child` is set.
   let child: Deno.ChildProcess | undefined;
-  // Ctrl-C on a terminal reaches the whole foreground process group, the
-  // command included; a second copy makes many servers skip their graceful
-  // shutdown. Such a signal is still listened for, so that we outlive it.
   const fromKeyboard = Deno.stdin.isTerminal();
   const forwarders = FORWARDED_SIGNALS.map((signal) => {
     const forward = () => {
-      if (fromKeyboard && KEYBOARD_SIGNALS.has(signal)) return;
+      if (!passesOn(signal, { windows: IS_WINDOWS, fromKeyboard })) return;
       try {
         child?.kill(signal);
       } catch {
@@ -93,25 +90,28 @@ export async function runWithPorts(
       stderr: "inherit",
     }).spawn();
     const status = await child.status;
-    const code = status.signal === null ? status.code : 128 + (SIGNAL_NUMBERS[status.signal] ?? 0);
-    return { code, signal: status.signal, allocation: bundle.allocation };
+    // For a child killed by a signal the code is already 128 plus the
+    // signal's number on this system (SIGUSR1 is 10 on Linux, 30 on macOS).
+    return { code: status.code, signal: status.signal, allocation: bundle.allocation };
   } finally {
     for (const [signal, forward] of forwarders) Deno.removeSignalListener(signal, forward);
   }
 }
 
-/** The POSIX signal numbers that are the same on Linux and macOS. */
-const SIGNAL_NUMBERS: Partial<Record<Deno.Signal, number>> = {
-  SIGHUP: 1,
-  SIGINT: 2,
-  SIGQUIT: 3,
-  SIGILL: 4,
-  SIGTRAP: 5,
-  SIGABRT: 6,
-  SIGFPE: 8,
-  SIGKILL: 9,
-  SIGSEGV: 11,
-  SIGPIPE: 13,
-  SIGALRM: 14,
-  SIGTERM: 15,
-};
+/**
+ * Whether a signal received while the child runs is passed on to it. Ctrl-C
+ * on a terminal reaches the whole foreground process group, the command
+ * included, and a second copy makes many servers skip their graceful
+ * shutdown. On Windows, Ctrl-C and Ctrl-Break reach every process on the
+ * console, the child included, and Deno's `kill` there is a hard
+ * termination: the child is left to stop as a console program does. The
+ * signal is still listened for, so that we outlive it and report the child's
+ * exit.
+ */
+export function passesOn(
+  signal: Deno.Signal,
+  { windows, fromKeyboard }: { windows: boolean; fromKeyboard: boolean },
+): boolean {
+  if (windows) return false;
+  return !(fromKeyboard && KEYBOARD_SIGNALS.has(signal));
+}
