@@ -49,6 +49,12 @@ Deno.test("parseConfig() rejects each invalid config with a message naming the p
     ["ports that is not an object", { ports: [3000] }, /"ports" must be an object/],
     ["a key that cannot be an env name", { ports: { "web-port": 3000 } }, /key "web-port"/],
     ["the reserved metadata key", { ports: { worktree_ports: 3000 } }, /reserved/],
+    // Windows reads variable names in any case: "SystemRoot" is SYSTEMROOT.
+    [
+      "a Windows variable, in any case",
+      { ports: { SystemRoot: 3000, comspec: 3001, Temp: 3002, web: 3003 } },
+      /keys "SystemRoot" and "comspec" and "Temp" would set "SYSTEMROOT" and "COMSPEC" and "TEMP", which commands need from the environment/,
+    ],
     ["a non-integer port", { ports: { web: 3000.5 } }, /port "web" must be an integer/],
     ["a string port", { ports: { web: "3000" } }, /port "web" must be an integer/],
     ["port 0", { ports: { web: 0 } }, /from 1 to 65535, got 0/],

@@ -22,6 +22,17 @@ const ENVIRONMENT_NAMES: ReadonlySet<string> = new Set([
   "SHLVL",
   "OLDPWD",
   "CDPATH",
+  // Windows, where names ignore case: the system's folders, its command
+  // interpreter and what it runs, and the user's folders.
+  "SYSTEMROOT",
+  "WINDIR",
+  "COMSPEC",
+  "PATHEXT",
+  "TEMP",
+  "TMP",
+  "USERPROFILE",
+  "APPDATA",
+  "LOCALAPPDATA",
 ]);
 
 const ENVIRONMENT_PREFIXES: readonly string[] = ["LC_", "DENO_", "GIT_"];

@@ -111,3 +111,10 @@ export const denoMachineIndex: MachineIndex = {
 export function machineIndexAt(dir: string): MachineIndex {
   return { dir: () => dir };
 }
+
+/** The variables to set when no index folder is found, as the system reads them. */
+export function homeVariablesToSet(os: typeof Deno.build.os = Deno.build.os): string {
+  return os === "windows"
+    ? "set LOCALAPPDATA or WORKTREE_PORTS_HOME"
+    : "set HOME or WORKTREE_PORTS_HOME";
+}

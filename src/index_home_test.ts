@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { machineIndexDir } from "./index_home.ts";
+import { homeVariablesToSet, machineIndexDir } from "./index_home.ts";
 
 Deno.test("machineIndexDir() follows WORKTREE_PORTS_HOME, XDG_STATE_HOME, HOME and LOCALAPPDATA", async (t) => {
   const cases: [string, Record<string, string>, typeof Deno.build.os, string | undefined][] = [
@@ -27,4 +27,10 @@ Deno.test("machineIndexDir() follows WORKTREE_PORTS_HOME, XDG_STATE_HOME, HOME a
       assert.equal(machineIndexDir((variable) => env[variable], os), expected);
     });
   }
+});
+
+Deno.test("homeVariablesToSet() names the variables each system reads the index folder from", () => {
+  assert.equal(homeVariablesToSet("windows"), "set LOCALAPPDATA or WORKTREE_PORTS_HOME");
+  assert.equal(homeVariablesToSet("linux"), "set HOME or WORKTREE_PORTS_HOME");
+  assert.equal(homeVariablesToSet("darwin"), "set HOME or WORKTREE_PORTS_HOME");
 });

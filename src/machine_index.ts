@@ -13,7 +13,7 @@ import {
 } from "./files.ts";
 import type { GitRunner } from "./git.ts";
 import { gitDirsOf, worktreeExists, worktreesOnDisk } from "./git_dirs.ts";
-import type { MachineIndex } from "./index_home.ts";
+import { homeVariablesToSet, type MachineIndex } from "./index_home.ts";
 import { type LockOptions, lockRepository, type RepositoryLock } from "./lock.ts";
 import { isPort, PORT_FILE_NAME } from "./names.ts";
 import {
@@ -557,7 +557,7 @@ function indexFolder(
   const dir = index.dir();
   if (dir === undefined) {
     warnings.push(
-      `No home folder for the machine-wide index (set HOME or WORKTREE_PORTS_HOME); ${fallback}`,
+      `No home folder for the machine-wide index (${homeVariablesToSet()}); ${fallback}`,
     );
     return undefined;
   }
