@@ -2,7 +2,7 @@
 // and what stat and realpath say of a path.
 
 import { MAX_FILE_BYTES } from "./names.ts";
-import { baseName, joinPath, parentOf } from "./paths.ts";
+import { baseName, IS_WINDOWS, joinPath, parentOf } from "./paths.ts";
 
 /**
  * What `stat` (or, for `link`, `lstat`) says of a path; `undefined` when it
@@ -106,7 +106,7 @@ export function writeFileAtomic(path: string, text: string): void {
   const temp = `${path}.${Deno.pid}-${Math.random().toString(36).slice(2, 10)}.tmp`;
   try {
     Deno.writeTextFileSync(temp, text, { createNew: true });
-    Deno.renameSync(temp, path);
+    renameOver(temp, path);
   } catch (error) {
     try {
       Deno.removeSync(temp);
@@ -116,6 +116,43 @@ export function writeFileAtomic(path: string, text: string): void {
     if (error instanceof Deno.errors.NotCapable) throw error;
     throw new Error(`Cannot write "${path}": ${(error as Error).message}`, { cause: error });
   }
+}
+
+/** How {@linkcode renameOver} renames, and for how long it tries. */
+export interface RenameOverOptions {
+  /** Renames a file. */
+  rename?: (from: string, to: string) => void;
+  /** Whether Windows' rules apply. */
+  windows?: boolean;
+  /** How long to keep trying, in milliseconds. */
+  retryMs?: number;
+}
+
+/**
+ * Renames `from` over `to`. On Windows a file another process holds open
+ * (an editor, a dev server's watcher, antivirus or the search indexer) cannot
+ * be replaced until it lets go, which is usually a moment later: the rename
+ * is tried again for up to a second before the error is let through.
+ */
+export function renameOver(from: string, to: string, options: RenameOverOptions = {}): void {
+  const { rename = Deno.renameSync, windows = IS_WINDOWS, retryMs = 1000 } = options;
+  const deadline = performance.now() + retryMs;
+  for (let wait = 5;; wait = Math.min(wait * 2, 100)) {
+    try {
+      rename(from, to);
+      return;
+    } catch (error) {
+      if (!windows || !isHeldOpen(error) || performance.now() + wait > deadline) throw error;
+      // Synchronous, as every write under the lock is.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, wait);
+    }
+  }
+}
+
+/** Windows' refusal to replace a file that is open: access denied (5) or a sharing violation (32, 33). */
+function isHeldOpen(error: unknown): boolean {
+  return error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.Busy ||
+    /\(os error (5|32|33)\)/.test((error as Error)?.message ?? "");
 }
 
 /** A temporary file of {@linkcode writeFileAtomic} for `name`: `<name>.<pid>-<random>.tmp`. */
