@@ -153,7 +153,8 @@ const COMMANDS: Record<string, CommandSpec> = {
       format: {
         type: "string",
         value: "FORMAT",
-        help: "shell (export lines to eval, the default), dotenv, json or fish (set -gx lines)",
+        help: "shell (export lines to eval, the default), dotenv, json, fish (set -gx lines) or " +
+          "powershell ($env: lines)",
         complete: ENV_FORMATS,
       },
       ...ALLOCATION_OPTIONS,

@@ -91,7 +91,10 @@ export function bundleEnv(
  * quotes, backslashes, `$` or line breaks in certain ways, or holding `${`)
  * is refused rather than written. `json` prints one object. `fish` prints
  * `set -gx NAME 'value'` lines for fish's `source`, quoted the way fish reads
- * single quotes (only `\\` and `\'` are escapes there).
+ * single quotes (only `\\` and `\'` are escapes there). `powershell` prints
+ * `$env:NAME = 'value'` lines for `Invoke-Expression`, in single quotes,
+ * where nothing is expanded and a quote is written twice (PowerShell takes
+ * the typographic quotes `‘ ’ ‚ ‛` for quotes too).
  *
  * @param env Variable names and values.
  * @param format The output format.
@@ -120,9 +123,13 @@ export function formatEnv(env: Record<string, string>, format: EnvFormat): strin
       return JSON.stringify(env, null, 2) + "\n";
     case "fish":
       return entries.map(([name, value]) => `set -gx ${name} ${fishQuote(value)}\n`).join("");
+    case "powershell":
+      return entries.map(([name, value]) => `$env:${name} = ${powershellQuote(value)}\n`)
+        .join("");
     default:
       throw new TypeError(
-        `Unknown env format "${format}" (expected "shell", "dotenv", "json" or "fish")`,
+        `Unknown env format "${format}" (expected "shell", "dotenv", "json", "fish" or ` +
+          `"powershell")`,
       );
   }
 }
@@ -134,6 +141,11 @@ function shellQuote(value: string): string {
 /** Fish reads `\\` and `\'` as escapes inside single quotes, and nothing else. */
 function fishQuote(value: string): string {
   return `'${value.replace(/[\\']/g, "\\$&")}'`;
+}
+
+/** PowerShell's single quotes expand nothing; each of its four quote characters is doubled. */
+function powershellQuote(value: string): string {
+  return `'${value.replace(/['\u2018\u2019\u201a\u201b]/g, "$&$&")}'`;
 }
 
 /**

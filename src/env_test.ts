@@ -41,9 +41,55 @@ Deno.test("formatEnv() quotes each format so values stay literal", async (t) => 
       `set -gx PORT '3100'\nset -gx ODD 'it\\'s \\\\\\' $x\\\\'\n`,
     );
   });
+  await t.step("powershell", () => {
+    assert.equal(
+      formatEnv({ PORT: "3100", ODD: "it's ‘$x’" }, "powershell"),
+      "$env:PORT = '3100'\n$env:ODD = 'it''s ‘‘$x’’'\n",
+    );
+  });
   await t.step("unknown format", () => {
     assert.throws(() => formatEnv(env, "yaml" as EnvFormat), TypeError);
   });
+});
+
+/**
+ * Reads `$env:NAME = '...'` lines as PowerShell's language specification
+ * reads a verbatim string: any of its four single-quote characters ends it,
+ * and two of them in a row stand for the second. Nothing in it is expanded.
+ */
+function readPowershellAssignments(text: string): Record<string, string> {
+  const quotes = "'\u2018\u2019\u201a\u201b";
+  const env: Record<string, string> = {};
+  let at = 0;
+  while (at < text.length) {
+    const head = /^\$env:([A-Za-z_][A-Za-z0-9_]*) = /.exec(text.slice(at));
+    assert.ok(head !== null, `an assignment at ${JSON.stringify(text.slice(at))}`);
+    at += head[0].length;
+    assert.ok(quotes.includes(text[at]), "a quoted value");
+    let value = "";
+    for (at++;; at++) {
+      assert.ok(at < text.length, "the quote is closed");
+      if (!quotes.includes(text[at])) value += text[at];
+      else if (quotes.includes(text[at + 1] ?? "")) value += text[++at];
+      else break;
+    }
+    assert.equal(text[++at], "\n", "one assignment per line");
+    at++;
+    env[head[1]] = value;
+  }
+  return env;
+}
+
+Deno.test("formatEnv() powershell is read back exactly by PowerShell's quoting rules, expanding nothing", () => {
+  const env = {
+    PLAIN: "3100",
+    QUOTES: `it's "x" ‘single’ ‚low‛ '' ’`,
+    EXPANSIONS: "$env:PATH $(Remove-Item x) `n ${x} @(1)",
+    LINES: "a\r\nb\n",
+    BACKSLASH: "C:\\x\\",
+    END_QUOTE: "x'",
+  };
+  assert.deepEqual(readPowershellAssignments(formatEnv(env, "powershell")), env);
 });
 
 Deno.test("formatEnv() dotenv refuses a value no quoting keeps exact, naming the variable and the character", async (t) => {

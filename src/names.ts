@@ -36,7 +36,7 @@ export function isPort(value: unknown): value is number {
 }
 
 /** How `formatEnv` writes variables. */
-export type EnvFormat = "shell" | "dotenv" | "json" | "fish";
+export type EnvFormat = "shell" | "dotenv" | "json" | "fish" | "powershell";
 
 /** Every {@linkcode EnvFormat}. */
-export const ENV_FORMATS: readonly EnvFormat[] = ["shell", "dotenv", "json", "fish"];
+export const ENV_FORMATS: readonly EnvFormat[] = ["shell", "dotenv", "json", "fish", "powershell"];

@@ -221,7 +221,9 @@ Deno.test("cli completions bash loads in bash and completes commands, options an
     "dotenv",
     "json",
     "fish",
+    "powershell",
   ]);
+  assert.deepEqual(await complete("worktree-ports", "env", "--format", "p"), ["powershell"]);
   assert.deepEqual(await complete("worktree-ports", "completions", "z"), ["zsh"]);
   assert.ok((await complete("worktree-ports", "exec", "bas")).includes("bash"));
 });
@@ -275,7 +277,7 @@ Deno.test({
       ]);
       assert.equal(result.code, 0, result.stderr);
       const lines = result.stdout.trim().split("\n").map((line) => line.split("\t")[0]);
-      assert.deepEqual(lines, ["allocate", "dotenv", "fish", "json", "shell"]);
+      assert.deepEqual(lines, ["allocate", "dotenv", "fish", "json", "powershell", "shell"]);
     }),
 });
 
@@ -300,6 +302,42 @@ Deno.test({
     const file = `${repo.base}/env.fish`;
     await Deno.writeTextFile(file, env.stdout);
     const result = await run("fish", ["--no-config", "-c", script, file], { cwd: a });
+    assert.equal(result.code, 0, result.stderr);
+    const web = String(ports.at(1).web_port);
+    const expected = [
+      web,
+      ...Object.values(TRICKY_TEMPLATES).map((value) => value.replace("{web_port}", web)),
+    ];
+    assert.deepEqual(result.stdout.split("\0").slice(0, -1), expected);
+    for (const name of ["pwned", "pwned2", "pwned3"]) {
+      await assert.rejects(Deno.stat(`${a}/${name}`), Deno.errors.NotFound);
+    }
+  },
+});
+
+Deno.test({
+  name: `cli env --format powershell is run by PowerShell to exactly the values, running nothing${
+    installed("pwsh") ? "" : " (skipped: PowerShell (pwsh) is not installed)"
+  }`,
+  ignore: !installed("pwsh"),
+  fn: async () => {
+    const ports = pickPorts(["web_port"], { slots: 50 });
+    await using repo = await TempRepo.create({
+      config: { ...ports.config(), templates: TRICKY_TEMPLATES },
+    });
+    const [a] = await repo.addWorktrees("wt", 1);
+    const env = await runCli(a, ["env", "--format", "powershell"]);
+    assert.equal(env.code, 0, env.stderr);
+    const names = ["WEB_PORT", ...Object.keys(TRICKY_TEMPLATES).map((key) => key.toUpperCase())];
+    const file = `${repo.base}/env.ps1`;
+    await Deno.writeTextFile(file, env.stdout);
+    // Run as the README shows, through Invoke-Expression; each value written NUL-terminated.
+    const script = `Get-Content -Raw -Encoding utf8 '${file}' | Invoke-Expression; ` +
+      `foreach ($name in @(${names.map((name) => `'${name}'`).join(",")})) { ` +
+      `[Console]::Out.Write([Environment]::GetEnvironmentVariable($name) + [char]0) }`;
+    const result = await run("pwsh", ["-NoProfile", "-NonInteractive", "-Command", script], {
+      cwd: a,
+    });
     assert.equal(result.code, 0, result.stderr);
     const web = String(ports.at(1).web_port);
     const expected = [

@@ -11,7 +11,7 @@ export async function run(values: Values): Promise<number> {
   const format = (values.format ?? "shell") as EnvFormat;
   if (!ENV_FORMATS.includes(format)) {
     throw new UsageError(
-      `Option "--format" must be shell, dotenv, json or fish, got "${format}"`,
+      `Option "--format" must be shell, dotenv, json, fish or powershell, got "${format}"`,
       "env",
     );
   }
