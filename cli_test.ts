@@ -411,7 +411,10 @@ Deno.test("cli env prints dotenv and json formats", async (t) => {
   await t.step("unknown format", async () => {
     const result = await runCli(a, ["env", "--format", "yaml"]);
     assert.equal(result.code, 2);
-    assert.match(result.stderr, /"--format" must be shell, dotenv, json, fish or powershell, got "yaml"/);
+    assert.match(
+      result.stderr,
+      /"--format" must be shell, dotenv, json, fish or powershell, got "yaml"/,
+    );
   });
 });
 
