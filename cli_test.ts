@@ -25,6 +25,7 @@ import {
   snapshot,
   spawnCli,
   TempRepo,
+  testWhere,
   UNPRIVILEGED,
   writeJson,
 } from "./test_util.ts";
@@ -39,7 +40,7 @@ const ENV_FLAG = "--allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDA
  * Run it with {@link SCRIPT_ENV}: SHELL may be unset where the tests run.
  */
 function scriptArgs(flags: readonly string[], args: readonly string[]): string[] {
-  const line = [Deno.execPath(), "run", ...flags, new URL("./cli.ts", import.meta.url).pathname]
+  const line = [Deno.execPath(), "run", ...flags, `${ROOT}cli.ts`]
     .concat(args).map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(" ");
   return ["-qec", `exec ${line}`, "/dev/null"];
 }
@@ -418,57 +419,68 @@ Deno.test("cli env prints dotenv and json formats", async (t) => {
   });
 });
 
-Deno.test("cli exec passes arguments unchanged, the variables, and the exit code", async () => {
-  const ports = pickPorts(["web", "api"]);
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  const args = ["a b", "c'd", '"e"', "$(touch pwned)", "--port", ""];
-  const result = await runCli(
-    a,
-    [
-      "exec",
-      ...ports.args,
-      "--",
-      "bash",
-      "-c",
-      'printf "<%s>\\n" "$@"; echo "web=$WEB api=$API"; exit 3',
-      "script",
-      ...args,
-    ],
-    { flags: ["--allow-run", ...CLI_FLAGS.slice(1)] },
-  );
-  assert.equal(result.code, 3, result.stderr);
-  assert.equal(
-    result.stdout,
-    args.map((arg) => `<${arg}>\n`).join("") + `web=${ports.at(1).web} api=${ports.at(1).api}\n`,
-  );
-  assert.match(result.stderr, /allocated slot 1 to this worktree/);
-  await assert.rejects(Deno.stat(`${a}/pwned`), Deno.errors.NotFound);
-});
+testWhere(
+  { tools: ["bash"] },
+  "cli exec passes arguments unchanged, the variables, and the exit code",
+  async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    const args = ["a b", "c'd", '"e"', "$(touch pwned)", "--port", ""];
+    const result = await runCli(
+      a,
+      [
+        "exec",
+        ...ports.args,
+        "--",
+        "bash",
+        "-c",
+        'printf "<%s>\\n" "$@"; echo "web=$WEB api=$API"; exit 3',
+        "script",
+        ...args,
+      ],
+      { flags: ["--allow-run", ...CLI_FLAGS.slice(1)] },
+    );
+    assert.equal(result.code, 3, result.stderr);
+    assert.equal(
+      result.stdout,
+      args.map((arg) => `<${arg}>\n`).join("") + `web=${ports.at(1).web} api=${ports.at(1).api}\n`,
+    );
+    assert.match(result.stderr, /allocated slot 1 to this worktree/);
+    await assert.rejects(Deno.stat(`${a}/pwned`), Deno.errors.NotFound);
+  },
+);
 
-Deno.test("cli allocate and exec work with the loader's LD_* and DYLD_* variables set, which exec keeps", async () => {
-  // CUDA, conda, Nix and many editors set LD_LIBRARY_PATH; Deno refuses to
-  // start git under --allow-run=git while any such variable is set.
-  const ports = pickPorts(["web"]);
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  const loader = {
-    LD_LIBRARY_PATH: `${repo.base}/lib`,
-    ld_run_path: `${repo.base}/lib`,
-    DYLD_FALLBACK_LIBRARY_PATH: `${repo.base}/lib`,
-  };
-  const allocated = await runCli(a, ["allocate", ...ports.args], { env: loader });
-  assert.equal(allocated.code, 0, allocated.stderr);
-  assert.equal((await readJson(`${a}/.worktree-ports.json`)).web, ports.at(1).web);
-  const script = 'printf "%s|%s|%s|%s" "$LD_LIBRARY_PATH" "$ld_run_path" ' +
-    '"$DYLD_FALLBACK_LIBRARY_PATH" "$WEB"';
-  const ran = await runCli(a, ["exec", ...ports.args, "--", "sh", "-c", script], {
-    env: loader,
-    flags: ["--allow-run", ...CLI_FLAGS.slice(1)],
-  });
-  assert.equal(ran.code, 0, ran.stderr);
-  assert.equal(ran.stdout, `${repo.base}/lib|${repo.base}/lib|${repo.base}/lib|${ports.at(1).web}`);
-});
+testWhere(
+  { tools: ["sh"] },
+  "cli allocate and exec work with the loader's LD_* and DYLD_* variables set, which exec keeps",
+  async () => {
+    // CUDA, conda, Nix and many editors set LD_LIBRARY_PATH; Deno refuses to
+    // start git under --allow-run=git while any such variable is set.
+    const ports = pickPorts(["web"]);
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    const loader = {
+      LD_LIBRARY_PATH: `${repo.base}/lib`,
+      ld_run_path: `${repo.base}/lib`,
+      DYLD_FALLBACK_LIBRARY_PATH: `${repo.base}/lib`,
+    };
+    const allocated = await runCli(a, ["allocate", ...ports.args], { env: loader });
+    assert.equal(allocated.code, 0, allocated.stderr);
+    assert.equal((await readJson(`${a}/.worktree-ports.json`)).web, ports.at(1).web);
+    const script = 'printf "%s|%s|%s|%s" "$LD_LIBRARY_PATH" "$ld_run_path" ' +
+      '"$DYLD_FALLBACK_LIBRARY_PATH" "$WEB"';
+    const ran = await runCli(a, ["exec", ...ports.args, "--", "sh", "-c", script], {
+      env: loader,
+      flags: ["--allow-run", ...CLI_FLAGS.slice(1)],
+    });
+    assert.equal(ran.code, 0, ran.stderr);
+    assert.equal(
+      ran.stdout,
+      `${repo.base}/lib|${repo.base}/lib|${repo.base}/lib|${ports.at(1).web}`,
+    );
+  },
+);
 
 Deno.test({
   name: `cli exec passes back a signal that killed the command as 128 + its number on this system${
@@ -492,75 +504,83 @@ Deno.test({
   },
 });
 
-Deno.test("cli exec passes a SIGTERM or SIGINT it receives on to the command", async (t) => {
-  const ports = pickPorts(["web", "api"]);
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  for (const signal of ["SIGTERM", "SIGINT"] as const) {
-    await t.step(signal, async () => {
-      // Bounded, so that a broken forwarder fails the test instead of leaving
-      // bash behind. No command substitution: the only child bash waits on is sleep.
-      const script = `trap "echo got ${signal}; exit 7" ${signal.slice(3)}; echo ready; ` +
-        "i=0; while ((i++ < 100)); do sleep 0.05; done";
-      const child = spawnCli(a, ["exec", ...ports.args, "bash", "-c", script], {
-        flags: ["--allow-run", ...CLI_FLAGS.slice(1)],
+testWhere(
+  { unix: "signals sent with kill" },
+  "cli exec passes a SIGTERM or SIGINT it receives on to the command",
+  async (t) => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    for (const signal of ["SIGTERM", "SIGINT"] as const) {
+      await t.step(signal, async () => {
+        // Bounded, so that a broken forwarder fails the test instead of leaving
+        // bash behind. No command substitution: the only child bash waits on is sleep.
+        const script = `trap "echo got ${signal}; exit 7" ${signal.slice(3)}; echo ready; ` +
+          "i=0; while ((i++ < 100)); do sleep 0.05; done";
+        const child = spawnCli(a, ["exec", ...ports.args, "bash", "-c", script], {
+          flags: ["--allow-run", ...CLI_FLAGS.slice(1)],
+        });
+        const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        const stderr = new Response(child.stderr).text();
+        const seen = await readUntil(stdout, "ready\n");
+        child.kill(signal);
+        const rest = await readRest(stdout);
+        const status = await child.status;
+        assert.deepEqual(
+          { code: status.code, stdout: seen + rest },
+          { code: 7, stdout: `ready\ngot ${signal}\n` },
+          await stderr,
+        );
       });
-      const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      const stderr = new Response(child.stderr).text();
-      const seen = await readUntil(stdout, "ready\n");
-      child.kill(signal);
-      const rest = await readRest(stdout);
-      const status = await child.status;
-      assert.deepEqual(
-        { code: status.code, stdout: seen + rest },
-        { code: 7, stdout: `ready\ngot ${signal}\n` },
-        await stderr,
-      );
-    });
-  }
-});
+    }
+  },
+);
 
-Deno.test("cli exec on a terminal leaves Ctrl-C to the terminal, so the command gets it once", async () => {
-  const ports = pickPorts(["web", "api"]);
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  // The command counts the SIGINTs it gets and reports its parent, exec.
-  const script = 'trap "echo INT" INT; echo "ready $PPID"; ' +
-    "i=0; while ((i++ < 40)); do sleep 0.05; done; echo done; exit 4";
-  // script(1) runs exec on a pseudo-terminal whose keyboard is our pipe.
-  const terminal = new Deno.Command("script", {
-    args: scriptArgs(
-      ["--allow-run", ...CLI_FLAGS.slice(1)],
-      ["exec", ...ports.args, "bash", "-c", script],
-    ),
-    env: SCRIPT_ENV,
-    cwd: a,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stdout = terminal.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const stderr = new Response(terminal.stderr).text();
-  const keyboard = terminal.stdin.getWriter();
-  let seen = "";
-  while (!/ready \d+\r?\n/.test(seen)) seen += await readUntil(stdout, "\n");
-  // The new allocation is reported before the command starts, not after it ends.
-  assert.match(seen, /^allocated slot 1 to this worktree .*\r?\nready \d+\r?\n$/);
-  const exec = Number(/ready (\d+)/.exec(seen)?.[1]);
-  // Ctrl-C: the terminal signals exec and the command alike.
-  await keyboard.write(new TextEncoder().encode("\x03"));
-  seen += await readUntil(stdout, "INT");
-  // A SIGINT sent to exec alone is not passed on either, and exec outlives it.
-  Deno.kill(exec, "SIGINT");
-  seen += await readRest(stdout);
-  await keyboard.close();
-  const status = await terminal.status;
-  assert.equal(status.code, 4, seen + (await stderr));
-  assert.equal(seen.match(/INT/g)?.length, 1, seen);
-  assert.match(seen, /done\r?\n$/);
-});
+testWhere(
+  { linux: "script(1) from util-linux for a terminal", tools: ["script"] },
+  "cli exec on a terminal leaves Ctrl-C to the terminal, so the command gets it once",
+  async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    // The command counts the SIGINTs it gets and reports its parent, exec.
+    const script = 'trap "echo INT" INT; echo "ready $PPID"; ' +
+      "i=0; while ((i++ < 40)); do sleep 0.05; done; echo done; exit 4";
+    // script(1) runs exec on a pseudo-terminal whose keyboard is our pipe.
+    const terminal = new Deno.Command("script", {
+      args: scriptArgs(
+        ["--allow-run", ...CLI_FLAGS.slice(1)],
+        ["exec", ...ports.args, "bash", "-c", script],
+      ),
+      env: SCRIPT_ENV,
+      cwd: a,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stdout = terminal.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const stderr = new Response(terminal.stderr).text();
+    const keyboard = terminal.stdin.getWriter();
+    let seen = "";
+    while (!/ready \d+\r?\n/.test(seen)) seen += await readUntil(stdout, "\n");
+    // The new allocation is reported before the command starts, not after it ends.
+    assert.match(seen, /^allocated slot 1 to this worktree .*\r?\nready \d+\r?\n$/);
+    const exec = Number(/ready (\d+)/.exec(seen)?.[1]);
+    // Ctrl-C: the terminal signals exec and the command alike.
+    await keyboard.write(new TextEncoder().encode("\x03"));
+    seen += await readUntil(stdout, "INT");
+    // A SIGINT sent to exec alone is not passed on either, and exec outlives it.
+    Deno.kill(exec, "SIGINT");
+    seen += await readRest(stdout);
+    await keyboard.close();
+    const status = await terminal.status;
+    assert.equal(status.code, 4, seen + (await stderr));
+    assert.equal(seen.match(/INT/g)?.length, 1, seen);
+    assert.match(seen, /done\r?\n$/);
+  },
+);
 
-Deno.test("cli exec needs permission to run the command", async () => {
+testWhere({ tools: ["bash"] }, "cli exec needs permission to run the command", async () => {
   await using repo = await TempRepo.create();
   const [a] = await repo.addWorktrees("wt", 1);
   const result = await runCli(a, ["exec", "bash", "-c", "true"]);
@@ -623,38 +643,42 @@ Deno.test("cli list --json reports every state", async () => {
   assert.equal(byPath.get(none)!.current, true);
 });
 
-Deno.test("cli list prints an aligned table, coloured only on a terminal without NO_COLOR", async (t) => {
-  const ports = pickPorts(["web", "api"]);
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  await runCli(a, ["allocate", ...ports.args]);
-  await t.step("piped: plain text", async () => {
-    const result = await runCli(a, ["list"]);
-    assert.equal(result.code, 0, result.stderr);
-    const lines = result.stdout.trimEnd().split("\n");
-    assert.match(lines[0], /^ {2}WORKTREE +BRANCH +SLOT +STATE +PORTS +NOTE$/);
-    assert.match(
-      lines[2],
-      new RegExp(`^\\* .*wt0 +- +1 +ok +web=${ports.at(1).web} api=${ports.at(1).api}$`),
-    );
-    assert.equal(lines[0].indexOf("STATE"), lines[2].indexOf("ok"));
-    assert.ok(!result.stdout.includes("\x1b["));
-  });
-  // script(1) gives the CLI a real terminal.
-  const args = scriptArgs(CLI_FLAGS, ["list"]);
-  for (
-    const [name, env, colored] of [["terminal", {}, true], ["terminal with NO_COLOR", {
-      NO_COLOR: "1",
-    }, false]] as const
-  ) {
-    await t.step(name, async () => {
-      const result = await run("script", args, { cwd: a, env: { ...SCRIPT_ENV, ...env } });
-      assert.equal(result.code, 0, result.stdout);
-      assert.match(result.stdout, /WORKTREE/);
-      assert.equal(result.stdout.includes("\x1b[32mok"), colored);
+testWhere(
+  { linux: "script(1) from util-linux for a terminal", tools: ["script"] },
+  "cli list prints an aligned table, coloured only on a terminal without NO_COLOR",
+  async (t) => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    await runCli(a, ["allocate", ...ports.args]);
+    await t.step("piped: plain text", async () => {
+      const result = await runCli(a, ["list"]);
+      assert.equal(result.code, 0, result.stderr);
+      const lines = result.stdout.trimEnd().split("\n");
+      assert.match(lines[0], /^ {2}WORKTREE +BRANCH +SLOT +STATE +PORTS +NOTE$/);
+      assert.match(
+        lines[2],
+        new RegExp(`^\\* .*wt0 +- +1 +ok +web=${ports.at(1).web} api=${ports.at(1).api}$`),
+      );
+      assert.equal(lines[0].indexOf("STATE"), lines[2].indexOf("ok"));
+      assert.ok(!result.stdout.includes("\x1b["));
     });
-  }
-});
+    // script(1) gives the CLI a real terminal.
+    const args = scriptArgs(CLI_FLAGS, ["list"]);
+    for (
+      const [name, env, colored] of [["terminal", {}, true], ["terminal with NO_COLOR", {
+        NO_COLOR: "1",
+      }, false]] as const
+    ) {
+      await t.step(name, async () => {
+        const result = await run("script", args, { cwd: a, env: { ...SCRIPT_ENV, ...env } });
+        assert.equal(result.code, 0, result.stdout);
+        assert.match(result.stdout, /WORKTREE/);
+        assert.equal(result.stdout.includes("\x1b[32mok"), colored);
+      });
+    }
+  },
+);
 
 /** The older allocator's keys, 100 apart in 20 slots, at bases picked for one test. */
 function cloudPorts(): PickedPorts<"cloud_port" | "web_port"> {
@@ -1121,68 +1145,72 @@ async function mkfifo(path: string): Promise<void> {
   assert.equal(result.code, 0, result.stderr);
 }
 
-Deno.test("cli allocate, show, env, list and check never open a FIFO: each treats one as an unreadable file", async (t) => {
-  const ports = pickPorts(["web", "api"]);
-  await using repo = await TempRepo.create();
-  const [a, b] = await repo.addWorktrees("wt", 2);
-  await mkfifo(`${b}/.worktree-ports.json`);
-  const cases: [string, string, string[], number, RegExp][] = [
-    [
-      "a sibling's",
-      a,
-      ["allocate", ...ports.args],
-      0,
-      /wt1\/\.worktree-ports\.json" is unreadable \(it is a FIFO/,
-    ],
-    ["a sibling's", a, ["env", ...ports.args], 0, /^$|allocated slot/],
-    ["a sibling's", a, ["list"], 0, /^$/],
-    ["a sibling's", a, ["check"], 1, /^run "worktree-ports check --fix"/],
-    ["a sibling's", a, ["show"], 0, /^$/],
-    [
-      "its own",
-      b,
-      ["show"],
-      1,
-      /^error: Cannot read ".*wt1\/\.worktree-ports\.json": it is a FIFO/,
-    ],
-    ["its own", b, ["list"], 0, /^$/],
-    ["its own", b, ["check"], 1, /^run "worktree-ports check --fix"/],
-    ["its own", b, ["env", ...ports.args], 0, /port file ".*" is unusable \(it is a FIFO/],
-  ];
-  for (const [whose, cwd, args, code, stderr] of cases) {
-    await t.step(`${args[0]} with ${whose} port file a FIFO`, async () => {
-      const result = await runCliWithin(cwd, args);
-      assert.ok(!result.timedOut, `${args[0]} hung`);
-      assert.equal(result.code, code, result.stderr);
-      assert.match(result.stderr, stderr);
-      if (args[0] === "list" || args[0] === "check") {
-        assert.match(result.stdout, /unreadable.*it is a FIFO \(named pipe\), not a file/);
+testWhere(
+  { unix: "FIFOs (mkfifo)" },
+  "cli allocate, show, env, list and check never open a FIFO: each treats one as an unreadable file",
+  async (t) => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create();
+    const [a, b] = await repo.addWorktrees("wt", 2);
+    await mkfifo(`${b}/.worktree-ports.json`);
+    const cases: [string, string, string[], number, RegExp][] = [
+      [
+        "a sibling's",
+        a,
+        ["allocate", ...ports.args],
+        0,
+        /wt1\/\.worktree-ports\.json" is unreadable \(it is a FIFO/,
+      ],
+      ["a sibling's", a, ["env", ...ports.args], 0, /^$|allocated slot/],
+      ["a sibling's", a, ["list"], 0, /^$/],
+      ["a sibling's", a, ["check"], 1, /^run "worktree-ports check --fix"/],
+      ["a sibling's", a, ["show"], 0, /^$/],
+      [
+        "its own",
+        b,
+        ["show"],
+        1,
+        /^error: Cannot read ".*wt1\/\.worktree-ports\.json": it is a FIFO/,
+      ],
+      ["its own", b, ["list"], 0, /^$/],
+      ["its own", b, ["check"], 1, /^run "worktree-ports check --fix"/],
+      ["its own", b, ["env", ...ports.args], 0, /port file ".*" is unusable \(it is a FIFO/],
+    ];
+    for (const [whose, cwd, args, code, stderr] of cases) {
+      await t.step(`${args[0]} with ${whose} port file a FIFO`, async () => {
+        const result = await runCliWithin(cwd, args);
+        assert.ok(!result.timedOut, `${args[0]} hung`);
+        assert.equal(result.code, code, result.stderr);
+        assert.match(result.stderr, stderr);
+        if (args[0] === "list" || args[0] === "check") {
+          assert.match(result.stdout, /unreadable.*it is a FIFO \(named pipe\), not a file/);
+        }
+      });
+    }
+    await t.step("allocate with its own port file a FIFO replaces it", async () => {
+      await Deno.remove(`${b}/.worktree-ports.json`);
+      await mkfifo(`${b}/.worktree-ports.json`);
+      const result = await runCliWithin(b, ["allocate", ...ports.args]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stderr, /is unusable \(it is a FIFO/);
+      assert.ok((await Deno.stat(`${b}/.worktree-ports.json`)).isFile);
+    });
+    await t.step("allocate and env with the config a FIFO", async () => {
+      await mkfifo(`${a}/worktree-ports.config.json`);
+      // env reads the config when it allocates, as for a worktree without a file.
+      await Deno.remove(`${a}/.worktree-ports.json`);
+      for (const command of ["allocate", "env"]) {
+        const result = await runCliWithin(a, [command]);
+        assert.ok(!result.timedOut, `${command} hung`);
+        assert.equal(result.code, 2, result.stderr);
+        assert.match(
+          result.stderr,
+          /^error: Cannot read config ".*worktree-ports\.config\.json": it is a FIFO/,
+        );
       }
     });
-  }
-  await t.step("allocate with its own port file a FIFO replaces it", async () => {
-    await Deno.remove(`${b}/.worktree-ports.json`);
-    await mkfifo(`${b}/.worktree-ports.json`);
-    const result = await runCliWithin(b, ["allocate", ...ports.args]);
-    assert.equal(result.code, 0, result.stderr);
-    assert.match(result.stderr, /is unusable \(it is a FIFO/);
-    assert.ok((await Deno.stat(`${b}/.worktree-ports.json`)).isFile);
-  });
-  await t.step("allocate and env with the config a FIFO", async () => {
-    await mkfifo(`${a}/worktree-ports.config.json`);
-    // env reads the config when it allocates, as for a worktree without a file.
-    await Deno.remove(`${a}/.worktree-ports.json`);
-    for (const command of ["allocate", "env"]) {
-      const result = await runCliWithin(a, [command]);
-      assert.ok(!result.timedOut, `${command} hung`);
-      assert.equal(result.code, 2, result.stderr);
-      assert.match(
-        result.stderr,
-        /^error: Cannot read config ".*worktree-ports\.config\.json": it is a FIFO/,
-      );
-    }
-  });
-});
+  },
+);
 
 Deno.test("cli allocate removes a stale temporary file, and git never shows one", async () => {
   const ports = pickPorts(["web", "api"]);
@@ -1304,41 +1332,45 @@ Deno.test("cli allocate warns about its own file's nesting and never prints a va
   });
 });
 
-Deno.test("cli rejects a config that is null, a broken link or too large, quoting little of it", async (t) => {
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  const config = `${a}/worktree-ports.config.json`;
-  const cases: [string, () => Promise<void>, RegExp][] = [
-    ["null", () => Deno.writeTextFile(config, "null\n"), /it must be a JSON object, got null/],
-    [
-      "a broken symbolic link",
-      () => Deno.symlink(`${a}/no-such-config.json`, config),
-      /^error: Cannot read config ".*": it is a symbolic link to a file that does not exist/,
-    ],
-    [
-      "1e400 as a port",
-      () => Deno.writeTextFile(config, '{"ports": {"web": 1e400}}'),
-      /port "web" must be an integer from 1 to 65535, got a number too large to use/,
-    ],
-    [
-      "a huge value",
-      () => Deno.writeTextFile(config, JSON.stringify({ stride: "x".repeat(100_000) })),
-      /"stride" must be an integer from 1 to 65535, got "x{199}… \(100002 characters\)\n/,
-    ],
-  ];
-  for (const [what, make, message] of cases) {
-    await t.step(what, async () => {
-      await Deno.remove(config).catch(() => {});
-      await make();
-      const before = await snapshot(repo.base);
-      const result = await runCli(a, ["allocate"]);
-      assert.equal(result.code, 2, result.stderr);
-      assert.match(result.stderr, message);
-      assert.ok(result.stderr.length < 1000, result.stderr);
-      assert.deepEqual(await snapshot(repo.base), before);
-    });
-  }
-});
+testWhere(
+  { unix: "symbolic links, which Windows makes only with privileges" },
+  "cli rejects a config that is null, a broken link or too large, quoting little of it",
+  async (t) => {
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    const config = `${a}/worktree-ports.config.json`;
+    const cases: [string, () => Promise<void>, RegExp][] = [
+      ["null", () => Deno.writeTextFile(config, "null\n"), /it must be a JSON object, got null/],
+      [
+        "a broken symbolic link",
+        () => Deno.symlink(`${a}/no-such-config.json`, config),
+        /^error: Cannot read config ".*": it is a symbolic link to a file that does not exist/,
+      ],
+      [
+        "1e400 as a port",
+        () => Deno.writeTextFile(config, '{"ports": {"web": 1e400}}'),
+        /port "web" must be an integer from 1 to 65535, got a number too large to use/,
+      ],
+      [
+        "a huge value",
+        () => Deno.writeTextFile(config, JSON.stringify({ stride: "x".repeat(100_000) })),
+        /"stride" must be an integer from 1 to 65535, got "x{199}… \(100002 characters\)\n/,
+      ],
+    ];
+    for (const [what, make, message] of cases) {
+      await t.step(what, async () => {
+        await Deno.remove(config).catch(() => {});
+        await make();
+        const before = await snapshot(repo.base);
+        const result = await runCli(a, ["allocate"]);
+        assert.equal(result.code, 2, result.stderr);
+        assert.match(result.stderr, message);
+        assert.ok(result.stderr.length < 1000, result.stderr);
+        assert.deepEqual(await snapshot(repo.base), before);
+      });
+    }
+  },
+);
 
 Deno.test("cli allocate --output stays in its own worktree, and a preview never repeats a held bundle", async (t) => {
   const ports = pickPorts(["web", "api"]);
@@ -1988,46 +2020,54 @@ Deno.test("cli allocate --output never writes into git's own directory or breaks
   });
 });
 
-Deno.test("cli allocate removes stale temporary files in git's directory, and writes through a linked exclude file", async () => {
-  const ports = pickPorts(["web", "api"]);
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  const shared = `${repo.base}/shared-exclude`;
-  await Deno.writeTextFile(shared, "*.log\n");
-  await Deno.remove(`${repo.root}/.git/info/exclude`);
-  await Deno.symlink(shared, `${repo.root}/.git/info/exclude`);
-  assert.equal((await runCli(a, ["allocate", ...ports.args])).code, 0);
-  assert.ok((await Deno.lstat(`${repo.root}/.git/info/exclude`)).isSymlink);
-  assert.equal(
-    await Deno.readTextFile(shared),
-    "*.log\n/.worktree-ports.json\n/.worktree-ports.json.*.tmp\n",
-  );
-  const stale = [
-    `${shared}.12345-abcdefgh.tmp`,
-    `${repo.root}/.git/worktrees/wt0/worktree-ports.json.12345-abcdefgh.tmp`,
-  ];
-  for (const path of stale) await Deno.writeTextFile(path, "x");
-  // The exclude rules are in place: only allocations that write them clean beside them.
-  await Deno.writeTextFile(shared, "*.log\n");
-  assert.equal((await runCli(a, ["allocate", ...ports.args])).code, 0);
-  for (const path of stale) await assert.rejects(Deno.stat(path), Deno.errors.NotFound, path);
-});
+testWhere(
+  { unix: "symbolic links, which Windows makes only with privileges" },
+  "cli allocate removes stale temporary files in git's directory, and writes through a linked exclude file",
+  async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    const shared = `${repo.base}/shared-exclude`;
+    await Deno.writeTextFile(shared, "*.log\n");
+    await Deno.remove(`${repo.root}/.git/info/exclude`);
+    await Deno.symlink(shared, `${repo.root}/.git/info/exclude`);
+    assert.equal((await runCli(a, ["allocate", ...ports.args])).code, 0);
+    assert.ok((await Deno.lstat(`${repo.root}/.git/info/exclude`)).isSymlink);
+    assert.equal(
+      await Deno.readTextFile(shared),
+      "*.log\n/.worktree-ports.json\n/.worktree-ports.json.*.tmp\n",
+    );
+    const stale = [
+      `${shared}.12345-abcdefgh.tmp`,
+      `${repo.root}/.git/worktrees/wt0/worktree-ports.json.12345-abcdefgh.tmp`,
+    ];
+    for (const path of stale) await Deno.writeTextFile(path, "x");
+    // The exclude rules are in place: only allocations that write them clean beside them.
+    await Deno.writeTextFile(shared, "*.log\n");
+    assert.equal((await runCli(a, ["allocate", ...ports.args])).code, 0);
+    for (const path of stale) await assert.rejects(Deno.stat(path), Deno.errors.NotFound, path);
+  },
+);
 
-Deno.test("cli allocate and release replace a port file that is a symbolic link loop", async () => {
-  const ports = pickPorts(["web", "api"]);
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  const own = `${a}/.worktree-ports.json`;
-  await Deno.symlink(own, own);
-  const allocate = await runCli(a, ["allocate", ...ports.args]);
-  assert.equal(allocate.code, 0, allocate.stderr);
-  assert.match(allocate.stderr, /is unusable \(it is a symbolic link loop\)/);
-  assert.ok((await Deno.lstat(own)).isFile);
-  await Deno.remove(own);
-  await Deno.symlink(own, own);
-  assert.equal((await runCli(a, ["release"])).code, 0);
-  await assert.rejects(Deno.lstat(own), Deno.errors.NotFound);
-});
+testWhere(
+  { unix: "symbolic links, which Windows makes only with privileges" },
+  "cli allocate and release replace a port file that is a symbolic link loop",
+  async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    const own = `${a}/.worktree-ports.json`;
+    await Deno.symlink(own, own);
+    const allocate = await runCli(a, ["allocate", ...ports.args]);
+    assert.equal(allocate.code, 0, allocate.stderr);
+    assert.match(allocate.stderr, /is unusable \(it is a symbolic link loop\)/);
+    assert.ok((await Deno.lstat(own)).isFile);
+    await Deno.remove(own);
+    await Deno.symlink(own, own);
+    assert.equal((await runCli(a, ["release"])).code, 0);
+    await assert.rejects(Deno.lstat(own), Deno.errors.NotFound);
+  },
+);
 
 Deno.test({
   name: `cli allocate reserves an unreadable sibling's ports from its kept copy, naming the fix${
@@ -2075,51 +2115,55 @@ Deno.test({
   },
 });
 
-Deno.test("cli env and exec leave out a port file's PATH and LD_PRELOAD keys, with a warning", async () => {
-  const ports = pickPorts(["web", "api"]);
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  const allocated = await runCli(a, ["allocate", ...ports.args]);
-  assert.equal(allocated.code, 0, allocated.stderr);
-  const file = `${a}/.worktree-ports.json`;
-  // As a committed or planted file would have it.
-  await writeJson(file, {
-    path: "/x/evilbin",
-    ld_preload: "/tmp/x.so",
-    git_dir: ports.at(3).web,
-    api: ports.at(1).api,
-    API: ports.at(2).api,
-    ...await readJson(file),
-  });
-  const env = await runCli(a, ["env", "--format", "json"]);
-  assert.equal(env.code, 0, env.stderr);
-  assert.deepEqual(JSON.parse(env.stdout), { WEB: String(ports.at(1).web) });
-  const warnings = env.stderr.trim().split("\n");
-  assert.equal(warnings.length, 2, env.stderr);
-  // Without a config, the file was allocated with --port flags: they give
-  // ports, under names no config would refuse.
-  assert.match(
-    warnings[0],
-    /^warning: Left out "path", "ld_preload", "git_dir" of ".*": with no config, a port file gives only ports/,
-  );
-  assert.match(warnings[1], /^warning: Left out keys "api" and "API" .*the variable "API"/);
-  const exec = await runCli(
-    a,
-    [
-      "exec",
-      "--",
-      "bash",
-      "-c",
-      'printf "%s|%s|%s|%s|%s" "$PATH" "$LD_PRELOAD" "$GIT_DIR" "$WEB" "$API"',
-    ],
-    { flags: ["--allow-run", ...CLI_FLAGS.slice(1)] },
-  );
-  assert.equal(exec.code, 0, exec.stderr);
-  const [path, preload, gitDir, web, api] = exec.stdout.split("|");
-  assert.notEqual(path, "/x/evilbin");
-  assert.deepEqual([preload, gitDir, web, api], ["", "", String(ports.at(1).web), ""]);
-  assert.match(exec.stderr, /^warning: Left out "path", "ld_preload", "git_dir" of /m);
-});
+testWhere(
+  { tools: ["bash"] },
+  "cli env and exec leave out a port file's PATH and LD_PRELOAD keys, with a warning",
+  async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    const allocated = await runCli(a, ["allocate", ...ports.args]);
+    assert.equal(allocated.code, 0, allocated.stderr);
+    const file = `${a}/.worktree-ports.json`;
+    // As a committed or planted file would have it.
+    await writeJson(file, {
+      path: "/x/evilbin",
+      ld_preload: "/tmp/x.so",
+      git_dir: ports.at(3).web,
+      api: ports.at(1).api,
+      API: ports.at(2).api,
+      ...await readJson(file),
+    });
+    const env = await runCli(a, ["env", "--format", "json"]);
+    assert.equal(env.code, 0, env.stderr);
+    assert.deepEqual(JSON.parse(env.stdout), { WEB: String(ports.at(1).web) });
+    const warnings = env.stderr.trim().split("\n");
+    assert.equal(warnings.length, 2, env.stderr);
+    // Without a config, the file was allocated with --port flags: they give
+    // ports, under names no config would refuse.
+    assert.match(
+      warnings[0],
+      /^warning: Left out "path", "ld_preload", "git_dir" of ".*": with no config, a port file gives only ports/,
+    );
+    assert.match(warnings[1], /^warning: Left out keys "api" and "API" .*the variable "API"/);
+    const exec = await runCli(
+      a,
+      [
+        "exec",
+        "--",
+        "bash",
+        "-c",
+        'printf "%s|%s|%s|%s|%s" "$PATH" "$LD_PRELOAD" "$GIT_DIR" "$WEB" "$API"',
+      ],
+      { flags: ["--allow-run", ...CLI_FLAGS.slice(1)] },
+    );
+    assert.equal(exec.code, 0, exec.stderr);
+    const [path, preload, gitDir, web, api] = exec.stdout.split("|");
+    assert.notEqual(path, "/x/evilbin");
+    assert.deepEqual([preload, gitDir, web, api], ["", "", String(ports.at(1).web), ""]);
+    assert.match(exec.stderr, /^warning: Left out "path", "ld_preload", "git_dir" of /m);
+  },
+);
 
 Deno.test("cli env gives a fresh slot for a file copied from a removed worktree whose slot another holds", async () => {
   const ports = pickPorts(["web", "api"]);
@@ -2366,75 +2410,86 @@ Deno.test("cli escapes control characters in keys instead of sending them to the
   });
 });
 
-Deno.test("cli names the lock in one line when it cannot be opened, and changes nothing", async (t) => {
-  const ports = pickPorts(["web", "api"]);
-  const cases: [string, (lock: string) => Promise<void>, RegExp][] = [
-    ["a directory", (lock) => Deno.mkdir(lock), /it is a directory \(remove it; /],
-    [
-      "a symbolic link loop",
-      (lock) => Deno.symlink(lock, lock),
-      /it is a symbolic link loop \(remove the link; /,
-    ],
-    [
-      "a link to a missing folder",
-      (lock) => Deno.symlink("/nonexistent-worktree-ports-dir/lock", lock),
-      /it is a symbolic link to a folder that does not exist \(remove the link; /,
-    ],
-  ];
-  for (const [name, make, reason] of cases) {
-    await t.step(name, async () => {
-      await using repo = await TempRepo.create();
-      const lock = `${repo.root}/.git/worktree-ports.lock`;
-      await make(lock);
-      const result = await runCli(repo.root, ["allocate", ...ports.args]);
-      assert.equal(result.code, 1);
-      const stderr = result.stderr;
-      assert.ok(stderr.startsWith(`error: Cannot open the lock "${lock}": `), stderr);
-      assert.match(stderr, reason);
-      assert.doesNotMatch(stderr, /os error/);
-      assert.equal(stderr.split("\n").length, 2, stderr);
-      await assert.rejects(Deno.lstat(`${repo.root}/.worktree-ports.json`), Deno.errors.NotFound);
-    });
-  }
-  const unreadable = await TempRepo.create();
-  try {
-    const lock = `${unreadable.root}/.git/worktree-ports.lock`;
-    await Deno.writeTextFile(lock, "");
-    await Deno.chmod(lock, 0o000);
-    const canOpen = await Deno.open(lock, { read: true, write: true }).then(
-      (file) => (file.close(), true),
-      () => false,
-    );
-    await t.step({
-      name: "a file this user may not open" +
-        (canOpen ? " (skipped: this user may open mode 000 files)" : ""),
-      ignore: canOpen,
-      fn: async () => {
-        const result = await runCli(unreadable.root, ["allocate", ...ports.args]);
+testWhere(
+  {
+    unix:
+      "file modes that deny access (chmod) and symbolic links, which Windows makes only with privileges",
+  },
+  "cli names the lock in one line when it cannot be opened, and changes nothing",
+  async (t) => {
+    const ports = pickPorts(["web", "api"]);
+    const cases: [string, (lock: string) => Promise<void>, RegExp][] = [
+      ["a directory", (lock) => Deno.mkdir(lock), /it is a directory \(remove it; /],
+      [
+        "a symbolic link loop",
+        (lock) => Deno.symlink(lock, lock),
+        /it is a symbolic link loop \(remove the link; /,
+      ],
+      [
+        "a link to a missing folder",
+        (lock) => Deno.symlink("/nonexistent-worktree-ports-dir/lock", lock),
+        /it is a symbolic link to a folder that does not exist \(remove the link; /,
+      ],
+    ];
+    for (const [name, make, reason] of cases) {
+      await t.step(name, async () => {
+        await using repo = await TempRepo.create();
+        const lock = `${repo.root}/.git/worktree-ports.lock`;
+        await make(lock);
+        const result = await runCli(repo.root, ["allocate", ...ports.args]);
         assert.equal(result.code, 1);
-        assert.match(
-          result.stderr,
-          /^error: Cannot open the lock ".*": permission denied \(make it, and the folder ".*\.git", readable and writable by this user\)\n$/,
-        );
-      },
-    });
-  } finally {
-    await unreadable[Symbol.asyncDispose]();
-  }
-});
+        const stderr = result.stderr;
+        assert.ok(stderr.startsWith(`error: Cannot open the lock "${lock}": `), stderr);
+        assert.match(stderr, reason);
+        assert.doesNotMatch(stderr, /os error/);
+        assert.equal(stderr.split("\n").length, 2, stderr);
+        await assert.rejects(Deno.lstat(`${repo.root}/.worktree-ports.json`), Deno.errors.NotFound);
+      });
+    }
+    const unreadable = await TempRepo.create();
+    try {
+      const lock = `${unreadable.root}/.git/worktree-ports.lock`;
+      await Deno.writeTextFile(lock, "");
+      await Deno.chmod(lock, 0o000);
+      const canOpen = await Deno.open(lock, { read: true, write: true }).then(
+        (file) => (file.close(), true),
+        () => false,
+      );
+      await t.step({
+        name: "a file this user may not open" +
+          (canOpen ? " (skipped: this user may open mode 000 files)" : ""),
+        ignore: canOpen,
+        fn: async () => {
+          const result = await runCli(unreadable.root, ["allocate", ...ports.args]);
+          assert.equal(result.code, 1);
+          assert.match(
+            result.stderr,
+            /^error: Cannot open the lock ".*": permission denied \(make it, and the folder ".*\.git", readable and writable by this user\)\n$/,
+          );
+        },
+      });
+    } finally {
+      await unreadable[Symbol.asyncDispose]();
+    }
+  },
+);
 
-Deno.test("cli names a config that is a symbolic link loop in one line", async () => {
-  await using repo = await TempRepo.create();
-  const config = `${repo.root}/worktree-ports.config.json`;
-  await Deno.symlink(config, config);
-  const result = await runCli(repo.root, ["allocate"]);
-  assert.equal(result.code, 2);
-  assert.equal(
-    result.stderr,
-    `error: Cannot read config "${config}": it is a symbolic link loop (point the link at a file, or remove it)\n`,
-  );
-  await assert.rejects(Deno.lstat(`${repo.root}/.worktree-ports.json`), Deno.errors.NotFound);
-});
+testWhere(
+  { unix: "symbolic links, which Windows makes only with privileges" },
+  "cli names a config that is a symbolic link loop in one line",
+  async () => {
+    await using repo = await TempRepo.create();
+    const config = `${repo.root}/worktree-ports.config.json`;
+    await Deno.symlink(config, config);
+    const result = await runCli(repo.root, ["allocate"]);
+    assert.equal(result.code, 2);
+    assert.equal(
+      result.stderr,
+      `error: Cannot read config "${config}": it is a symbolic link loop (point the link at a file, or remove it)\n`,
+    );
+    await assert.rejects(Deno.lstat(`${repo.root}/.worktree-ports.json`), Deno.errors.NotFound);
+  },
+);
 
 Deno.test("cli refuses a --port key given twice, naming the key and both flags", async (t) => {
   await using repo = await TempRepo.create();

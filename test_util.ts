@@ -14,8 +14,16 @@ import {
   WorktreePortsError,
 } from "./mod.ts";
 
-/** The package's root folder, with a trailing slash. */
-export const ROOT: string = new URL("./", import.meta.url).pathname;
+/**
+ * The package's root folder, with a trailing slash. From `import.meta.dirname`:
+ * a URL's pathname is `/C:/...` on Windows, and escapes spaces.
+ */
+export const ROOT: string = `${slashed(import.meta.dirname!)}/`;
+
+/** A path with forward slashes, as git writes paths on Windows too. */
+export function slashed(path: string): string {
+  return Deno.build.os === "windows" ? path.replaceAll("\\", "/") : path;
+}
 
 const CLI = `${ROOT}cli.ts`;
 
@@ -141,8 +149,8 @@ export class TempRepo implements AsyncDisposable {
   static async create(
     options: { bare?: boolean; config?: unknown; dir?: string } = {},
   ): Promise<TempRepo> {
-    const base = await Deno.realPath(
-      await Deno.makeTempDir({ prefix: "worktree-ports-", dir: options.dir }),
+    const base = slashed(
+      await Deno.realPath(await Deno.makeTempDir({ prefix: "worktree-ports-", dir: options.dir })),
     );
     await git(base, "init", "-q", "-b", "main", "main");
     if (options.config !== undefined) {
@@ -745,4 +753,60 @@ export async function copyPackage(dir: string): Promise<string> {
   await Deno.chmod(dir, 0o755);
   for (const name of ["mod.ts", "cli.ts", "deno.json", "src"]) await copy(name);
   return dir;
+}
+
+/** What a test needs of the system it runs on. */
+export interface Needs {
+  /** Why it needs Unix (Linux or macOS): what Windows lacks. */
+  unix?: string;
+  /** Why it needs Linux: what macOS and Windows lack. */
+  linux?: string;
+  /** Programs it runs, which must be installed. */
+  tools?: readonly string[];
+}
+
+const found = new Map<string, boolean>();
+
+/** Whether a program can be started: found on `PATH`, whatever it then says. */
+export function installed(tool: string): boolean {
+  let known = found.get(tool);
+  if (known === undefined) {
+    try {
+      new Deno.Command(tool, { args: ["--version"], stdin: "null", stdout: "null", stderr: "null" })
+        .outputSync();
+      known = true;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      known = false;
+    }
+    found.set(tool, known);
+  }
+  return known;
+}
+
+/** Why a test cannot run on this system, or `undefined` when it can. */
+export function unmetNeed(needs: Needs): string | undefined {
+  if (needs.linux !== undefined && Deno.build.os !== "linux") return `needs Linux: ${needs.linux}`;
+  if (needs.unix !== undefined && Deno.build.os === "windows") {
+    return `needs Unix: ${needs.unix}`;
+  }
+  const missing = needs.tools?.find((tool) => !installed(tool));
+  return missing === undefined ? undefined : `${missing} is not installed`;
+}
+
+/**
+ * A test that runs where the system has what it `needs`; elsewhere it is
+ * ignored, and its name says why.
+ */
+export function testWhere(
+  needs: Needs,
+  name: string,
+  fn: (t: Deno.TestContext) => void | Promise<void>,
+): void {
+  const reason = unmetNeed(needs);
+  Deno.test({
+    name: reason === undefined ? name : `${name} (skipped: ${reason})`,
+    ignore: reason !== undefined,
+    fn,
+  });
 }

@@ -15,7 +15,7 @@
 // bench/README.md and the summary in the main README. Every run keeps its
 // machine-wide index in a temporary folder, never the real home.
 
-const ROOT = new URL("..", import.meta.url).pathname;
+const ROOT = `${import.meta.dirname}/../`;
 const CLI = `${ROOT}cli.ts`;
 const CLI_FLAGS = [
   "--allow-run=git",

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { isInGitDirectory, openRepository } from "./repository.ts";
-import { assertCode, run, TempRepo } from "../test_util.ts";
+import { assertCode, run, TempRepo, testWhere } from "../test_util.ts";
 
 Deno.test("openRepository() finds the worktree from a subdirectory with one git call", async () => {
   await using repo = await TempRepo.create();
@@ -22,25 +22,29 @@ Deno.test("openRepository() finds the worktree from a subdirectory with one git 
   assert.deepEqual(calls, [["worktree", "list", "--porcelain", "-z"]]);
 });
 
-Deno.test("openRepository() finds the worktree when git spells its path through a symlink", async () => {
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  await Deno.symlink(repo.base, `${repo.base}-link`);
-  try {
-    // Git records real paths today; a path given through a link must still match.
-    const linked = {
-      async run(args: readonly string[], cwd: string) {
-        const output = (await run("git", args, { cwd })).stdout;
-        return output.replaceAll(`worktree ${repo.base}/`, `worktree ${repo.base}-link/`);
-      },
-    };
-    const repository = await openRepository({ cwd: a, git: linked });
-    assert.equal(repository.current.path, `${repo.base}-link/wt0`);
-    assert.equal(repository.root, a);
-  } finally {
-    await Deno.remove(`${repo.base}-link`);
-  }
-});
+testWhere(
+  { unix: "symbolic links, which Windows makes only with privileges" },
+  "openRepository() finds the worktree when git spells its path through a symlink",
+  async () => {
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    await Deno.symlink(repo.base, `${repo.base}-link`);
+    try {
+      // Git records real paths today; a path given through a link must still match.
+      const linked = {
+        async run(args: readonly string[], cwd: string) {
+          const output = (await run("git", args, { cwd })).stdout;
+          return output.replaceAll(`worktree ${repo.base}/`, `worktree ${repo.base}-link/`);
+        },
+      };
+      const repository = await openRepository({ cwd: a, git: linked });
+      assert.equal(repository.current.path, `${repo.base}-link/wt0`);
+      assert.equal(repository.root, a);
+    } finally {
+      await Deno.remove(`${repo.base}-link`);
+    }
+  },
+);
 
 Deno.test("openRepository() rejects a directory outside any repository", async () => {
   const dir = await Deno.makeTempDir();

@@ -24,6 +24,7 @@ import {
   tempHome,
   TempRepo,
   TEST_HOME,
+  testWhere,
   UNPRIVILEGED,
   webPorts,
   writeJson,
@@ -144,115 +145,119 @@ Deno.test("cli allocate: git worktree remove in one repository frees its bundle 
   );
 });
 
-Deno.test("cli allocate works with a bad machine-wide index, warning and keeping to the repository", async (t) => {
-  const ports = pickPorts(["web", "api"]);
-  await using a = await TempRepo.create();
-  await using b = await TempRepo.create();
-  const [a1] = await a.addWorktrees("a", 1);
-  const [b1] = await b.addWorktrees("b", 1);
-  const gitDir = (await run("sh", ["-c", "command -v git"])).stdout.trim().replace(/\/git$/, "");
-  /** Allocates in a1, then in b1 from scratch; returns b1's run. */
-  async function allocateBoth(env: Record<string, string>, clearEnv = false) {
-    const first = await runCli(a1, ["allocate", ...ports.args], { env, clearEnv });
-    assert.equal(first.code, 0, first.stderr);
-    await Deno.remove(`${b1}/.worktree-ports.json`).catch(() => {});
-    return await runCli(b1, ["allocate", ...ports.args], { env, clearEnv });
-  }
-  await t.step("a deleted index is started afresh", async () => {
-    await using home = await tempHome();
-    await allocateBoth(home.env);
-    await Deno.remove(`${home.dir}/index.json`);
-    await Deno.remove(`${a1}/.worktree-ports.json`);
-    const result = await allocateBoth(home.env);
-    assert.equal(result.code, 0, result.stderr);
-    assert.equal(result.stderr, "");
-    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 2));
-    const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
-    assert.equal(files.length, 2);
-  });
-  await t.step("a corrupt index is left as it is", async () => {
-    await using home = await tempHome();
-    await Deno.writeTextFile(`${home.dir}/index.json`, '{"version": 1, "files": [{"path": ');
-    const result = await allocateBoth(home.env);
-    assert.equal(result.code, 0, result.stderr);
-    assert.match(
-      result.stderr,
-      /^warning: The index ".*index\.json" is not valid JSON; allocating for this repository only this time \(move the file away to start a new index\)\n$/,
-    );
-    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
-    assert.equal(
-      await Deno.readTextFile(`${home.dir}/index.json`),
-      '{"version": 1, "files": [{"path": ',
-    );
-  });
-  await t.step("an entry it cannot make sense of is kept as it is", async () => {
-    await using home = await tempHome();
-    const odd = { path: 42, note: "written by hand" };
-    await writeJson(`${home.dir}/index.json`, { version: 1, files: [odd] });
-    const result = await allocateBoth(home.env);
-    assert.equal(result.code, 0, result.stderr);
-    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 2));
-    const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
-    assert.deepEqual(files[0], odd);
-    assert.equal(files.length, 3);
-  });
-  await t.step("an index folder that is a file", async () => {
-    await using home = await tempHome();
-    const file = `${home.dir}/not-a-folder`;
-    await Deno.writeTextFile(file, "mine\n");
-    const result = await allocateBoth({ WORKTREE_PORTS_HOME: file });
-    assert.equal(result.code, 0, result.stderr);
-    assert.match(
-      result.stderr,
-      /^warning: Cannot use the machine-wide index in ".*not-a-folder": .*; allocating for this repository only this time\n$/,
-    );
-    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
-    assert.equal(await Deno.readTextFile(file), "mine\n");
-  });
-  const readOnly = await Deno.makeTempDir({ prefix: "worktree-ports-home-" });
-  try {
-    await Deno.chmod(readOnly, 0o555);
-    await t.step({
-      name: "an unwritable index folder" +
-        ((await canCreateFileIn(readOnly))
-          ? " (skipped: this user may write into mode 0555 folders)"
-          : ""),
-      ignore: await canCreateFileIn(readOnly),
-      fn: async () => {
-        const result = await allocateBoth({ WORKTREE_PORTS_HOME: `${readOnly}/index` });
-        assert.equal(result.code, 0, result.stderr);
-        assert.match(result.stderr, /^warning: Cannot use the machine-wide index in /);
-        assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
-      },
+testWhere(
+  { unix: "file modes that deny access (chmod)", tools: ["sh"] },
+  "cli allocate works with a bad machine-wide index, warning and keeping to the repository",
+  async (t) => {
+    const ports = pickPorts(["web", "api"]);
+    await using a = await TempRepo.create();
+    await using b = await TempRepo.create();
+    const [a1] = await a.addWorktrees("a", 1);
+    const [b1] = await b.addWorktrees("b", 1);
+    const gitDir = (await run("sh", ["-c", "command -v git"])).stdout.trim().replace(/\/git$/, "");
+    /** Allocates in a1, then in b1 from scratch; returns b1's run. */
+    async function allocateBoth(env: Record<string, string>, clearEnv = false) {
+      const first = await runCli(a1, ["allocate", ...ports.args], { env, clearEnv });
+      assert.equal(first.code, 0, first.stderr);
+      await Deno.remove(`${b1}/.worktree-ports.json`).catch(() => {});
+      return await runCli(b1, ["allocate", ...ports.args], { env, clearEnv });
+    }
+    await t.step("a deleted index is started afresh", async () => {
+      await using home = await tempHome();
+      await allocateBoth(home.env);
+      await Deno.remove(`${home.dir}/index.json`);
+      await Deno.remove(`${a1}/.worktree-ports.json`);
+      const result = await allocateBoth(home.env);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stderr, "");
+      assert.deepEqual(portsOf(result.stdout), portsAt(ports, 2));
+      const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
+      assert.equal(files.length, 2);
     });
-  } finally {
-    await Deno.chmod(readOnly, 0o755);
-    await Deno.remove(readOnly, { recursive: true });
-  }
-  await t.step("an index file that is a folder", async () => {
-    await using home = await tempHome();
-    await allocateBoth(home.env);
-    await Deno.remove(`${home.dir}/index.json`);
-    await Deno.mkdir(`${home.dir}/index.json`);
-    await Deno.remove(`${a1}/.worktree-ports.json`);
-    const result = await allocateBoth(home.env);
-    assert.equal(result.code, 0, result.stderr);
-    assert.match(
-      result.stderr,
-      /^warning: Cannot read the index ".*index\.json": it is not a regular file; allocating for this repository only this time/,
-    );
-    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
-  });
-  await t.step("HOME unset", async () => {
-    const result = await allocateBoth({ PATH: gitDir }, true);
-    assert.equal(result.code, 0, result.stderr);
-    assert.match(
-      result.stderr,
-      /^warning: No home folder for the machine-wide index \(set HOME or WORKTREE_PORTS_HOME\); allocating for this repository only this time\n$/,
-    );
-    assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
-  });
-});
+    await t.step("a corrupt index is left as it is", async () => {
+      await using home = await tempHome();
+      await Deno.writeTextFile(`${home.dir}/index.json`, '{"version": 1, "files": [{"path": ');
+      const result = await allocateBoth(home.env);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(
+        result.stderr,
+        /^warning: The index ".*index\.json" is not valid JSON; allocating for this repository only this time \(move the file away to start a new index\)\n$/,
+      );
+      assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+      assert.equal(
+        await Deno.readTextFile(`${home.dir}/index.json`),
+        '{"version": 1, "files": [{"path": ',
+      );
+    });
+    await t.step("an entry it cannot make sense of is kept as it is", async () => {
+      await using home = await tempHome();
+      const odd = { path: 42, note: "written by hand" };
+      await writeJson(`${home.dir}/index.json`, { version: 1, files: [odd] });
+      const result = await allocateBoth(home.env);
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual(portsOf(result.stdout), portsAt(ports, 2));
+      const files = (await readJson(`${home.dir}/index.json`)).files as unknown[];
+      assert.deepEqual(files[0], odd);
+      assert.equal(files.length, 3);
+    });
+    await t.step("an index folder that is a file", async () => {
+      await using home = await tempHome();
+      const file = `${home.dir}/not-a-folder`;
+      await Deno.writeTextFile(file, "mine\n");
+      const result = await allocateBoth({ WORKTREE_PORTS_HOME: file });
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(
+        result.stderr,
+        /^warning: Cannot use the machine-wide index in ".*not-a-folder": .*; allocating for this repository only this time\n$/,
+      );
+      assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+      assert.equal(await Deno.readTextFile(file), "mine\n");
+    });
+    const readOnly = await Deno.makeTempDir({ prefix: "worktree-ports-home-" });
+    try {
+      await Deno.chmod(readOnly, 0o555);
+      await t.step({
+        name: "an unwritable index folder" +
+          ((await canCreateFileIn(readOnly))
+            ? " (skipped: this user may write into mode 0555 folders)"
+            : ""),
+        ignore: await canCreateFileIn(readOnly),
+        fn: async () => {
+          const result = await allocateBoth({ WORKTREE_PORTS_HOME: `${readOnly}/index` });
+          assert.equal(result.code, 0, result.stderr);
+          assert.match(result.stderr, /^warning: Cannot use the machine-wide index in /);
+          assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+        },
+      });
+    } finally {
+      await Deno.chmod(readOnly, 0o755);
+      await Deno.remove(readOnly, { recursive: true });
+    }
+    await t.step("an index file that is a folder", async () => {
+      await using home = await tempHome();
+      await allocateBoth(home.env);
+      await Deno.remove(`${home.dir}/index.json`);
+      await Deno.mkdir(`${home.dir}/index.json`);
+      await Deno.remove(`${a1}/.worktree-ports.json`);
+      const result = await allocateBoth(home.env);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(
+        result.stderr,
+        /^warning: Cannot read the index ".*index\.json": it is not a regular file; allocating for this repository only this time/,
+      );
+      assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+    });
+    await t.step("HOME unset", async () => {
+      const result = await allocateBoth({ PATH: gitDir }, true);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(
+        result.stderr,
+        /^warning: No home folder for the machine-wide index \(set HOME or WORKTREE_PORTS_HOME\); allocating for this repository only this time\n$/,
+      );
+      assert.deepEqual(portsOf(result.stdout), portsAt(ports, 1));
+    });
+  },
+);
 
 Deno.test("cli list, check and check --fix see ports shared with other repositories", async (t) => {
   const ports = pickPorts(["web", "api"]);
@@ -433,20 +438,24 @@ Deno.test("cli allocate with a relative WORKTREE_PORTS_HOME warns and keeps to t
   await assert.rejects(Deno.stat(`${a1}/state`), Deno.errors.NotFound);
 });
 
-Deno.test("cli allocate writes a symlinked index.json through its link", async () => {
-  const ports = pickPorts(["web", "api"]);
-  await using home = await tempHome();
-  await using a = await TempRepo.create();
-  const [a1] = await a.addWorktrees("a", 1);
-  await Deno.mkdir(`${home.dir}/synced`);
-  await writeJson(`${home.dir}/synced/index.json`, { version: 1, files: [] });
-  await Deno.symlink(`${home.dir}/synced/index.json`, `${home.dir}/index.json`);
-  const result = await runCli(a1, ["allocate", ...ports.args], { env: home.env });
-  assert.equal(result.code, 0, result.stderr);
-  assert.ok((await Deno.lstat(`${home.dir}/index.json`)).isSymlink);
-  const files = (await readJson(`${home.dir}/synced/index.json`)).files as { path: string }[];
-  assert.deepEqual(files.map((entry) => entry.path), [`${a1}/.worktree-ports.json`]);
-});
+testWhere(
+  { unix: "symbolic links, which Windows makes only with privileges" },
+  "cli allocate writes a symlinked index.json through its link",
+  async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using home = await tempHome();
+    await using a = await TempRepo.create();
+    const [a1] = await a.addWorktrees("a", 1);
+    await Deno.mkdir(`${home.dir}/synced`);
+    await writeJson(`${home.dir}/synced/index.json`, { version: 1, files: [] });
+    await Deno.symlink(`${home.dir}/synced/index.json`, `${home.dir}/index.json`);
+    const result = await runCli(a1, ["allocate", ...ports.args], { env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok((await Deno.lstat(`${home.dir}/index.json`)).isSymlink);
+    const files = (await readJson(`${home.dir}/synced/index.json`)).files as { path: string }[];
+    assert.deepEqual(files.map((entry) => entry.path), [`${a1}/.worktree-ports.json`]);
+  },
+);
 
 Deno.test("cli check needs --allow-env only to read the machine-wide index", async (t) => {
   await using home = await tempHome();
@@ -566,19 +575,27 @@ Deno.test("cli check --fix --all opens a moved repository once and finishes", as
   assert.equal(output.code, 0, stderr + new TextDecoder().decode(output.stdout));
 });
 
-Deno.test("cli allocate treats an index entry pointing into /proc as a file to skip", async () => {
-  const ports = pickPorts(["web", "api"]);
-  await using home = await tempHome();
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  await writeJson(`${home.dir}/index.json`, {
-    version: 1,
-    files: [{ path: "/proc/self/environ", repository: "/elsewhere/.git", worktree: "/proc/self" }],
-  });
-  const result = await runCli(a, ["allocate", ...ports.args], { env: home.env });
-  assert.equal(result.code, 0, result.stderr);
-  assert.equal(slotOf(JSON.parse(result.stdout)), 1);
-});
+testWhere(
+  { linux: "/proc" },
+  "cli allocate treats an index entry pointing into /proc as a file to skip",
+  async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using home = await tempHome();
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    await writeJson(`${home.dir}/index.json`, {
+      version: 1,
+      files: [{
+        path: "/proc/self/environ",
+        repository: "/elsewhere/.git",
+        worktree: "/proc/self",
+      }],
+    });
+    const result = await runCli(a, ["allocate", ...ports.args], { env: home.env });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(slotOf(JSON.parse(result.stdout)), 1);
+  },
+);
 
 /** Runs `mv`, as a user moving a folder would (git is not told). */
 async function mv(from: string, to: string): Promise<void> {
@@ -657,9 +674,15 @@ function shiftedArgs(ports: PickedPorts<"web" | "api">): string[] {
   ];
 }
 
-Deno.test("cli allocate reserves the ports of another repository's port file that cannot be read", async (t) => {
-  const damages: { name: string; damage: (file: string) => Promise<void>; unprivileged?: true }[] =
-    [
+testWhere(
+  { unix: "file modes that deny access (chmod) and FIFOs (mkfifo)" },
+  "cli allocate reserves the ports of another repository's port file that cannot be read",
+  async (t) => {
+    const damages: {
+      name: string;
+      damage: (file: string) => Promise<void>;
+      unprivileged?: true;
+    }[] = [
       {
         name: "a file over 1 MiB",
         damage: async (file) => {
@@ -689,68 +712,69 @@ Deno.test("cli allocate reserves the ports of another repository's port file tha
         unprivileged: true,
       },
     ];
-  for (const which of ["linked", "main"] as const) {
-    for (const { name, damage, unprivileged } of damages) {
-      const skip = unprivileged && "reason" in UNPRIVILEGED
-        ? ` (skipped: ${UNPRIVILEGED.reason})`
-        : "";
-      await t.step({
-        name: `${
-          which === "main" ? "the main worktree's" : "a linked worktree's"
-        } file is ${name}${skip}`,
-        ignore: skip !== "",
-        fn: async () => {
-          const ports = pickPorts(["web", "api"]);
-          await using home = await tempHome();
-          await using a = await TempRepo.create();
-          await using b = await TempRepo.create();
-          // A main worktree holds slot 0: the other repository's linked
-          // worktree would get it at its own slot 1.
-          const aArgs = which === "main" ? shiftedArgs(ports) : [...ports.args];
-          const aDir = which === "main" ? a.root : await a.addWorktree("a1");
-          const b1 = await b.addWorktree("b1");
-          const first = await runCli(aDir, ["allocate", ...aArgs], { env: home.env });
-          assert.equal(first.code, 0, first.stderr);
-          const held = portsOf(first.stdout);
-          const file = `${aDir}/.worktree-ports.json`;
-          let prefix: string[] = [];
-          let cli = `${ROOT}cli.ts`;
-          let env: Record<string, string> = home.env;
-          if (unprivileged && "prefix" in UNPRIVILEGED && UNPRIVILEGED.prefix.length > 0) {
-            // B's allocation runs as a user the file's mode binds; it owns B and the index.
-            prefix = UNPRIVILEGED.prefix;
-            for (const dir of [a.base, b.base, home.dir]) {
-              await Deno.chmod(dir, 0o755);
-              const chown = await run("chown", ["-R", "65534:65534", dir]);
-              assert.equal(chown.code, 0, chown.stderr);
+    for (const which of ["linked", "main"] as const) {
+      for (const { name, damage, unprivileged } of damages) {
+        const skip = unprivileged && "reason" in UNPRIVILEGED
+          ? ` (skipped: ${UNPRIVILEGED.reason})`
+          : "";
+        await t.step({
+          name: `${
+            which === "main" ? "the main worktree's" : "a linked worktree's"
+          } file is ${name}${skip}`,
+          ignore: skip !== "",
+          fn: async () => {
+            const ports = pickPorts(["web", "api"]);
+            await using home = await tempHome();
+            await using a = await TempRepo.create();
+            await using b = await TempRepo.create();
+            // A main worktree holds slot 0: the other repository's linked
+            // worktree would get it at its own slot 1.
+            const aArgs = which === "main" ? shiftedArgs(ports) : [...ports.args];
+            const aDir = which === "main" ? a.root : await a.addWorktree("a1");
+            const b1 = await b.addWorktree("b1");
+            const first = await runCli(aDir, ["allocate", ...aArgs], { env: home.env });
+            assert.equal(first.code, 0, first.stderr);
+            const held = portsOf(first.stdout);
+            const file = `${aDir}/.worktree-ports.json`;
+            let prefix: string[] = [];
+            let cli = `${ROOT}cli.ts`;
+            let env: Record<string, string> = home.env;
+            if (unprivileged && "prefix" in UNPRIVILEGED && UNPRIVILEGED.prefix.length > 0) {
+              // B's allocation runs as a user the file's mode binds; it owns B and the index.
+              prefix = UNPRIVILEGED.prefix;
+              for (const dir of [a.base, b.base, home.dir]) {
+                await Deno.chmod(dir, 0o755);
+                const chown = await run("chown", ["-R", "65534:65534", dir]);
+                assert.equal(chown.code, 0, chown.stderr);
+              }
+              // A copy of the package and a Deno cache that user can read and write.
+              cli = `${await copyPackage(`${b.base}/package`)}/cli.ts`;
+              await Deno.mkdir(`${b.base}/deno`);
+              await Deno.chown(`${b.base}/deno`, 65534, 65534);
+              env = { ...home.env, HOME: home.dir, DENO_DIR: `${b.base}/deno` };
             }
-            // A copy of the package and a Deno cache that user can read and write.
-            cli = `${await copyPackage(`${b.base}/package`)}/cli.ts`;
-            await Deno.mkdir(`${b.base}/deno`);
-            await Deno.chown(`${b.base}/deno`, 65534, 65534);
-            env = { ...home.env, HOME: home.dir, DENO_DIR: `${b.base}/deno` };
-          }
-          await damage(file);
-          const result = await run(prefix[0] ?? Deno.execPath(), [
-            ...prefix.slice(1),
-            ...(prefix.length > 0 ? [Deno.execPath()] : []),
-            "run",
-            ...CLI_FLAGS,
-            cli,
-            "allocate",
-            ...ports.args,
-          ], { cwd: b1, env });
-          assert.equal(result.code, 0, result.stderr);
-          assert.deepEqual(shared(portsOf(result.stdout), held), [], result.stderr);
-          assert.ok(
-            (await indexedPaths(home.dir)).includes(file),
-            `index: ${await indexedPaths(home.dir)}`,
-          );
-        },
-      });
+            await damage(file);
+            const result = await run(prefix[0] ?? Deno.execPath(), [
+              ...prefix.slice(1),
+              ...(prefix.length > 0 ? [Deno.execPath()] : []),
+              "run",
+              ...CLI_FLAGS,
+              cli,
+              "allocate",
+              ...ports.args,
+            ], { cwd: b1, env });
+            assert.equal(result.code, 0, result.stderr);
+            assert.deepEqual(shared(portsOf(result.stdout), held), [], result.stderr);
+            assert.ok(
+              (await indexedPaths(home.dir)).includes(file),
+              `index: ${await indexedPaths(home.dir)}`,
+            );
+          },
+        });
+      }
     }
-  }
-});
+  },
+);
 
 /** Whether this user may make folders in /dev/shm (checked by another program: see below). */
 const DEV_SHM_WRITABLE = runsOk("test", ["-d", "/dev/shm", "-a", "-w", "/dev/shm"]);
@@ -826,36 +850,40 @@ Deno.test("cli allocate reserves the ports of a repository whose folder was rena
   assert.deepEqual(shared(portsOf(result.stdout), portsOf(main.stdout)), [], result.stderr);
 });
 
-Deno.test("cli allocate keeps a worktree's slot after its parent folder was renamed and a symbolic link left at the old name", async () => {
-  const ports = pickPorts(["web", "api"]);
-  await using home = await tempHome();
-  const tmp = await Deno.realPath(await Deno.makeTempDir({ prefix: "worktree-ports-" }));
-  try {
-    await Deno.mkdir(`${tmp}/x`);
-    const repo = await TempRepo.create({ dir: `${tmp}/x` });
-    const wt = await repo.addWorktree("wt");
-    const allocate = (cwd: string) => runCli(cwd, ["allocate", ...ports.args], { env: home.env });
-    assert.equal((await allocate(repo.root)).code, 0);
-    const first = await allocate(wt);
-    assert.equal(first.code, 0, first.stderr);
-    const slot = slotOf(JSON.parse(first.stdout));
-    await mv(`${tmp}/x`, `${tmp}/y`);
-    await Deno.symlink("y", `${tmp}/x`);
-    // Through the old name, which still leads there.
-    for (let round = 1; round <= 3; round++) {
-      const again = await allocate(wt);
-      assert.equal(again.code, 0, again.stderr);
-      assert.equal(slotOf(JSON.parse(again.stdout)), slot, `round ${round}: ${again.stderr}`);
-      assert.doesNotMatch(again.stderr, /copied/, `round ${round}`);
+testWhere(
+  { unix: "symbolic links, which Windows makes only with privileges" },
+  "cli allocate keeps a worktree's slot after its parent folder was renamed and a symbolic link left at the old name",
+  async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using home = await tempHome();
+    const tmp = await Deno.realPath(await Deno.makeTempDir({ prefix: "worktree-ports-" }));
+    try {
+      await Deno.mkdir(`${tmp}/x`);
+      const repo = await TempRepo.create({ dir: `${tmp}/x` });
+      const wt = await repo.addWorktree("wt");
+      const allocate = (cwd: string) => runCli(cwd, ["allocate", ...ports.args], { env: home.env });
+      assert.equal((await allocate(repo.root)).code, 0);
+      const first = await allocate(wt);
+      assert.equal(first.code, 0, first.stderr);
+      const slot = slotOf(JSON.parse(first.stdout));
+      await mv(`${tmp}/x`, `${tmp}/y`);
+      await Deno.symlink("y", `${tmp}/x`);
+      // Through the old name, which still leads there.
+      for (let round = 1; round <= 3; round++) {
+        const again = await allocate(wt);
+        assert.equal(again.code, 0, again.stderr);
+        assert.equal(slotOf(JSON.parse(again.stdout)), slot, `round ${round}: ${again.stderr}`);
+        assert.doesNotMatch(again.stderr, /copied/, `round ${round}`);
+      }
+      const check = await runCli(repo.root, ["check", ...ports.args], { env: home.env });
+      assert.equal(check.code, 0, check.stdout + check.stderr);
+      const all = await runCli(repo.root, ["check", "--all", ...ports.args], { env: home.env });
+      assert.equal(all.code, 0, all.stdout + all.stderr);
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
     }
-    const check = await runCli(repo.root, ["check", ...ports.args], { env: home.env });
-    assert.equal(check.code, 0, check.stdout + check.stderr);
-    const all = await runCli(repo.root, ["check", "--all", ...ports.args], { env: home.env });
-    assert.equal(all.code, 0, all.stdout + all.stderr);
-  } finally {
-    await Deno.remove(tmp, { recursive: true });
-  }
-});
+  },
+);
 
 Deno.test("cli allocate with WORKTREE_PORTS_HOME set to the repository's own git directory warns and does not wait for itself", async () => {
   const ports = pickPorts(["web", "api"]);

@@ -22,14 +22,24 @@ import {
   spawnCli,
   tempHome,
   TempRepo,
+  testWhere,
   webPorts,
   writeJson,
 } from "../test_util.ts";
 
-/** Holds the repository lock from another process, the way any flock(1) user would. */
+/**
+ * Holds the repository lock from another process: a plain Deno program that
+ * takes the file lock, as flock(1) would on Unix and LockFileEx on Windows,
+ * with nothing of this package.
+ */
 async function holdLock(lockPath: string) {
-  const holder = new Deno.Command("bash", {
-    args: ["-c", 'exec 9>>"$1" && flock 9 && echo locked && exec sleep 60', "holder", lockPath],
+  const script =
+    `const file = Deno.openSync(Deno.args[0], { read: true, write: true, create: true });
+    file.lockSync(true);
+    console.log("locked");
+    setTimeout(() => {}, 60_000);`;
+  const holder = new Deno.Command(Deno.execPath(), {
+    args: ["eval", script, lockPath],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
@@ -351,21 +361,25 @@ Deno.test("cli allocate killed at any moment never leaves git status dirty", asy
   assert.deepEqual(leftovers, []);
 });
 
-Deno.test("cli allocate puts the ignore rules in place before it writes the port file", async () => {
-  const ports = pickPorts(["web", "api"]);
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  const result = await whileWaiting(repo.root, a, ["allocate", ...ports.args], async () => {
-    // Made while it waits: the write of the port file itself fails.
-    await Deno.mkdir(`${a}/.worktree-ports.json/in-the-way`, { recursive: true });
-  });
-  assert.equal(result.code, 1, result.stderr);
-  assert.match(result.stderr, /^error: Cannot write ".*\.worktree-ports\.json"/m);
-  assert.ok(
-    (await Deno.readTextFile(`${repo.root}/.git/info/exclude`))
-      .endsWith("\n/.worktree-ports.json\n/.worktree-ports.json.*.tmp\n"),
-  );
-});
+testWhere(
+  { linux: "strace, to stop it at each rename", tools: ["strace"] },
+  "cli allocate puts the ignore rules in place before it writes the port file",
+  async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    const result = await whileWaiting(repo.root, a, ["allocate", ...ports.args], async () => {
+      // Made while it waits: the write of the port file itself fails.
+      await Deno.mkdir(`${a}/.worktree-ports.json/in-the-way`, { recursive: true });
+    });
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /^error: Cannot write ".*\.worktree-ports\.json"/m);
+    assert.ok(
+      (await Deno.readTextFile(`${repo.root}/.git/info/exclude`))
+        .endsWith("\n/.worktree-ports.json\n/.worktree-ports.json.*.tmp\n"),
+    );
+  },
+);
 
 /** Whether strace can trace a program here: it is installed, and ptrace is allowed. */
 const STRACE_RUNS = runsOk("strace", ["-qq", "-o", "/dev/null", "true"]);

@@ -9,6 +9,7 @@ import {
   composeRecipe,
   dotenvReaders,
   git,
+  installed,
   oddValue,
   pickPorts,
   repoWithOddTemplate,
@@ -17,6 +18,7 @@ import {
   runCli,
   runsOk,
   TempRepo,
+  testWhere,
 } from "../test_util.ts";
 
 /** Values that dotenv readers disagree on, by how each is quoted. */
@@ -74,14 +76,6 @@ async function bashCompleter(): Promise<(...words: string[]) => Promise<string[]
     assert.equal(result.code, 0, result.stderr);
     return result.stdout.trim().split("\n");
   };
-}
-
-function installed(shell: string): boolean {
-  try {
-    return new Deno.Command(shell, { args: ["-c", "true"] }).outputSync().success;
-  } catch {
-    return false;
-  }
 }
 
 /** Writes the CLI's completion script for a shell to a temporary file for `fn`. */
@@ -182,51 +176,59 @@ Deno.test("formatEnv() dotenv is read back exactly by python-dotenv, npm dotenv,
   }
 });
 
-Deno.test("cli env prints shell lines that bash evaluates to exactly the values, running nothing", async () => {
-  const ports = pickPorts(["web_port"], { slots: 50 });
-  await using repo = await repoWithOddTemplate(ports);
-  const [a] = await repo.addWorktrees("wt", 1);
-  const env = await runCli(a, ["env"]);
-  assert.equal(env.code, 0, env.stderr);
-  assert.match(env.stderr, /allocated slot 1 to this worktree/);
-  const script = `eval "$(cat)"; printf '%s\\n%s' "$WEB_PORT" "$ODD"`;
-  const evaluated = await new Deno.Command("bash", {
-    args: ["-c", script],
-    cwd: a,
-    stdin: "piped",
-    stdout: "piped",
-  }).spawn();
-  const writer = evaluated.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(env.stdout));
-  await writer.close();
-  const output = await evaluated.output();
-  assert.equal(
-    new TextDecoder().decode(output.stdout),
-    `${ports.at(1).web_port}\n${oddValue(ports)}`,
-  );
-  await assert.rejects(Deno.stat(`${a}/pwned`), Deno.errors.NotFound);
-  await assert.rejects(Deno.stat(`${a}/pwned2`), Deno.errors.NotFound);
-  // The second call finds the file and says nothing on stderr.
-  const again = await runCli(a, ["env"]);
-  assert.deepEqual([again.stdout, again.stderr], [env.stdout, ""]);
-});
+testWhere(
+  { tools: ["bash"] },
+  "cli env prints shell lines that bash evaluates to exactly the values, running nothing",
+  async () => {
+    const ports = pickPorts(["web_port"], { slots: 50 });
+    await using repo = await repoWithOddTemplate(ports);
+    const [a] = await repo.addWorktrees("wt", 1);
+    const env = await runCli(a, ["env"]);
+    assert.equal(env.code, 0, env.stderr);
+    assert.match(env.stderr, /allocated slot 1 to this worktree/);
+    const script = `eval "$(cat)"; printf '%s\\n%s' "$WEB_PORT" "$ODD"`;
+    const evaluated = await new Deno.Command("bash", {
+      args: ["-c", script],
+      cwd: a,
+      stdin: "piped",
+      stdout: "piped",
+    }).spawn();
+    const writer = evaluated.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(env.stdout));
+    await writer.close();
+    const output = await evaluated.output();
+    assert.equal(
+      new TextDecoder().decode(output.stdout),
+      `${ports.at(1).web_port}\n${oddValue(ports)}`,
+    );
+    await assert.rejects(Deno.stat(`${a}/pwned`), Deno.errors.NotFound);
+    await assert.rejects(Deno.stat(`${a}/pwned2`), Deno.errors.NotFound);
+    // The second call finds the file and says nothing on stderr.
+    const again = await runCli(a, ["env"]);
+    assert.deepEqual([again.stdout, again.stderr], [env.stdout, ""]);
+  },
+);
 
-Deno.test("cli completions bash loads in bash and completes commands, options and values", async () => {
-  const complete = await bashCompleter();
-  assert.deepEqual(await complete("worktree-ports", "al"), ["allocate"]);
-  assert.deepEqual(await complete("worktree-ports", "c"), ["check", "completions"]);
-  assert.deepEqual(await complete("worktree-ports", "allocate", "--lo"), ["--lock-timeout"]);
-  assert.deepEqual(await complete("worktree-ports", "env", "--format", ""), [
-    "shell",
-    "dotenv",
-    "json",
-    "fish",
-    "powershell",
-  ]);
-  assert.deepEqual(await complete("worktree-ports", "env", "--format", "p"), ["powershell"]);
-  assert.deepEqual(await complete("worktree-ports", "completions", "z"), ["zsh"]);
-  assert.ok((await complete("worktree-ports", "exec", "bas")).includes("bash"));
-});
+testWhere(
+  { tools: ["bash"] },
+  "cli completions bash loads in bash and completes commands, options and values",
+  async () => {
+    const complete = await bashCompleter();
+    assert.deepEqual(await complete("worktree-ports", "al"), ["allocate"]);
+    assert.deepEqual(await complete("worktree-ports", "c"), ["check", "completions"]);
+    assert.deepEqual(await complete("worktree-ports", "allocate", "--lo"), ["--lock-timeout"]);
+    assert.deepEqual(await complete("worktree-ports", "env", "--format", ""), [
+      "shell",
+      "dotenv",
+      "json",
+      "fish",
+      "powershell",
+    ]);
+    assert.deepEqual(await complete("worktree-ports", "env", "--format", "p"), ["powershell"]);
+    assert.deepEqual(await complete("worktree-ports", "completions", "z"), ["zsh"]);
+    assert.ok((await complete("worktree-ports", "exec", "bas")).includes("bash"));
+  },
+);
 
 Deno.test({
   name: `cli completions zsh registers and completes in zsh${

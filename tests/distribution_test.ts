@@ -16,6 +16,7 @@ import {
   slotOf,
   snapshot,
   TempRepo,
+  testWhere,
 } from "../test_util.ts";
 
 /**
@@ -225,43 +226,47 @@ Deno.test("deno run mod.ts runs the command line, the way jsr:@org/worktree-port
   });
 });
 
-Deno.test("the README's install line for exec installs a command that runs any program", async () => {
-  const ports = pickPorts(["web", "api"]);
-  await using repo = await TempRepo.create();
-  const [a] = await repo.addWorktrees("wt", 1);
-  const readme = await Deno.readTextFile(`${ROOT}README.md`);
-  const line = /deno install -g -f -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
-  const flags = line.replace("\\\n", " ").split(/\s+/).filter(Boolean)
-    .map((flag) => flag.replaceAll("'", ""));
-  assert.ok(flags.includes("--allow-run"), line);
-  const root = await Deno.makeTempDir({ prefix: "worktree-ports-install-" });
-  try {
-    const install = await run(Deno.execPath(), [
-      "install",
-      "-g",
-      "-f",
-      "--root",
-      root,
-      "-n",
-      "worktree-ports",
-      ...flags,
-      `${ROOT}cli.ts`,
-    ]);
-    assert.equal(install.code, 0, install.stderr);
-    const result = await run(`${root}/bin/worktree-ports`, [
-      "exec",
-      ...ports.args,
-      "--",
-      "sh",
-      "-c",
-      'echo "$WEB"',
-    ], { cwd: a });
-    assert.equal(result.code, 0, result.stderr);
-    assert.equal(result.stdout, `${ports.at(1).web}\n`);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
-});
+testWhere(
+  { tools: ["sh"] },
+  "the README's install line for exec installs a command that runs any program",
+  async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create();
+    const [a] = await repo.addWorktrees("wt", 1);
+    const readme = await Deno.readTextFile(`${ROOT}README.md`);
+    const line = /deno install -g -f -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
+    const flags = line.replace("\\\n", " ").split(/\s+/).filter(Boolean)
+      .map((flag) => flag.replaceAll("'", ""));
+    assert.ok(flags.includes("--allow-run"), line);
+    const root = await Deno.makeTempDir({ prefix: "worktree-ports-install-" });
+    try {
+      const install = await run(Deno.execPath(), [
+        "install",
+        "-g",
+        "-f",
+        "--root",
+        root,
+        "-n",
+        "worktree-ports",
+        ...flags,
+        `${ROOT}cli.ts`,
+      ]);
+      assert.equal(install.code, 0, install.stderr);
+      const result = await run(`${root}/bin/worktree-ports`, [
+        "exec",
+        ...ports.args,
+        "--",
+        "sh",
+        "-c",
+        'echo "$WEB"',
+      ], { cwd: a });
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stdout, `${ports.at(1).web}\n`);
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
 
 /** The static imports of every module of the package reached from `entry`, by path from the root. */
 async function staticImports(entry: string): Promise<Map<string, string[]>> {

@@ -7,11 +7,13 @@ import {
   CLI_FLAGS,
   pickPorts,
   readJson,
+  ROOT,
   run,
   runCli,
   runsOk,
   slotOf,
   TempRepo,
+  testWhere,
   writeJson,
 } from "../test_util.ts";
 
@@ -46,92 +48,96 @@ async function sourced(shell: string, text: string): Promise<string[]> {
   return result.stdout.trim().split("\n");
 }
 
-Deno.test("cli env, exec and show give only the names a config produces, whatever a committed port file holds", async (t) => {
-  const ports = pickPorts(["web", "api"]);
-  await using repo = await TempRepo.create({ config: ports.config() });
-  const [a] = await repo.addWorktrees("wt", 1);
-  const file = `${a}/.worktree-ports.json`;
-  const own = async (meta: boolean) => {
-    const allocated = await runCli(a, ["allocate"]);
-    assert.equal(allocated.code, 0, allocated.stderr);
-    const written = await readJson(file);
-    const { worktree_ports, ...bundle } = written;
-    await writeJson(file, { ...PLANTED, ...bundle, ...(meta ? { worktree_ports } : {}) });
-    return bundle;
-  };
-  const expected = { WEB: String(ports.at(1).web), API: String(ports.at(1).api) };
-  for (
-    const [name, meta] of [["committed, without metadata", false], [
-      "naming this worktree",
-      true,
-    ]] as const
-  ) {
-    await t.step(`${name}: env in every format`, async () => {
-      await own(meta);
-      const json = await runCli(a, ["env", "--format", "json"]);
-      assert.equal(json.code, 0, json.stderr);
-      assert.deepEqual(JSON.parse(json.stdout), expected);
-      // The rewrite names what it drops, so nothing is lost silently.
-      assert.match(json.stderr, /dropped "node_options", "prompt_command", "ps1"/);
-      assert.deepEqual(
-        Object.keys(await readJson(file)).sort(),
-        ["api", "web", "worktree_ports"],
-      );
-      for (const format of ["shell", "dotenv", "fish"]) {
+testWhere(
+  { tools: ["bash"] },
+  "cli env, exec and show give only the names a config produces, whatever a committed port file holds",
+  async (t) => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create({ config: ports.config() });
+    const [a] = await repo.addWorktrees("wt", 1);
+    const file = `${a}/.worktree-ports.json`;
+    const own = async (meta: boolean) => {
+      const allocated = await runCli(a, ["allocate"]);
+      assert.equal(allocated.code, 0, allocated.stderr);
+      const written = await readJson(file);
+      const { worktree_ports, ...bundle } = written;
+      await writeJson(file, { ...PLANTED, ...bundle, ...(meta ? { worktree_ports } : {}) });
+      return bundle;
+    };
+    const expected = { WEB: String(ports.at(1).web), API: String(ports.at(1).api) };
+    for (
+      const [name, meta] of [["committed, without metadata", false], [
+        "naming this worktree",
+        true,
+      ]] as const
+    ) {
+      await t.step(`${name}: env in every format`, async () => {
         await own(meta);
-        const env = await runCli(a, ["env", "--format", format]);
-        assert.equal(env.code, 0, env.stderr);
-        for (const key of Object.keys(PLANTED)) {
-          assert.doesNotMatch(env.stdout, new RegExp(key.toUpperCase()), format);
-        }
-      }
-    });
-    for (const shell of SHELLS) {
-      await t.step(`${name}: ${shell} sourcing env sets none of them`, async () => {
-        await own(meta);
-        const env = await runCli(a, ["env", "--format", shell === "fish" ? "fish" : "shell"]);
-        assert.equal(env.code, 0, env.stderr);
+        const json = await runCli(a, ["env", "--format", "json"]);
+        assert.equal(json.code, 0, json.stderr);
+        assert.deepEqual(JSON.parse(json.stdout), expected);
+        // The rewrite names what it drops, so nothing is lost silently.
+        assert.match(json.stderr, /dropped "node_options", "prompt_command", "ps1"/);
         assert.deepEqual(
-          await sourced(shell, env.stdout),
-          Object.keys(PLANTED).map(() => "unset"),
+          Object.keys(await readJson(file)).sort(),
+          ["api", "web", "worktree_ports"],
         );
+        for (const format of ["shell", "dotenv", "fish"]) {
+          await own(meta);
+          const env = await runCli(a, ["env", "--format", format]);
+          assert.equal(env.code, 0, env.stderr);
+          for (const key of Object.keys(PLANTED)) {
+            assert.doesNotMatch(env.stdout, new RegExp(key.toUpperCase()), format);
+          }
+        }
+      });
+      for (const shell of SHELLS) {
+        await t.step(`${name}: ${shell} sourcing env sets none of them`, async () => {
+          await own(meta);
+          const env = await runCli(a, ["env", "--format", shell === "fish" ? "fish" : "shell"]);
+          assert.equal(env.code, 0, env.stderr);
+          assert.deepEqual(
+            await sourced(shell, env.stdout),
+            Object.keys(PLANTED).map(() => "unset"),
+          );
+        });
+      }
+      await t.step(`${name}: exec hands a program none of them`, async () => {
+        await own(meta);
+        const names = Object.keys(PLANTED).map((key) => key.toUpperCase());
+        const exec = await runCli(
+          a,
+          [
+            "exec",
+            "--",
+            "bash",
+            "-c",
+            `for n in ${names.join(" ")} WEB; do printenv $n || echo -; done`,
+          ],
+          { flags: ["--allow-run", ...CLI_FLAGS.slice(1)] },
+        );
+        assert.equal(exec.code, 0, exec.stderr);
+        assert.deepEqual(exec.stdout.trim().split("\n"), [...names.map(() => "-"), expected.WEB]);
+      });
+      await t.step(`${name}: show gives the config's names only`, async () => {
+        await own(meta);
+        const show = await runCli(a, ["show"]);
+        assert.equal(show.code, meta ? 0 : 1, show.stderr);
+        if (meta) {
+          // A file whose names differ from the config's is rewritten first.
+          const { worktree_ports: _, ...shown } = JSON.parse(show.stdout);
+          assert.deepEqual(shown, { web: ports.at(1).web, api: ports.at(1).api });
+        } else {
+          assert.match(show.stderr, /has no worktree-ports metadata/);
+          assert.equal(show.stdout, "");
+        }
+        const one = await runCli(a, ["show", "node_options"]);
+        assert.notEqual(one.code, 0);
+        assert.doesNotMatch(one.stdout, /evil/);
       });
     }
-    await t.step(`${name}: exec hands a program none of them`, async () => {
-      await own(meta);
-      const names = Object.keys(PLANTED).map((key) => key.toUpperCase());
-      const exec = await runCli(
-        a,
-        [
-          "exec",
-          "--",
-          "bash",
-          "-c",
-          `for n in ${names.join(" ")} WEB; do printenv $n || echo -; done`,
-        ],
-        { flags: ["--allow-run", ...CLI_FLAGS.slice(1)] },
-      );
-      assert.equal(exec.code, 0, exec.stderr);
-      assert.deepEqual(exec.stdout.trim().split("\n"), [...names.map(() => "-"), expected.WEB]);
-    });
-    await t.step(`${name}: show gives the config's names only`, async () => {
-      await own(meta);
-      const show = await runCli(a, ["show"]);
-      assert.equal(show.code, meta ? 0 : 1, show.stderr);
-      if (meta) {
-        // A file whose names differ from the config's is rewritten first.
-        const { worktree_ports: _, ...shown } = JSON.parse(show.stdout);
-        assert.deepEqual(shown, { web: ports.at(1).web, api: ports.at(1).api });
-      } else {
-        assert.match(show.stderr, /has no worktree-ports metadata/);
-        assert.equal(show.stdout, "");
-      }
-      const one = await runCli(a, ["show", "node_options"]);
-      assert.notEqual(one.code, 0);
-      assert.doesNotMatch(one.stdout, /evil/);
-    });
-  }
-});
+  },
+);
 
 Deno.test("cli env without a config gives a port file's ports and leaves its strings out, saying so", async () => {
   const ports = pickPorts(["web", "api"]);
@@ -219,24 +225,28 @@ Deno.test("cli show never prints another worktree's ports: not from a copied fil
   });
 });
 
-Deno.test("cli commands stop quietly when the reader of their output goes away", async (t) => {
-  const ports = pickPorts(["web", "api"]);
-  await using repo = await TempRepo.create({ config: ports.config() });
-  const [a] = await repo.addWorktrees("wt", 1);
-  assert.equal((await runCli(a, ["allocate"])).code, 0);
-  const cli = [Deno.execPath(), "run", ...CLI_FLAGS, new URL("../cli.ts", import.meta.url).pathname]
-    .map((word) => `'${word}'`).join(" ");
-  for (const [command, reader] of [["list", "head -c 0"], ["env", "true"], ["show", "true"]]) {
-    await t.step(`${command} | ${reader}`, async () => {
-      // The reader is gone long before Deno has started and writes.
-      const result = await run("bash", ["-c", `set -o pipefail; ${cli} ${command} | ${reader}`], {
-        cwd: a,
+testWhere(
+  { tools: ["bash"] },
+  "cli commands stop quietly when the reader of their output goes away",
+  async (t) => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create({ config: ports.config() });
+    const [a] = await repo.addWorktrees("wt", 1);
+    assert.equal((await runCli(a, ["allocate"])).code, 0);
+    const cli = [Deno.execPath(), "run", ...CLI_FLAGS, `${ROOT}cli.ts`]
+      .map((word) => `'${word}'`).join(" ");
+    for (const [command, reader] of [["list", "head -c 0"], ["env", "true"], ["show", "true"]]) {
+      await t.step(`${command} | ${reader}`, async () => {
+        // The reader is gone long before Deno has started and writes.
+        const result = await run("bash", ["-c", `set -o pipefail; ${cli} ${command} | ${reader}`], {
+          cwd: a,
+        });
+        assert.equal(result.stderr, "");
+        assert.equal(result.code, 0);
       });
-      assert.equal(result.stderr, "");
-      assert.equal(result.code, 0);
-    });
-  }
-});
+    }
+  },
+);
 
 Deno.test("cli show rewrites a committed file that names a path that is no worktree, giving only the config's names and its own ports", async (t) => {
   const ports = pickPorts(["web", "api"]);
