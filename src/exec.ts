@@ -15,7 +15,7 @@ const KEYBOARD_SIGNALS: ReadonlySet<Deno.Signal> = new Set(["SIGINT", "SIGQUIT",
 
 /** How a command run by {@linkcode runWithPorts} ended. */
 export interface RunResult {
-  /** The exit code; for a child killed by a signal, 128 plus the signal's number. */
+  /** The exit code; for a child killed by a signal, 128 plus the signal's number on this system. */
   code: number;
   /** The signal that killed the child, if one did. */
   signal: Deno.Signal | null;
@@ -41,7 +41,8 @@ export interface RunOptions extends AllocateOptions {
  * SIGINT, SIGTERM, SIGHUP and SIGQUIT received meanwhile are passed on to it,
  * except that when standard input is a terminal, SIGINT and SIGQUIT are left
  * to the terminal: the key that raised them signals the command directly, and
- * passing them on too would deliver them twice.
+ * passing them on too would deliver them twice. On Windows nothing is passed
+ * on: Ctrl-C and Ctrl-Break reach the command through the console it shares.
  *
  * @param command The program to run, looked up on `PATH`.
  * @param args Its arguments.
