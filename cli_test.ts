@@ -479,6 +479,17 @@ testWhere(
       ran.stdout,
       `${repo.base}/lib|${repo.base}/lib|${repo.base}/lib|${ports.at(1).web}`,
     );
+    // Deno passes them to a command only with permission to run every program: say so.
+    const scoped = await runCli(a, ["exec", ...ports.args, "--", "sh", "-c", script], {
+      env: loader,
+      flags: ["--allow-run=git,sh", ...CLI_FLAGS.slice(1)],
+    });
+    assert.equal(scoped.code, 2, scoped.stderr);
+    assert.match(
+      scoped.stderr,
+      /^error: Missing permission: run again with --allow-run \(Deno starts "sh" with DYLD_FALLBACK_LIBRARY_PATH, LD_LIBRARY_PATH, ld_run_path set only when every program may be run; or unset them\)/,
+    );
+    assert.equal(scoped.stdout, "");
   },
 );
 

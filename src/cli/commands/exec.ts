@@ -2,6 +2,7 @@
 
 import { bundleEnv } from "../../env.ts";
 import { runWithPorts } from "../../exec.ts";
+import { refusedLoaderVariables } from "../../git.ts";
 import { UsageError } from "../args.ts";
 import { loadReportingAllocation } from "../bundle_notice.ts";
 import {
@@ -39,6 +40,20 @@ export async function run(values: Values, positionals: string[]): Promise<number
   try {
     result = await runWithPorts(command, args, { bundle });
   } catch (error) {
+    const loader = refusedLoaderVariables(error);
+    if (loader !== undefined) {
+      // The command gets the environment as it is, these included: only
+      // permission to run every program lets Deno pass them on.
+      console.error(
+        "error: " + missingPermissionMessage(
+          "--allow-run",
+          `Deno starts "${command}" with ${loader.join(", ")} set only when every program ` +
+            `may be run; or unset ${loader.length === 1 ? "it" : "them"}`,
+          installFlags("exec"),
+        ),
+      );
+      return 2;
+    }
     if (!(error instanceof Deno.errors.NotFound)) throw error;
     console.error(`error: Cannot run "${command}": no such program`);
     return 127;
