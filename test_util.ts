@@ -645,6 +645,30 @@ export function dotenvReaders(home: string): DotenvReader[] {
         ),
     },
     {
+      name: "node --env-file",
+      missing: runsOk("node", ["--env-file=/dev/null", "-e", "0"])
+        ? undefined
+        : "node 20.6 or later (for --env-file) is not installed",
+      read: async (files) => {
+        const values: Record<string, string | null>[] = [];
+        for (const file of files) {
+          // Only the names the file defines: node adds them to the whole environment.
+          const names = [...Deno.readTextFileSync(file).matchAll(/^([A-Za-z_]\w*)=/gm)]
+            .map((match) => match[1]);
+          values.push(
+            await readJsonOutput("node", [
+              `--env-file=${file}`,
+              "-e",
+              `console.log(JSON.stringify(Object.fromEntries(${
+                JSON.stringify(names)
+              }.filter((n) => n in process.env).map((n) => [n, process.env[n]]))))`,
+            ], { env }) as Record<string, string | null>,
+          );
+        }
+        return values;
+      },
+    },
+    {
       name: "docker-compose v1",
       missing: composePython === undefined
         ? "docker-compose v1 is not installed"

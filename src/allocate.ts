@@ -3,6 +3,13 @@
 import { portsForSlot, renderBundle } from "./bundle.ts";
 import { chooseSlot } from "./choose_slot.ts";
 import { type ConfigOverrides, loadConfig, type PortsConfig } from "./config.ts";
+import {
+  assertEnvFilesReplaceable,
+  type EnvFile,
+  envFilesOf,
+  envFileText,
+  writeEnvFiles,
+} from "./env_file.ts";
 import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { listPorts, quoted, WorktreePortsError } from "./errors.ts";
 import { removeStaleTemporaryFiles, writeFileAtomic } from "./files.ts";
@@ -247,6 +254,8 @@ interface AllocationPlan {
   config: PortsConfig;
   /** Where git's directory keeps a copy of the file, for a linked worktree's usual file. */
   keptCopy: string | undefined;
+  /** The env files the config names. */
+  envFiles: EnvFile[];
 }
 
 /**
@@ -268,7 +277,19 @@ async function planAllocation(
   const keptCopy = !repository.primary && inside === PORT_FILE_NAME
     ? keptCopyPath(repository.root, knownGitDirs(repository))
     : undefined;
-  return { path, inside, config, keptCopy };
+  const envFiles = envFilesOf(repository.root, config.envFiles);
+  for (const file of envFiles) {
+    if (file.path === path) {
+      throw new WorktreePortsError(
+        "INVALID_OUTPUT",
+        `Cannot write "${path}": the config's "env_file" names it too (choose another output path)`,
+      );
+    }
+    await assertOwnOutput(repository, file.path, file.inside);
+    assertNotDirectory(file.path);
+  }
+  assertEnvFilesReplaceable(envFiles);
+  return { path, inside, config, keptCopy, envFiles };
 }
 
 /**
@@ -278,7 +299,7 @@ async function planAllocation(
  */
 async function allocateLocked(
   repository: OpenedRepository,
-  { path, inside, config, keptCopy }: AllocationPlan,
+  { path, inside, config, keptCopy, envFiles }: AllocationPlan,
   options: AllocateOptions,
   env: Env,
 ): Promise<{
@@ -320,7 +341,13 @@ async function allocateLocked(
   const ruleWarnings: string[] = [];
   const ignore = inside !== undefined && options.ignoreOutput !== false;
   const beforeWrite = (allocation: Omit<Allocation, "timings">) => {
-    if (ignore) excludeFromGit(repository.commonDir, excludePatterns(inside!), ruleWarnings);
+    const ignored = [
+      ...(ignore ? [inside!] : []),
+      ...(options.ignoreOutput !== false ? envFiles.map((file) => file.inside) : []),
+    ];
+    if (ignored.length > 0) {
+      excludeFromGit(repository.commonDir, ignored.flatMap(excludePatterns), ruleWarnings);
+    }
     machine.recordAll([
       [path, repository.root, reservedPortsOf(allocation.bundle)],
       ...reserved.files,
@@ -333,6 +360,7 @@ async function allocateLocked(
       path,
       primary: repository.primary,
       keptCopy,
+      envFiles,
       repository: reserved.repository,
       worktree: repository.current,
     },
@@ -414,6 +442,8 @@ interface Target {
   repository?: Pick<Repository, "current" | "worktrees">;
   /** The worktree, for the placeholders of templates. */
   worktree: Pick<Worktree, "path" | "branch">;
+  /** The env files written with the port file. */
+  envFiles?: readonly EnvFile[];
 }
 
 /**
@@ -465,6 +495,12 @@ export async function allocateSlot(
         `which no worktree could read back (shorten the templates)`,
     );
   }
+  // Everything that can refuse comes before the first write, so that a
+  // refusal changes nothing: a value no dotenv quoting keeps exact, and a
+  // file at an env file's path that this tool did not write.
+  const envFiles = target.envFiles ?? [];
+  const envText = envFiles.length === 0 ? undefined : envFileText(allocation.bundle, envFiles[0]);
+  if (!options.dryRun) assertEnvFilesReplaceable(envFiles);
   // Called whether or not the file changes: a file kept as it was may still
   // lack what a failed run did not finish (the ignore rules).
   if (!options.dryRun) options.beforeWrite?.(allocation);
@@ -479,6 +515,8 @@ export async function allocateSlot(
   if (target.keptCopy !== undefined && !options.dryRun) {
     keepCopy(target.keptCopy, text, allocation.written, warnings);
   }
+  // After the port file, which is what reserves the ports: an env file is a copy of it.
+  if (envText !== undefined && !options.dryRun) writeEnvFiles(envFiles, envText);
   return allocation;
 }
 

@@ -11,7 +11,14 @@ import {
   nestingExceeds,
   readRegularTextFile,
 } from "./files.ts";
-import { CONFIG_FILE_NAME, KEY_PATTERN, MAX_NESTING, MAX_PORT, META_KEY } from "./names.ts";
+import {
+  CONFIG_FILE_NAME,
+  KEY_PATTERN,
+  MAX_NESTING,
+  MAX_PORT,
+  META_KEY,
+  PORT_FILE_NAME,
+} from "./names.ts";
 import { joinPath, resolvePath } from "./paths.ts";
 
 /** The config used when a worktree has no config file. */
@@ -40,6 +47,11 @@ export interface PortsConfig {
   slots: number;
   /** `repository` keeps this repository's allocations out of the machine-wide index. */
   scope?: Scope;
+  /**
+   * Env files written with the port file, in dotenv form: paths relative to
+   * the worktree root, with forward slashes (the config's `env_file`).
+   */
+  envFiles?: string[];
 }
 
 /** Values that change those of the config file, as the CLI's flags do. */
@@ -155,6 +167,9 @@ export function parseConfig(
       blame.numberOrigin("slots"),
     ]));
   if (record.scope !== undefined) config.scope = parseScope(record.scope, (p) => blame.fail(p));
+  if (record.env_file !== undefined) {
+    config.envFiles = parseEnvFiles(record.env_file, (p) => blame.fail(p));
+  }
   return config;
 }
 
@@ -204,7 +219,7 @@ class Blame {
   }
 }
 
-const SECTIONS: readonly string[] = ["ports", "templates", "stride", "slots", "scope"];
+const SECTIONS: readonly string[] = ["ports", "templates", "stride", "slots", "scope", "env_file"];
 
 function checkSections(record: Record<string, unknown>, blame: Blame): void {
   for (const key of Object.keys(record)) {
@@ -212,7 +227,7 @@ function checkSections(record: Record<string, unknown>, blame: Blame): void {
       blame.fail(
         `unknown key ${
           quoted(clip(key))
-        } (expected "ports", "templates", "stride", "slots" or "scope")`,
+        } (expected "ports", "templates", "stride", "slots", "scope" or "env_file")`,
       );
     }
   }
@@ -304,6 +319,38 @@ function parseNumber(name: "stride" | "slots", value: unknown, blame: Blame): nu
   const number = value ?? DEFAULT_CONFIG[name];
   checkInteger(number, `"${name}"`, 1, MAX_PORT, (p) => blame.fail(p, [blame.numberOrigin(name)]));
   return number;
+}
+
+/**
+ * The config's `env_file`: one path or a list, each relative to the worktree
+ * root and inside it, never in git's directory nor on the port file or the
+ * config; given back with forward slashes, `.` parts dropped.
+ */
+function parseEnvFiles(value: unknown, fail: (p: string) => never): string[] {
+  const list = typeof value === "string" ? [value] : value;
+  if (!Array.isArray(list) || list.some((item) => typeof item !== "string")) {
+    fail(`"env_file" must be a path or a list of paths, got ${clip(JSON.stringify(value))}`);
+  }
+  const files: string[] = [];
+  for (const given of list as string[]) {
+    const problem = (why: string) => fail(`"env_file" ${quoted(clip(given))} ${why}`);
+    if (given === "" || /[\0\r\n]/.test(given)) problem("must be a path on one line");
+    if (/^([\\/]|[A-Za-z]:)/.test(given)) {
+      problem('must be relative to the worktree root (like ".env.ports")');
+    }
+    if (/[\\/]$/.test(given)) problem("names a folder; name a file in it");
+    const parts = given.split(/[\\/]+/).filter((part) => part !== ".");
+    if (parts.includes("..")) problem(`must stay inside the worktree (no "..")`);
+    if (parts.length === 0) problem("names a folder; name a file in it");
+    const path = parts.join("/");
+    if (parts[0].toLowerCase() === ".git") problem("is inside git's own directory");
+    if (path === PORT_FILE_NAME || path === CONFIG_FILE_NAME) {
+      problem(`is the ${path === PORT_FILE_NAME ? "port file" : "config"} itself`);
+    }
+    if (files.includes(path)) problem("is named twice");
+    files.push(path);
+  }
+  return files;
 }
 
 function parseScope(value: unknown, fail: (p: string) => never): Scope {

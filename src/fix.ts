@@ -3,8 +3,11 @@
 import { allocateSlot, warnDroppedKeys } from "./allocate.ts";
 import { portsForSlot } from "./bundle.ts";
 import { type ConfigOverrides, loadConfig } from "./config.ts";
+import { assertEnvFilesReplaceable, envFilesOf } from "./env_file.ts";
 import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { realPathOr } from "./files.ts";
+import { gitDirsOf } from "./git_dirs.ts";
+import { excludeFromGit, excludePatterns } from "./git_ignore.ts";
 import {
   inspectAll,
   type InspectedStatus,
@@ -157,7 +160,11 @@ async function fixStatuses(
 
   // A file that cannot be written changes nothing, rather than leaving the
   // index with ports that no file holds.
-  for (const status of movers.keys()) assertNotDirectory(status.file);
+  for (const status of movers.keys()) {
+    assertNotDirectory(status.file);
+    const root = realPathOr(status.path);
+    assertEnvFilesReplaceable(envFilesOf(root, loadConfig(root, options).envFiles));
+  }
   const reserved = new Set<number>(machine.holders.keys());
   // What each repository's worktrees keep: a main worktree leaves slot 0
   // only for another repository, never for a sibling.
@@ -188,8 +195,9 @@ async function fixStatuses(
     // An outdated or invalid file keeps its slot unless the ports its config gives it now collide.
     const outdated = reason === "outdated" || reason === "invalid";
     const old = readPortFile(status.file);
+    const envFiles = envFilesOf(root, config.envFiles);
     const allocation = await allocateSlot(
-      { root, path: status.file, primary: status.primary, keptCopy, worktree: status },
+      { root, path: status.file, primary: status.primary, keptCopy, worktree: status, envFiles },
       config,
       outdated ? old : { state: "missing" },
       reserved,
@@ -197,14 +205,23 @@ async function fixStatuses(
         force: !outdated,
         probe: env.probe,
         othersHold: othersHold(status.repository),
-        // Recorded before it is written, as allocate records.
-        beforeWrite: (allocation) =>
+        // Recorded before it is written, as allocate records; its env files
+        // are kept out of git first, as allocate keeps them.
+        beforeWrite: (allocation) => {
+          if (envFiles.length > 0) {
+            excludeFromGit(
+              gitDirsOf(root).commonDir,
+              envFiles.flatMap((file) => excludePatterns(file.inside)),
+              allocation.warnings,
+            );
+          }
           machine.record(
             status.file,
             root,
             reservedPortsOf(allocation.bundle),
             status.repository,
-          ),
+          );
+        },
       },
     );
     // allocateSlot warns about the keys it drops only from a file it was given.

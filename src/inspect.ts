@@ -1,6 +1,13 @@
 // The state of every worktree's port file, in one repository or on the whole machine.
 
-import type { ConfigOverrides } from "./config.ts";
+import type { ConfigOverrides, LoadConfigOptions } from "./config.ts";
+import {
+  envFilesOf,
+  envFileText,
+  NOT_WRITTEN_HERE,
+  readEnvFile,
+  staleEnvFiles,
+} from "./env_file.ts";
 import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { WorktreePortsError } from "./errors.ts";
 import { fileInfo, hiddenFromDeno, realPathOr } from "./files.ts";
@@ -12,6 +19,7 @@ import { comparablePath, joinPath, relativeInside } from "./paths.ts";
 import {
   expectedBundle,
   isOutdated,
+  judgingConfig,
   namesOtherWorktree,
   type PortFilePathOptions,
   readPortFile,
@@ -326,6 +334,44 @@ export async function inspectMachine(options: InspectOptions = {}): Promise<Work
 /** A status with every port its file reserves, read liberally (URL ports included). */
 export type InspectedStatus = WorktreeStatus & { reserved: number[] };
 
+/**
+ * What is wrong with the first env file the worktree's config names that does
+ * not hold the port file's bundle, if one does not.
+ */
+function staleEnvFileOf(
+  root: string,
+  data: Record<string, unknown>,
+  options: LoadConfigOptions,
+): string | undefined {
+  let config;
+  try {
+    config = judgingConfig(root, options);
+  } catch (error) {
+    if (error instanceof WorktreePortsError) return undefined;
+    throw error;
+  }
+  const files = envFilesOf(root, config?.envFiles);
+  if (files.length === 0) return undefined;
+  let text: string;
+  try {
+    text = envFileText(data, files[0]);
+  } catch (error) {
+    // A value no dotenv reader keeps exact: allocate says so.
+    if (error instanceof WorktreePortsError) return undefined;
+    throw error;
+  }
+  const [stale] = staleEnvFiles(files, text);
+  if (stale === undefined) return undefined;
+  const found = readEnvFile(stale.path);
+  return found.state === "missing"
+    ? `env file "${stale.path}" is missing`
+    : found.state === "foreign"
+    ? `env file "${stale.path}" ${
+      found.reason === NOT_WRITTEN_HERE ? "is a file this tool did not write" : found.reason
+    } (remove it, or name another file in "env_file")`
+    : `env file "${stale.path}" does not hold the port file's bundle`;
+}
+
 /** The statuses of one repository's worktrees, with the conflicts among them. */
 export async function inspectRepository(
   repository: Repository,
@@ -391,6 +437,10 @@ export async function inspectRepository(
       file.meta && isOutdated(file.data, expectedBundle(worktree, file.meta.slot, options))
     ) {
       return { ...status, state: "outdated" as const, reserved: file.ports };
+    }
+    const staleEnvFile = file.meta && staleEnvFileOf(worktree.path, file.data, options);
+    if (staleEnvFile) {
+      return { ...status, state: "outdated" as const, detail: staleEnvFile, reserved: file.ports };
     }
     return { ...status, reserved: file.ports };
   }));

@@ -1,6 +1,9 @@
 // Releasing a worktree's port file.
 
+import { loadConfig } from "./config.ts";
+import { envFilesOf, removeEnvFiles } from "./env_file.ts";
 import { type Environment, environmentOf } from "./environment.ts";
+import { WorktreePortsError } from "./errors.ts";
 import { removeStaleTemporaryFiles } from "./files.ts";
 import { dropKeptCopy } from "./kept_copy.ts";
 import { lockRepository } from "./lock.ts";
@@ -26,6 +29,8 @@ export interface Release {
   path: string;
   /** The file existed and was deleted. */
   released: boolean;
+  /** The env files the config names that this tool wrote, deleted with it. */
+  envFiles: string[];
 }
 
 /**
@@ -48,17 +53,25 @@ export async function releasePorts(options: ReleaseOptions = {}): Promise<Releas
   const env = environmentOf(options);
   const listed = await openWorktree(options.cwd, env);
   assertNotDirectory(realPortFilePath(listed.root, options));
+  // The env files are the config's: one that cannot be read names none.
+  let envFileNames: string[] | undefined;
+  try {
+    envFileNames = loadConfig(listed.root).envFiles;
+  } catch (error) {
+    if (!(error instanceof WorktreePortsError)) throw error;
+  }
   using _lock = await lockRepository(listed.commonDir, { timeoutMs: options.lockTimeoutMs });
   const repository = await currentListing(listed, env);
   assertStillWorktree(repository.root);
   const path = realPortFilePath(repository.root, options);
   removeStaleTemporaryFiles(path);
   if (path === joinPath(repository.root, PORT_FILE_NAME)) dropKeptCopy(repository.root);
+  let released = true;
   try {
     await Deno.remove(path);
-    return { path, released: true };
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return { path, released: false };
-    throw error;
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    released = false;
   }
+  return { path, released, envFiles: removeEnvFiles(envFilesOf(repository.root, envFileNames)) };
 }

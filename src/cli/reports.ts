@@ -142,7 +142,9 @@ export function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
       problems.push(`invalid: "${status.file}": ${status.detail}`);
     } else if (status.state === "outdated") {
       problems.push(
-        `outdated: "${status.file}" is not what the config renders for slot ${status.slot} now`,
+        status.detail === undefined
+          ? `outdated: "${status.file}" is not what the config renders for slot ${status.slot} now`
+          : `outdated: ${status.detail}`,
       );
     }
     for (const conflict of status.conflicts) {

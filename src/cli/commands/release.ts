@@ -23,9 +23,10 @@ export async function run(values: Values): Promise<number> {
   const options = allocateOptions(values, "release");
   const release = await releasePorts(options);
   writeStdout(
-    release.released
+    (release.released
       ? `released "${release.path}"\n`
-      : `nothing to release: "${release.path}" does not exist\n`,
+      : `nothing to release: "${release.path}" does not exist\n`) +
+      release.envFiles.map((path) => `removed the env file "${path}"\n`).join(""),
   );
   return 0;
 }
