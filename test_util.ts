@@ -564,8 +564,8 @@ async function readJsonOutput(
 /**
  * The dotenv readers whose quoting rules differ: python-dotenv (current,
  * from pip), docker-compose v1 (which uses the python-dotenv its package
- * brings), docker compose v2 where installed, npm's `dotenv` and direnv's
- * `dotenv`. Each is run as a real process with HOME pointed at a temporary
+ * brings), docker compose v2 where installed, npm's `dotenv`, node's
+ * `--env-file` and direnv's `dotenv`. Each is run as a real process with HOME pointed at a temporary
  * directory.
  */
 export function dotenvReaders(home: string): DotenvReader[] {

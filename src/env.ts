@@ -150,7 +150,7 @@ function powershellQuote(value: string): string {
 
 /**
  * Dotenv has no standard: python-dotenv (and docker compose v1, which uses
- * it), npm's `dotenv` and direnv each read quotes,
+ * it), npm's `dotenv`, node's `--env-file` and direnv each read quotes,
  * backslashes and `$` their own way. Each value is written in the first form
  * that all of them were found to read back exactly, and refused when there is
  * none:
@@ -159,20 +159,22 @@ function powershellQuote(value: string): string {
  * - single quotes, unless the value holds `'`, `\\`, `${` or a line break, or
  *   ends with `\` (python-dotenv expands `${…}` and reads `\\` and `\'` as
  *   escapes there, direnv cannot read a line break there);
- * - double quotes, with `\n` and `\r` for line breaks, unless the value holds
+ * - double quotes, with `\n` for line breaks, unless the value holds
  *   `"`, `\` or `$` (npm keeps escape backslashes, direnv expands `$NAME`);
  * - bare again for other values with backslashes, which every reader keeps
  *   as they are outside quotes, as long as there is no space, quote, `#`, `$`
  *   or backtick.
  */
 function dotenvQuote(name: string, value: string): string {
-  const control = /(?![\t\n\r])\p{Cc}/u.exec(value);
+  // Node's --env-file reads "\r" in double quotes as a backslash and an "r",
+  // and no other form keeps a carriage return: it is refused with the controls.
+  const control = /(?![\t\n])\p{Cc}/u.exec(value);
   if (control) throw dotenvError(name, [control[0]]);
   if (/^[\w.:/@+,=%-]*$/.test(value)) return value;
   const single = /['\n\r]|\\\\|\\$|\$\{/.exec(value);
   if (!single) return `'${value}'`;
   const double = /["\\$]/.exec(value);
-  if (!double) return `"${value.replaceAll("\n", "\\n").replaceAll("\r", "\\r")}"`;
+  if (!double) return `"${value.replaceAll("\n", "\\n")}"`;
   const bare = /[\s'"`#$]/.exec(value);
   if (!bare) return value;
   throw dotenvError(name, [single[0], double[0], bare[0]]);
@@ -187,7 +189,8 @@ function dotenvError(name: string, characters: string[]): RangeError {
     : `${described.slice(0, -1).join(", ")} and ${described.at(-1)}`;
   return new RangeError(
     `Cannot write "${name}" as dotenv: its value holds ${list}, which dotenv readers ` +
-      `(python-dotenv, docker compose, npm dotenv, direnv) do not all read back the same in ` +
+      `(python-dotenv, docker compose, npm dotenv, node --env-file, direnv) do not all read back ` +
+      `the same in ` +
       `any quoting (use "--format json" or "--format shell")`,
   );
 }
@@ -195,8 +198,9 @@ function dotenvError(name: string, characters: string[]): RangeError {
 function describeCharacter(character: string): string {
   switch (character) {
     case "\n":
-    case "\r":
       return "a line break";
+    case "\r":
+      return "a carriage return";
     case " ":
       return "a space";
     case "\t":

@@ -100,6 +100,8 @@ Deno.test("formatEnv() dotenv refuses a value no quoting keeps exact, naming the
       ["BACKSLASH_SPACE", "C:\\Program Files\\", /holds "\\" and a space/],
       ["BACKSLASH_NEWLINE", "a\\\nb", /holds a line break and "\\"/],
       ["ESCAPE", "a\x1bb", /holds the control character U\+001B/],
+      // Node's --env-file keeps "\r" in double quotes as it is written.
+      ["CARRIAGE_RETURN", "a\r\nb", /holds a carriage return/],
     ] as const
   ) {
     await t.step(name, () => {
