@@ -2545,3 +2545,126 @@ Deno.test("cli refuses templates no environment can carry, and keys shells treat
     });
   }
 });
+
+Deno.test("cli allocate writes each env_file as env --format dotenv prints it, out of git, and release removes them", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using repo = await TempRepo.create({
+    config: {
+      ...ports.config(),
+      templates: { url: "http://127.0.0.1:{web}/", name: "it's {name}" },
+      env_file: [".env.ports", "config/dev.env"],
+    },
+  });
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  const allocated = await runCli(a, ["allocate"]);
+  assert.equal(allocated.code, 0, allocated.stderr);
+  const dotenv = await runCli(a, ["env", "--format", "dotenv"]);
+  assert.equal(dotenv.code, 0, dotenv.stderr);
+  const header = "# Written by worktree-ports from this worktree's port file; do not edit " +
+    "(it is rewritten)\n";
+  for (const file of [".env.ports", "config/dev.env"]) {
+    assert.equal(await Deno.readTextFile(`${a}/${file}`), header + dotenv.stdout);
+  }
+  assert.match(dotenv.stdout, new RegExp(`^WEB=${ports.at(1).web}\nAPI=${ports.at(1).api}\n`));
+  assert.equal(await git(a, "status", "--porcelain"), "", "the env files stay out of git");
+  // Another worktree gets its own.
+  assert.equal((await runCli(b, ["allocate"])).code, 0);
+  assert.match(await Deno.readTextFile(`${b}/.env.ports`), new RegExp(`WEB=${ports.at(2).web}`));
+  const released = await runCli(a, ["release"]);
+  assert.equal(released.code, 0, released.stderr);
+  assert.equal(
+    released.stdout,
+    `released "${a}/.worktree-ports.json"\n` +
+      `removed the env file "${a}/.env.ports"\nremoved the env file "${a}/config/dev.env"\n`,
+  );
+  await assert.rejects(Deno.stat(`${a}/.env.ports`), Deno.errors.NotFound);
+  // Ignored files do not stop git from removing a worktree.
+  await git(repo.root, "worktree", "remove", b);
+});
+
+Deno.test("cli allocate refuses an env_file that would replace a file it did not write, and changes nothing", async (t) => {
+  const ports = pickPorts(["web"]);
+  await using repo = await TempRepo.create({
+    config: { ...ports.config(), env_file: ".env.local" },
+  });
+  const [a] = await repo.addWorktrees("wt", 1);
+  await Deno.writeTextFile(`${a}/.env.local`, "SECRET=keep me\n");
+  for (const command of ["allocate", "env", "exec"]) {
+    await t.step(command, async () => {
+      const before = await snapshot(repo.base);
+      const result = await runCli(
+        a,
+        command === "exec" ? ["exec", "true"] : [command],
+        command === "exec" ? { flags: ["--allow-run", ...CLI_FLAGS.slice(1)] } : {},
+      );
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(
+        result.stderr,
+        /^error: Cannot write the env file ".*\/\.env\.local" that the config's "env_file" names: this tool did not write it, and writing would replace it \(rename "\.env\.local" in "env_file", or remove the file first\)\n$/,
+      );
+      assert.deepEqual(await snapshot(repo.base), before);
+    });
+  }
+  // An empty file holds nothing to lose.
+  await Deno.writeTextFile(`${a}/.env.local`, "");
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  assert.match(await Deno.readTextFile(`${a}/.env.local`), /^# Written by worktree-ports/);
+});
+
+Deno.test("cli allocate fails, changing nothing, when an env_file cannot hold a value exactly", async () => {
+  const ports = pickPorts(["web"]);
+  await using repo = await TempRepo.create({
+    config: { ...ports.config(), templates: { odd: "a${{b}}" }, env_file: ".env.ports" },
+  });
+  const [a] = await repo.addWorktrees("wt", 1);
+  const before = await snapshot(repo.base);
+  const result = await runCli(a, ["allocate"]);
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(
+    result.stderr,
+    /^error: Cannot write the env file ".*\/\.env\.ports": Cannot write "ODD" as dotenv: its value holds "\$\{", .* \(change the value, or leave the file out of "env_file"\)\n$/,
+  );
+  assert.deepEqual(await snapshot(repo.base), before);
+});
+
+Deno.test("cli check reports an env file that differs from the bundle, and check --fix rewrites it", async () => {
+  const ports = pickPorts(["web"]);
+  await using repo = await TempRepo.create({
+    config: { ...ports.config(), env_file: ".env.ports" },
+  });
+  const [a] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  const written = await Deno.readTextFile(`${a}/.env.ports`);
+  await Deno.writeTextFile(`${a}/.env.ports`, written.replace(/WEB=\d+/, "WEB=1"));
+  const check = await runCli(a, ["check"]);
+  assert.equal(check.code, 1, check.stderr);
+  assert.equal(
+    check.stdout,
+    `outdated: env file "${a}/.env.ports" does not hold the port file's bundle\n`,
+  );
+  const fixed = await runCli(a, ["check", "--fix"]);
+  assert.equal(fixed.code, 0, fixed.stderr);
+  assert.equal(await Deno.readTextFile(`${a}/.env.ports`), written);
+  await Deno.remove(`${a}/.env.ports`);
+  assert.equal(
+    (await runCli(a, ["check"])).stdout,
+    `outdated: env file "${a}/.env.ports" is missing\n`,
+  );
+  // allocate puts a missing env file back, its port file unchanged.
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  assert.equal(await Deno.readTextFile(`${a}/.env.ports`), written);
+});
+
+Deno.test("cli allocate refuses an env_file inside another worktree, as it refuses such an output", async () => {
+  const ports = pickPorts(["web"]);
+  await using repo = await TempRepo.create({
+    config: { ...ports.config(), env_file: "nested/.env.ports" },
+  });
+  // A worktree nested inside the main one.
+  await git(repo.root, "worktree", "add", "-q", "--detach", `${repo.root}/nested`);
+  const before = await snapshot(repo.base);
+  const result = await runCli(repo.root, ["allocate"]);
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(result.stderr, /it is inside the worktree ".*\/nested", not this one/);
+  assert.deepEqual(await snapshot(repo.base), before);
+});

@@ -289,6 +289,11 @@ async function planAllocation(
     assertNotDirectory(file.path);
   }
   assertEnvFilesReplaceable(envFiles);
+  // A value no dotenv quoting keeps exact fails here, before the lock: only
+  // the ports change with the slot, and they are digits.
+  if (envFiles.length > 0) {
+    envFileText(renderBundle(config, 0, { worktree: repository.current }), envFiles[0]);
+  }
   return { path, inside, config, keptCopy, envFiles };
 }
 

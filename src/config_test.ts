@@ -238,3 +238,30 @@ Deno.test('parseConfig() accepts "scope" and rejects any other value', () => {
       /"scope" must be "machine" or "repository", got "planet"/.test(error.message),
   );
 });
+
+Deno.test("parseConfig() reads env_file as one path or a list, inside the worktree", async (t) => {
+  assert.deepEqual(parseConfig({ env_file: ".env.ports" }).envFiles, [".env.ports"]);
+  assert.deepEqual(
+    parseConfig({ env_file: ["./config//dev.env", "web\\.env"] }).envFiles,
+    ["config/dev.env", "web/.env"],
+  );
+  assert.deepEqual(parseConfig({ env_file: [] }).envFiles, []);
+  assert.equal(parseConfig({}).envFiles, undefined);
+  const cases: [string, unknown, RegExp][] = [
+    ["a number", { env_file: 3 }, /"env_file" must be a path or a list of paths, got 3/],
+    ["a list with a number", { env_file: [".env", 1] }, /must be a path or a list of paths/],
+    ["an empty path", { env_file: "" }, /"env_file" "" must be a path on one line/],
+    ["a line break", { env_file: "a\nb" }, /must be a path on one line/],
+    ["an absolute path", { env_file: "/etc/profile" }, /must be relative to the worktree root/],
+    ["a drive path", { env_file: "C:\\x.env" }, /must be relative to the worktree root/],
+    ["a way out", { env_file: "../other/.env" }, /must stay inside the worktree \(no ".."\)/],
+    ["a folder", { env_file: "config/" }, /names a folder/],
+    ["the worktree itself", { env_file: "./" }, /names a folder/],
+    ["git's directory", { env_file: ".git/hooks/x" }, /is inside git's own directory/],
+    ["git's directory in capitals", { env_file: ".GIT/x" }, /is inside git's own directory/],
+    ["the port file", { env_file: "./.worktree-ports.json" }, /is the port file itself/],
+    ["the config", { env_file: "worktree-ports.config.json" }, /is the config itself/],
+    ["the same file twice", { env_file: [".env", "./.env"] }, /"\.\/\.env" is named twice/],
+  ];
+  await assertConfigErrors(t, cases);
+});

@@ -284,6 +284,38 @@ Deno.test({
     }),
 });
 
+Deno.test("cli allocate's env_file is read back exactly by node --env-file, python-dotenv, npm dotenv, direnv and docker-compose", async (t) => {
+  // Every value dotenv output accepts, as templates (braces doubled, as templates write them).
+  const accepted = Object.entries(TRICKY_VALUES).filter(([name]) => !REFUSED_VALUES.includes(name));
+  const ports = pickPorts(["web_port"], { slots: 50 });
+  await using repo = await TempRepo.create({
+    config: {
+      ...ports.config(),
+      templates: Object.fromEntries(
+        accepted.map(([name, value]) => [
+          name.toLowerCase(),
+          value.replaceAll("{", "{{").replaceAll("}", "}}"),
+        ]),
+      ),
+      env_file: "config/app.env",
+    },
+  });
+  const [a] = await repo.addWorktrees("wt", 1);
+  const allocated = await runCli(a, ["allocate"]);
+  assert.equal(allocated.code, 0, allocated.stderr);
+  const expected = { WEB_PORT: String(ports.at(1).web_port), ...Object.fromEntries(accepted) };
+  for (const reader of dotenvReaders(repo.base)) {
+    await t.step({
+      name: `${reader.name}${reader.missing ? ` (skipped: ${reader.missing})` : ""}`,
+      ignore: reader.missing !== undefined,
+      fn: async () => {
+        const [values] = await reader.read([`${a}/config/app.env`]);
+        assert.deepEqual(values, expected);
+      },
+    });
+  }
+});
+
 Deno.test({
   name: `cli env --format fish is sourced by fish to exactly the values, running nothing${
     installed("fish") ? "" : " (skipped: fish is not installed)"
