@@ -394,12 +394,18 @@ Deno.test({
   fn: async () => {
     const ports = composePorts();
     const slot1 = ports.at(1);
-    await using repo = await TempRepo.create({ config: composeRecipe(ports) });
+    // As the README has it: the project named from the folder, the env file written by allocate.
+    const recipe = composeRecipe(ports);
+    recipe.templates.compose_project_name = "myapp-{name}";
+    await using repo = await TempRepo.create({ config: { ...recipe, env_file: ".env.ports" } });
     const login = `${repo.base}/app-login`;
     await git(repo.root, "worktree", "add", "-q", "-b", "Feature/Login_Page", login);
-    const env = await runCli(login, ["env", "--format", "dotenv"]);
-    assert.equal(env.code, 0, env.stderr);
-    await Deno.writeTextFile(`${login}/.env.ports`, env.stdout);
+    const allocated = await runCli(login, ["allocate"]);
+    assert.equal(allocated.code, 0, allocated.stderr);
+    assert.match(
+      await Deno.readTextFile(`${login}/.env.ports`),
+      /^COMPOSE_PROJECT_NAME=myapp-app-login$/m,
+    );
     await Deno.writeTextFile(
       `${login}/compose.yaml`,
       [
@@ -431,6 +437,9 @@ Deno.test({
     ) {
       assert.ok(config.stdout.includes(line), `${line} in:\n${config.stdout}`);
     }
+    // The env file is out of git: the worktree can be removed.
+    await Deno.remove(`${login}/compose.yaml`);
+    await git(repo.root, "worktree", "remove", login);
   },
 });
 

@@ -48,25 +48,48 @@ Deno.test("the README's config example is a valid config", async () => {
   assert.deepEqual(Object.keys(config.ports), ["cloud_port", "web_port", "db_port"]);
 });
 
-Deno.test("cli allocate from a post-checkout hook gives each new worktree its ports", async () => {
-  // The hook allocates by the committed config, whose ports are picked for this test.
-  await using repo = await TempRepo.create({ config: pickPorts(["web", "api"]).config() });
-  const cli = `${ROOT}cli.ts`;
-  // The hook the README shows, with this checkout's cli.ts in place of the installed command.
-  const hook = `#!/bin/sh
-# $1 is the previous HEAD: all zeros when "git worktree add" creates the worktree.
-if [ "$1" = "0000000000000000000000000000000000000000" ]; then
-  '${Deno.execPath()}' run ${
-    CLI_FLAGS.map((flag) => `'${flag}'`).join(" ")
-  } '${cli}' allocate >/dev/null
-fi
-`;
-  await Deno.writeTextFile(`${repo.root}/.git/hooks/post-checkout`, hook, { mode: 0o755 });
-  const [a, b] = await repo.addWorktrees("wt", 2);
-  assert.equal(slotOf(await readJson(`${a}/.worktree-ports.json`)), 1);
-  assert.equal(slotOf(await readJson(`${b}/.worktree-ports.json`)), 2);
-  assert.equal(await git(b, "status", "--porcelain"), "");
-});
+testWhere(
+  { tools: ["sh"] },
+  "cli allocate from the README's post-checkout hook gives each new worktree its ports, and the hook lets git go on where the tool is not installed",
+  async () => {
+    // The hook allocates by the committed config, whose ports are picked for this test.
+    await using repo = await TempRepo.create({ config: pickPorts(["web", "api"]).config() });
+    const readme = await Deno.readTextFile(`${ROOT}README.md`);
+    const hook =
+      /```sh\n {0,3}(#!\/bin\/sh\n {0,3}# \.git\/hooks\/post-checkout[\s\S]*?\n) {0,3}```/
+        .exec(readme)?.[1].replace(/^ {3}/gm, "");
+    assert.ok(hook, "the README shows the hook");
+    await Deno.writeTextFile(`${repo.root}/.git/hooks/post-checkout`, hook, { mode: 0o755 });
+    // Without the tool on PATH, git worktree add still works, and nothing is allocated.
+    const bare = await repo.addWorktree("without");
+    await assert.rejects(Deno.stat(`${bare}/.worktree-ports.json`), Deno.errors.NotFound);
+    // With it: "worktree-ports" runs this checkout's cli.ts.
+    const bin = `${repo.base}/bin`;
+    await Deno.mkdir(bin);
+    await Deno.writeTextFile(
+      `${bin}/worktree-ports`,
+      `#!/bin/sh\nexec '${Deno.execPath()}' run ${
+        CLI_FLAGS.map((flag) => `'${flag}'`).join(" ")
+      } '${ROOT}cli.ts' "$@"\n`,
+      { mode: 0o755 },
+    );
+    const path = `${bin}:${(await run("sh", ["-c", 'printf %s "$PATH"'])).stdout}`;
+    for (const name of ["wt0", "wt1"]) {
+      const added = await run(
+        "git",
+        ["worktree", "add", "-q", "--detach", `${repo.base}/${name}`],
+        {
+          cwd: repo.root,
+          env: { PATH: path },
+        },
+      );
+      assert.equal(added.code, 0, added.stderr);
+    }
+    assert.equal(slotOf(await readJson(`${repo.base}/wt0/.worktree-ports.json`)), 1);
+    assert.equal(slotOf(await readJson(`${repo.base}/wt1/.worktree-ports.json`)), 2);
+    assert.equal(await git(`${repo.base}/wt1`, "status", "--porcelain"), "");
+  },
+);
 
 Deno.test("cli flags everywhere match the permission set in deno.json", async () => {
   const flags = permissionSetFlags();
@@ -84,7 +107,7 @@ Deno.test("cli flags everywhere match the permission set in deno.json", async ()
   // Printed and shown, the net flag is quoted, so that it pastes into zsh.
   assert.match(help.stdout, / --allow-net='127\.0\.0\.1,\[::1\],0\.0\.0\.0,\[::\]'[ \n]/);
   const readme = await Deno.readTextFile(`${ROOT}README.md`);
-  const install = /deno install -g -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
+  const install = /deno install -g -f -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
   assert.deepEqual(
     install.replace("\\\n", " ").split(/\s+/).filter(Boolean).map((flag) =>
       flag.replaceAll("'", "")
@@ -234,7 +257,8 @@ testWhere(
     await using repo = await TempRepo.create();
     const [a] = await repo.addWorktrees("wt", 1);
     const readme = await Deno.readTextFile(`${ROOT}README.md`);
-    const line = /deno install -g -f -n worktree-ports ([^\n]*\\\n[^\n]*) jsr:/.exec(readme)![1];
+    const line = /deno install -g -f -n worktree-ports (--allow-run [^\n]*\\\n[^\n]*) jsr:/
+      .exec(readme)![1];
     const flags = line.replace("\\\n", " ").split(/\s+/).filter(Boolean)
       .map((flag) => flag.replaceAll("'", ""));
     assert.ok(flags.includes("--allow-run"), line);
