@@ -28,13 +28,16 @@
  *   Object.assign(console, { log, error });
  * }
  * assert.match(printed[0], /^\d+\.\d+\.\d+/);
- * assert.equal(printed[1], 'error: Unknown command "no-such-command"');
+ * assert.equal(
+ *   printed[1],
+ *   'error: Unknown command "no-such-command"; "worktree-ports --help" lists the commands',
+ * );
  * ```
  *
  * @module
  */
 
-import { parseCommandArgs, UsageError } from "./src/cli/args.ts";
+import { parseCommandArgs, unknownWord, UsageError } from "./src/cli/args.ts";
 import { run as runAllocate } from "./src/cli/commands/allocate.ts";
 import {
   ALLOCATE_PERMISSIONS,
@@ -369,7 +372,7 @@ export async function main(args: string[]): Promise<number> {
       const [topic, ...extra] = rest;
       if (extra.length > 0) throw new UsageError(`Unexpected argument "${extra[0]}"`);
       if (topic !== undefined && !Object.hasOwn(COMMANDS, topic)) {
-        throw new UsageError(`Unknown command "${topic}"`);
+        throw unknownWord("command", topic, Object.keys(COMMANDS));
       }
       console.log(topic === undefined ? usage() : commandUsage(topic));
       return 0;
@@ -379,9 +382,9 @@ export async function main(args: string[]): Promise<number> {
       return 0;
     }
     if (!Object.hasOwn(COMMANDS, command)) {
-      throw new UsageError(
-        command.startsWith("-") ? `Unknown option "${command}"` : `Unknown command "${command}"`,
-      );
+      throw command.startsWith("-")
+        ? unknownWord("option", command, ["--help", "--version"])
+        : unknownWord("command", command, [...Object.keys(COMMANDS), "help"]);
     }
     const { values, positionals } = parseCommandArgs(command, COMMANDS[command], rest);
     if (values.help) {
@@ -406,7 +409,7 @@ export async function main(args: string[]): Promise<number> {
     // other command-line tools do.
     if (error instanceof Deno.errors.BrokenPipe) return 0;
     console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
-    if (error instanceof UsageError) {
+    if (error instanceof UsageError && !error.brief) {
       console.error(`\n${error.command === undefined ? usage() : commandUsage(error.command)}`);
     }
     return exitCodeOf(error);

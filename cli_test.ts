@@ -179,18 +179,27 @@ Deno.test("cli rejects bad input with a clear error and changes nothing", async 
       flags?: string[];
       env?: Record<string, string>;
     }[] = [
+      // A mistyped word is one line, with the nearest valid one, never the whole help.
       {
-        name: "unknown command",
+        name: "mistyped command",
         args: ["alocate"],
         code: 2,
-        stderr: /Unknown command "alocate"\n\nworktree-ports: [\s\S]*Commands:\n {2}allocate/,
+        stderr:
+          /^error: Unknown command "alocate" \(did you mean "allocate"\?\); "worktree-ports --help" lists the commands\n$/,
       },
       {
-        name: "unknown flag",
+        name: "mistyped flag",
+        args: ["allocate", "--ouptut", "x"],
+        code: 2,
+        stderr:
+          /^error: Unknown option "--ouptut" for "allocate" \(did you mean "--output"\?\); "worktree-ports allocate --help" lists its options\n$/,
+      },
+      {
+        name: "unknown flag, nothing near it",
         args: ["allocate", "--colour"],
         code: 2,
         stderr:
-          /Unknown option "--colour" for "allocate"\n\nUsage: worktree-ports allocate [\s\S]*--lock-timeout/,
+          /^error: Unknown option "--colour" for "allocate"; "worktree-ports allocate --help" lists its options\n$/,
       },
       {
         name: "flag without value",
@@ -1108,7 +1117,10 @@ Deno.test("cli help [COMMAND] prints what --help prints, and each command's perm
     }
     const unknown = await runCli(repo.root, ["help", "nope"]);
     assert.equal(unknown.code, 2);
-    assert.match(unknown.stderr, /^error: Unknown command "nope"\n/);
+    assert.equal(
+      unknown.stderr,
+      `error: Unknown command "nope"; "worktree-ports --help" lists the commands\n`,
+    );
   });
   await t.step(
     "check --help names what --fix needs, completions --help that it needs none",

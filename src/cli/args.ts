@@ -4,19 +4,46 @@
 import type { AllocateOptions } from "../allocate.ts";
 import { quoted } from "../errors.ts";
 import type { CommandSpec, Values } from "./spec.ts";
+import { nearest } from "./suggest.ts";
 
 /**
  * A mistake in how the command was called: exit code 2, followed by the help
- * of the command it names, or the general help when it names none.
+ * of the command it names, or the general help when it names none; a brief
+ * one (a mistyped word) is one line alone.
  */
 export class UsageError extends Error {
   /** The command whose help applies. */
   readonly command: string | undefined;
-  constructor(message: string, command?: string) {
+  /** The message says all there is: print it alone, with no help text after it. */
+  readonly brief: boolean;
+  constructor(message: string, command?: string, brief = false) {
     super(message);
     this.name = "UsageError";
     this.command = command;
+    this.brief = brief;
   }
+}
+
+/**
+ * A word that is no command or no option of a command: one line, naming the
+ * nearest valid one when there is one, and where the valid ones are listed.
+ */
+export function unknownWord(
+  what: string,
+  word: string,
+  candidates: readonly string[],
+  command?: string,
+): UsageError {
+  const near = nearest(word, candidates);
+  const help = command === undefined
+    ? `"worktree-ports --help" lists the commands`
+    : `"worktree-ports ${command} --help" lists its options`;
+  return new UsageError(
+    `Unknown ${what} ${quoted(word)}${command === undefined ? "" : ` for "${command}"`}` +
+      `${near === undefined ? "" : ` (did you mean "${near}"?)`}; ${help}`,
+    command,
+    true,
+  );
 }
 
 /** Reads the arguments after a command name by its entry in the table. */
@@ -48,10 +75,10 @@ export function parseCommandArgs(
       : Object.keys(spec.options).find((key) => `-${spec.options[key].short}` === flag);
     const option = name === undefined ? undefined : spec.options[name];
     if (name === undefined || option === undefined) {
-      throw new UsageError(
-        `Unknown option ${quoted(flag)} for "${command}"`,
-        command,
+      const flags = Object.entries(spec.options).flatMap(([key, { short }]) =>
+        flag.startsWith("--") || short === undefined ? [`--${key}`] : [`-${short}`]
       );
+      throw unknownWord("option", flag, flags, command);
     }
     if (option.type === "boolean") {
       if (equals !== -1) {
