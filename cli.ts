@@ -397,7 +397,7 @@ export async function main(args: string[]): Promise<number> {
       console.error(
         "error: " + missingPermissionMessage(
           requiredFlags(missing),
-          `"${command}" needs ${requiredFlags(needed)}`,
+          `for "${command}"; "worktree-ports help ${command}" lists all it needs`,
           installFlags(command),
         ),
       );

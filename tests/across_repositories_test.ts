@@ -472,7 +472,7 @@ Deno.test("cli check needs --allow-env only to read the machine-wide index", asy
     assert.equal(result.code, 2);
     assert.match(
       result.stderr,
-      /^error: Missing permission: run again with --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA \("check" needs /,
+      /^error: Missing permission: run again with --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA \(for "check"; /,
     );
   });
 });

@@ -38,16 +38,28 @@ export function installFlags(command: string): string {
 }
 
 /**
- * What to do about missing permissions. An installed or compiled command
- * cannot be given flags: it has to be installed or compiled again with them.
+ * What to do about missing permissions, in one line, or two for a command
+ * run from JSR: one installed from there cannot be given flags, and has to
+ * be installed again with them. A compiled one has to be compiled again.
+ *
+ * @param missing The flags to add.
+ * @param why What needs them, in a few words.
+ * @param install Every flag of the command, for reinstalling it.
+ * @param mainModule Where the running program came from.
  */
-export function missingPermissionMessage(missing: string, needs: string, install: string): string {
+export function missingPermissionMessage(
+  missing: string,
+  why: string,
+  install: string,
+  mainModule: string = Deno.mainModule,
+): string {
   if (Deno.build.standalone) {
-    return `Missing permission: this compiled worktree-ports lacks ${missing} (${needs}); ` +
+    return `Missing permission: this compiled worktree-ports lacks ${missing} (${why}); ` +
       `compile it again with "deno compile ${install} ${INSTALL_MODULE}"`;
   }
-  return `Missing permission: run again with ${missing} (${needs}); ` +
-    `an installed worktree-ports takes no flags: reinstall it with ` +
+  const line = `Missing permission: run again with ${missing} (${why})`;
+  if (!mainModule.startsWith("https://jsr.io/")) return line;
+  return `${line}\n  installed with "deno install"? It takes no flags: reinstall it with ` +
     `${INSTALL_COMMAND} ${install} ${INSTALL_MODULE}`;
 }
 

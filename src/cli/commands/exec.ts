@@ -5,13 +5,7 @@ import { runWithPorts } from "../../exec.ts";
 import { refusedLoaderVariables } from "../../git.ts";
 import { UsageError } from "../args.ts";
 import { loadReportingAllocation } from "../bundle_notice.ts";
-import {
-  ALLOCATE_PERMISSIONS,
-  installFlags,
-  isMissingProgram,
-  missingPermissionMessage,
-  requiredFlags,
-} from "../permissions.ts";
+import { installFlags, isMissingProgram, missingPermissionMessage } from "../permissions.ts";
 import { printWarning } from "../print.ts";
 import type { Values } from "../spec.ts";
 
@@ -25,7 +19,7 @@ export async function run(values: Values, positionals: string[]): Promise<number
     console.error(
       "error: " + missingPermissionMessage(
         `--allow-run=git,${command} (or --allow-run)`,
-        `"exec" needs ${requiredFlags(ALLOCATE_PERMISSIONS)} and permission to run the command`,
+        `"exec" runs the command`,
         installFlags("exec"),
       ),
     );

@@ -4,7 +4,13 @@
 import { readStanding } from "../../current_bundle.ts";
 import { quoted } from "../../errors.ts";
 import { loadReportingAllocation } from "../bundle_notice.ts";
-import { ALLOCATE_PERMISSIONS, missingPermissions, requiredFlags } from "../permissions.ts";
+import {
+  ALLOCATE_PERMISSIONS,
+  installFlags,
+  missingPermissionMessage,
+  missingPermissions,
+  requiredFlags,
+} from "../permissions.ts";
 import { printWarning, writeStdout } from "../print.ts";
 import type { Values } from "../spec.ts";
 
@@ -25,12 +31,15 @@ export async function run(values: Values, positionals: string[]): Promise<number
     const missing = await missingPermissions(ALLOCATE_PERMISSIONS);
     if (missing.length > 0) {
       console.error(
-        `error: Missing permission: run again with ${requiredFlags(missing)} ("show" rewrites ` +
-          `"${path}", ${
+        "error: " + missingPermissionMessage(
+          requiredFlags(missing),
+          `"show" rewrites "${path}", ${
             standing.state === "moved"
               ? "which names a path that is no worktree now"
               : "which the config has changed under"
-          }, and needs ${requiredFlags(ALLOCATE_PERMISSIONS)} for that)`,
+          }, as "allocate" would`,
+          installFlags("show"),
+        ),
       );
       return 2;
     }
