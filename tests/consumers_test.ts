@@ -228,13 +228,22 @@ testWhere(
     assert.deepEqual(await complete("worktree-ports", "env", "--format", "p"), ["powershell"]);
     assert.deepEqual(await complete("worktree-ports", "completions", "z"), ["zsh"]);
     assert.ok((await complete("worktree-ports", "exec", "bas")).includes("bash"));
+    // The command after exec, after "--" and after exec's options, as sudo's.
+    assert.ok((await complete("worktree-ports", "exec", "--", "bas")).includes("bash"));
+    assert.ok(
+      (await complete("worktree-ports", "exec", "--config", "f.json", "bas")).includes("bash"),
+    );
+    assert.deepEqual(await complete("worktree-ports", "exec", "--lock"), ["--lock-timeout"]);
+    assert.deepEqual(await complete("worktree-ports", "he"), ["help"]);
+    assert.deepEqual(await complete("worktree-ports", "help", "al"), ["allocate"]);
   },
 );
 
 Deno.test({
-  name: `cli completions zsh registers and completes in zsh${
-    hasZsh ? "" : " (skipped: zsh is not installed)"
-  }`,
+  name:
+    `cli completions zsh registers and completes commands, the command after exec and help in zsh${
+      hasZsh ? "" : " (skipped: zsh is not installed)"
+    }`,
   ignore: !hasZsh,
   fn: () =>
     withCompletionScript("zsh", async (file) => {
@@ -256,11 +265,19 @@ Deno.test({
         '  print -r -- "timed out waiting for $1 in: $seen"; return 1',
         "}",
         `zpty -w z 'PS1="> "; autoload -U compinit; compinit -u -D; source ${file}; ` +
-        `worktree-ports() { print -r -- "ARGS:$*"; }; print RE""ADY'`,
+        `worktree-ports() { print -r -- "ARGS:$*"; }; zzuniquecmd() { }; print RE""ADY'`,
         "await '*READY*' || exit 1",
         "zpty -w z $'worktree-ports allo\\t'",
         "await '*ARGS:allocate*' || exit 1",
+        // The command after exec, with "--" and without; then help.
+        "zpty -w z $'worktree-ports exec -- zzuniq\\t'",
+        "await '*ARGS:exec -- zzuniquecmd*' || exit 1",
+        "zpty -w z $'worktree-ports exec --scope repository zzuniq\\t'",
+        "await '*ARGS:exec --scope repository zzuniquecmd*' || exit 1",
+        "zpty -w z $'worktree-ports he\\t'",
+        "await '*ARGS:help*' || exit 1",
         "zpty -d z",
+        "[[ $seen != *'bad math'* ]] || { print -r -- \"zsh complained: $seen\"; exit 1 }",
       ].join("\n");
       const result = await run("zsh", ["-f", "-c", driver]);
       assert.equal(result.code, 0, result.stdout + result.stderr);
@@ -268,19 +285,34 @@ Deno.test({
 });
 
 Deno.test({
-  name: `cli completions fish completes in fish${
+  name: `cli completions fish completes commands, values, the command after exec and help in fish${
     hasFish ? "" : " (skipped: fish is not installed)"
   }`,
   ignore: !hasFish,
   fn: () =>
     withCompletionScript("fish", async (file) => {
-      const result = await run("fish", [
-        "-c",
-        `source ${file}; complete -C'worktree-ports al'; complete -C'worktree-ports env --format '`,
+      const complete = async (line: string) => {
+        const result = await run("fish", [
+          "-c",
+          `source ${file}; function zzuniquecmd; end; complete -C${JSON.stringify(line)}`,
+        ]);
+        assert.equal(result.code, 0, result.stderr);
+        return result.stdout.trim().split("\n");
+      };
+      assert.deepEqual(await complete("worktree-ports al"), [
+        "allocate\tGive this worktree its bundle of ports, write it to the port file and print it",
       ]);
-      assert.equal(result.code, 0, result.stderr);
-      const lines = result.stdout.trim().split("\n").map((line) => line.split("\t")[0]);
-      assert.deepEqual(lines, ["allocate", "dotenv", "fish", "json", "powershell", "shell"]);
+      // Each value alone, not beside the option's long description.
+      assert.deepEqual(await complete("worktree-ports env --format "), [
+        "dotenv",
+        "fish",
+        "json",
+        "powershell",
+        "shell",
+      ]);
+      assert.deepEqual(await complete("worktree-ports exec -- zzuniq"), ["zzuniquecmd"]);
+      assert.deepEqual(await complete("worktree-ports exec zzuniq"), ["zzuniquecmd"]);
+      assert.match((await complete("worktree-ports he")).join("\n"), /^help\t/m);
     }),
 });
 
