@@ -2679,3 +2679,29 @@ Deno.test("cli allocate refuses an env_file inside another worktree, as it refus
   assert.match(result.stderr, /it is inside the worktree ".*\/nested", not this one/);
   assert.deepEqual(await snapshot(repo.base), before);
 });
+
+Deno.test("cli allocate --force that moves the worktree says from which slot to which, and why", async () => {
+  const ports = pickPorts(["web", "api"]);
+  await using repo = await TempRepo.create({ config: ports.config() });
+  const [a] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  {
+    // Its own service is not what holds the port: --force chooses afresh, probing.
+    using _listener = Deno.listen({ hostname: "127.0.0.1", port: ports.at(1).web });
+    const moved = await runCli(a, ["allocate", "--force"]);
+    assert.equal(moved.code, 0, moved.stderr);
+    assert.equal(
+      moved.stderr,
+      `warning: --force moved this worktree from slot 1 to slot 2: port ${ports.at(1).web} ` +
+        `("web") of slot 1 is in use\n`,
+    );
+    // Staying put says nothing.
+    const stayed = await runCli(a, ["allocate", "--force"]);
+    assert.equal(stayed.stderr, "");
+  }
+  const back = await runCli(a, ["allocate", "--force"]);
+  assert.equal(
+    back.stderr,
+    "warning: --force moved this worktree from slot 2 to slot 1, the lowest slot free now\n",
+  );
+});

@@ -479,6 +479,11 @@ export async function allocateSlot(
     probe: options.probe,
   });
   warnLostMovedSlot(current, target, choice.slot, warnings);
+  if (options.force && current !== undefined && current.slot !== choice.slot) {
+    warnings.push(
+      await forcedMove(config, current.slot, choice.slot, reserved, options.probe),
+    );
+  }
   const allocation: Omit<Allocation, "timings"> = {
     slot: choice.slot,
     bundle: renderBundle(config, choice.slot, { worktree: target.worktree }),
@@ -523,6 +528,36 @@ export async function allocateSlot(
   // After the port file, which is what reserves the ports: an env file is a copy of it.
   if (envText !== undefined && !options.dryRun) writeEnvFiles(envFiles, envText);
   return allocation;
+}
+
+/** Why `--force` moved a worktree, and from which slot to which. */
+async function forcedMove(
+  config: PortsConfig,
+  from: number,
+  to: number,
+  reserved: Pick<ReadonlySet<number>, "has">,
+  probe: PortProbe,
+): Promise<string> {
+  const moved = `--force moved this worktree from slot ${from} to slot ${to}`;
+  if (to < from) return `${moved}, the lowest slot free now`;
+  if (from > config.slots) return `${moved}: slot ${from} is beyond "slots" (${config.slots})`;
+  for (const [key, port] of Object.entries(portsForSlot(config, from))) {
+    if (reserved.has(port)) {
+      return `${moved}: port ${port} ("${key}") of slot ${from} is another worktree's`;
+    }
+    if (BROWSER_BLOCKED_PORTS.has(port)) {
+      return `${moved}: browsers refuse port ${port} ("${key}") of slot ${from}`;
+    }
+  }
+  for (const [key, port] of Object.entries(portsForSlot(config, from))) {
+    const status = await probePort(probe, port);
+    if (status !== "free") {
+      return `${moved}: port ${port} ("${key}") of slot ${from} is ${
+        status === "in-use" ? "in use" : "refused by the operating system"
+      }`;
+    }
+  }
+  return moved;
 }
 
 /**
