@@ -880,7 +880,10 @@ Deno.test("cli release --all-stale lists worktrees whose directory is gone and r
   const before = await snapshot(repo.base);
   const result = await runCli(a, ["release", "--all-stale"]);
   assert.equal(result.code, 0, result.stderr);
-  assert.match(result.stdout, /^1 stale worktree\(s\).*reserve no ports already.*\n {2}.*wt1\n$/);
+  assert.match(
+    result.stdout,
+    /^1 stale worktree, whose directory is gone, reserves no ports already.*\n {2}.*wt1\n$/,
+  );
   assert.deepEqual(await snapshot(repo.base), before);
 });
 
@@ -2345,7 +2348,7 @@ Deno.test("cli reads a .bare layout's folder as the bare repository and works in
   );
   const check = await runCli(project, ["check"]);
   assert.equal(check.code, 0, check.stderr);
-  assert.equal(check.stdout, "ok: 1 worktrees, no shared ports\n");
+  assert.equal(check.stdout, "ok: 1 worktree, no shared ports\n");
   const allocate = await runCli(project, ["allocate", ...ports.args]);
   assert.equal(allocate.code, 2);
   assert.match(allocate.stderr, /is a bare repository, which has no files/);

@@ -2,7 +2,7 @@
 // table they are given.
 
 import { UsageError } from "./args.ts";
-import type { CommandSpec, Commands, Completion } from "./spec.ts";
+import type { Commands, CommandSpec, Completion } from "./spec.ts";
 
 /** What completions need of a command: `help` has no entry in the table, and completes too. */
 type Completing = Readonly<Record<string, Pick<CommandSpec, "summary" | "options" | "arguments">>>;
@@ -61,12 +61,11 @@ function bashCompletion(commands: Completing): string {
     `    ${name}) words="${Object.keys(spec.options).map((option) => `--${option}`).join(" ")}" ;;`
   );
   const positionals = Object.entries(commands).flatMap(([name, spec]) =>
-    spec.arguments === undefined
-      ? []
-      : spec.arguments === "command"
-      ? [`[[ \${COMP_WORDS[1]} == ${name} ]] && _worktree_ports_command_at ${
-        valueOptions(spec)
-      }; then
+    spec.arguments === undefined ? [] : spec.arguments === "command"
+      ? [
+        `[[ \${COMP_WORDS[1]} == ${name} ]] && _worktree_ports_command_at ${
+          valueOptions(spec)
+        }; then
     # The command and its arguments complete as that command's own do.
     if declare -F _command_offset >/dev/null; then
       _command_offset $at
@@ -75,7 +74,8 @@ function bashCompletion(commands: Completing): string {
     else
       COMPREPLY=($(compgen -f -- "$cur"))
     fi
-    return`]
+    return`,
+      ]
       : [`[[ \${COMP_WORDS[1]} == ${name} && $COMP_CWORD -eq 2 ]]; then
     words="${spec.arguments.complete.join(" ")}"`]
   );
@@ -145,8 +145,12 @@ function zshCompletion(commands: Completing): string {
       while (( at < CURRENT )); do
         case \${words[at]} in
           --) (( at++ )); break ;;
-${skips.length > 0 ? `          ${skips.join("|")}) (( at += 2 )) ;;
-` : ""}          -*) (( at++ )) ;;
+${
+        skips.length > 0
+          ? `          ${skips.join("|")}) (( at += 2 )) ;;
+`
+          : ""
+      }          -*) (( at++ )) ;;
           *) break ;;
         esac
       done

@@ -51,7 +51,8 @@ export async function run(values: Values): Promise<number> {
   const problems = problemsOf(statuses);
   for (const problem of problems) writeStdout(problem + "\n");
   if (problems.length === 0) {
-    writeStdout(`ok: ${statuses.length} worktrees, no shared ports\n`);
+    const count = `${statuses.length} worktree${statuses.length === 1 ? "" : "s"}`;
+    writeStdout(`ok: ${count}, no shared ports\n`);
     return 0;
   }
   const acrossRepositories = !values.all &&

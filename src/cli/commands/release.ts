@@ -14,7 +14,11 @@ export async function run(values: Values): Promise<number> {
       return 0;
     }
     writeStdout(
-      `${stale.length} stale worktree(s), whose directory is gone, reserve no ports already; ` +
+      `${stale.length} stale worktree${
+        stale.length === 1
+          ? ", whose directory is gone, reserves"
+          : "s, whose directories are gone, reserve"
+      } no ports already; ` +
         `nothing to release ("git worktree prune" forgets them):\n` +
         stale.map((worktree) => `  ${worktree.path}\n`).join(""),
     );
