@@ -1511,7 +1511,7 @@ const onLinux = Deno.build.os === "linux";
 
 Deno.test({
   name:
-    `cli allocate warns once when the config's ports lie in the ephemeral range, and check reports it${
+    `cli allocate warns once per config when its ports lie in the ephemeral range, and check reports it${
       onLinux ? "" : " (skipped: not Linux)"
     }`,
   ignore: !onLinux,
@@ -1533,9 +1533,18 @@ Deno.test({
     const lines = result.stderr.trimEnd().split("\n");
     assert.equal(lines.length, 1, result.stderr);
     assert.match(lines[0], expected);
+    assert.match(lines[0], /see "Configuration" in the README\)$/);
+    // Said once for the config: the next worktree's allocation is quiet.
+    const [b] = await repo.addWorktrees("next", 1);
+    const quiet = await runCli(b, ["allocate", ...ports.args]);
+    assert.deepEqual([quiet.code, quiet.stderr], [0, ""]);
+    // A changed config is warned about again.
+    const changed = await runCli(b, ["allocate", ...ports.args, "--slots", "4"]);
+    assert.match(changed.stderr, /^warning: Ports of this config lie in the ephemeral range/);
 
     const check = await runCli(a, ["check", ...ports.args]);
-    assert.deepEqual([check.code, check.stdout], [0, "ok: 2 worktrees, no shared ports\n"]);
+    assert.deepEqual([check.code, check.stdout], [0, "ok: 3 worktrees, no shared ports\n"]);
+    // check says it every time: it is asked.
     assert.match(check.stderr, expected);
   },
 });

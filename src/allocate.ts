@@ -40,6 +40,7 @@ import {
 } from "./repository.ts";
 import { scanCurrentReservations, withOtherRepositories } from "./reservations.ts";
 import { BROWSER_BLOCKED_PORTS, configWarnings } from "./usable_ports.ts";
+import { unwarned } from "./warned.ts";
 import type { Worktree } from "./worktree_list.ts";
 
 /**
@@ -227,7 +228,11 @@ export async function allocateIn(
     env,
   );
   const { config, inside } = plan;
-  allocation.warnings.push(...configWarnings(config));
+  // Said once for a config: every new worktree would repeat them otherwise.
+  const warnings = configWarnings(config);
+  allocation.warnings.push(
+    ...(options.dryRun ? warnings : unwarned(repository.commonDir, warnings)),
+  );
   warnMovedOffBlocked(previous, repository.root, allocation.slot, allocation.warnings);
   const ownBefore = previous.state === "read" &&
     !isForeign(previous, repository.root, repository);

@@ -172,9 +172,10 @@ export function configWarnings(
     ].filter(Boolean).join(" or ");
     warnings.push(
       `Ports of this config lie in the ephemeral range ${range.low}-${range.high} ` +
-        `(from ${range.source}): ${inside.join(", ")}. The operating system gives these ports ` +
-        `to outgoing connections, so one can be taken at any moment and a server fails with ` +
-        `"address in use"${outside ? ` (choose base ports ${outside})` : ""}`,
+        `(from ${range.source}): ${inside.join(", ")}. Outgoing connections take ports from ` +
+        `it, so a server there can find its port taken${
+          outside ? `; choose base ports ${outside}` : ""
+        } (see "Configuration" in the README)`,
     );
   }
   return warnings;
