@@ -1619,21 +1619,38 @@ Deno.test("cli slots --json lists slot 0 to slots, with templates filled and hol
   await t.step("table", async () => {
     const result = await runCli(a, ["slots", "--slots", "2"]);
     assert.equal(result.code, 0, result.stderr);
-    const bundles = [0, 1, 2].map((slot) =>
-      `web=${web(slot)} redirect=http://localhost:${web(slot)}/oauth`
-    );
-    // The column is as wide as its widest bundle.
-    const width = Math.max(...bundles.map((bundle) => bundle.length));
-    assert.equal(
-      result.stdout,
-      [
-        `SLOT  STATE    ${"BUNDLE".padEnd(width)}  NOTE`,
-        `0     free     ${bundles[0].padEnd(width)}  the main worktree's`,
-        `1     held     ${bundles[1].padEnd(width)}  ${a} (this worktree)`,
-        `2     blocked  ${bundles[2].padEnd(width)}  browsers refuse ${web(2)}`,
-        "",
-      ].join("\n"),
-    );
+    const items = (
+      slot: number,
+    ) => [`web=${web(slot)}`, `redirect=http://localhost:${web(slot)}/oauth`];
+    const notes = ["the main worktree's", `${a} (this worktree)`, `browsers refuse ${web(2)}`];
+    const states = ["free", "held", "blocked"];
+    const lines = result.stdout.split("\n").slice(0, -1);
+    assert.match(lines[0], /^SLOT {2}STATE {4}BUNDLE +NOTE$/);
+    // Each slot: its first line has the slot, state, first bundle items and note; its
+    // other items wrap onto lines of their own under the bundle column.
+    const bundleAt = lines[0].indexOf("BUNDLE");
+    const noteAt = lines[0].indexOf("NOTE");
+    const rows: string[][] = [];
+    for (const line of lines.slice(1)) {
+      if (line.startsWith(" ")) rows.at(-1)!.push(line.slice(bundleAt).trim());
+      else rows.push([line]);
+    }
+    assert.equal(rows.length, 3, result.stdout);
+    rows.forEach(([first, ...rest], slot) => {
+      assert.equal(
+        first.slice(0, bundleAt).trim().split(/\s+/).join(" "),
+        `${slot} ${states[slot]}`,
+      );
+      assert.equal(first.slice(noteAt), notes[slot]);
+      const bundle = [first.slice(bundleAt, noteAt).trim(), ...rest].join(" ").split(" ");
+      assert.deepEqual(bundle, items(slot));
+    });
+    // Within 100 columns, unless the other columns leave the bundle no room
+    // for more than one item to a line.
+    for (const line of lines) {
+      const cell = line.slice(bundleAt, line.startsWith(" ") ? undefined : noteAt).trim();
+      assert.ok(line.length <= 100 || !cell.includes(" "), `${line.length} columns: ${line}`);
+    }
   });
   await t.step("needs no write permission, and changes nothing", async () => {
     const before = await snapshot(repo.base);
@@ -2716,4 +2733,20 @@ Deno.test("cli allocate --force that moves the worktree says from which slot to 
     back.stderr,
     "warning: --force moved this worktree from slot 2 to slot 1, the lowest slot free now\n",
   );
+});
+
+Deno.test("cli slots shows a held slot as its holder's file has it, branch and name included", async () => {
+  const ports = pickPorts(["web"]);
+  await using repo = await TempRepo.create({
+    config: { ...ports.config(), templates: { project: "app-{name}-{slug}" }, slots: 2 },
+  });
+  const login = `${repo.base}/login`;
+  await git(repo.root, "worktree", "add", "-q", "-b", "Feature/Login", login);
+  assert.equal((await runCli(login, ["allocate"])).code, 0);
+  const result = await runCli(login, ["slots", "--json"]);
+  assert.equal(result.code, 0, result.stderr);
+  const [free, held] = JSON.parse(result.stdout);
+  assert.deepEqual(held.bundle, { web: ports.at(1).web, project: "app-login-feature-login" });
+  // A free slot has no worktree to name: its templates render without one.
+  assert.deepEqual(free.bundle, { web: ports.at(0).web, project: "app--slot-0" });
 });

@@ -4,8 +4,8 @@ import { portsForSlot, renderBundle } from "./bundle.ts";
 import { type ConfigOverrides, loadConfig } from "./config.ts";
 import { type Environment, environmentOf } from "./environment.ts";
 import { MachineSession } from "./machine_index.ts";
-import { PORT_FILE_NAME } from "./names.ts";
-import { relativeInside } from "./paths.ts";
+import { META_KEY, PORT_FILE_NAME } from "./names.ts";
+import { joinPath, relativeInside } from "./paths.ts";
 import { type PortFilePathOptions, readPortFile, realPortFilePath } from "./port_file.ts";
 import { probePort } from "./probe.ts";
 import { openWorktree, type Repository } from "./repository.ts";
@@ -107,6 +107,27 @@ export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInf
   const warnings = [...machine.warnings];
   const holders = heldPorts(repository, ownPath, inside, machine, warnings);
   for (const warning of warnings) options.onWarning?.(warning);
+  // A held slot shows what its holder's file says, which names its own
+  // worktree and branch: rendered here, its templates would name none.
+  const fileOf = new Map(machine.entries.map((entry) => [entry.worktree, entry.path]));
+  for (const worktree of repository.worktrees) {
+    fileOf.set(
+      worktree.path,
+      worktree === repository.current ? ownPath : joinPath(worktree.path, inside),
+    );
+  }
+  const heldBundle = (held: readonly string[], ports: readonly number[]) => {
+    for (const holder of held) {
+      const file = readPortFile(fileOf.get(holder) ?? "");
+      if (file.state !== "read" || !ports.some((port) => file.ports.includes(port))) continue;
+      return Object.fromEntries(
+        Object.entries(file.data).filter((entry): entry is [string, number | string] =>
+          entry[0] !== META_KEY && (typeof entry[1] === "number" || typeof entry[1] === "string")
+        ),
+      );
+    }
+    return undefined;
+  };
   const slots: SlotInfo[] = [];
   for (let slot = 0; slot <= config.slots; slot++) {
     const ports = Object.values(portsForSlot(config, slot));
@@ -132,7 +153,7 @@ export async function listSlots(options: ListSlotsOptions = {}): Promise<SlotInf
         : busy.length > 0
         ? "in-use"
         : "free",
-      bundle: renderBundle(config, slot),
+      bundle: heldBundle(held, ports) ?? renderBundle(config, slot),
       holders: held,
       current: held.includes(repository.current.path),
       blocked,

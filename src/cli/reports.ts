@@ -98,22 +98,55 @@ function noteOf(status: WorktreeStatus): string {
   }
 }
 
+/** How wide the slots table may grow before its bundles wrap. */
+const TABLE_WIDTH = 100;
+
 export function formatSlots(slots: readonly SlotInfo[]): string {
   const value = (value: number | string) =>
     typeof value === "string" && /[\s"]|^$/.test(value) ? JSON.stringify(value) : String(value);
-  const rows = slots.map((info) => [
-    String(info.slot),
-    info.state,
-    Object.entries(info.bundle).map(([key, v]) => `${key}=${printable(value(v))}`).join(" "),
-    slotNote(info),
-  ]);
-  const header = ["SLOT", "STATE", "BUNDLE", "NOTE"];
-  const widths = header.map((title, column) =>
-    Math.max(title.length, ...rows.map((row) => row[column].length))
+  const rows = slots.map((info) =>
+    [
+      String(info.slot),
+      info.state,
+      Object.entries(info.bundle).map(([key, v]) => `${key}=${printable(value(v))}`),
+      slotNote(info),
+    ] as const
   );
-  return [header, ...rows].map((cells) =>
-    cells.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd() + "\n"
-  ).join("");
+  const header = ["SLOT", "STATE", "BUNDLE", "NOTE"];
+  const slotWidth = Math.max(4, ...rows.map((row) => row[0].length));
+  const stateWidth = Math.max(5, ...rows.map((row) => row[1].length));
+  const noteWidth = Math.max(4, ...rows.map((row) => row[3].length));
+  // The bundle column takes what the others leave of the width, and its
+  // items wrap onto lines of their own past it.
+  const room = Math.max(20, TABLE_WIDTH - slotWidth - stateWidth - noteWidth - 6);
+  const wrapped = rows.map(([slot, state, items, note]) => {
+    const lines: string[] = [];
+    for (const item of items) {
+      const last = lines.at(-1);
+      if (last !== undefined && last.length + 1 + item.length <= room) {
+        lines[lines.length - 1] = `${last} ${item}`;
+      } else {
+        lines.push(item);
+      }
+    }
+    return { slot, state, lines: lines.length === 0 ? [""] : lines, note };
+  });
+  const bundleWidth = Math.max(6, ...wrapped.flatMap((row) => row.lines.map((l) => l.length)));
+  const line = (cells: readonly string[]) =>
+    [
+      cells[0].padEnd(slotWidth),
+      cells[1].padEnd(stateWidth),
+      cells[2].padEnd(bundleWidth),
+      cells[3],
+    ]
+      .join("  ").trimEnd() + "\n";
+  return line(header) +
+    wrapped.map(({ slot, state, lines, note }) =>
+      lines.map((text, index) =>
+        index === 0 ? line([slot, state, text, note]) : line(["", "", text, ""])
+      )
+        .join("")
+    ).join("");
 }
 
 function slotNote(info: SlotInfo): string {
