@@ -463,11 +463,40 @@ function checkSlotPorts(
     }
   });
   if (first) {
+    const fixes = [
+      first.slot > 1 ? `lower "slots" to ${first.slot - 1}` : undefined,
+      workingStride(config) === undefined ? undefined : `make "stride" ${workingStride(config)}`,
+    ].filter(Boolean);
     fail(
-      `port "${first.low}" at slot ${first.slot} and port "${first.high}" at slot 0 both land on ${first.port} (change "stride" or a base port so the ranges do not overlap)`,
+      `port "${first.low}" at slot ${first.slot} and port "${first.high}" at slot 0 both land on ${first.port} (${
+        fixes.length > 0 ? `${fixes.join(", or ")}, or change a base port` : `change a base port`
+      } so that the ranges do not overlap)`,
       [first.low, first.high],
     );
   }
+}
+
+/**
+ * The stride nearest to the config's (the smaller one first, when two are as
+ * near) with which no two ports of any slots meet and none passes 65535.
+ */
+function workingStride(config: PortsConfig): number | undefined {
+  const bases = Object.values(config.ports);
+  const fits = (stride: number) =>
+    bases.every((base) => base + config.slots * stride <= MAX_PORT) &&
+    bases.every((a, index) =>
+      bases.slice(index + 1).every((b) => {
+        const distance = Math.abs(a - b);
+        return distance % stride !== 0 || distance / stride > config.slots;
+      })
+    );
+  for (let step = 1; step < MAX_PORT; step++) {
+    for (const stride of [config.stride - step, config.stride + step]) {
+      if (stride >= 1 && stride <= MAX_PORT && fits(stride)) return stride;
+    }
+    if (config.stride - step < 1 && config.stride + step > MAX_PORT) break;
+  }
+  return undefined;
 }
 
 /** Options for {@linkcode loadConfig}. */

@@ -84,6 +84,11 @@ Deno.test("parseConfig() rejects each invalid config with a message naming the p
       /port "web_port" at slot 50 and port "cloud_port" at slot 0 both land on 8000/,
     ],
     [
+      "two ranges that overlap, with the slots and the stride that would not",
+      { ports: { web: 34000, api: 35000 } },
+      /port "web" at slot 10 and port "api" at slot 0 both land on 35000 \(lower "slots" to 9, or make "stride" 99, or change a base port so that the ranges do not overlap\)/,
+    ],
+    [
       "two keys with the same base",
       { ports: { a: 3000, b: 3000 } },
       /port "b" at slot 0 and port "a" at slot 0 both land on 3000/,
