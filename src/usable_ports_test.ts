@@ -56,7 +56,7 @@ Deno.test("configWarnings() names each key's ports inside the ephemeral range, o
         stride: 10,
         slots: 5,
       },
-      /range 32768-60999 \(from a test\): "web" 40000 to 40050 \(slots 0 to 5\), "api" 41000 to 41050 \(slots 0 to 5\)\..* \(choose base ports below 32768 or above 60999\)$/,
+      /range 32768-60999 \(from a test\): "web" 40000 to 40050 \(slots 0 to 5\), "api" 41000 to 41050 \(slots 0 to 5\)\..*; choose base ports below 32768 or above 60999 \(see "Configuration" in the README\)$/,
     ],
     ["slots that climb into it", {
       ports: { web: 32700 },
@@ -84,7 +84,10 @@ Deno.test("configWarnings() names each key's ports inside the ephemeral range, o
     const [warning] = configWarnings(parseConfig({ ports: { web: 50000 }, slots: 2 }), {
       ephemeralRange: { low: 49152, high: 65535, source: "macOS's default" },
     });
-    assert.match(warning, /\(from macOS's default\).*\(choose base ports below 49152\)$/);
+    assert.match(
+      warning,
+      /\(from macOS's default\).*; choose base ports below 49152 \(see "Configuration" in the README\)$/,
+    );
   });
 });
 
