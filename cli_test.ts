@@ -2649,6 +2649,20 @@ Deno.test("cli allocate refuses an env_file that would replace a file it did not
   await Deno.writeTextFile(`${a}/.env.local`, "");
   assert.equal((await runCli(a, ["allocate"])).code, 0);
   assert.match(await Deno.readTextFile(`${a}/.env.local`), /^# Written by worktree-ports/);
+  // One put there later: check names it, and does not send the user to
+  // check --fix, which cannot move it either.
+  await Deno.writeTextFile(`${a}/.env.local`, "SECRET=keep me\n");
+  const check = await runCli(a, ["check"]);
+  assert.equal(check.code, 1);
+  assert.equal(
+    check.stdout,
+    `outdated: env file "${a}/.env.local" is a file this tool did not write (remove it, or name ` +
+      `another file in "env_file")\n`,
+  );
+  assert.equal(check.stderr, "");
+  const fix = await runCli(a, ["check", "--fix"]);
+  assert.equal(fix.code, 2);
+  assert.equal(await Deno.readTextFile(`${a}/.env.local`), "SECRET=keep me\n");
 });
 
 Deno.test("cli allocate fails, changing nothing, when an env_file cannot hold a value exactly", async () => {

@@ -49,6 +49,9 @@ export function envFileText(bundle: Record<string, unknown>, file: EnvFile): str
 /** Why a file at an env file's path is someone else's, when it could be read. */
 export const NOT_WRITTEN_HERE = "this tool did not write it";
 
+/** How `check` describes an env file that is someone else's; `check --fix` cannot repair it. */
+export const FOREIGN_ENV_FILE = "is a file this tool did not write";
+
 /** What is at an env file's path now. */
 export type EnvFileState =
   | { state: "missing" | "empty" }

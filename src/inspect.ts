@@ -4,6 +4,7 @@ import type { ConfigOverrides, LoadConfigOptions } from "./config.ts";
 import {
   envFilesOf,
   envFileText,
+  FOREIGN_ENV_FILE,
   NOT_WRITTEN_HERE,
   readEnvFile,
   staleEnvFiles,
@@ -367,7 +368,7 @@ function staleEnvFileOf(
     ? `env file "${stale.path}" is missing`
     : found.state === "foreign"
     ? `env file "${stale.path}" ${
-      found.reason === NOT_WRITTEN_HERE ? "is a file this tool did not write" : found.reason
+      found.reason === NOT_WRITTEN_HERE ? FOREIGN_ENV_FILE : found.reason
     } (remove it, or name another file in "env_file")`
     : `env file "${stale.path}" does not hold the port file's bundle`;
 }

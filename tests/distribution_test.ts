@@ -41,11 +41,17 @@ const compiled: { binary: string; dir: string } | { reason: string } = await (as
   return { reason };
 })();
 
-Deno.test("the README's config example is a valid config", async () => {
+Deno.test("every config the README shows is a valid config", async () => {
   const readme = await Deno.readTextFile(`${ROOT}README.md`);
   const example = /## Configuration[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)![1];
   const config = parseConfig(JSON.parse(example));
   assert.deepEqual(Object.keys(config.ports), ["cloud_port", "web_port", "db_port"]);
+  // Every JSON block with "ports", indented in a list or not.
+  const blocks = [...readme.matchAll(/^( *)```json\n([\s\S]*?)^ *```/gm)]
+    .map(([, indent, text]) => text.replaceAll(new RegExp(`^${indent}`, "gm"), ""))
+    .filter((text) => text.includes('"ports"'));
+  assert.ok(blocks.length >= 3, `${blocks.length} configs found`);
+  for (const text of blocks) parseConfig(JSON.parse(text));
 });
 
 testWhere(

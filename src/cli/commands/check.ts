@@ -1,6 +1,7 @@
 // check: exits 1 on shared ports or bad port files; with --fix, fixes them.
 
 import { loadConfig } from "../../config.ts";
+import { FOREIGN_ENV_FILE } from "../../env_file.ts";
 import { fixMachine, fixWorktrees } from "../../fix.ts";
 import { machineIndexHome } from "../../index_home.ts";
 import { inspectMachine, inspectWorktrees } from "../../inspect.ts";
@@ -59,7 +60,14 @@ export async function run(values: Values): Promise<number> {
     statuses.some((status) =>
       status.conflicts.some((conflict) => conflict.repository !== undefined)
     );
-  if (!values.fix || acrossRepositories) {
+  // A file at an env file's path that this tool did not write is never
+  // replaced: only its owner can move it out of the way.
+  const fixable = statuses.some((status) =>
+    status.conflicts.length > 0 ||
+    (["foreign", "unreadable", "invalid", "outdated"].includes(status.state) &&
+      !(status.detail?.includes(FOREIGN_ENV_FILE) ?? false))
+  );
+  if ((!values.fix || acrossRepositories) && fixable) {
     console.error(
       `run "worktree-ports check --fix${
         acrossRepositories || values.all ? " --all" : ""
