@@ -2723,6 +2723,29 @@ Deno.test("cli allocate refuses an env_file inside another worktree, as it refus
   assert.deepEqual(await snapshot(repo.base), before);
 });
 
+testWhere(
+  { unix: "symbolic links, which Windows makes only with privileges" },
+  "cli allocate refuses an env_file that a symbolic link leads out of the worktree",
+  async () => {
+    const ports = pickPorts(["web"]);
+    await using repo = await TempRepo.create({
+      config: { ...ports.config(), env_file: "link/app.env" },
+    });
+    const [a] = await repo.addWorktrees("wt", 1);
+    await Deno.mkdir(`${repo.base}/outside`);
+    await Deno.symlink(`${repo.base}/outside`, `${a}/link`);
+    const before = await snapshot(repo.base);
+    const result = await runCli(a, ["allocate"]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.equal(
+      result.stderr,
+      `error: Cannot write the env file "${a}/link/app.env": a symbolic link on its way leads ` +
+        `out of the worktree, to "${repo.base}/outside" (name a file inside it)\n`,
+    );
+    assert.deepEqual(await snapshot(repo.base), before);
+  },
+);
+
 Deno.test("cli allocate --force that moves the worktree says from which slot to which, and why", async () => {
   const ports = pickPorts(["web", "api"]);
   await using repo = await TempRepo.create({ config: ports.config() });

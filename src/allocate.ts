@@ -12,7 +12,7 @@ import {
 } from "./env_file.ts";
 import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { listPorts, quoted, WorktreePortsError } from "./errors.ts";
-import { removeStaleTemporaryFiles, writeFileAtomic } from "./files.ts";
+import { realPathOfNearest, removeStaleTemporaryFiles, writeFileAtomic } from "./files.ts";
 import { excludeFromGit, excludePatterns, warnIfTracked } from "./git_ignore.ts";
 import { keepCopy, keptCopyPath } from "./kept_copy.ts";
 import { lockRepository } from "./lock.ts";
@@ -291,6 +291,15 @@ async function planAllocation(
       );
     }
     await assertOwnOutput(repository, file.path, file.inside);
+    // The config keeps it inside the worktree; a symbolic link on the way must too.
+    const folder = realPathOfNearest(parentOf(file.path));
+    if (folder !== repository.root && relativeInside(repository.root, folder) === undefined) {
+      throw new WorktreePortsError(
+        "INVALID_OUTPUT",
+        `Cannot write the env file "${file.path}": a symbolic link on its way leads out of the ` +
+          `worktree, to "${folder}" (name a file inside it)`,
+      );
+    }
     assertNotDirectory(file.path);
   }
   assertEnvFilesReplaceable(envFiles);
