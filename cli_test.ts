@@ -2719,30 +2719,46 @@ Deno.test("cli allocate refuses an env_file inside another worktree, as it refus
   const before = await snapshot(repo.base);
   const result = await runCli(repo.root, ["allocate"]);
   assert.equal(result.code, 2, result.stderr);
-  assert.match(result.stderr, /it is inside the worktree ".*\/nested", not this one/);
+  assert.equal(
+    result.stderr,
+    `error: Cannot write the env file "${repo.root}/nested/.env.ports" that the config's ` +
+      `"env_file" names: it is inside "${repo.root}/nested", a worktree or repository of its own\n`,
+  );
   assert.deepEqual(await snapshot(repo.base), before);
 });
 
 testWhere(
   { unix: "symbolic links, which Windows makes only with privileges" },
-  "cli allocate refuses an env_file that a symbolic link leads out of the worktree",
+  "cli allocate, check --fix and release never write or remove an env file a symbolic link leads out of the worktree",
   async () => {
     const ports = pickPorts(["web"]);
-    await using repo = await TempRepo.create({
-      config: { ...ports.config(), env_file: "link/app.env" },
-    });
+    await using repo = await TempRepo.create({ config: ports.config() });
     const [a] = await repo.addWorktrees("wt", 1);
+    assert.equal((await runCli(a, ["allocate"])).code, 0);
+    // Then the config names an env file behind a link to a folder outside.
+    await writeJson(`${a}/worktree-ports.config.json`, {
+      ...ports.config(),
+      env_file: "link/app.env",
+    });
     await Deno.mkdir(`${repo.base}/outside`);
     await Deno.symlink(`${repo.base}/outside`, `${a}/link`);
+    // One that looks like this tool's, which release must not take for its own.
+    const planted = "# Written by worktree-ports from this worktree's port file; do not edit " +
+      "(it is rewritten)\nWEB=1\n";
+    await Deno.writeTextFile(`${repo.base}/outside/app.env`, planted);
     const before = await snapshot(repo.base);
-    const result = await runCli(a, ["allocate"]);
-    assert.equal(result.code, 2, result.stderr);
-    assert.equal(
-      result.stderr,
-      `error: Cannot write the env file "${a}/link/app.env": a symbolic link on its way leads ` +
-        `out of the worktree, to "${repo.base}/outside" (name a file inside it)\n`,
-    );
+    const refusal =
+      `Cannot write the env file "${a}/link/app.env" that the config's "env_file" names: a ` +
+      `symbolic link on its way leads out of the worktree, to "${repo.base}/outside"`;
+    const allocated = await runCli(a, ["allocate"]);
+    assert.deepEqual([allocated.code, allocated.stderr], [2, `error: ${refusal}\n`]);
+    const check = await runCli(a, ["check"]);
+    assert.deepEqual([check.code, check.stdout, check.stderr], [1, `outdated: ${refusal}\n`, ""]);
+    assert.equal((await runCli(a, ["check", "--fix"])).code, 2);
     assert.deepEqual(await snapshot(repo.base), before);
+    const released = await runCli(a, ["release"]);
+    assert.equal(released.stdout, `released "${a}/.worktree-ports.json"\n`);
+    assert.equal(await Deno.readTextFile(`${repo.base}/outside/app.env`), planted);
   },
 );
 
@@ -2787,3 +2803,85 @@ Deno.test("cli slots shows a held slot as its holder's file has it, branch and n
   // A free slot has no worktree to name: its templates render without one.
   assert.deepEqual(free.bundle, { web: ports.at(0).web, project: "app--slot-0" });
 });
+
+testWhere(
+  { unix: "symbolic links, which Windows makes only with privileges" },
+  "cli allocate writes env files where git sees them, never over a link or the port file, and nothing when a name is too long",
+  async (t) => {
+    const ports = pickPorts(["web"]);
+    await using repo = await TempRepo.create({ config: ports.config() });
+    const [a] = await repo.addWorktrees("wt", 1);
+    assert.equal((await runCli(a, ["allocate"])).code, 0);
+    const portFile = await Deno.readTextFile(`${a}/.worktree-ports.json`);
+    const envFile = (name: string) =>
+      writeJson(`${a}/worktree-ports.config.json`, { ...ports.config(), env_file: name });
+    await t.step(
+      "through a folder link inside the worktree: its real path is kept out of git",
+      async () => {
+        await Deno.mkdir(`${a}/conf`);
+        await Deno.symlink("conf", `${a}/conflink`);
+        await envFile("conflink/app.env");
+        assert.equal((await runCli(a, ["allocate"])).code, 0);
+        assert.match(await Deno.readTextFile(`${a}/conf/app.env`), /^# Written by worktree-ports/);
+        assert.equal(
+          await git(a, "status", "--porcelain", "--untracked-files=all"),
+          " M worktree-ports.config.json\n?? conflink\n",
+        );
+        await Deno.remove(`${a}/conflink`);
+        await Deno.remove(`${a}/conf`, { recursive: true });
+      },
+    );
+    await t.step("a link that leads to the port file is refused", async () => {
+      await Deno.symlink(".", `${a}/here`);
+      await envFile("here/.worktree-ports.json");
+      const result = await runCli(a, ["allocate"]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, /names: it is the port file\n$/);
+      assert.equal(await Deno.readTextFile(`${a}/.worktree-ports.json`), portFile);
+      await Deno.remove(`${a}/here`);
+    });
+    await t.step("a symbolic link at the path is someone's, and never replaced", async () => {
+      await Deno.writeTextFile(`${repo.base}/elsewhere.env`, "");
+      await Deno.symlink(`${repo.base}/elsewhere.env`, `${a}/.env.ports`);
+      await envFile(".env.ports");
+      const result = await runCli(a, ["allocate"]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, /names: it is a symbolic link, and writing would replace it/);
+      assert.ok((await Deno.lstat(`${a}/.env.ports`)).isSymlink);
+      await Deno.remove(`${a}/.env.ports`);
+    });
+    await t.step("a temporary file a killed run left is removed", async () => {
+      await Deno.writeTextFile(`${a}/.env.ports.99999-abcdefgh.tmp`, "half");
+      assert.equal((await runCli(a, ["allocate"])).code, 0);
+      await assert.rejects(Deno.stat(`${a}/.env.ports.99999-abcdefgh.tmp`), Deno.errors.NotFound);
+    });
+    await t.step("an output outside the worktree leaves its env files alone", async () => {
+      const envText = await Deno.readTextFile(`${a}/.env.ports`);
+      const preview = await runCli(a, ["allocate", "--output", `${repo.base}/preview.json`]);
+      assert.equal(preview.code, 0, preview.stderr);
+      assert.equal(await Deno.readTextFile(`${a}/.env.ports`), envText);
+      const released = await runCli(a, ["release", "--output", `${repo.base}/preview.json`]);
+      assert.equal(released.stdout, `released "${repo.base}/preview.json"\n`);
+      assert.equal(await Deno.readTextFile(`${a}/.env.ports`), envText);
+    });
+    await t.step(
+      "an env file whose name leaves no room for its temporary file changes nothing",
+      async () => {
+        // A name the system takes, but not with the temporary file's suffix.
+        await writeJson(`${a}/worktree-ports.config.json`, {
+          ports: { ...ports.config().ports, extra: ports.at(0).web + 1 },
+          stride: ports.config().stride,
+          env_file: "e".repeat(240),
+        });
+        const before = await snapshot(repo.base);
+        const result = await runCli(a, ["allocate"]);
+        assert.equal(result.code, 2, result.stderr);
+        assert.match(
+          result.stderr,
+          /^error: Cannot write the env file ".*\/e{240}" that the config's "env_file" names: its name is longer than 230 bytes/,
+        );
+        assert.deepEqual(await snapshot(repo.base), before);
+      },
+    );
+  },
+);

@@ -4,15 +4,17 @@ import { portsForSlot, renderBundle } from "./bundle.ts";
 import { chooseSlot } from "./choose_slot.ts";
 import { type ConfigOverrides, loadConfig, type PortsConfig } from "./config.ts";
 import {
+  abandonEnvFiles,
   assertEnvFilesReplaceable,
+  commitEnvFiles,
   type EnvFile,
-  envFilesOf,
   envFileText,
-  writeEnvFiles,
+  placeEnvFiles,
+  stageEnvFiles,
 } from "./env_file.ts";
 import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { listPorts, quoted, WorktreePortsError } from "./errors.ts";
-import { realPathOfNearest, removeStaleTemporaryFiles, writeFileAtomic } from "./files.ts";
+import { removeStaleTemporaryFiles, writeFileAtomic } from "./files.ts";
 import { excludeFromGit, excludePatterns, warnIfTracked } from "./git_ignore.ts";
 import { keepCopy, keptCopyPath } from "./kept_copy.ts";
 import { lockRepository } from "./lock.ts";
@@ -282,22 +284,16 @@ async function planAllocation(
   const keptCopy = !repository.primary && inside === PORT_FILE_NAME
     ? keptCopyPath(repository.root, knownGitDirs(repository))
     : undefined;
-  const envFiles = envFilesOf(repository.root, config.envFiles);
+  // Env files go with the worktree's own port file, not with one written
+  // elsewhere (a preview outside every worktree).
+  const envFiles = inside === undefined
+    ? []
+    : placeEnvFiles(repository.root, config.envFiles, path);
   for (const file of envFiles) {
     if (file.path === path) {
       throw new WorktreePortsError(
         "INVALID_OUTPUT",
         `Cannot write "${path}": the config's "env_file" names it too (choose another output path)`,
-      );
-    }
-    await assertOwnOutput(repository, file.path, file.inside);
-    // The config keeps it inside the worktree; a symbolic link on the way must too.
-    const folder = realPathOfNearest(parentOf(file.path));
-    if (folder !== repository.root && relativeInside(repository.root, folder) === undefined) {
-      throw new WorktreePortsError(
-        "INVALID_OUTPUT",
-        `Cannot write the env file "${file.path}": a symbolic link on its way leads out of the ` +
-          `worktree, to "${folder}" (name a file inside it)`,
       );
     }
     assertNotDirectory(file.path);
@@ -528,19 +524,27 @@ export async function allocateSlot(
   // Called whether or not the file changes: a file kept as it was may still
   // lack what a failed run did not finish (the ignore rules).
   if (!options.dryRun) options.beforeWrite?.(allocation);
+  // Staged after the ignore rules, so that a process killed now leaves nothing
+  // git shows, and before the port file, so that what fails, fails first.
+  const staged = envText === undefined || options.dryRun ? [] : stageEnvFiles(envFiles, envText);
   if (
     !options.dryRun && (own.state !== "read" || JSON.stringify(own.data, null, 2) + "\n" !== text)
   ) {
     if (own.state === "read") warnDroppedKeys(own.data, allocation, warnings);
-    if (options.makeParent) Deno.mkdirSync(parentOf(target.path), { recursive: true });
-    writeFileAtomic(target.path, text);
+    try {
+      if (options.makeParent) Deno.mkdirSync(parentOf(target.path), { recursive: true });
+      writeFileAtomic(target.path, text);
+    } catch (error) {
+      abandonEnvFiles(staged);
+      throw error;
+    }
     allocation.written = true;
   }
   if (target.keptCopy !== undefined && !options.dryRun) {
     keepCopy(target.keptCopy, text, allocation.written, warnings);
   }
   // After the port file, which is what reserves the ports: an env file is a copy of it.
-  if (envText !== undefined && !options.dryRun) writeEnvFiles(envFiles, envText);
+  commitEnvFiles(staged);
   return allocation;
 }
 

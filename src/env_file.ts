@@ -3,8 +3,18 @@
 
 import { bundleEnv, formatEnv } from "./env.ts";
 import { clip, WorktreePortsError } from "./errors.ts";
-import { fileProblemOf, readRegularTextFile, writeFileAtomic } from "./files.ts";
-import { joinPath, parentOf } from "./paths.ts";
+import {
+  fileInfo,
+  fileProblemOf,
+  pathExists,
+  readRegularTextFile,
+  realPathOfNearest,
+  removeStaleTemporaryFiles,
+  renameOver,
+  temporaryFileOf,
+} from "./files.ts";
+import { CONFIG_FILE_NAME } from "./names.ts";
+import { baseName, comparablePath, joinPath, parentOf, relativeInside } from "./paths.ts";
 
 /**
  * The first line of every env file this tool writes. A file that starts
@@ -13,15 +23,67 @@ import { joinPath, parentOf } from "./paths.ts";
 export const ENV_FILE_HEADER =
   "# Written by worktree-ports from this worktree's port file; do not edit (it is rewritten)";
 
+/** The longest name an env file may have: 255 bytes less its temporary file's suffix. */
+const MAX_NAME_BYTES = 230;
+
 /** An env file of a worktree: where it is, and its path from the worktree root. */
 export interface EnvFile {
   path: string;
   inside: string;
 }
 
-/** The env files a config names, for the worktree at `root`. */
+/** The env files a config names, for the worktree at `root`, as the config spells them. */
 export function envFilesOf(root: string, names: readonly string[] | undefined): EnvFile[] {
   return (names ?? []).map((inside) => ({ path: joinPath(root, inside), inside }));
+}
+
+/**
+ * Where a worktree's env files really go: each folder by its real path, which
+ * must be the worktree root (`root`, a real path) or inside it, and neither in
+ * git's directory nor in a worktree or repository nested in this one; the
+ * file may not be the port file or the config. Each comes back spelled by its
+ * real path, which is what git sees and what its ignore rule must name.
+ *
+ * @throws {WorktreePortsError} With code `INVALID_OUTPUT`, naming the file and why.
+ */
+export function placeEnvFiles(
+  root: string,
+  names: readonly string[] | undefined,
+  portFile: string,
+): EnvFile[] {
+  const port = comparablePath(realPathOfNearest(portFile));
+  return envFilesOf(root, names).map((file) => {
+    const refuse = (why: string): never => {
+      throw new WorktreePortsError(
+        "INVALID_OUTPUT",
+        `Cannot write the env file "${file.path}" that the config's "env_file" names: ${why}`,
+      );
+    };
+    const folder = realPathOfNearest(parentOf(file.path));
+    const within = folder === root ? "" : relativeInside(root, folder);
+    if (within === undefined) {
+      refuse(`a symbolic link on its way leads out of the worktree, to "${folder}"`);
+    }
+    if (/^\.git(\/|\\|$)/i.test(within!)) refuse("it is inside git's own directory");
+    for (let dir = folder; dir !== root && dir !== parentOf(dir); dir = parentOf(dir)) {
+      if (pathExists(joinPath(dir, ".git"))) {
+        refuse(`it is inside "${dir}", a worktree or repository of its own`);
+      }
+    }
+    const name = baseName(file.path);
+    // File systems take 255 bytes to a name, and the temporary file beside
+    // it adds ".<pid>-<random>.tmp".
+    if (new TextEncoder().encode(name).length > MAX_NAME_BYTES) {
+      refuse(
+        `its name is longer than ${MAX_NAME_BYTES} bytes, which leaves no room for the ` +
+          `temporary file written beside it`,
+      );
+    }
+    const placed = { path: joinPath(folder, name), inside: within ? `${within}/${name}` : name };
+    if (comparablePath(placed.path) === port) refuse("it is the port file");
+    if (placed.inside === CONFIG_FILE_NAME) refuse("it is the config");
+    return placed;
+  });
 }
 
 /**
@@ -49,6 +111,9 @@ export function envFileText(bundle: Record<string, unknown>, file: EnvFile): str
 /** Why a file at an env file's path is someone else's, when it could be read. */
 export const NOT_WRITTEN_HERE = "this tool did not write it";
 
+/** How every refusal to write an env file starts; `check --fix` cannot repair one. */
+export const UNWRITABLE_ENV_FILE = "Cannot write the env file";
+
 /** How `check` describes an env file that is someone else's; `check --fix` cannot repair it. */
 export const FOREIGN_ENV_FILE = "is a file this tool did not write";
 
@@ -60,6 +125,8 @@ export type EnvFileState =
 
 /** Reads what is at an env file's path: nothing, a file this tool wrote, or someone else's. */
 export function readEnvFile(path: string): EnvFileState {
+  // A link is someone's way of putting the file elsewhere: never followed, never replaced.
+  if (fileInfo(path, true)?.isSymlink) return { state: "foreign", reason: "it is a symbolic link" };
   let text: string;
   try {
     text = readRegularTextFile(path);
@@ -95,21 +162,73 @@ export function assertEnvFilesReplaceable(files: readonly EnvFile[]): void {
   }
 }
 
+/** An env file written to its temporary file, to be put in place. */
+export interface StagedEnvFile {
+  path: string;
+  temp: string;
+}
+
 /**
- * Writes each env file whose text differs from `text`; returns whether any
- * was written. The caller holds the lock and has checked that none is
- * someone else's.
+ * Writes, beside each env file whose text differs from `text`, a temporary
+ * file holding it, so that whatever can fail (a folder that cannot be made, a
+ * name too long, a full disk) fails before the port file is written. The
+ * caller holds the lock, has checked that none is someone else's, and puts
+ * them in place with {@linkcode commitEnvFiles} once the port file is written.
+ *
+ * @throws {Error} Naming the env file; no temporary file is left.
  */
-export function writeEnvFiles(files: readonly EnvFile[], text: string): boolean {
-  let written = false;
+export function stageEnvFiles(files: readonly EnvFile[], text: string): StagedEnvFile[] {
+  const staged: StagedEnvFile[] = [];
   for (const file of files) {
+    removeStaleTemporaryFiles(file.path);
     const found = readEnvFile(file.path);
     if (found.state === "ours" && found.text === text) continue;
-    Deno.mkdirSync(parentOf(file.path), { recursive: true });
-    writeFileAtomic(file.path, text);
-    written = true;
+    const temp = temporaryFileOf(file.path);
+    try {
+      Deno.mkdirSync(parentOf(file.path), { recursive: true });
+      Deno.writeTextFileSync(temp, text, { createNew: true });
+    } catch (error) {
+      abandonEnvFiles(staged);
+      try {
+        Deno.removeSync(temp);
+      } catch {
+        // It was never created.
+      }
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      throw new Error(
+        `Cannot write the env file "${file.path}": ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    staged.push({ path: file.path, temp });
   }
-  return written;
+  return staged;
+}
+
+/** Puts staged env files in place. */
+export function commitEnvFiles(staged: readonly StagedEnvFile[]): void {
+  for (const { path, temp } of staged) {
+    try {
+      renameOver(temp, path);
+    } catch (error) {
+      abandonEnvFiles(staged);
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      throw new Error(`Cannot write the env file "${path}": ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+}
+
+/** Removes the temporary files of staged env files that were not put in place. */
+export function abandonEnvFiles(staged: readonly StagedEnvFile[]): void {
+  for (const { temp } of staged) {
+    try {
+      Deno.removeSync(temp);
+    } catch {
+      // Already put in place, or never there.
+    }
+  }
 }
 
 /** The env files that are missing or differ from `text`. */
@@ -120,10 +239,11 @@ export function staleEnvFiles(files: readonly EnvFile[], text: string): EnvFile[
   });
 }
 
-/** Removes the env files this tool wrote; returns those removed. */
+/** Removes the env files this tool wrote, and their stale temporary files; returns those removed. */
 export function removeEnvFiles(files: readonly EnvFile[]): string[] {
   const removed: string[] = [];
   for (const file of files) {
+    removeStaleTemporaryFiles(file.path);
     if (readEnvFile(file.path).state !== "ours") continue;
     try {
       Deno.removeSync(file.path);

@@ -102,8 +102,7 @@ export function realPathOr(path: string): string {
  * ```
  */
 export function writeFileAtomic(path: string, text: string): void {
-  // Unique per process and call; Web Crypto would cost a cold process milliseconds to load.
-  const temp = `${path}.${Deno.pid}-${Math.random().toString(36).slice(2, 10)}.tmp`;
+  const temp = temporaryFileOf(path);
   try {
     Deno.writeTextFileSync(temp, text, { createNew: true });
     renameOver(temp, path);
@@ -153,6 +152,12 @@ export function renameOver(from: string, to: string, options: RenameOverOptions 
 function isHeldOpen(error: unknown): boolean {
   return error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.Busy ||
     /\(os error (5|32|33)\)/.test((error as Error)?.message ?? "");
+}
+
+/** A new temporary file's name beside `path`, unique per process and call. */
+export function temporaryFileOf(path: string): string {
+  // Web Crypto would cost a cold process milliseconds to load.
+  return `${path}.${Deno.pid}-${Math.random().toString(36).slice(2, 10)}.tmp`;
 }
 
 /** A temporary file of {@linkcode writeFileAtomic} for `name`: `<name>.<pid>-<random>.tmp`. */

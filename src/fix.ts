@@ -3,7 +3,7 @@
 import { allocateSlot, warnDroppedKeys } from "./allocate.ts";
 import { portsForSlot } from "./bundle.ts";
 import { type ConfigOverrides, loadConfig } from "./config.ts";
-import { assertEnvFilesReplaceable, envFilesOf } from "./env_file.ts";
+import { assertEnvFilesReplaceable, type EnvFile, placeEnvFiles } from "./env_file.ts";
 import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { realPathOr } from "./files.ts";
 import { gitDirsOf } from "./git_dirs.ts";
@@ -160,10 +160,18 @@ async function fixStatuses(
 
   // A file that cannot be written changes nothing, rather than leaving the
   // index with ports that no file holds.
+  // The env files of each worktree to repair, checked before any is written:
+  // where they go, and that none is someone else's.
+  const envFilesOfMover = new Map<WorktreeStatus, EnvFile[]>();
   for (const status of movers.keys()) {
     assertNotDirectory(status.file);
     const root = realPathOr(status.path);
-    assertEnvFilesReplaceable(envFilesOf(root, loadConfig(root, options).envFiles));
+    const envFiles = relativeInside(root, realPathOr(status.file)) === undefined
+      ? []
+      : placeEnvFiles(root, loadConfig(root, options).envFiles, status.file);
+    for (const file of envFiles) assertNotDirectory(file.path);
+    assertEnvFilesReplaceable(envFiles);
+    envFilesOfMover.set(status, envFiles);
   }
   const reserved = new Set<number>(machine.holders.keys());
   // What each repository's worktrees keep: a main worktree leaves slot 0
@@ -195,7 +203,7 @@ async function fixStatuses(
     // An outdated or invalid file keeps its slot unless the ports its config gives it now collide.
     const outdated = reason === "outdated" || reason === "invalid";
     const old = readPortFile(status.file);
-    const envFiles = envFilesOf(root, config.envFiles);
+    const envFiles = envFilesOfMover.get(status) ?? [];
     const allocation = await allocateSlot(
       { root, path: status.file, primary: status.primary, keptCopy, worktree: status, envFiles },
       config,

@@ -2,10 +2,11 @@
 
 import type { ConfigOverrides, LoadConfigOptions } from "./config.ts";
 import {
-  envFilesOf,
+  type EnvFile,
   envFileText,
   FOREIGN_ENV_FILE,
   NOT_WRITTEN_HERE,
+  placeEnvFiles,
   readEnvFile,
   staleEnvFiles,
 } from "./env_file.ts";
@@ -341,6 +342,7 @@ export type InspectedStatus = WorktreeStatus & { reserved: number[] };
  */
 function staleEnvFileOf(
   root: string,
+  portFile: string,
   data: Record<string, unknown>,
   options: LoadConfigOptions,
 ): string | undefined {
@@ -351,7 +353,17 @@ function staleEnvFileOf(
     if (error instanceof WorktreePortsError) return undefined;
     throw error;
   }
-  const files = envFilesOf(root, config?.envFiles);
+  if (config?.envFiles === undefined || relativeInside(root, portFile) === undefined) {
+    return undefined;
+  }
+  let files: EnvFile[];
+  try {
+    files = placeEnvFiles(realPathOr(root), config.envFiles, portFile);
+  } catch (error) {
+    // One allocate refuses to write, which check --fix cannot write either.
+    if (error instanceof WorktreePortsError) return error.message;
+    throw error;
+  }
   if (files.length === 0) return undefined;
   let text: string;
   try {
@@ -439,7 +451,8 @@ export async function inspectRepository(
     ) {
       return { ...status, state: "outdated" as const, reserved: file.ports };
     }
-    const staleEnvFile = file.meta && staleEnvFileOf(worktree.path, file.data, options);
+    const staleEnvFile = file.meta &&
+      staleEnvFileOf(worktree.path, status.file, file.data, options);
     if (staleEnvFile) {
       return { ...status, state: "outdated" as const, detail: staleEnvFile, reserved: file.ports };
     }

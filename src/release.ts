@@ -1,7 +1,7 @@
 // Releasing a worktree's port file.
 
 import { loadConfig } from "./config.ts";
-import { envFilesOf, removeEnvFiles } from "./env_file.ts";
+import { type EnvFile, placeEnvFiles, removeEnvFiles } from "./env_file.ts";
 import { type Environment, environmentOf } from "./environment.ts";
 import { WorktreePortsError } from "./errors.ts";
 import { removeStaleTemporaryFiles } from "./files.ts";
@@ -9,7 +9,7 @@ import { dropKeptCopy } from "./kept_copy.ts";
 import { lockRepository } from "./lock.ts";
 import { PORT_FILE_NAME } from "./names.ts";
 import { assertNotDirectory } from "./output.ts";
-import { joinPath } from "./paths.ts";
+import { joinPath, relativeInside } from "./paths.ts";
 import { type PortFilePathOptions, realPortFilePath } from "./port_file.ts";
 import { assertStillWorktree, currentListing, openWorktree } from "./repository.ts";
 
@@ -73,5 +73,15 @@ export async function releasePorts(options: ReleaseOptions = {}): Promise<Releas
     if (!(error instanceof Deno.errors.NotFound)) throw error;
     released = false;
   }
-  return { path, released, envFiles: removeEnvFiles(envFilesOf(repository.root, envFileNames)) };
+  // Only where allocate writes them: with the worktree's own port file, and
+  // nowhere a link leads out of the worktree.
+  let envFiles: EnvFile[] = [];
+  if (relativeInside(repository.root, path) !== undefined) {
+    try {
+      envFiles = placeEnvFiles(repository.root, envFileNames, path);
+    } catch (error) {
+      if (!(error instanceof WorktreePortsError)) throw error;
+    }
+  }
+  return { path, released, envFiles: removeEnvFiles(envFiles) };
 }
