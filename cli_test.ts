@@ -2885,3 +2885,42 @@ testWhere(
     );
   },
 );
+
+Deno.test("cli allocate warns when an env_file is tracked by git, or its ignore rule hides another worktree's own file", async (t) => {
+  await t.step("tracked", async () => {
+    const ports = pickPorts(["web"]);
+    await using repo = await TempRepo.create({
+      config: { ...ports.config(), env_file: ".env.ports" },
+    });
+    await Deno.writeTextFile(`${repo.root}/.env.ports`, "");
+    await git(repo.root, "add", ".env.ports");
+    await git(repo.root, "commit", "-q", "-m", "an empty env file");
+    const [a] = await repo.addWorktrees("wt", 1);
+    const result = await runCli(a, ["allocate"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(
+      result.stderr,
+      `warning: The env file "${a}/.env.ports" is tracked by git, so every write of it shows in ` +
+        `"git status": untrack it with "git rm --cached .env.ports" and commit\n`,
+    );
+    // Said when the file is first written, not on every run.
+    assert.equal((await runCli(a, ["allocate"])).stderr, "");
+  });
+  await t.step("a file of a worktree's own at the path", async () => {
+    const ports = pickPorts(["web"]);
+    await using repo = await TempRepo.create({
+      config: { ...ports.config(), env_file: ".env.local" },
+    });
+    const [a, b] = await repo.addWorktrees("wt", 2);
+    await Deno.writeTextFile(`${a}/.env.local`, "SECRET=mine\n");
+    const result = await runCli(b, ["allocate"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(
+      result.stderr,
+      `warning: "${a}/.env.local" is not this tool's, and git now ignores it, as it does every ` +
+        `worktree's ".env.local" (the config's "env_file" names it): "git worktree remove" would ` +
+        `delete it without asking; rename it, or name another file in "env_file"\n`,
+    );
+    assert.equal(await Deno.readTextFile(`${a}/.env.local`), "SECRET=mine\n");
+  });
+});

@@ -10,6 +10,7 @@ import {
   type EnvFile,
   envFileText,
   placeEnvFiles,
+  readEnvFile,
   stageEnvFiles,
 } from "./env_file.ts";
 import { type Env, type Environment, environmentOf } from "./environment.ts";
@@ -21,7 +22,7 @@ import { lockRepository } from "./lock.ts";
 import { MachineSession } from "./machine_index.ts";
 import { MAX_FILE_BYTES, META_KEY, PORT_FILE_NAME } from "./names.ts";
 import { assertNotDirectory, assertOwnOutput, assertReplaceableOutput } from "./output.ts";
-import { parentOf, relativeInside } from "./paths.ts";
+import { joinPath, parentOf, relativeInside } from "./paths.ts";
 import {
   formatPortFile,
   isForeign,
@@ -223,6 +224,14 @@ export async function allocateIn(
 ): Promise<Allocation> {
   const gitDone = performance.now();
   const plan = await planAllocation(repository, options);
+  // Env files this tool has not written yet: one git tracks is said once, when first written.
+  const envFilesBefore = new Set(
+    options.dryRun
+      ? []
+      : plan.envFiles.filter((file) => readEnvFile(file.path).state !== "ours").map((file) =>
+        file.path
+      ),
+  );
   const { allocation, previous, lockWait, locked } = await allocateLocked(
     repository,
     plan,
@@ -246,6 +255,21 @@ export async function allocateIn(
     !(ownBefore && previous.state === "read" && previous.meta !== undefined);
   if (inside !== undefined && options.ignoreOutput !== false && checkedOut) {
     await warnIfTracked(env.git, repository, inside, allocation.warnings);
+  }
+  // An env file written where there was none of this tool's may be one git tracks.
+  if (options.ignoreOutput !== false) {
+    for (const file of plan.envFiles) {
+      if (!envFilesBefore.has(file.path)) continue;
+      const tracked = await env.git.run(
+        ["ls-files", "-z", "--cached", "--", file.inside],
+        repository.root,
+      );
+      if (tracked === "") continue;
+      allocation.warnings.push(
+        `The env file "${file.path}" is tracked by git, so every write of it shows in ` +
+          `"git status": untrack it with "git rm --cached ${file.inside}" and commit`,
+      );
+    }
   }
   const total = performance.now() - start;
   return { ...allocation, timings: { git: gitDone - start, lockWait, locked, total } };
@@ -361,7 +385,25 @@ async function allocateLocked(
       ...(options.ignoreOutput !== false ? envFiles.map((file) => file.inside) : []),
     ];
     if (ignored.length > 0) {
-      excludeFromGit(repository.commonDir, ignored.flatMap(excludePatterns), ruleWarnings);
+      const added = excludeFromGit(
+        repository.commonDir,
+        ignored.flatMap(excludePatterns),
+        ruleWarnings,
+      );
+      // A rule names the path in every worktree: one that holds a file of
+      // its own there has it hidden from git from now on.
+      for (const file of envFiles) {
+        if (!added.includes(excludePatterns(file.inside)[0])) continue;
+        for (const worktree of reserved.repository.worktrees) {
+          const theirs = joinPath(worktree.path, file.inside);
+          if (worktree.bare || readEnvFile(theirs).state !== "foreign") continue;
+          ruleWarnings.push(
+            `"${theirs}" is not this tool's, and git now ignores it, as it does every worktree's ` +
+              `"${file.inside}" (the config's "env_file" names it): "git worktree remove" would ` +
+              `delete it without asking; rename it, or name another file in "env_file"`,
+          );
+        }
+      }
     }
     machine.recordAll([
       [path, repository.root, reservedPortsOf(allocation.bundle)],

@@ -36,16 +36,17 @@ export async function warnIfTracked(
  * and never touch a tracked `.gitignore`. The caller holds the lock. Missing
  * rules are added atomically (a full disk leaves the old file whole, and the
  * next allocation tries again), through a symbolic link if the file is one.
+ * Returns the rules it added.
  */
 export function excludeFromGit(
   commonDir: string,
   patterns: readonly string[],
   warnings: string[],
-): void {
+): string[] {
   const lines = readExcludes(commonDir, warnings);
-  if (lines === undefined) return;
+  if (lines === undefined) return [];
   const added = patterns.filter((pattern) => !lines.includes(pattern));
-  if (added.length === 0) return;
+  if (added.length === 0) return [];
   const dir = joinPath(commonDir, "info");
   const link = joinPath(dir, "exclude");
   try {
@@ -55,12 +56,14 @@ export function excludeFromGit(
     const text = lines.join("\n");
     const separator = text === "" || text.endsWith("\n") ? "" : "\n";
     writeFileAtomic(path, `${text}${separator}${added.join("\n")}\n`);
+    return added;
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) throw error;
     warnings.push(
       `Cannot add the port file to "${link}" (${(error as Error).message}), so it may show in ` +
         `"git status"; the next allocation tries again`,
     );
+    return [];
   }
 }
 
