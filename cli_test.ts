@@ -2698,6 +2698,11 @@ Deno.test("cli check reports an env file that differs from the bundle, and check
   );
   const fixed = await runCli(a, ["check", "--fix"]);
   assert.equal(fixed.code, 0, fixed.stderr);
+  assert.equal(
+    fixed.stdout,
+    `updated "${a}" (outdated): web=${ports.at(1).web} kept (slot 1)\n` +
+      "ok: 2 worktrees, no shared ports\n",
+  );
   assert.equal(await Deno.readTextFile(`${a}/.env.ports`), written);
   await Deno.remove(`${a}/.env.ports`);
   assert.equal(

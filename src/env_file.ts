@@ -114,8 +114,11 @@ export const NOT_WRITTEN_HERE = "this tool did not write it";
 /** How every refusal to write an env file starts; `check --fix` cannot repair one. */
 export const UNWRITABLE_ENV_FILE = "Cannot write the env file";
 
-/** How `check` describes an env file that is someone else's; `check --fix` cannot repair it. */
+/** How `check` describes an env file that is someone else's. */
 export const FOREIGN_ENV_FILE = "is a file this tool did not write";
+
+/** What `check` says to do about a file in an env file's place, which `check --fix` cannot move. */
+export const ENV_FILE_IN_THE_WAY = 'remove it, or name another file in "env_file"';
 
 /** What is at an env file's path now. */
 export type EnvFileState =

@@ -2,6 +2,7 @@
 
 import type { ConfigOverrides, LoadConfigOptions } from "./config.ts";
 import {
+  ENV_FILE_IN_THE_WAY,
   type EnvFile,
   envFileText,
   FOREIGN_ENV_FILE,
@@ -380,8 +381,8 @@ function staleEnvFileOf(
     ? `env file "${stale.path}" is missing`
     : found.state === "foreign"
     ? `env file "${stale.path}" ${
-      found.reason === NOT_WRITTEN_HERE ? FOREIGN_ENV_FILE : found.reason
-    } (remove it, or name another file in "env_file")`
+      found.reason === NOT_WRITTEN_HERE ? FOREIGN_ENV_FILE : `cannot be replaced: ${found.reason}`
+    } (${ENV_FILE_IN_THE_WAY})`
     : `env file "${stale.path}" does not hold the port file's bundle`;
 }
 

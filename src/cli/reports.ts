@@ -205,6 +205,10 @@ export function formatMove(move: Move): string {
   const ports = (ports: Record<string, number>) =>
     Object.entries(ports).map(([key, port]) => `${printable(key)}=${port}`).join(" ") || "(none)";
   const verb = move.reason === "outdated" ? "updated" : "moved";
+  // Only its env files differed: the ports stay, and saying "a -> a" says nothing.
+  if (move.reason === "outdated" && ports(move.from) === ports(move.to)) {
+    return `updated "${move.worktree}" (outdated): ${ports(move.to)} kept (slot ${move.slot})`;
+  }
   return `${verb} "${move.worktree}" (${move.reason}): ${ports(move.from)} -> ${
     ports(move.to)
   } (slot ${move.slot})`;

@@ -1,7 +1,7 @@
 // check: exits 1 on shared ports or bad port files; with --fix, fixes them.
 
 import { loadConfig } from "../../config.ts";
-import { FOREIGN_ENV_FILE, UNWRITABLE_ENV_FILE } from "../../env_file.ts";
+import { ENV_FILE_IN_THE_WAY, UNWRITABLE_ENV_FILE } from "../../env_file.ts";
 import { fixMachine, fixWorktrees } from "../../fix.ts";
 import { machineIndexHome } from "../../index_home.ts";
 import { inspectMachine, inspectWorktrees } from "../../inspect.ts";
@@ -65,7 +65,7 @@ export async function run(values: Values): Promise<number> {
   const fixable = statuses.some((status) =>
     status.conflicts.length > 0 ||
     (["foreign", "unreadable", "invalid", "outdated"].includes(status.state) &&
-      !(status.detail?.includes(FOREIGN_ENV_FILE) ?? false) &&
+      !(status.detail?.includes(ENV_FILE_IN_THE_WAY) ?? false) &&
       !(status.detail?.startsWith(UNWRITABLE_ENV_FILE) ?? false))
   );
   if ((!values.fix || acrossRepositories) && fixable) {
