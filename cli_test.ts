@@ -2929,3 +2929,37 @@ Deno.test("cli allocate warns when an env_file is tracked by git, or its ignore 
     assert.equal(await Deno.readTextFile(`${a}/.env.local`), "SECRET=mine\n");
   });
 });
+
+Deno.test("cli allocate removes an env file the config stops naming, and release one the port file recorded", async () => {
+  const ports = pickPorts(["web"]);
+  await using repo = await TempRepo.create({ config: ports.config() });
+  const [a] = await repo.addWorktrees("wt", 1);
+  const configure = (envFile?: string) =>
+    writeJson(`${a}/worktree-ports.config.json`, {
+      ...ports.config(),
+      ...(envFile === undefined ? {} : { env_file: envFile }),
+    });
+  await configure(".env.a");
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  assert.deepEqual(
+    ((await readJson(`${a}/.worktree-ports.json`)).worktree_ports as { env_files: string[] })
+      .env_files,
+    [".env.a"],
+  );
+  await configure(".env.b");
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  await assert.rejects(Deno.stat(`${a}/.env.a`), Deno.errors.NotFound);
+  assert.match(await Deno.readTextFile(`${a}/.env.b`), /^# Written by worktree-ports/);
+  // A file of the user's at a dropped name is never touched.
+  await configure(".env.c");
+  await Deno.writeTextFile(`${a}/.env.b`, "MINE=1\n");
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  assert.equal(await Deno.readTextFile(`${a}/.env.b`), "MINE=1\n");
+  // release removes what the port file recorded, though the config names nothing now.
+  await configure();
+  const released = await runCli(a, ["release"]);
+  assert.equal(
+    released.stdout,
+    `released "${a}/.worktree-ports.json"\nremoved the env file "${a}/.env.c"\n`,
+  );
+});

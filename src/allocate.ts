@@ -11,6 +11,7 @@ import {
   envFileText,
   placeEnvFiles,
   readEnvFile,
+  removeEnvFiles,
   stageEnvFiles,
 } from "./env_file.ts";
 import { type Env, type Environment, environmentOf } from "./environment.ts";
@@ -548,6 +549,8 @@ export async function allocateSlot(
     written: false,
     warnings,
   };
+  const envFiles = target.envFiles ?? [];
+  if (envFiles.length > 0) allocation.envFiles = envFiles.map((file) => file.inside);
   const text = formatPortFile(allocation);
   // A file larger than the reader takes would reserve nothing for the others.
   if (text.length > MAX_FILE_BYTES / 4 && new TextEncoder().encode(text).length > MAX_FILE_BYTES) {
@@ -560,7 +563,6 @@ export async function allocateSlot(
   // Everything that can refuse comes before the first write, so that a
   // refusal changes nothing: a value no dotenv quoting keeps exact, and a
   // file at an env file's path that this tool did not write.
-  const envFiles = target.envFiles ?? [];
   const envText = envFiles.length === 0 ? undefined : envFileText(allocation.bundle, envFiles[0]);
   if (!options.dryRun) assertEnvFilesReplaceable(envFiles);
   // Called whether or not the file changes: a file kept as it was may still
@@ -587,6 +589,17 @@ export async function allocateSlot(
   }
   // After the port file, which is what reserves the ports: an env file is a copy of it.
   commitEnvFiles(staged);
+  // Those the config no longer names are removed, so that no tool goes on
+  // reading ports from them: the file recorded which it wrote.
+  const dropped = (current?.env_files ?? []).filter((name) => !allocation.envFiles?.includes(name));
+  if (dropped.length > 0 && !options.dryRun) {
+    try {
+      removeEnvFiles(placeEnvFiles(target.root, dropped, target.path));
+    } catch (error) {
+      // One a link now leads elsewhere is not this worktree's to remove.
+      if (!(error instanceof WorktreePortsError)) throw error;
+    }
+  }
   return allocation;
 }
 

@@ -37,6 +37,8 @@ export interface PortFileMeta {
   worktree: string;
   /** When the slot was first given to that worktree (ISO 8601). */
   allocated_at: string;
+  /** The env files written with it, relative to the worktree root; absent when none are. */
+  env_files?: string[];
 }
 
 /** What {@linkcode readPortFile} found at a path. */
@@ -168,11 +170,15 @@ function metaOf(value: unknown): PortFileMeta | undefined {
   if (!Number.isInteger(meta.slot) || typeof meta.worktree !== "string") {
     return undefined;
   }
+  const envFiles = Array.isArray(meta.env_files)
+    ? meta.env_files.filter((name): name is string => typeof name === "string")
+    : [];
   return {
     version: Number.isInteger(meta.version) ? meta.version as number : PORT_FILE_VERSION,
     slot: meta.slot as number,
     worktree: meta.worktree,
     allocated_at: typeof meta.allocated_at === "string" ? meta.allocated_at : "",
+    ...(envFiles.length > 0 ? { env_files: envFiles } : {}),
   };
 }
 
@@ -220,6 +226,12 @@ export interface PortFileContents {
   worktree: string;
   /** When the worktree first got this slot (ISO 8601). */
   allocatedAt: string;
+  /**
+   * The env files written with the port file, relative to the worktree root,
+   * as the config's `env_file` names them; recorded so that one the config
+   * stops naming is removed.
+   */
+  envFiles?: string[];
 }
 
 /**
@@ -254,6 +266,7 @@ export function portFileData(allocation: PortFileContents): Record<string, unkno
     slot: allocation.slot,
     worktree: allocation.worktree,
     allocated_at: allocation.allocatedAt,
+    ...(allocation.envFiles?.length ? { env_files: allocation.envFiles } : {}),
   };
   return { ...allocation.bundle, [META_KEY]: meta };
 }

@@ -10,7 +10,7 @@ import { lockRepository } from "./lock.ts";
 import { PORT_FILE_NAME } from "./names.ts";
 import { assertNotDirectory } from "./output.ts";
 import { joinPath, relativeInside } from "./paths.ts";
-import { type PortFilePathOptions, realPortFilePath } from "./port_file.ts";
+import { type PortFilePathOptions, readPortFile, realPortFilePath } from "./port_file.ts";
 import { assertStillWorktree, currentListing, openWorktree } from "./repository.ts";
 
 /** Options for {@linkcode releasePorts}. */
@@ -66,6 +66,10 @@ export async function releasePorts(options: ReleaseOptions = {}): Promise<Releas
   const path = realPortFilePath(repository.root, options);
   removeStaleTemporaryFiles(path);
   if (path === joinPath(repository.root, PORT_FILE_NAME)) dropKeptCopy(repository.root);
+  // The env files the file says were written with it, as well as the config's.
+  const written = readPortFile(path);
+  const recorded = written.state === "read" ? written.meta?.env_files ?? [] : [];
+  const names = [...new Set([...(envFileNames ?? []), ...recorded])];
   let released = true;
   try {
     await Deno.remove(path);
@@ -78,7 +82,7 @@ export async function releasePorts(options: ReleaseOptions = {}): Promise<Releas
   let envFiles: EnvFile[] = [];
   if (relativeInside(repository.root, path) !== undefined) {
     try {
-      envFiles = placeEnvFiles(repository.root, envFileNames, path);
+      envFiles = placeEnvFiles(repository.root, names, path);
     } catch (error) {
       if (!(error instanceof WorktreePortsError)) throw error;
     }
