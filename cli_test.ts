@@ -2817,7 +2817,6 @@ testWhere(
     await using repo = await TempRepo.create({ config: ports.config() });
     const [a] = await repo.addWorktrees("wt", 1);
     assert.equal((await runCli(a, ["allocate"])).code, 0);
-    const portFile = await Deno.readTextFile(`${a}/.worktree-ports.json`);
     const envFile = (name: string) =>
       writeJson(`${a}/worktree-ports.config.json`, { ...ports.config(), env_file: name });
     await t.step(
@@ -2839,6 +2838,7 @@ testWhere(
     await t.step("a link that leads to the port file is refused", async () => {
       await Deno.symlink(".", `${a}/here`);
       await envFile("here/.worktree-ports.json");
+      const portFile = await Deno.readTextFile(`${a}/.worktree-ports.json`);
       const result = await runCli(a, ["allocate"]);
       assert.equal(result.code, 2, result.stderr);
       assert.match(result.stderr, /names: it is the port file\n$/);
