@@ -347,6 +347,19 @@ Deno.test("allocate() warns loudly when the port file is tracked by git", async 
   );
 });
 
+Deno.test("allocate() asks git about the port file by its name, not as a pattern", async () => {
+  const ports = webPorts();
+  await using repo = await TempRepo.create();
+  // A tracked file that "ports-?.json" would match as a pattern.
+  await Deno.writeTextFile(`${repo.root}/ports-a.json`, "{}\n");
+  await git(repo.root, "add", "ports-a.json");
+  await git(repo.root, "commit", "-q", "-m", "a file named like a pattern's match");
+  const [a] = await repo.addWorktrees("wt", 1);
+  await Deno.writeTextFile(`${a}/ports-?.json`, "{}\n");
+  const allocation = await allocateIn(a, ports, { output: "ports-?.json" });
+  assert.deepEqual(allocation.warnings.filter((w) => w.includes("tracked by git")), []);
+});
+
 Deno.test("fixWorktrees() moves the later of two equally idle duplicates, then has nothing to do", async () => {
   const ports = webPorts();
   await using repo = await TempRepo.create();

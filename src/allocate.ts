@@ -262,7 +262,7 @@ export async function allocateIn(
     for (const file of plan.envFiles) {
       if (!envFilesBefore.has(file.path)) continue;
       const tracked = await env.git.run(
-        ["ls-files", "-z", "--cached", "--", file.inside],
+        ["ls-files", "-z", "--cached", "--", `:(literal)${file.inside}`],
         repository.root,
       );
       if (tracked === "") continue;
@@ -314,15 +314,7 @@ async function planAllocation(
   const envFiles = inside === undefined
     ? []
     : placeEnvFiles(repository.root, config.envFiles, path);
-  for (const file of envFiles) {
-    if (file.path === path) {
-      throw new WorktreePortsError(
-        "INVALID_OUTPUT",
-        `Cannot write "${path}": the config's "env_file" names it too (choose another output path)`,
-      );
-    }
-    assertNotDirectory(file.path);
-  }
+  for (const file of envFiles) assertNotDirectory(file.path);
   assertEnvFilesReplaceable(envFiles);
   // A value no dotenv quoting keeps exact fails here, before the lock: only
   // the ports change with the slot, and they are digits.

@@ -22,7 +22,11 @@ export async function warnIfTracked(
   inside: string,
   warnings: string[],
 ): Promise<void> {
-  const output = await git.run(["ls-files", "-z", "--cached", "--", inside], repository.root);
+  // Literal: a name with "*" or "?" is that file, not a pattern matching others.
+  const output = await git.run(
+    ["ls-files", "-z", "--cached", "--", `:(literal)${inside}`],
+    repository.root,
+  );
   if (output === "") return;
   warnings.push(
     `"${joinPath(repository.root, inside)}" is tracked by git: every new worktree checks out ` +
