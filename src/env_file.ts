@@ -14,7 +14,14 @@ import {
   temporaryFileOf,
 } from "./files.ts";
 import { CONFIG_FILE_NAME } from "./names.ts";
-import { baseName, comparablePath, joinPath, parentOf, relativeInside } from "./paths.ts";
+import {
+  baseName,
+  comparablePath,
+  joinPath,
+  parentOf,
+  relativeInside,
+  slashedPath,
+} from "./paths.ts";
 
 /**
  * The first line of every env file this tool writes. A file that starts
@@ -59,13 +66,15 @@ export function placeEnvFiles(
         `Cannot write the env file "${file.path}" that the config's "env_file" names: ${why}`,
       );
     };
-    const folder = realPathOfNearest(parentOf(file.path));
-    const within = folder === root ? "" : relativeInside(root, folder);
+    // Spelled as the root is (forward slashes on Windows), and compared blind to case there.
+    const folder = slashedPath(realPathOfNearest(parentOf(file.path)));
+    const atRoot = (dir: string) => comparablePath(dir) === comparablePath(root);
+    const within = atRoot(folder) ? "" : relativeInside(root, folder);
     if (within === undefined) {
       refuse(`a symbolic link on its way leads out of the worktree, to "${folder}"`);
     }
     if (/^\.git(\/|\\|$)/i.test(within!)) refuse("it is inside git's own directory");
-    for (let dir = folder; dir !== root && dir !== parentOf(dir); dir = parentOf(dir)) {
+    for (let dir = folder; !atRoot(dir) && dir !== parentOf(dir); dir = parentOf(dir)) {
       if (pathExists(joinPath(dir, ".git"))) {
         refuse(`it is inside "${dir}", a worktree or repository of its own`);
       }
