@@ -11,6 +11,7 @@ import {
   git,
   installed,
   oddValue,
+  type Output,
   pickPorts,
   repoWithOddTemplate,
   ROOT,
@@ -348,75 +349,69 @@ Deno.test("cli allocate's env_file is read back exactly by node --env-file, pyth
   }
 });
 
-Deno.test({
-  name: `cli env --format fish is sourced by fish to exactly the values, running nothing${
-    installed("fish") ? "" : " (skipped: fish is not installed)"
-  }`,
-  ignore: !installed("fish"),
-  fn: async () => {
-    const ports = pickPorts(["web_port"], { slots: 50 });
-    await using repo = await TempRepo.create({
-      config: { ...ports.config(), templates: TRICKY_TEMPLATES },
-    });
-    const [a] = await repo.addWorktrees("wt", 1);
-    const env = await runCli(a, ["env", "--format", "fish"]);
-    assert.equal(env.code, 0, env.stderr);
-    const names = ["WEB_PORT", ...Object.keys(TRICKY_TEMPLATES).map((key) => key.toUpperCase())];
-    // Sourced from a pipe, as the README shows; each value printed NUL-terminated.
-    const script = `cat $argv[1] | source; for name in ${
-      names.join(" ")
-    }; printf '%s\\0' "$$name"; end`;
-    const file = `${repo.base}/env.fish`;
-    await Deno.writeTextFile(file, env.stdout);
-    const result = await run("fish", ["--no-config", "-c", script, file], { cwd: a });
-    assert.equal(result.code, 0, result.stderr);
-    const web = String(ports.at(1).web_port);
-    const expected = [
-      web,
-      ...Object.values(TRICKY_TEMPLATES).map((value) => value.replace("{web_port}", web)),
-    ];
-    assert.deepEqual(result.stdout.split("\0").slice(0, -1), expected);
-    for (const name of ["pwned", "pwned2", "pwned3"]) {
-      await assert.rejects(Deno.stat(`${a}/${name}`), Deno.errors.NotFound);
-    }
-  },
-});
+/**
+ * Prints `env --format FORMAT` for a worktree whose templates hold values
+ * shells treat specially, has a real shell load it with `load` (which prints
+ * each variable of `names` NUL-terminated), and checks every value arrived
+ * exactly and nothing in them ran.
+ */
+async function assertShellLoadsEnv(
+  format: string,
+  extension: string,
+  load: (file: string, names: readonly string[], cwd: string) => Promise<Output>,
+): Promise<void> {
+  const ports = pickPorts(["web_port"], { slots: 50 });
+  await using repo = await TempRepo.create({
+    config: { ...ports.config(), templates: TRICKY_TEMPLATES },
+  });
+  const [a] = await repo.addWorktrees("wt", 1);
+  const env = await runCli(a, ["env", "--format", format]);
+  assert.equal(env.code, 0, env.stderr);
+  const names = ["WEB_PORT", ...Object.keys(TRICKY_TEMPLATES).map((key) => key.toUpperCase())];
+  const file = `${repo.base}/env.${extension}`;
+  await Deno.writeTextFile(file, env.stdout);
+  const result = await load(file, names, a);
+  assert.equal(result.code, 0, result.stderr);
+  const web = String(ports.at(1).web_port);
+  const expected = [
+    web,
+    ...Object.values(TRICKY_TEMPLATES).map((value) => value.replace("{web_port}", web)),
+  ];
+  assert.deepEqual(result.stdout.split("\0").slice(0, -1), expected);
+  for (const name of ["pwned", "pwned2", "pwned3"]) {
+    await assert.rejects(Deno.stat(`${a}/${name}`), Deno.errors.NotFound);
+  }
+}
 
-Deno.test({
-  name: `cli env --format powershell is run by PowerShell to exactly the values, running nothing${
-    installed("pwsh") ? "" : " (skipped: PowerShell (pwsh) is not installed)"
-  }`,
-  ignore: !installed("pwsh"),
-  fn: async () => {
-    const ports = pickPorts(["web_port"], { slots: 50 });
-    await using repo = await TempRepo.create({
-      config: { ...ports.config(), templates: TRICKY_TEMPLATES },
-    });
-    const [a] = await repo.addWorktrees("wt", 1);
-    const env = await runCli(a, ["env", "--format", "powershell"]);
-    assert.equal(env.code, 0, env.stderr);
-    const names = ["WEB_PORT", ...Object.keys(TRICKY_TEMPLATES).map((key) => key.toUpperCase())];
-    const file = `${repo.base}/env.ps1`;
-    await Deno.writeTextFile(file, env.stdout);
-    // Run as the README shows, through Invoke-Expression; each value written NUL-terminated.
-    const script = `Get-Content -Raw -Encoding utf8 '${file}' | Invoke-Expression; ` +
-      `foreach ($name in @(${names.map((name) => `'${name}'`).join(",")})) { ` +
-      `[Console]::Out.Write([Environment]::GetEnvironmentVariable($name) + [char]0) }`;
-    const result = await run("pwsh", ["-NoProfile", "-NonInteractive", "-Command", script], {
-      cwd: a,
-    });
-    assert.equal(result.code, 0, result.stderr);
-    const web = String(ports.at(1).web_port);
-    const expected = [
-      web,
-      ...Object.values(TRICKY_TEMPLATES).map((value) => value.replace("{web_port}", web)),
-    ];
-    assert.deepEqual(result.stdout.split("\0").slice(0, -1), expected);
-    for (const name of ["pwned", "pwned2", "pwned3"]) {
-      await assert.rejects(Deno.stat(`${a}/${name}`), Deno.errors.NotFound);
-    }
-  },
-});
+testWhere(
+  { tools: ["fish"] },
+  "cli env --format fish is sourced by fish to exactly the values, running nothing",
+  () =>
+    assertShellLoadsEnv("fish", "fish", (file, names, cwd) =>
+      // Sourced from a pipe, as the README shows.
+      run("fish", [
+        "--no-config",
+        "-c",
+        `cat $argv[1] | source; for name in ${names.join(" ")}; printf '%s\\0' "$$name"; end`,
+        file,
+      ], { cwd })),
+);
+
+testWhere(
+  { tools: ["pwsh"] },
+  "cli env --format powershell is run by PowerShell to exactly the values, running nothing",
+  () =>
+    assertShellLoadsEnv("powershell", "ps1", (file, names, cwd) =>
+      // Run as the README shows, through Invoke-Expression.
+      run("pwsh", [
+        "-NoProfile",
+        "-NonInteractive",
+        "-Command",
+        `Get-Content -Raw -Encoding utf8 '${file}' | Invoke-Expression; ` +
+        `foreach ($name in @(${names.map((name) => `'${name}'`).join(",")})) { ` +
+        `[Console]::Out.Write([Environment]::GetEnvironmentVariable($name) + [char]0) }`,
+      ], { cwd })),
+);
 
 Deno.test({
   name: `cli the README's compose recipe reaches docker-compose v1 through a dotenv file${
