@@ -1,6 +1,7 @@
 // Running git: the runner seam and its real default, Deno.Command.
 
 import { WorktreePortsError } from "./errors.ts";
+import { runProgramSync } from "./programs.ts";
 
 /** Runs git. Injected so that tests and embedders can replace it. */
 export interface GitRunner {
@@ -31,21 +32,11 @@ export const denoGit: GitRunner = {
   },
 };
 
-/**
- * The dynamic loader's variables (`LD_*`, `DYLD_*`) of our environment, each
- * set to empty for git. Deno refuses to start a program with any of them set
- * unless every program may be run (`--allow-run` with no list), and CUDA,
- * conda, Nix and many editors set `LD_LIBRARY_PATH`. Reading the whole
- * environment to find them would need permission for every variable, so they
- * are learnt from Deno's refusal, which names them, and blanked from then on:
- * an empty value is what Deno allows and what the loader ignores.
- */
-const blankedLoaderVariables: Record<string, string> = {};
-
 function runGitSync(args: readonly string[], cwd: string): string {
   let output: Deno.CommandOutput;
   try {
-    output = spawnGit(args, cwd);
+    // Messages are matched below, so keep them untranslated.
+    output = runProgramSync("git", { args: [...args], cwd, env: { LC_ALL: "C" } });
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
       throw new WorktreePortsError(
@@ -64,37 +55,6 @@ function runGitSync(args: readonly string[], cwd: string): string {
     );
   }
   return new TextDecoder().decode(output.stdout);
-}
-
-function spawnGit(args: readonly string[], cwd: string): Deno.CommandOutput {
-  for (;;) {
-    try {
-      return new Deno.Command("git", {
-        args: [...args],
-        cwd,
-        // Messages are matched below, so keep them untranslated.
-        env: { ...blankedLoaderVariables, LC_ALL: "C" },
-        stdin: "null",
-      }).outputSync();
-    } catch (error) {
-      const names = refusedLoaderVariables(error);
-      if (names === undefined || names.every((name) => name in blankedLoaderVariables)) {
-        throw error;
-      }
-      for (const name of names) blankedLoaderVariables[name] = "";
-    }
-  }
-}
-
-/**
- * The variables named by Deno's refusal to start a program with loader
- * variables set, or `undefined` for any other error.
- */
-export function refusedLoaderVariables(error: unknown): string[] | undefined {
-  if (!(error instanceof Deno.errors.NotCapable)) return undefined;
-  const match = /subprocess with (.+?) environment variables?\b/.exec(error.message);
-  const names = match?.[1].split(", ");
-  return names?.every((name) => /^(LD|DYLD)_/i.test(name)) ? names : undefined;
 }
 
 /**

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { denoGit, refusedLoaderVariables } from "./git.ts";
+import { denoGit } from "./git.ts";
+import { refusedLoaderVariables } from "./programs.ts";
 import { assertCode, TempRepo } from "../test_util.ts";
 
 Deno.test("a git error is the command and git's first error line, never its usage text", async () => {

@@ -2,7 +2,7 @@
 
 import { bundleEnv } from "../../env.ts";
 import { runWithPorts } from "../../exec.ts";
-import { refusedLoaderVariables } from "../../git.ts";
+import { refusedLoaderVariables } from "../../programs.ts";
 import { UsageError } from "../args.ts";
 import { loadReportingAllocation } from "../bundle_notice.ts";
 import { installFlags, isMissingProgram, missingPermissionMessage } from "../permissions.ts";
