@@ -37,6 +37,24 @@ export function runProgramSync(
   }
 }
 
+/** {@linkcode runProgramSync}, without blocking. */
+export async function runProgram(
+  program: string,
+  options: Omit<Deno.CommandOptions, "stdin">,
+): Promise<Deno.CommandOutput> {
+  for (;;) {
+    try {
+      return await new Deno.Command(program, {
+        ...options,
+        env: { ...blankedLoaderVariables, ...options.env },
+        stdin: "null",
+      }).output();
+    } catch (error) {
+      if (!learnRefusal(error)) throw error;
+    }
+  }
+}
+
 /** Blanks the variables a refusal names; `false` when it names none not blanked already. */
 function learnRefusal(error: unknown): boolean {
   const names = refusedLoaderVariables(error);

@@ -1,0 +1,155 @@
+// Who holds a worktree's ports: the system's listeners, each placed in the
+// worktree its working directory lies in.
+
+import { realPathOr } from "./files.ts";
+import type { Container, Listener, ListenerLookup, SystemAnswer } from "./listeners.ts";
+import { baseName, comparablePath, relativeInside } from "./paths.ts";
+
+/** A process, or a container, listening on a port. */
+export interface PortHolder {
+  /** The process's id, when the system tells. */
+  pid?: number;
+  /** Its command line (its name alone where the system gives no more). */
+  command?: string;
+  /** Its working directory, when the system tells. */
+  cwd?: string;
+  /**
+   * The worktree its working directory (for a compose container, the
+   * directory compose ran in) lies in; `null` when outside every worktree
+   * known; left out when that is unknown.
+   */
+  worktree?: string | null;
+  /** For a container's published port: the container's name. */
+  container?: string;
+  /** For a container started by compose: its project. */
+  composeProject?: string;
+  /** What the system could not tell, and why. */
+  unknown?: string;
+}
+
+/** Who holds each port asked about, and what could not be asked. */
+export interface HoldersFound {
+  /** The holders of each port something was found listening on. */
+  holders: Map<number, PortHolder[]>;
+  /** Why the system could not be asked at all, if it could not. */
+  unknown?: string;
+}
+
+/** Programs that stand for a container's published port, on Linux, rootless docker and macOS. */
+const CONTAINER_PROXIES = ["docker-proxy", "rootlessport", "com.docker.backend", "vpnkit-bridge"];
+
+/** What is said of a port in use whose holder the system did not show. */
+export const HIDDEN_HOLDER =
+  "not shown to this user: another user's process, or a container's proxy";
+
+/**
+ * Finds who holds `ports`: the processes `scan` found listening on them,
+ * described by `lookup`, each placed in the deepest of `worktrees` that
+ * holds its working directory. A port in `inUse` that no listener was found
+ * on is a hidden holder (docker names it, when it is a container's).
+ *
+ * @param ports The ports to describe.
+ * @param worktrees The worktrees processes may belong to, as git spells them.
+ * @param scan The lookup's listeners, asked for as early as possible.
+ * @param lookup Describes processes and containers.
+ * @param inUse Ports known to be listening, from probing.
+ */
+export async function findHolders(
+  ports: Iterable<number>,
+  worktrees: readonly string[],
+  scan: Promise<SystemAnswer<Listener[]>>,
+  lookup: Pick<ListenerLookup, "processes" | "containers">,
+  inUse: ReadonlySet<number> = new Set(),
+): Promise<HoldersFound> {
+  const wanted = new Set(ports);
+  const answer = await scan;
+  if ("unknown" in answer) return { holders: new Map(), unknown: answer.unknown };
+  const listeners = answer.found.filter((listener) => wanted.has(listener.port));
+  const unseen = [...inUse].filter((port) =>
+    wanted.has(port) && !listeners.some((listener) => listener.port === port)
+  );
+  const proxied = listeners.some((listener) => CONTAINER_PROXIES.includes(listener.name ?? ""));
+  const [processes, containers] = await Promise.all([
+    lookup.processes([...new Set(listeners.map((listener) => listener.pid))]),
+    proxied || unseen.length > 0 ? lookup.containers() : undefined,
+  ]);
+  const place = worktreePlacer(worktrees);
+  const byPort = new Map<number, Container>();
+  if (containers !== undefined && "found" in containers) {
+    for (const container of containers.found) {
+      for (const port of container.ports) byPort.set(port, container);
+    }
+  }
+  const holders = new Map<number, PortHolder[]>();
+  const add = (port: number, holder: PortHolder) =>
+    holders.set(port, [...(holders.get(port) ?? []), holder]);
+  for (const listener of listeners) {
+    const info = processes.get(listener.pid) ?? {};
+    const container = CONTAINER_PROXIES.includes(listener.name ?? "")
+      ? byPort.get(listener.port)
+      : undefined;
+    if (container !== undefined) {
+      add(listener.port, {
+        pid: listener.pid,
+        command: info.command,
+        ...ofContainer(container, place),
+      });
+      continue;
+    }
+    const holder: PortHolder = { pid: listener.pid, command: info.command ?? listener.name };
+    if (info.cwd !== undefined) {
+      holder.cwd = info.cwd;
+      // A container's proxy runs from "/": where it runs says nothing of whose it is.
+      if (!CONTAINER_PROXIES.includes(listener.name ?? "")) holder.worktree = place(info.cwd);
+    }
+    add(listener.port, holder);
+  }
+  for (const port of unseen) {
+    const container = byPort.get(port);
+    add(port, container === undefined ? { unknown: HIDDEN_HOLDER } : ofContainer(container, place));
+  }
+  return { holders };
+}
+
+function ofContainer(container: Container, place: (path: string) => string | null): PortHolder {
+  return {
+    container: container.name,
+    composeProject: container.project,
+    ...(container.workingDir === undefined ? {} : { worktree: place(container.workingDir) }),
+  };
+}
+
+/**
+ * Places a path in the deepest worktree holding it (worktrees may nest), by
+ * real paths, as the system reports working directories; `null` for none.
+ */
+function worktreePlacer(worktrees: readonly string[]): (path: string) => string | null {
+  let real: [string, string][] | undefined;
+  return (path) => {
+    real ??= worktrees.map((worktree) => [realPathOr(worktree), worktree]);
+    let best: [string, string] | undefined;
+    for (const entry of real) {
+      const inside = comparablePath(entry[0]) === comparablePath(path) ||
+        relativeInside(entry[0], path) !== undefined;
+      if (inside && (best === undefined || entry[0].length > best[0].length)) best = entry;
+    }
+    return best?.[1] ?? null;
+  };
+}
+
+/** A holder in a few words: `python3 4242`, `container myapp-web-1`, `unknown`. */
+export function holderName(holder: PortHolder): string {
+  if (holder.container !== undefined) return `container ${holder.container}`;
+  if (holder.pid === undefined) return "unknown";
+  const program = holder.command === undefined
+    ? "process"
+    : baseName(holder.command.split(/\s+/)[0]) || holder.command;
+  return `${program} ${holder.pid}`;
+}
+
+/** Where a holder runs: `outside every worktree`, `in worktree "…"`, or `in an unknown place`. */
+export function holderPlace(holder: PortHolder): string {
+  if (holder.worktree === null) return "outside every worktree";
+  if (holder.worktree === undefined) return "in an unknown place";
+  return `of the worktree "${holder.worktree}"`;
+}
