@@ -1,4 +1,4 @@
-#!/usr/bin/env -S deno run --allow-run=git --allow-read --allow-write --allow-net=127.0.0.1,[::1],0.0.0.0,[::] --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA
+#!/usr/bin/env -S deno run --allow-run=git,lsof,ps --allow-read --allow-write --allow-net=127.0.0.1,[::1],0.0.0.0,[::] --allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA
 /**
  * The `worktree-ports` command line: allocates the current worktree's ports,
  * shows them, exports them as environment variables, runs commands with
@@ -179,7 +179,7 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   list: {
     usage: "list [options]",
-    summary: "Show every worktree's slot, ports, state and which ports are listening",
+    summary: "Show every worktree's slot, ports, state, and which process listens on each port",
     options: {
       json: { type: "boolean", help: "Print a JSON array instead of a table" },
       all: {
@@ -215,8 +215,8 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   check: {
     usage: "check [--fix] [options]",
-    summary:
-      "Exit 1 if two worktrees share a port or a port file is copied, unreadable or outdated",
+    summary: "Exit 1 if worktrees share a port, a port file is copied, unreadable or outdated, " +
+      "or a stray process holds a worktree's port",
     options: {
       fix: {
         type: "boolean",

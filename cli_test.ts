@@ -21,6 +21,7 @@ import {
   ROOT,
   run,
   runCli,
+  serveIn,
   slotOf,
   snapshot,
   spawnCli,
@@ -32,6 +33,9 @@ import {
 
 /** The --allow-env flag of the permission set: the variables that locate the machine-wide index. */
 const ENV_FLAG = "--allow-env=WORKTREE_PORTS_HOME,XDG_STATE_HOME,HOME,LOCALAPPDATA";
+
+/** The run flag of the permission set: git, and the programs that name who listens on a port. */
+const RUN_FLAG = CLI_FLAGS.find((flag) => flag.startsWith("--allow-run="))!;
 
 /**
  * script(1) arguments that run the CLI with `flags` and `args` on a pseudo-terminal.
@@ -331,7 +335,7 @@ Deno.test("cli rejects bad input with a clear error and changes nothing", async 
         name: "missing --allow-run=git",
         args: ["show"],
         code: 2,
-        stderr: /run again with --allow-run=git /,
+        stderr: new RegExp(`run again with ${RUN_FLAG} `),
         flags: ["--allow-read"],
       },
     ];
@@ -355,8 +359,8 @@ Deno.test("cli rejects bad input with a clear error and changes nothing", async 
         const result = await runCli(cwd, item.args, { flags: item.flags, env: item.env });
         assert.equal(result.code, item.code, result.stderr);
         assert.match(result.stderr, item.stderr);
-        // Deno itself notes an unresolvable --allow-run=git before the program runs.
-        assert.match(result.stderr, /^(.*Failed to resolve 'git'.*\n)?error: /);
+        // Deno itself notes each program of --allow-run it cannot find before the program runs.
+        assert.match(result.stderr, /^(.*Failed to resolve '\w+'.*\n)*error: /);
         assert.equal(result.stdout, "");
         assert.deepEqual(await snapshot(repo.base), before);
       });
@@ -626,7 +630,7 @@ Deno.test("cli list --json reports every state", async () => {
   await Deno.writeTextFile(`${unreadable}/.worktree-ports.json`, "{ not json");
   assert.equal((await runCli(gone, ["allocate", ...ports.args])).code, 0);
   await Deno.remove(gone, { recursive: true });
-  using _listener = Deno.listen({ hostname: "127.0.0.1", port: ports.at(1).api });
+  await using server = await serveIn(okTree, ports.at(1).api);
 
   const result = await runCli(none, ["list", "--json"]);
   assert.equal(result.code, 0, result.stderr);
@@ -642,6 +646,8 @@ Deno.test("cli list --json reports every state", async () => {
     [unreadable, "unreadable"],
     [gone, "stale"],
   ]);
+  const okHolder = (byPath.get(okTree)!.holders as Record<string, { command: string }[]>).api[0];
+  assert.match(okHolder.command, /deno.* eval /);
   assert.deepEqual(byPath.get(okTree), {
     path: okTree,
     primary: false,
@@ -651,6 +657,9 @@ Deno.test("cli list --json reports every state", async () => {
     slot: 1,
     ports: ports.at(1),
     listening: { web: false, api: true },
+    holders: {
+      api: [{ pid: server.pid, command: okHolder.command, cwd: okTree, worktree: okTree }],
+    },
     allocatedAt: (await readJson(`${okTree}/.worktree-ports.json`) as {
       worktree_ports: { allocated_at: string };
     }).worktree_ports.allocated_at,
@@ -753,7 +762,7 @@ Deno.test("cli check --fix moves the non-listening one of an older allocator's d
   await writeJson(`${b}/.worktree-ports.json`, { ...shared, web_port: web(2) });
   await new Promise((resolve) => setTimeout(resolve, 20));
   await writeJson(`${a}/.worktree-ports.json`, { ...shared, web_port: web(1) });
-  using _aServes = Deno.listen({ hostname: "127.0.0.1", port: web(1) });
+  await using _aServes = await serveIn(a, web(1));
 
   const fixed = await runCli(a, ["check", "--fix"]);
   assert.equal(fixed.code, 0, fixed.stdout + fixed.stderr);
@@ -787,7 +796,7 @@ Deno.test("cli check --fix keeps clear of ports that other files hold only as UR
   await writeJson(`${b}/.worktree-ports.json`, { ...shared, web_port: web(2) });
   // An older tool's file that reserves slot 2's cloud port through a URL alone.
   await writeJson(`${c}/.worktree-ports.json`, { api_url: `http://127.0.0.1:${cloud(2)}/v1` });
-  using _aServes = Deno.listen({ hostname: "127.0.0.1", port: web(1) });
+  await using _aServes = await serveIn(a, web(1));
   const fixed = await runCli(a, ["check", "--fix"]);
   assert.equal(fixed.code, 0, fixed.stdout + fixed.stderr);
   assert.match(
@@ -1034,7 +1043,7 @@ Deno.test("cli list and check work in a bare repository; commands that need a wo
     await t.step(`${command[0]} says it needs a worktree and names them`, async () => {
       const before = await snapshot(repo.base);
       const result = await runCli(repo.root, command, {
-        flags: CLI_FLAGS.map((flag) => flag.replace("--allow-run=git", "--allow-run")),
+        flags: CLI_FLAGS.map((flag) => flag.startsWith("--allow-run=") ? "--allow-run" : flag),
       });
       assert.equal(result.code, 2);
       assert.equal(
@@ -1130,8 +1139,8 @@ Deno.test("cli help [COMMAND] prints what --help prints, and each command's perm
       const check = await runCli(repo.root, ["check", "--help"]);
       assert.ok(
         check.stdout.endsWith(
-          `\nPermissions: --allow-run=git --allow-read ${ENV_FLAG}\n` +
-            "  with --fix: --allow-run=git --allow-read --allow-write " +
+          `\nPermissions: ${RUN_FLAG} --allow-read ${ENV_FLAG}\n` +
+            `  with --fix: ${RUN_FLAG} --allow-read --allow-write ` +
             `--allow-net='127.0.0.1,[::1],0.0.0.0,[::]' ${ENV_FLAG}\n`,
         ),
         check.stdout,
@@ -1755,7 +1764,7 @@ Deno.test("cli show, env and exec rewrite a port file the config has changed und
   await t.step("exec", async () => {
     await editConfig(a, webAndApi(ports));
     const result = await runCli(a, ["exec", "--", "printenv", "API_URL"], {
-      flags: [...CLI_FLAGS.filter((flag) => flag !== "--allow-run=git"), "--allow-run"],
+      flags: [...CLI_FLAGS.filter((flag) => !flag.startsWith("--allow-run=")), "--allow-run"],
     });
     assert.deepEqual(
       [result.code, result.stdout],
@@ -1939,7 +1948,7 @@ Deno.test("cli refuses keys whose variable names collide or are reserved, naming
   await editConfig(a, { ports: { web_port: 42000 }, stride: 10 });
   await t.step("a --port key that would set PATH", async () => {
     const result = await runCli(a, ["exec", "--port", "path=45000", "--", "true"], {
-      flags: [...CLI_FLAGS.filter((flag) => flag !== "--allow-run=git"), "--allow-run"],
+      flags: [...CLI_FLAGS.filter((flag) => !flag.startsWith("--allow-run=")), "--allow-run"],
     });
     assert.equal(result.code, 2);
     assert.match(

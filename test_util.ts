@@ -13,6 +13,7 @@ import {
   BROWSER_BLOCKED_PORTS,
   WorktreePortsError,
 } from "./mod.ts";
+import { LISTENER_PROGRAMS } from "./src/listeners.ts";
 
 /**
  * The package's root folder, with a trailing slash. From `import.meta.dirname`:
@@ -29,7 +30,7 @@ const CLI = `${ROOT}cli.ts`;
 
 /** The exact permissions the CLI documents; tests run it with these and no others. */
 export const CLI_FLAGS: readonly string[] = [
-  "--allow-run=git",
+  `--allow-run=git,${LISTENER_PROGRAMS.join(",")}`,
   "--allow-read",
   "--allow-write",
   "--allow-net=127.0.0.1,[::1],0.0.0.0,[::]",
@@ -126,6 +127,39 @@ export function spawnCli(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+}
+
+/**
+ * A real server, as a worktree's stack starts one: a Deno process listening on
+ * 127.0.0.1:`port`, started in `cwd`, so that the system names it and its
+ * worktree. Stopped on dispose.
+ */
+export async function serveIn(
+  cwd: string,
+  port: number,
+): Promise<AsyncDisposable & { pid: number }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `const l = Deno.listen({ hostname: "127.0.0.1", port: ${port} }); console.log("up");` +
+      " for await (const c of l) c.close();",
+    ],
+    cwd,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const { value } = await reader.read();
+  assert.equal(value, "up\n");
+  return {
+    pid: child.pid,
+    async [Symbol.asyncDispose]() {
+      child.kill();
+      await child.status;
+      await reader.cancel();
+    },
+  };
 }
 
 /** A git repository with one commit in a temporary directory, removed on dispose. */

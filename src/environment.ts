@@ -1,8 +1,9 @@
-// The side effects every operation goes through (git, port probes and the
-// machine-wide index's home) as one interface, with the real defaults.
+// The side effects every operation goes through (git, port probes, the
+// system's listeners and the machine-wide index's home) as one interface, with the real defaults.
 
 import { denoGit, type GitRunner } from "./git.ts";
 import { denoMachineIndex, type MachineIndex } from "./index_home.ts";
+import { denoListeners, type ListenerLookup } from "./listeners.ts";
 import { denoProbe, type PortProbe } from "./probe.ts";
 
 /**
@@ -35,6 +36,12 @@ export interface Environment {
    */
   probe?: PortProbe;
   /**
+   * How the system is asked which processes listen on ports.
+   *
+   * @default {denoListeners}
+   */
+  listeners?: ListenerLookup;
+  /**
    * Where the machine-wide index lives.
    *
    * @default {denoMachineIndex}
@@ -57,6 +64,7 @@ export function environmentOf(options: Environment): Env {
   return {
     git: options.git ?? denoGit,
     probe: options.probe ?? denoProbe,
+    listeners: options.listeners ?? denoListeners,
     index: options.index ?? denoMachineIndex,
     scope: options.scope,
   };

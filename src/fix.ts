@@ -8,12 +8,17 @@ import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { realPathOr } from "./files.ts";
 import { gitDirsOf } from "./git_dirs.ts";
 import { excludeFromGit, excludePatterns } from "./git_ignore.ts";
+import { holderName, holderPlace } from "./holders.ts";
 import {
+  addHolders,
   inspectAll,
   type InspectedStatus,
+  type InspectOptions,
   inspectRepository,
   openIndexedRepositories,
   probeListening,
+  scanListeners,
+  strayHolders,
   type WorktreeStatus,
 } from "./inspect.ts";
 import { keptCopyPath } from "./kept_copy.ts";
@@ -27,7 +32,8 @@ import type { PortProbe } from "./probe.ts";
 import { currentListing, hasVanishedWorktree, openRepositoryOrBare, relist } from "./repository.ts";
 
 /** Options for {@linkcode fixWorktrees}. */
-export interface FixOptions extends ConfigOverrides, PortFilePathOptions, Environment {
+export interface FixOptions
+  extends ConfigOverrides, PortFilePathOptions, Environment, Pick<InspectOptions, "holders"> {
   /**
    * How long to wait for another allocation to release the lock.
    *
@@ -50,7 +56,9 @@ export interface Move {
    * Why it moved; `outdated` and `invalid` files are rewritten for the same
    * slot unless its new ports collide.
    */
-  reason: "duplicate" | "foreign" | "unreadable" | "invalid" | "outdated";
+  reason: "duplicate" | "foreign" | "unreadable" | "invalid" | "outdated" | "held";
+  /** For `held`: which port, and who holds it. */
+  detail?: string;
   /** Its ports before (empty for an unreadable file). */
   from: Record<string, number>;
   /** The slot it was given. */
@@ -93,6 +101,7 @@ export interface Move {
  */
 export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
   const env = environmentOf(options);
+  const scan = scanListeners({ ...options, commandLines: false }, env);
   const listed = await openRepositoryOrBare(options.cwd, env);
   using _lock = await lockRepository(listed.commonDir, {
     timeoutMs: options.lockTimeoutMs,
@@ -111,6 +120,13 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
   // Only the worktrees of a conflicting pair are probed, so the lock is held
   // for reading the files, not for binding every port of every worktree.
   const statuses = await inspectRepository(repository, { ...options, listening: false }, env);
+  if (scan !== undefined) {
+    const worktrees = [
+      ...repository.worktrees.map((worktree) => worktree.path),
+      ...machine.entries.map((entry) => entry.worktree),
+    ];
+    await addHolders(statuses, worktrees, scan, env.listeners, { listening: true });
+  }
   return await fixStatuses(statuses, machine, options, env);
 }
 
@@ -129,7 +145,7 @@ async function fixStatuses(
   for (const status of statuses) {
     if (
       status.state === "foreign" || status.state === "unreadable" ||
-      status.state === "invalid" || status.state === "outdated"
+      status.state === "invalid" || status.state === "outdated" || status.state === "held"
     ) {
       movers.set(status, status.state);
     }
@@ -241,6 +257,7 @@ async function fixStatuses(
     moves.push({
       worktree: status.path,
       reason,
+      ...(reason === "held" ? { detail: heldDetail(status) } : {}),
       from: status.ports,
       slot: allocation.slot,
       to,
@@ -248,6 +265,13 @@ async function fixStatuses(
     });
   }
   return moves;
+}
+
+/** Which of a held worktree's ports are held, and by whom: `web_port 3100 by python3 4242 outside every worktree`. */
+function heldDetail(status: WorktreeStatus): string {
+  return strayHolders(status).map(({ key, port, holder }) =>
+    `${key} ${port} by ${holderName(holder)} ${holderPlace(holder)}`
+  ).join("; ");
 }
 
 /** Of two worktrees that share ports, the one that should move. */
@@ -304,6 +328,7 @@ async function allocationTime(status: WorktreeStatus): Promise<number> {
  */
 export async function fixMachine(options: FixOptions = {}): Promise<Move[]> {
   const env = environmentOf(options);
+  const scan = scanListeners({ ...options, commandLines: false }, env);
   // What opening them finds is said again by the inspection that follows a fix.
   const found = await openIndexedRepositories(options.cwd, env, []);
   const lockOptions = { timeoutMs: options.lockTimeoutMs, onWait: options.onLockWait };
@@ -323,6 +348,12 @@ export async function fixMachine(options: FixOptions = {}): Promise<Move[]> {
       git: env.git,
     });
     const statuses = await inspectAll(found, { ...options, listening: false }, env);
+    if (scan !== undefined) {
+      const worktrees = found.repositories.flatMap((repository) =>
+        repository.worktrees.map((worktree) => worktree.path)
+      );
+      await addHolders(statuses, worktrees, scan, env.listeners, { listening: true });
+    }
     return await fixStatuses(statuses, machine, options, env);
   } finally {
     for (const lock of locks.reverse()) lock.release();

@@ -9,7 +9,10 @@ import { baseName, comparablePath, relativeInside } from "./paths.ts";
 export interface PortHolder {
   /** The process's id, when the system tells. */
   pid?: number;
-  /** Its command line (its name alone where the system gives no more). */
+  /**
+   * Its command line; its short name alone when command lines were not asked
+   * for, or the system gives no more.
+   */
   command?: string;
   /** Its working directory, when the system tells. */
   cwd?: string;
@@ -35,6 +38,55 @@ export interface HoldersFound {
   unknown?: string;
 }
 
+/** Every listener the system shows, with where its process runs. */
+export interface ListenerScan {
+  /** Every process listening on a TCP port, per port. */
+  listeners: Listener[];
+  /** The working directory of each of those processes, where the system tells. */
+  workingDirectories: Map<number, string>;
+  /** The command line of each of those processes, when asked for and the system tells. */
+  commandLines: Map<number, string>;
+}
+
+/** A scan of the system's listeners, started before the ports of interest are known. */
+export interface StartedScan {
+  /**
+   * Settles once the listeners are listed. Awaiting it before a stretch of
+   * work that never yields (probing every port) lets the description of their
+   * processes run during that work instead of after it.
+   */
+  listed: Promise<unknown>;
+  /** Every listener, with where its process runs. */
+  answer: Promise<SystemAnswer<ListenerScan>>;
+}
+
+/**
+ * Asks the system for every listener and where each listening process runs
+ * (and, with `commandLines`, what it runs), all of them: it is started before
+ * the ports of interest are known, so that it runs while git runs and the
+ * files are read. Few processes listen.
+ */
+export function startScan(
+  lookup: Pick<ListenerLookup, "listeners" | "workingDirectories" | "commandLines">,
+  commandLines = true,
+): StartedScan {
+  const listed = lookup.listeners();
+  const answer = listed.then(async (answer): Promise<SystemAnswer<ListenerScan>> => {
+    if ("unknown" in answer) return answer;
+    const pids = [...new Set(answer.found.map((listener) => listener.pid))];
+    const none = Promise.resolve(new Map<number, string>());
+    const [workingDirectories, commands] = await Promise.all([
+      pids.length === 0 ? none : lookup.workingDirectories(pids),
+      pids.length === 0 || !commandLines ? none : lookup.commandLines(pids),
+    ]);
+    return { found: { listeners: answer.found, workingDirectories, commandLines: commands } };
+  });
+  // Nothing may be left to reject unheard when the work around it fails first.
+  listed.catch(() => {});
+  answer.catch(() => {});
+  return { listed, answer };
+}
+
 /** Programs that stand for a container's published port, on Linux, rootless docker and macOS. */
 const CONTAINER_PROXIES = ["docker-proxy", "rootlessport", "com.docker.backend", "vpnkit-bridge"];
 
@@ -42,37 +94,39 @@ const CONTAINER_PROXIES = ["docker-proxy", "rootlessport", "com.docker.backend",
 export const HIDDEN_HOLDER =
   "not shown to this user: another user's process, or a container's proxy";
 
+/** What {@linkcode findHolders} is to find, and with what. */
+export interface FindHoldersOptions {
+  /** The ports to describe. */
+  ports: Iterable<number>;
+  /** The worktrees processes may belong to, as git spells them. */
+  worktrees: readonly string[];
+  /** Names containers. */
+  lookup: Pick<ListenerLookup, "containers">;
+  /** Ports known to be listening, from probing. */
+  inUse?: ReadonlySet<number>;
+}
+
 /**
- * Finds who holds `ports`: the processes `scan` found listening on them,
- * described by `lookup`, each placed in the deepest of `worktrees` that
- * holds its working directory. A port in `inUse` that no listener was found
- * on is a hidden holder (docker names it, when it is a container's).
- *
- * @param ports The ports to describe.
- * @param worktrees The worktrees processes may belong to, as git spells them.
- * @param scan The lookup's listeners, asked for as early as possible.
- * @param lookup Describes processes and containers.
- * @param inUse Ports known to be listening, from probing.
+ * Finds who holds the ports: the processes `scan` found listening on them,
+ * each placed in the deepest worktree that holds its working directory. A
+ * port known to be in use that no listener was found on has a hidden holder
+ * (docker names it, when it is a container's).
  */
 export async function findHolders(
-  ports: Iterable<number>,
-  worktrees: readonly string[],
-  scan: Promise<SystemAnswer<Listener[]>>,
-  lookup: Pick<ListenerLookup, "processes" | "containers">,
-  inUse: ReadonlySet<number> = new Set(),
+  scan: StartedScan,
+  options: FindHoldersOptions,
 ): Promise<HoldersFound> {
+  const { ports, worktrees, lookup, inUse = new Set() } = options;
   const wanted = new Set(ports);
-  const answer = await scan;
+  const answer = await scan.answer;
   if ("unknown" in answer) return { holders: new Map(), unknown: answer.unknown };
-  const listeners = answer.found.filter((listener) => wanted.has(listener.port));
+  const { workingDirectories, commandLines } = answer.found;
+  const listeners = answer.found.listeners.filter((listener) => wanted.has(listener.port));
   const unseen = [...inUse].filter((port) =>
     wanted.has(port) && !listeners.some((listener) => listener.port === port)
   );
   const proxied = listeners.some((listener) => CONTAINER_PROXIES.includes(listener.name ?? ""));
-  const [processes, containers] = await Promise.all([
-    lookup.processes([...new Set(listeners.map((listener) => listener.pid))]),
-    proxied || unseen.length > 0 ? lookup.containers() : undefined,
-  ]);
+  const containers = proxied || unseen.length > 0 ? await lookup.containers() : undefined;
   const place = worktreePlacer(worktrees);
   const byPort = new Map<number, Container>();
   if (containers !== undefined && "found" in containers) {
@@ -84,23 +138,19 @@ export async function findHolders(
   const add = (port: number, holder: PortHolder) =>
     holders.set(port, [...(holders.get(port) ?? []), holder]);
   for (const listener of listeners) {
-    const info = processes.get(listener.pid) ?? {};
-    const container = CONTAINER_PROXIES.includes(listener.name ?? "")
-      ? byPort.get(listener.port)
-      : undefined;
+    const command = commandLines.get(listener.pid) ?? listener.name;
+    const cwd = workingDirectories.get(listener.pid);
+    const proxy = CONTAINER_PROXIES.includes(listener.name ?? "");
+    const container = proxy ? byPort.get(listener.port) : undefined;
     if (container !== undefined) {
-      add(listener.port, {
-        pid: listener.pid,
-        command: info.command,
-        ...ofContainer(container, place),
-      });
+      add(listener.port, { pid: listener.pid, command, ...ofContainer(container, place) });
       continue;
     }
-    const holder: PortHolder = { pid: listener.pid, command: info.command ?? listener.name };
-    if (info.cwd !== undefined) {
-      holder.cwd = info.cwd;
+    const holder: PortHolder = { pid: listener.pid, command };
+    if (cwd !== undefined) {
+      holder.cwd = cwd;
       // A container's proxy runs from "/": where it runs says nothing of whose it is.
-      if (!CONTAINER_PROXIES.includes(listener.name ?? "")) holder.worktree = place(info.cwd);
+      if (!proxy) holder.worktree = place(cwd);
     }
     add(listener.port, holder);
   }

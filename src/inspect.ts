@@ -15,7 +15,9 @@ import { type Env, type Environment, environmentOf } from "./environment.ts";
 import { WorktreePortsError } from "./errors.ts";
 import { fileInfo, hiddenFromDeno, realPathOr } from "./files.ts";
 import { worktreeExists, worktreesOnDisk } from "./git_dirs.ts";
+import { findHolders, type PortHolder, type StartedScan, startScan } from "./holders.ts";
 import { readKeptCopy } from "./kept_copy.ts";
+import type { ListenerLookup } from "./listeners.ts";
 import { MachineSession } from "./machine_index.ts";
 import { isPort, PORT_FILE_NAME } from "./names.ts";
 import { comparablePath, joinPath, relativeInside } from "./paths.ts";
@@ -191,7 +193,8 @@ export async function inspectAll(
  * directory as gone (it reserves nothing); `absent`, a locked worktree whose
  * directory is away (it keeps the ports of its last written file, when a copy
  * of it is known); `outdated`, its keys or values are not what the worktree's
- * config renders for its slot now.
+ * config renders for its slot now; `held`, a process of another worktree, or
+ * of none, listens on one of its ports.
  */
 export type WorktreeState =
   | "ok"
@@ -202,7 +205,8 @@ export type WorktreeState =
   | "invalid"
   | "stale"
   | "absent"
-  | "outdated";
+  | "outdated"
+  | "held";
 
 /** Ports that one worktree shares with another. */
 export interface PortConflict {
@@ -234,6 +238,11 @@ export interface WorktreeStatus {
   ports: Record<string, number>;
   /** For each key of `ports`, whether something listens on that port now. */
   listening: Record<string, boolean>;
+  /**
+   * For each key of `ports` that something listens on: who, as far as the
+   * system tells.
+   */
+  holders: Record<string, PortHolder[]>;
   /** When the file's slot was allocated, if the file says. */
   allocatedAt?: string;
   /** For `duplicate`: every other worktree it shares ports with. */
@@ -259,6 +268,21 @@ export interface InspectOptions extends PortFilePathOptions, ConfigOverrides, En
    * @default {true}
    */
   listening?: boolean;
+  /**
+   * Ask the system which processes listen on the ports, and where they run;
+   * a worktree whose port a process of another worktree, or of none, holds is
+   * `held`.
+   *
+   * @default {true}
+   */
+  holders?: boolean;
+  /**
+   * Ask also for each holder's whole command line, which takes one more
+   * program run; without it, a holder's `command` is its short name.
+   *
+   * @default {true}
+   */
+  commandLines?: boolean;
   /**
    * Called with each problem that did not stop the inspection, such as an
    * unreadable machine-wide index.
@@ -290,7 +314,9 @@ export async function inspectWorktrees(
   options: InspectOptions = {},
 ): Promise<WorktreeStatus[]> {
   const env = environmentOf(options);
+  const scan = scanListeners(options, env);
   const repository = await openRepositoryOrBare(options.cwd, env);
+  if (scan !== undefined && options.listening !== false) await scan.listed;
   const statuses = await inspectRepository(repository, options, env);
   using machine = await MachineSession.open({
     scope: env.scope,
@@ -302,6 +328,13 @@ export async function inspectWorktrees(
   });
   for (const warning of machine.warnings) options.onWarning?.(warning);
   markOtherRepositories(statuses, machine);
+  if (scan !== undefined) {
+    const worktrees = [
+      ...repository.worktrees.map((worktree) => worktree.path),
+      ...machine.entries.map((entry) => entry.worktree),
+    ];
+    await addHolders(statuses, worktrees, scan, env.listeners, options);
+  }
   return statuses.map(({ reserved: _, ...status }) => status);
 }
 
@@ -327,10 +360,18 @@ export async function inspectWorktrees(
  */
 export async function inspectMachine(options: InspectOptions = {}): Promise<WorktreeStatus[]> {
   const env = environmentOf(options);
+  const scan = scanListeners(options, env);
   const warnings: string[] = [];
   const found = await openIndexedRepositories(options.cwd, env, warnings);
   for (const warning of warnings) options.onWarning?.(warning);
+  if (scan !== undefined && options.listening !== false) await scan.listed;
   const statuses = await inspectAll(found, options, env);
+  if (scan !== undefined) {
+    const worktrees = found.repositories.flatMap((repository) =>
+      repository.worktrees.map((worktree) => worktree.path)
+    );
+    await addHolders(statuses, worktrees, scan, env.listeners, options);
+  }
   return statuses.map(({ reserved: _, ...status }) => status);
 }
 
@@ -406,6 +447,7 @@ export async function inspectRepository(
       file: current ? ownPath : joinPath(worktree.path, inside),
       ports: {},
       listening: {},
+      holders: {},
       conflicts: [],
     };
     if (worktree.prunable) return { ...status, state: "stale" as const, reserved: [] };
@@ -466,6 +508,74 @@ export async function inspectRepository(
     for (const status of statuses) await probeListening(status, env.probe);
   }
   return statuses;
+}
+
+/**
+ * Asks the system for its listeners now, when the options want holders, so
+ * that the answer comes while git runs and the files are read.
+ */
+export function scanListeners(
+  options: Pick<InspectOptions, "holders" | "commandLines">,
+  env: Pick<Env, "listeners">,
+): StartedScan | undefined {
+  return options.holders === false ? undefined : startScan(env.listeners, options.commandLines);
+}
+
+/**
+ * Fills in who holds each status's ports, and marks `held` each status that
+ * is otherwise `ok` and has a port a process of another worktree, or of none,
+ * listens on. Says, through `onWarning`, when the system could not be asked
+ * and that matters: some port is listening, or listening was not probed.
+ */
+export async function addHolders(
+  statuses: readonly WorktreeStatus[],
+  worktrees: readonly string[],
+  scan: StartedScan,
+  lookup: Pick<ListenerLookup, "containers">,
+  options: Pick<InspectOptions, "listening" | "onWarning">,
+): Promise<void> {
+  const inUse = new Set<number>();
+  for (const status of statuses) {
+    for (const [key, port] of Object.entries(status.ports)) {
+      if (status.listening[key]) inUse.add(port);
+    }
+  }
+  const ports = statuses.flatMap((status) => Object.values(status.ports));
+  const found = await findHolders(scan, { ports, worktrees, lookup, inUse });
+  for (const status of statuses) {
+    for (const [key, port] of Object.entries(status.ports)) {
+      const holders = found.holders.get(port) ??
+        (found.unknown !== undefined && status.listening[key]
+          ? [{ unknown: found.unknown }]
+          : undefined);
+      if (holders !== undefined) status.holders[key] = holders;
+    }
+    if (status.state === "ok" && strayHolders(status).length > 0) status.state = "held";
+  }
+  if (found.unknown !== undefined && (options.listening === false || inUse.size > 0)) {
+    options.onWarning?.(`Cannot tell which processes listen on the ports: ${found.unknown}`);
+  }
+}
+
+/** A port of a worktree that a process of another worktree, or of none, listens on. */
+export interface StrayHolder {
+  /** The port's key. */
+  key: string;
+  /** The port. */
+  port: number;
+  /** Who listens on it. */
+  holder: PortHolder;
+}
+
+/**
+ * The holders of a status's ports that run outside its worktree: in another
+ * worktree, or in none. One whose place is unknown is not counted.
+ */
+export function strayHolders(status: WorktreeStatus): StrayHolder[] {
+  return Object.entries(status.holders).flatMap(([key, holders]) =>
+    holders.filter((holder) => holder.worktree !== undefined && holder.worktree !== status.path)
+      .map((holder) => ({ key, port: status.ports[key], holder }))
+  );
 }
 
 /** Fills in which of a status's ports something listens on now. */

@@ -2,6 +2,7 @@
 // say when one is missing.
 
 import { INDEX_ENV_VARIABLES } from "../index_home.ts";
+import { LISTENER_PROGRAMS } from "../listeners.ts";
 import { PROBE_HOSTNAMES } from "../probe.ts";
 import type { Permission, Values } from "./spec.ts";
 
@@ -18,7 +19,8 @@ const NET_FLAG_HOSTS = PROBE_HOSTNAMES.map((host) => host.includes(":") ? `[${ho
   .join(",");
 
 const PERMISSION_FLAGS: Record<Permission, string> = {
-  git: "--allow-run=git",
+  // Only git is needed; list and check also ask the system who listens on a port.
+  git: `--allow-run=git,${LISTENER_PROGRAMS.join(",")}`,
   read: "--allow-read",
   write: "--allow-write",
   // Quoted, so that the flag pastes into zsh, where `[::1]` is a glob.
@@ -31,7 +33,10 @@ const INSTALL_COMMAND = "deno install -g -f -n worktree-ports";
 
 const INSTALL_MODULE = "jsr:@org/worktree-ports/cli";
 
-/** The flags to install with: all the CLI's, and for `exec`, permission to run any command. */
+/**
+ * The flags to install with: all the CLI's, and for `exec`, permission to run
+ * any command.
+ */
 export function installFlags(command: string): string {
   const flags = requiredFlags(ALLOCATE_PERMISSIONS);
   return command === "exec" ? flags.replace(PERMISSION_FLAGS.git, "--allow-run") : flags;

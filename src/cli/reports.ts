@@ -1,7 +1,8 @@
 // The tables and lines that list, slots and check print.
 
 import type { Move } from "../fix.ts";
-import type { WorktreeStatus } from "../inspect.ts";
+import { holderName, holderPlace } from "../holders.ts";
+import { strayHolders, type WorktreeStatus } from "../inspect.ts";
 import type { SlotInfo } from "../slots.ts";
 
 /** One table per repository, each under the repository's shared git directory. */
@@ -26,6 +27,7 @@ const STATE_COLORS: Record<WorktreeStatus["state"], string> = {
   invalid: "31",
   stale: "2",
   absent: "33",
+  held: "31",
 };
 
 export function formatTable(statuses: readonly WorktreeStatus[], color: boolean): string {
@@ -49,7 +51,7 @@ export function formatTable(statuses: readonly WorktreeStatus[], color: boolean)
     cells.map((cell, column) => {
       const padded = cell.padEnd(widths[column]);
       if (column === 3) return paint(STATE_COLORS[cell as WorktreeStatus["state"]], padded);
-      return padded.replaceAll("(listening)", paint("32", "(listening)"));
+      return padded.replace(/\(listening\b/g, (word) => `(${paint("32", word.slice(1))}`);
     }).join("  ").trimEnd();
   const title = header.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd();
   return [paint("1", title), ...rows.map(line)].join("\n") + "\n";
@@ -62,6 +64,8 @@ function portNote(status: WorktreeStatus, key: string, port: number): string {
     conflict.ports.includes(port)
   );
   if (elsewhere) return " (held by another repository)";
+  const holders = status.holders[key];
+  if (holders !== undefined) return ` (listening: ${holders.map(holderName).join(", ")})`;
   return status.listening[key] ? " (listening)" : "";
 }
 
@@ -93,9 +97,18 @@ function noteOf(status: WorktreeStatus): string {
       return "config changed since written";
     case "none":
       return "no port file";
+    case "held":
+      return strayHolders(status).map(({ key, port, holder }) =>
+        `${printable(key)} ${port} held by ${holderName(holder)} ${placeNote(holder.worktree)}`
+      ).join("; ");
     default:
       return "";
   }
+}
+
+/** Where a stray holder runs, in a table cell. */
+function placeNote(worktree: string | null | undefined): string {
+  return worktree === null ? "outside every worktree" : `of ${printable(worktree ?? "")}`;
 }
 
 /** How wide the slots table may grow before its bundles wrap. */
@@ -180,6 +193,18 @@ export function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
           : `outdated: ${status.detail}`,
       );
     }
+    for (const { key, port, holder } of strayHolders(status)) {
+      const who = holder.pid === undefined ? holderName(holder) : `pid ${holder.pid}`;
+      const what = holder.command === undefined ? "" : ` \`${holder.command}\``;
+      const project = holder.composeProject === undefined
+        ? ""
+        : ` (compose project "${holder.composeProject}")`;
+      problems.push(
+        `held: ${who}${what}${project} ${
+          holderPlace(holder)
+        } holds ${key} ${port} of "${status.path}"`,
+      );
+    }
     for (const conflict of status.conflicts) {
       const other = statuses.findIndex((candidate) => candidate.path === conflict.worktree);
       if (other === -1) {
@@ -205,11 +230,12 @@ export function formatMove(move: Move): string {
   const ports = (ports: Record<string, number>) =>
     Object.entries(ports).map(([key, port]) => `${printable(key)}=${port}`).join(" ") || "(none)";
   const verb = move.reason === "outdated" ? "updated" : "moved";
+  const reason = move.detail === undefined ? move.reason : `${move.reason}: ${move.detail}`;
   // Only its env files differed: the ports stay, and saying "a -> a" says nothing.
   if (move.reason === "outdated" && ports(move.from) === ports(move.to)) {
     return `updated "${move.worktree}" (outdated): ${ports(move.to)} kept (slot ${move.slot})`;
   }
-  return `${verb} "${move.worktree}" (${move.reason}): ${ports(move.from)} -> ${
+  return `${verb} "${move.worktree}" (${reason}): ${ports(move.from)} -> ${
     ports(move.to)
   } (slot ${move.slot})`;
 }

@@ -64,7 +64,7 @@ export async function run(values: Values): Promise<number> {
   // replaced: only its owner can move it out of the way.
   const fixable = statuses.some((status) =>
     status.conflicts.length > 0 ||
-    (["foreign", "unreadable", "invalid", "outdated"].includes(status.state) &&
+    (["foreign", "unreadable", "invalid", "outdated", "held"].includes(status.state) &&
       !(status.detail?.includes(ENV_FILE_IN_THE_WAY) ?? false) &&
       !(status.detail?.startsWith(UNWRITABLE_ENV_FILE) ?? false))
   );
