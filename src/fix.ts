@@ -76,14 +76,15 @@ export interface Move {
  * Repairs what {@linkcode inspectWorktrees} finds, under the same lock as
  * {@linkcode allocate}. Of two worktrees that share ports, the one whose
  * services are not listening moves; when neither or both are, the one
- * allocated later moves. Foreign, unreadable and invalid files are
- * reallocated for their own worktree. Running it again changes nothing.
+ * allocated later moves. A worktree whose port a process of another
+ * worktree, or of none, listens on moves to a free slot. Foreign,
+ * unreadable and invalid files are reallocated for their own worktree.
+ * Running it again changes nothing.
  * Works from a bare repository's directory too.
  *
- * A port both files hold cannot tell whose service listens on it (finding
- * the owning process needs `/proc`, which Deno opens only with
- * `--allow-all`), so only the ports a worktree holds alone count as its
- * services listening.
+ * A worktree serves when a process running in it listens on one of its
+ * ports (see {@linkcode InspectOptions.holders}), or, where the system does
+ * not tell, when something listens on a port it holds alone.
  *
  * @param options Where, config overrides, the lock timeout, and the injected git and probe.
  * @returns Every move made, in git's order of worktrees.
@@ -283,12 +284,17 @@ async function chooseMover(
   for (const status of [a, b]) {
     if (Object.keys(status.listening).length === 0) await probeListening(status, probe);
   }
-  const listensAlone = (status: WorktreeStatus, other: WorktreeStatus) =>
+  // A process of the worktree itself on any of its ports says it serves; a
+  // port only it holds, that something listens on, says so too.
+  const serves = (status: WorktreeStatus, other: WorktreeStatus) =>
+    Object.values(status.holders).some((holders) =>
+      holders.some((holder) => holder.worktree === status.path)
+    ) ||
     Object.entries(status.ports).some(([key, port]) =>
       status.listening[key] && !Object.values(other.ports).includes(port)
     );
-  const aListens = listensAlone(a, b);
-  if (aListens !== listensAlone(b, a)) return aListens ? b : a;
+  const aServes = serves(a, b);
+  if (aServes !== serves(b, a)) return aServes ? b : a;
   return await laterAllocated(a, b);
 }
 

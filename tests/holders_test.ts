@@ -14,6 +14,7 @@ import {
   TempRepo,
   testWhere,
   webPorts,
+  writeJson,
 } from "../test_util.ts";
 
 /** A directory outside every worktree to start strays in. */
@@ -168,5 +169,26 @@ testWhere(
     });
     assert.equal(scoped.code, 0, scoped.stdout + scoped.stderr);
     assert.match(scoped.stderr, /not allowed to run \(run again with --allow-run=git,lsof,ps\)/);
+  },
+);
+
+testWhere(
+  needs,
+  "check --fix keeps the one of two worktrees sharing a port whose own server listens on it, though it was allocated later",
+  async () => {
+    const ports = webPorts();
+    await using repo = await TempRepo.create({ config: ports.config() });
+    const [a, b] = await repo.addWorktrees("wt", 2);
+    // An older allocator's bug: both got slot 1's port. b's file is the later one,
+    // which alone would make b move; but b's server listens on the shared port.
+    const shared = ports.at(1).web;
+    await writeJson(`${a}/.worktree-ports.json`, { web: shared });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await writeJson(`${b}/.worktree-ports.json`, { web: shared });
+    await using _bServes = await serveIn(b, shared);
+    const fixed = await runCli(b, ["check", "--fix"]);
+    assert.equal(fixed.code, 0, fixed.stdout + fixed.stderr);
+    assert.match(fixed.stdout, new RegExp(`^moved "${a}" \\(duplicate\\): web=${shared} -> `, "m"));
+    assert.deepEqual(await readJson(`${b}/.worktree-ports.json`), { web: shared });
   },
 );
