@@ -16,6 +16,7 @@ import {
   type InspectOptions,
   inspectRepository,
   openIndexedRepositories,
+  placeableWorktrees,
   probeListening,
   scanListeners,
   strayHolders,
@@ -123,7 +124,7 @@ export async function fixWorktrees(options: FixOptions = {}): Promise<Move[]> {
   const statuses = await inspectRepository(repository, { ...options, listening: false }, env);
   if (scan !== undefined) {
     const worktrees = [
-      ...repository.worktrees.map((worktree) => worktree.path),
+      ...placeableWorktrees(repository),
       ...machine.entries.map((entry) => entry.worktree),
     ];
     await addHolders(statuses, worktrees, scan, env.listeners, { listening: true });
@@ -144,9 +145,14 @@ async function fixStatuses(
 ): Promise<Move[]> {
   const movers = new Map<WorktreeStatus, Move["reason"]>();
   for (const status of statuses) {
-    if (
+    // A stray on its port moves it whatever else is wrong with its file:
+    // rewritten for the same slot, it would still be held. The main worktree
+    // keeps slot 0 whoever listens there: check names the process instead.
+    if (isMovablyHeld(status)) {
+      movers.set(status, "held");
+    } else if (
       status.state === "foreign" || status.state === "unreadable" ||
-      status.state === "invalid" || status.state === "outdated" || status.state === "held"
+      status.state === "invalid" || status.state === "outdated"
     ) {
       movers.set(status, status.state);
     }
@@ -268,6 +274,14 @@ async function fixStatuses(
   return moves;
 }
 
+/**
+ * Whether a stray process holds a worktree's port, and moving the worktree
+ * helps: not the main worktree, which keeps slot 0, nor an absent one.
+ */
+export function isMovablyHeld(status: WorktreeStatus): boolean {
+  return !status.primary && status.state !== "absent" && strayHolders(status).length > 0;
+}
+
 /** Which of a held worktree's ports are held, and by whom: `web_port 3100 by python3 4242 outside every worktree`. */
 function heldDetail(status: WorktreeStatus): string {
   return strayHolders(status).map(({ key, port, holder }) =>
@@ -355,9 +369,7 @@ export async function fixMachine(options: FixOptions = {}): Promise<Move[]> {
     });
     const statuses = await inspectAll(found, { ...options, listening: false }, env);
     if (scan !== undefined) {
-      const worktrees = found.repositories.flatMap((repository) =>
-        repository.worktrees.map((worktree) => worktree.path)
-      );
+      const worktrees = found.repositories.flatMap(placeableWorktrees);
       await addHolders(statuses, worktrees, scan, env.listeners, { listening: true });
     }
     return await fixStatuses(statuses, machine, options, env);

@@ -3,7 +3,7 @@
 
 import { realPathOr } from "./files.ts";
 import type { Container, Listener, ListenerLookup, SystemAnswer } from "./listeners.ts";
-import { baseName, comparablePath, relativeInside } from "./paths.ts";
+import { baseName, comparablePath, IS_WINDOWS, relativeInside } from "./paths.ts";
 
 /** A process, or a container, listening on a port. */
 export interface PortHolder {
@@ -191,9 +191,9 @@ function worktreePlacer(worktrees: readonly string[]): (path: string) => string 
 export function holderName(holder: PortHolder): string {
   if (holder.container !== undefined) return `container ${holder.container}`;
   if (holder.pid === undefined) return "unknown";
-  const program = holder.command === undefined
-    ? "process"
-    : baseName(holder.command.split(/\s+/)[0]) || holder.command;
+  // The program's name: the first word of its command line, without its folder.
+  const first = holder.command?.split(/\s+/)[0] ?? "";
+  const program = (IS_WINDOWS ? baseName(first) : first.split("/").at(-1)) || "process";
   return `${program} ${holder.pid}`;
 }
 

@@ -330,7 +330,7 @@ export async function inspectWorktrees(
   markOtherRepositories(statuses, machine);
   if (scan !== undefined) {
     const worktrees = [
-      ...repository.worktrees.map((worktree) => worktree.path),
+      ...placeableWorktrees(repository),
       ...machine.entries.map((entry) => entry.worktree),
     ];
     await addHolders(statuses, worktrees, scan, env.listeners, options);
@@ -367,9 +367,7 @@ export async function inspectMachine(options: InspectOptions = {}): Promise<Work
   if (scan !== undefined && options.listening !== false) await scan.listed;
   const statuses = await inspectAll(found, options, env);
   if (scan !== undefined) {
-    const worktrees = found.repositories.flatMap((repository) =>
-      repository.worktrees.map((worktree) => worktree.path)
-    );
+    const worktrees = found.repositories.flatMap(placeableWorktrees);
     await addHolders(statuses, worktrees, scan, env.listeners, options);
   }
   return statuses.map(({ reserved: _, ...status }) => status);
@@ -522,6 +520,14 @@ export function scanListeners(
 }
 
 /**
+ * The worktrees a listening process may belong to: a bare repository's own
+ * directory is no worktree, and a process running there belongs to none.
+ */
+export function placeableWorktrees(repository: Pick<Repository, "worktrees">): string[] {
+  return repository.worktrees.filter((worktree) => !worktree.bare).map((worktree) => worktree.path);
+}
+
+/**
  * Fills in who holds each status's ports, and marks `held` each status that
  * is otherwise `ok` and has a port a process of another worktree, or of none,
  * listens on. Says, through `onWarning`, when the system could not be asked
@@ -569,13 +575,22 @@ export interface StrayHolder {
 
 /**
  * The holders of a status's ports that run outside its worktree: in another
- * worktree, or in none. One whose place is unknown is not counted.
+ * worktree, or in none. One whose place is unknown is not counted, nor one
+ * of a worktree that shares that port with it (a conflict, which says more).
  */
 export function strayHolders(status: WorktreeStatus): StrayHolder[] {
-  return Object.entries(status.holders).flatMap(([key, holders]) =>
-    holders.filter((holder) => holder.worktree !== undefined && holder.worktree !== status.path)
-      .map((holder) => ({ key, port: status.ports[key], holder }))
-  );
+  return Object.entries(status.holders).flatMap(([key, holders]) => {
+    const port = status.ports[key];
+    // A worktree that shares the port is a conflict, which says more.
+    const sharing = (worktree: string) =>
+      status.conflicts.some((conflict) =>
+        conflict.worktree === worktree && conflict.ports.includes(port)
+      );
+    return holders.filter((holder) =>
+      holder.worktree !== undefined && holder.worktree !== status.path &&
+      (holder.worktree === null || !sharing(holder.worktree))
+    ).map((holder) => ({ key, port, holder }));
+  });
 }
 
 /** Fills in which of a status's ports something listens on now. */

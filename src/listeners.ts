@@ -2,6 +2,7 @@
 // lsof lists the listening sockets and working directories and ps the command
 // lines; on Windows netstat and tasklist; docker names a container's ports.
 
+import { fileInfo } from "./files.ts";
 import { IS_WINDOWS } from "./paths.ts";
 import { runProgram } from "./programs.ts";
 
@@ -91,7 +92,8 @@ export const denoListeners: ListenerLookup = {
       const answer = await ask("tasklist", ["/fo", "csv", "/nh"]);
       return "found" in answer ? parseTasklist(answer.found) : new Map();
     }
-    const answer = await ask("ps", ["-ww", "-o", "pid=,args=", "-p", pids.join(",")]);
+    // In the user's locale: under C, ps prints "?" for every byte of a non-ASCII character.
+    const answer = await ask("ps", ["-ww", "-o", "pid=,args=", "-p", pids.join(",")], {});
     return "found" in answer ? parsePs(answer.found) : new Map();
   },
 
@@ -111,7 +113,11 @@ export const denoListeners: ListenerLookup = {
  * Runs a program if Deno already allows it, and gives its output. lsof exits
  * 1 when it finds nothing, so a failure with no message is an empty answer.
  */
-async function ask(program: string, args: string[]): Promise<SystemAnswer<string>> {
+async function ask(
+  program: string,
+  args: string[],
+  env: Record<string, string> = { LC_ALL: "C" },
+): Promise<SystemAnswer<string>> {
   // Deno also reports a program named in --allow-run as not granted when it is not on PATH.
   const notAllowed = `${program} is not installed, or not allowed to run${
     LISTENER_PROGRAMS.includes(program)
@@ -125,7 +131,7 @@ async function ask(program: string, args: string[]): Promise<SystemAnswer<string
   try {
     output = await runProgram(program, {
       args,
-      env: { LC_ALL: "C" },
+      env,
       stdout: "piped",
       stderr: "piped",
       signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
@@ -151,6 +157,12 @@ function portOf(address: string): number | undefined {
   return Number.isInteger(port) && port > 0 && port <= 65535 ? port : undefined;
 }
 
+/** A process id as the system prints it, or `undefined` for anything else. */
+function asPid(text: string): number | undefined {
+  const pid = /^\d{1,10}$/.test(text.trim()) ? Number(text) : NaN;
+  return pid > 0 && pid < 2 ** 32 ? pid : undefined;
+}
+
 /** lsof's field output (`-Fpcn`): `p` starts a process, `c` names it, `n` is a socket's address. */
 export function parseLsofListeners(text: string): Listener[] {
   const found: Listener[] = [];
@@ -159,7 +171,7 @@ export function parseLsofListeners(text: string): Listener[] {
   for (const line of text.split("\n")) {
     const value = line.slice(1);
     if (line.startsWith("p")) {
-      pid = Number(value);
+      pid = asPid(value);
       name = undefined;
     } else if (line.startsWith("c")) {
       name = unescapeLsof(value);
@@ -176,15 +188,17 @@ export function parseLsofListeners(text: string): Listener[] {
 /**
  * lsof's field output for working directories (`-d cwd -Fpn`). A directory
  * lsof could not read, or one since deleted, is marked (`/x (deleted)`) and
- * left out.
+ * left out, unless a directory of that very name is there.
  */
 export function parseLsofCwds(text: string): Map<number, string> {
   const found = new Map<number, string>();
   let pid: number | undefined;
   for (const line of text.split("\n")) {
-    if (line.startsWith("p")) pid = Number(line.slice(1));
-    else if (line.startsWith("n/") && pid !== undefined && !LSOF_MARK.test(line)) {
-      found.set(pid, unescapeLsof(line.slice(1)));
+    if (line.startsWith("p")) pid = asPid(line.slice(1));
+    else if (line.startsWith("n/") && pid !== undefined) {
+      const name = unescapeLsof(line.slice(1));
+      // A directory may be named like a mark ("x (deleted)"): one that is there is kept.
+      if (!LSOF_MARK.test(name) || fileInfo(name)?.isDirectory) found.set(pid, name);
     }
   }
   return found;

@@ -109,3 +109,20 @@ Deno.test("parseDockerPs() reads published host ports, ranges, and compose's lab
     { name: "quiet", project: undefined, workingDir: undefined, ports: [] },
   ]);
 });
+
+Deno.test("parseLsofCwds() keeps a directory that is there under a name like lsof's marks", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const named = `${dir}/app (deleted)`;
+    await Deno.mkdir(named);
+    const text = `p7\nfcwd\nn${named}\np8\nfcwd\nn${dir}/gone (deleted)\n`;
+    assert.deepEqual(parseLsofCwds(text), new Map([[7, named]]));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("parseLsofListeners() skips a process id that is no process id", () => {
+  const text = "p0\nn*:80\npabc\nn*:81\np99999999999\nn*:82\np12\nn*:83\n";
+  assert.deepEqual(parseLsofListeners(text), [{ port: 83, pid: 12, name: undefined }]);
+});

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { inspectWorktrees, type WorktreeStatus } from "../mod.ts";
 import {
   CLI_FLAGS,
+  pickPorts,
   readJson,
   runCli,
   serveIn,
@@ -190,5 +191,65 @@ testWhere(
     assert.equal(fixed.code, 0, fixed.stdout + fixed.stderr);
     assert.match(fixed.stdout, new RegExp(`^moved "${a}" \\(duplicate\\): web=${shared} -> `, "m"));
     assert.deepEqual(await readJson(`${b}/.worktree-ports.json`), { web: shared });
+  },
+);
+
+testWhere(
+  needs,
+  "check names a stray on the main worktree's port, and check --fix leaves the main worktree on slot 0",
+  async () => {
+    const ports = webPorts();
+    await using repo = await TempRepo.create({ config: ports.config() });
+    assert.equal((await runCli(repo.root, ["allocate"])).code, 0);
+    const before = await Deno.readTextFile(`${repo.root}/.worktree-ports.json`);
+    await using outside = await outsideDir();
+    await using stray = await serveIn(outside.path, ports.at(0).web);
+    for (const args of [["check"], ["check", "--fix"], ["check", "--fix"]]) {
+      const result = await runCli(repo.root, args);
+      assert.equal(result.code, 1, result.stdout + result.stderr);
+      assert.match(
+        result.stdout,
+        new RegExp(
+          `^held: pid ${stray.pid} .* holds web ${ports.at(0).web} of "${repo.root}" ` +
+            `\\(the main worktree keeps slot 0: stop that process, or change the base port\\)$`,
+          "m",
+        ),
+      );
+      assert.doesNotMatch(result.stdout, /^moved /m);
+      assert.doesNotMatch(result.stderr, /check --fix/);
+    }
+    assert.equal(await Deno.readTextFile(`${repo.root}/.worktree-ports.json`), before);
+  },
+);
+
+testWhere(
+  needs,
+  "check --fix moves a held worktree in one run, whether its file is also outdated or shares a port",
+  async () => {
+    const ports = pickPorts(["web", "api"]);
+    await using repo = await TempRepo.create({ config: ports.config() });
+    const [a, b, c] = await repo.addWorktrees("wt", 3);
+    for (const dir of [a, b, c]) assert.equal((await runCli(dir, ["allocate"])).code, 0);
+    // a: outdated (a key the config does not give) and held.
+    const aFile = await readJson(`${a}/.worktree-ports.json`);
+    await writeJson(`${a}/.worktree-ports.json`, { ...aFile, extra: 1 });
+    // c: a copy of b's file for c, allocated later; a stray holds their shared api port.
+    const bFile = await readJson(`${b}/.worktree-ports.json`);
+    const later = structuredClone(bFile) as { worktree_ports: Record<string, unknown> };
+    later.worktree_ports.worktree = c;
+    later.worktree_ports.allocated_at = new Date(Date.now() + 60_000).toISOString();
+    await writeJson(`${c}/.worktree-ports.json`, later);
+    await using outside = await outsideDir();
+    await using _aStray = await serveIn(outside.path, aFile.web as number);
+    await using _bcStray = await serveIn(outside.path, bFile.api as number);
+    const fixed = await runCli(a, ["check", "--fix"]);
+    assert.equal(fixed.code, 0, fixed.stdout + fixed.stderr);
+    assert.match(fixed.stdout, new RegExp(`^moved "${a}" \\(held: web ${aFile.web} by `, "m"));
+    // Both held: neither stays on the port, whichever the duplicate rule would keep.
+    for (const dir of [b, c]) {
+      assert.match(fixed.stdout, new RegExp(`^moved "${dir}" \\(held: api ${bFile.api} by `, "m"));
+    }
+    const again = await runCli(a, ["check", "--fix"]);
+    assert.equal(again.stdout, "nothing to fix\nok: 4 worktrees, no shared ports\n");
   },
 );

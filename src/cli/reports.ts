@@ -1,7 +1,7 @@
 // The tables and lines that list, slots and check print.
 
 import type { Move } from "../fix.ts";
-import { holderName, holderPlace } from "../holders.ts";
+import { holderName } from "../holders.ts";
 import { strayHolders, type WorktreeStatus } from "../inspect.ts";
 import type { SlotInfo } from "../slots.ts";
 
@@ -67,6 +67,11 @@ function portNote(status: WorktreeStatus, key: string, port: number): string {
   const holders = status.holders[key];
   if (holders !== undefined) return ` (listening: ${holders.map(holderName).join(", ")})`;
   return status.listening[key] ? " (listening)" : "";
+}
+
+/** A path in a line: quoted, with escapes where it holds control characters, so that it stays one line. */
+function quotedPath(path: string): string {
+  return /[\p{Cc}]/u.test(path) ? JSON.stringify(path) : `"${path}"`;
 }
 
 /** A path as one table cell: quoted, with escapes, when it holds control characters. */
@@ -199,10 +204,18 @@ export function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
       const project = holder.composeProject === undefined
         ? ""
         : ` (compose project "${holder.composeProject}")`;
+      const place = holder.worktree === null
+        ? "outside every worktree"
+        : holder.worktree === undefined
+        ? "in an unknown place"
+        : `of the worktree ${quotedPath(holder.worktree)}`;
+      const stays = status.primary
+        ? " (the main worktree keeps slot 0: stop that process, or change the base port)"
+        : "";
       problems.push(
-        `held: ${who}${what}${project} ${
-          holderPlace(holder)
-        } holds ${key} ${port} of "${status.path}"`,
+        `held: ${who}${what}${project} ${place} holds ${key} ${port} of ${
+          quotedPath(status.path)
+        }${stays}`,
       );
     }
     for (const conflict of status.conflicts) {
@@ -233,9 +246,11 @@ export function formatMove(move: Move): string {
   const reason = move.detail === undefined ? move.reason : `${move.reason}: ${move.detail}`;
   // Only its env files differed: the ports stay, and saying "a -> a" says nothing.
   if (move.reason === "outdated" && ports(move.from) === ports(move.to)) {
-    return `updated "${move.worktree}" (outdated): ${ports(move.to)} kept (slot ${move.slot})`;
+    return `updated ${quotedPath(move.worktree)} (outdated): ${
+      ports(move.to)
+    } kept (slot ${move.slot})`;
   }
-  return `${verb} "${move.worktree}" (${reason}): ${ports(move.from)} -> ${
+  return `${verb} ${quotedPath(move.worktree)} (${reason}): ${ports(move.from)} -> ${
     ports(move.to)
   } (slot ${move.slot})`;
 }

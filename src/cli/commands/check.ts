@@ -2,7 +2,7 @@
 
 import { loadConfig } from "../../config.ts";
 import { ENV_FILE_IN_THE_WAY, UNWRITABLE_ENV_FILE } from "../../env_file.ts";
-import { fixMachine, fixWorktrees } from "../../fix.ts";
+import { fixMachine, fixWorktrees, isMovablyHeld } from "../../fix.ts";
 import { machineIndexHome } from "../../index_home.ts";
 import { inspectMachine, inspectWorktrees } from "../../inspect.ts";
 import { INDEX_FILE_NAME } from "../../machine_index.ts";
@@ -63,8 +63,8 @@ export async function run(values: Values): Promise<number> {
   // A file at an env file's path that this tool did not write is never
   // replaced: only its owner can move it out of the way.
   const fixable = statuses.some((status) =>
-    status.conflicts.length > 0 ||
-    (["foreign", "unreadable", "invalid", "outdated", "held"].includes(status.state) &&
+    status.conflicts.length > 0 || isMovablyHeld(status) ||
+    (["foreign", "unreadable", "invalid", "outdated"].includes(status.state) &&
       !(status.detail?.includes(ENV_FILE_IN_THE_WAY) ?? false) &&
       !(status.detail?.startsWith(UNWRITABLE_ENV_FILE) ?? false))
   );
