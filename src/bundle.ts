@@ -88,7 +88,24 @@ export function renderBundle(
 ): Record<string, number | string> {
   const ports = portsForSlot(config, slot);
   const bundle: Record<string, number | string> = { ...ports };
-  const { worktree } = options;
+  for (const [key, template] of Object.entries(config.templates)) {
+    bundle[key] = fillPlaceholders(template, ports, slot, options.worktree);
+  }
+  return bundle;
+}
+
+/**
+ * A template with its placeholders filled: `{key}` from `values`, `{slot}`,
+ * `{branch}`, `{name}` and `{slug}` from the slot and worktree (as
+ * {@linkcode renderBundle} fills them), and `{{`, `}}` as braces. The config
+ * allows no other placeholder.
+ */
+export function fillPlaceholders(
+  template: string,
+  values: Readonly<Record<string, number | string>>,
+  slot: number,
+  worktree?: Pick<Worktree, "path" | "branch">,
+): string {
   const name = () => worktree === undefined ? "" : baseName(worktree.path);
   // Worked out only for the templates that use them: a slug costs a cold
   // process Unicode tables, which most configs never need.
@@ -99,13 +116,10 @@ export function renderBundle(
     // A branch of only punctuation falls back to the name, and no worktree to the slot.
     return slugOf(worktree?.branch ?? "") || slugOf(name()) || `slot-${slot}`;
   };
-  for (const [key, template] of Object.entries(config.templates)) {
-    bundle[key] = template.replace(PLACEHOLDER_PATTERN, (token, name?: string) => {
-      if (name === undefined) return token[0];
-      return Object.hasOwn(ports, name) ? String(ports[name]) : value(name);
-    });
-  }
-  return bundle;
+  return template.replace(PLACEHOLDER_PATTERN, (token, name?: string) => {
+    if (name === undefined) return token[0];
+    return Object.hasOwn(values, name) ? String(values[name]) : value(name);
+  });
 }
 
 /**
