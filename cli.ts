@@ -53,6 +53,10 @@ import { SCOPES } from "./src/environment.ts";
 import { WorktreePortsError } from "./src/errors.ts";
 import { ENV_FORMATS } from "./src/names.ts";
 
+/** What release and prune need besides: permission to run the config's on_release. */
+const ON_RELEASE_NOTE =
+  "and --allow-run=git,lsof,ps,PROGRAM (or --allow-run) to run on_release's PROGRAM";
+
 const OPTIONS = {
   config: {
     type: "string",
@@ -244,13 +248,51 @@ const COMMANDS: Record<string, CommandSpec> = {
         type: "boolean",
         help: "Instead, list worktrees whose directory is gone (they already reserve nothing)",
       },
+      "dry-run": {
+        type: "boolean",
+        help: "Change nothing: print what on_release would run and which file would go",
+      },
+      "skip-on-release": {
+        type: "boolean",
+        help: "Free the ports without running the config's on_release",
+      },
       output: OPTIONS.output,
       "lock-timeout": OPTIONS["lock-timeout"],
       help: OPTIONS.help,
     },
     maxPositionals: 0,
-    permissions: (values) => values["all-stale"] ? ["git", "read"] : ["git", "read", "write"],
+    permissions: (values) =>
+      values["all-stale"] || values["dry-run"] ? ["git", "read"] : ["git", "read", "write"],
+    permissionNote: ON_RELEASE_NOTE,
     run: lazy(() => import("./src/cli/commands/release.ts")),
+  },
+  prune: {
+    usage: "prune [options]",
+    summary: "Run the on_release of worktrees removed without release, and forget them",
+    options: {
+      all: {
+        type: "boolean",
+        help: "Every repository of the machine-wide index, not only this one",
+      },
+      "dry-run": {
+        type: "boolean",
+        help: "Change nothing: print what would run, be forgotten and be ended",
+      },
+      kill: {
+        type: "boolean",
+        help: "End the processes still listening on a gone worktree's ports",
+      },
+      forget: {
+        type: "boolean",
+        help: "Also forget the slot each branch last held",
+      },
+      help: OPTIONS.help,
+    },
+    maxPositionals: 0,
+    permissions: (values) =>
+      values["dry-run"] ? ["git", "read", "env"] : ["git", "read", "write", "env"],
+    permissionNote: `${ON_RELEASE_NOTE}, and for --kill, kill in --allow-run`,
+    run: lazy(() => import("./src/cli/commands/prune.ts")),
   },
   completions: {
     usage: "completions bash|zsh|fish",

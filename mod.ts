@@ -122,12 +122,38 @@ export {
   type InspectOptions,
   inspectWorktrees,
   type PortConflict,
+  type StrayHolder,
+  strayHolders,
   type WorktreeState,
   type WorktreeStatus,
 } from "./src/inspect.ts";
 export { listSlots, type ListSlotsOptions, type SlotInfo, type SlotState } from "./src/slots.ts";
 export { fixMachine, type FixOptions, fixWorktrees, type Move } from "./src/fix.ts";
 export { type Release, type ReleaseOptions, releasePorts } from "./src/release.ts";
+export { type OnReleaseCommand, type OnReleaseResult } from "./src/on_release.ts";
+export {
+  type LingeringListener,
+  type Pruned,
+  type PrunedWorktree,
+  type PruneOptions,
+  pruneWorktrees,
+} from "./src/prune.ts";
+export {
+  MEMORY_FILE_NAME,
+  readMemory,
+  type RememberedSlot,
+  type RememberedWorktree,
+  type WorktreeMemory,
+} from "./src/worktree_memory.ts";
+export {
+  type Container,
+  denoListeners,
+  type Listener,
+  LISTENER_PROGRAMS,
+  type ListenerLookup,
+  type SystemAnswer,
+} from "./src/listeners.ts";
+export { type PortHolder } from "./src/holders.ts";
 export { bundleEnv, type BundleEnvOptions, formatEnv } from "./src/env.ts";
 export {
   type CurrentBundle,

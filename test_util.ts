@@ -137,7 +137,7 @@ export function spawnCli(
 export async function serveIn(
   cwd: string,
   port: number,
-): Promise<AsyncDisposable & { pid: number }> {
+): Promise<AsyncDisposable & { pid: number; status: Promise<Deno.CommandStatus> }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "eval",
@@ -154,8 +154,13 @@ export async function serveIn(
   assert.equal(value, "up\n");
   return {
     pid: child.pid,
+    status: child.status,
     async [Symbol.asyncDispose]() {
-      child.kill();
+      try {
+        child.kill();
+      } catch {
+        // Ended already.
+      }
       await child.status;
       await reader.cancel();
     },

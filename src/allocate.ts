@@ -46,6 +46,7 @@ import { scanCurrentReservations, withOtherRepositories } from "./reservations.t
 import { BROWSER_BLOCKED_PORTS, configWarnings } from "./usable_ports.ts";
 import { unwarned } from "./warned.ts";
 import type { Worktree } from "./worktree_list.ts";
+import { readMemory, rememberWorktree } from "./worktree_memory.ts";
 
 /**
  * Says why a main worktree is off slot 0 (a worktree of another repository
@@ -402,8 +403,25 @@ async function allocateLocked(
       [path, repository.root, reservedPortsOf(allocation.bundle)],
       ...reserved.files,
     ]);
+    // What prune tears down once the worktree is gone, and its branch's slot.
+    if (inside !== undefined) {
+      const warning = rememberWorktree(repository.commonDir, {
+        worktree: repository.current.path,
+        file: path,
+        branch: repository.current.branch,
+        slot: allocation.slot,
+        bundle: allocation.bundle,
+        ...(config.onRelease === undefined ? {} : { onRelease: config.onRelease }),
+      });
+      if (warning !== undefined) ruleWarnings.push(warning);
+    }
   };
   const previous = readPortFile(path);
+  // A worktree without a file of its own may take its branch's old slot back.
+  const branch = repository.current.branch;
+  const remembered = repository.primary || branch === undefined || previous.state === "read"
+    ? undefined
+    : readMemory(repository.commonDir).branches[branch]?.slot;
   const allocation = await allocateSlot(
     {
       root: repository.root,
@@ -423,6 +441,7 @@ async function allocateLocked(
       othersHold: machine.holders,
       dryRun: options.dryRun,
       makeParent: inside !== undefined,
+      remembered,
       beforeWrite,
     },
   );
@@ -510,6 +529,8 @@ export async function allocateSlot(
     /** The ports worktrees of other repositories hold, which move a main worktree off slot 0. */
     othersHold?: Pick<ReadonlySet<number>, "has">;
     makeParent?: boolean;
+    /** The slot the worktree's branch held before, if any. */
+    remembered?: number;
     /** Called before the file is written, whether or not it changes; never for a dry run. */
     beforeWrite?: (allocation: Omit<Allocation, "timings">) => void;
   },
@@ -520,6 +541,7 @@ export async function allocateSlot(
     current: current?.slot,
     force: options.force,
     primary: target.primary,
+    remembered: options.remembered,
     othersHold: options.othersHold,
     probe: options.probe,
   });

@@ -16,6 +16,13 @@ export interface ChooseSlotOptions extends Pick<Environment, "probe"> {
    */
   current?: number;
   /**
+   * A slot the worktree's branch held before, taken again when it is in
+   * range, unreserved and free (a linked worktree without a slot of its own).
+   *
+   * @default {undefined}
+   */
+  remembered?: number;
+  /**
    * Choose afresh even when the current slot could be kept.
    *
    * @default {false}
@@ -53,8 +60,9 @@ export interface SlotChoice {
  * whatever else holds it. Otherwise the main worktree gets slot 0, unless a
  * worktree of another repository holds one of its base ports
  * (`othersHold`), and a linked worktree, or a main worktree whose base ports
- * are held, gets the lowest slot from 1 whose ports are all unreserved and
- * free.
+ * are held, gets the slot its branch held before (`remembered`) when that
+ * is unreserved and free, else the lowest slot from 1 whose ports are all
+ * unreserved and free.
  * A slot holding a port browsers refuse ({@linkcode BROWSER_BLOCKED_PORTS})
  * is never handed out or kept.
  *
@@ -97,6 +105,15 @@ export async function chooseSlot(
     return { slot: 0, kept: false };
   }
   const { probe } = environmentOf(options);
+  const { remembered } = options;
+  if (
+    !options.force && !options.primary && current === undefined && remembered !== undefined &&
+    remembered >= 1 && remembered <= config.slots && !isReserved(remembered) &&
+    blockedPortsOf(config, remembered).length === 0 &&
+    (await firstUnusable(probe, Object.values(portsForSlot(config, remembered)))) === undefined
+  ) {
+    return { slot: remembered, kept: false };
+  }
   let busy = 0;
   const blocked = new Set<number>();
   let blockedSlots = 0;

@@ -52,6 +52,13 @@ export interface PortsConfig {
    * the worktree root, with forward slashes (the config's `env_file`).
    */
   envFiles?: string[];
+  /**
+   * A command, as a program and its arguments, that `release` and `prune`
+   * run before a worktree's ports are freed: each argument with `{key}` (a
+   * port or template key), `{slot}`, `{branch}`, `{name}` and `{slug}` filled
+   * in (the config's `on_release`).
+   */
+  onRelease?: string[];
 }
 
 /** Values that change those of the config file, as the CLI's flags do. */
@@ -170,6 +177,9 @@ export function parseConfig(
   if (record.env_file !== undefined) {
     config.envFiles = parseEnvFiles(record.env_file, (p) => blame.fail(p));
   }
+  if (record.on_release !== undefined) {
+    config.onRelease = parseOnRelease(record.on_release, config, (p) => blame.fail(p));
+  }
   return config;
 }
 
@@ -219,7 +229,15 @@ class Blame {
   }
 }
 
-const SECTIONS: readonly string[] = ["ports", "templates", "stride", "slots", "scope", "env_file"];
+const SECTIONS: readonly string[] = [
+  "ports",
+  "templates",
+  "stride",
+  "slots",
+  "scope",
+  "env_file",
+  "on_release",
+];
 
 function checkSections(record: Record<string, unknown>, blame: Blame): void {
   for (const key of Object.keys(record)) {
@@ -227,7 +245,7 @@ function checkSections(record: Record<string, unknown>, blame: Blame): void {
       blame.fail(
         `unknown key ${
           quoted(clip(key))
-        } (expected "ports", "templates", "stride", "slots", "scope" or "env_file")`,
+        } (expected "ports", "templates", "stride", "slots", "scope", "env_file" or "on_release")`,
       );
     }
   }
@@ -312,6 +330,42 @@ function checkTemplate(
       );
     }
   }
+}
+
+/**
+ * The config's `on_release`: a program and its arguments, as a list (no
+ * shell), whose placeholders name a port, a template or the worktree.
+ */
+function parseOnRelease(
+  value: unknown,
+  config: Pick<PortsConfig, "ports" | "templates">,
+  fail: (problem: string) => never,
+): string[] {
+  if (!Array.isArray(value) || value.length === 0 || value.some((arg) => typeof arg !== "string")) {
+    fail(
+      `"on_release" must be a command as a list of strings, such as ` +
+        `["docker", "compose", "-p", "{compose_project}", "down"], got ${
+          clip(JSON.stringify(value))
+        }`,
+    );
+  }
+  const args = value as string[];
+  if (args[0] === "") fail(`"on_release" must start with the program to run, got ""`);
+  for (const arg of args) {
+    if (arg.includes("\0")) fail(`"on_release" holds a NUL character, which no argument can carry`);
+    for (const [, name] of arg.matchAll(PLACEHOLDER_PATTERN)) {
+      if (
+        name !== undefined && !Object.hasOwn(config.ports, name) &&
+        !Object.hasOwn(config.templates, name) && !WORKTREE_PLACEHOLDERS.includes(name)
+      ) {
+        fail(
+          `"on_release" names "{${clip(name)}}", which is neither in "ports" nor in "templates" ` +
+            `nor one of "{slot}", "{branch}", "{name}" or "{slug}" (write "{{" and "}}" for literal braces)`,
+        );
+      }
+    }
+  }
+  return args;
 }
 
 /** `stride` or `slots`, given or the default's. */

@@ -270,3 +270,43 @@ Deno.test("parseConfig() reads env_file as one path or a list, inside the worktr
   ];
   await assertConfigErrors(t, cases);
 });
+
+Deno.test('parseConfig() takes "on_release" as a command list whose placeholders name ports, templates or the worktree', async (t) => {
+  const base = { ports: { web: 3000 }, templates: { compose_project: "app-{slug}" } };
+  await t.step("every placeholder the bundle knows", () => {
+    const config = parseConfig({
+      ...base,
+      on_release: ["docker", "compose", "-p", "{compose_project}", "down", "{web}", "{slot}{{x}}"],
+    });
+    assert.deepEqual(config.onRelease, [
+      "docker",
+      "compose",
+      "-p",
+      "{compose_project}",
+      "down",
+      "{web}",
+      "{slot}{{x}}",
+    ]);
+  });
+  const cases: [string, unknown, RegExp][] = [
+    [
+      "an unknown placeholder, named",
+      ["echo", "{project}"],
+      /Invalid config: "on_release" names "\{project\}", which is neither in "ports" nor in "templates" nor one of "\{slot\}", "\{branch\}", "\{name\}" or "\{slug\}"/,
+    ],
+    [
+      "a string, not a list",
+      "docker compose down",
+      /"on_release" must be a command as a list of strings, such as \[/,
+    ],
+    ["an empty list", [], /"on_release" must be a command as a list of strings/],
+    ["a number in the list", ["kill", 3], /"on_release" must be a command as a list of strings/],
+    ["no program", ["", "x"], /"on_release" must start with the program to run, got ""/],
+    ["a NUL", ["echo", "a\0b"], /"on_release" holds a NUL character/],
+  ];
+  for (const [name, value, message] of cases) {
+    await t.step(name, () => {
+      assert.throws(() => parseConfig({ ...base, on_release: value }), message);
+    });
+  }
+});

@@ -8,13 +8,14 @@ export type ErrorCode =
   | "NOT_A_WORKTREE"
   | "GIT_FAILED"
   | "INVALID_CONFIG"
-  | "INVALID_OUTPUT";
+  | "INVALID_OUTPUT"
+  | "ON_RELEASE_FAILED";
 
 /**
  * The error callers are expected to catch: every slot taken, the lock not
  * acquired in time or not openable, not inside a git worktree, git failing, a
- * bad config, or an output path inside another worktree or holding a file
- * that is no port file.
+ * bad config, an output path inside another worktree or holding a file
+ * that is no port file, or the config's `on_release` failing.
  *
  * @example Usage
  * ```ts ignore

@@ -17,6 +17,7 @@ import { fileInfo, hiddenFromDeno, realPathOr } from "./files.ts";
 import { worktreeExists, worktreesOnDisk } from "./git_dirs.ts";
 import { findHolders, type PortHolder, type StartedScan, startScan } from "./holders.ts";
 import { readKeptCopy } from "./kept_copy.ts";
+import { goneWorktrees, readMemory } from "./worktree_memory.ts";
 import type { ListenerLookup } from "./listeners.ts";
 import { MachineSession } from "./machine_index.ts";
 import { isPort, PORT_FILE_NAME } from "./names.ts";
@@ -194,7 +195,9 @@ export async function inspectAll(
  * directory is away (it keeps the ports of its last written file, when a copy
  * of it is known); `outdated`, its keys or values are not what the worktree's
  * config renders for its slot now; `held`, a process of another worktree, or
- * of none, listens on one of its ports.
+ * of none, listens on one of its ports; `gone`, a worktree removed without
+ * `release`, whose last bundle is remembered for `prune` (it reserves
+ * nothing).
  */
 export type WorktreeState =
   | "ok"
@@ -206,7 +209,8 @@ export type WorktreeState =
   | "stale"
   | "absent"
   | "outdated"
-  | "held";
+  | "held"
+  | "gone";
 
 /** Ports that one worktree shares with another. */
 export interface PortConflict {
@@ -247,7 +251,7 @@ export interface WorktreeStatus {
   allocatedAt?: string;
   /** For `duplicate`: every other worktree it shares ports with. */
   conflicts: PortConflict[];
-  /** For `foreign`: the worktree the file names; for `unreadable`, `invalid` and `absent`: why. */
+  /** For `foreign`: the worktree the file names; for `unreadable`, `invalid`, `absent`, `gone` and `stale`: why, or what is left to do. */
   detail?: string;
   /** The shared git directory of its repository, in {@linkcode inspectMachine}'s results. */
   repository?: string;
@@ -283,6 +287,13 @@ export interface InspectOptions extends PortFilePathOptions, ConfigOverrides, En
    * @default {true}
    */
   commandLines?: boolean;
+  /**
+   * Add a `gone` row for each worktree removed without `release` whose last
+   * bundle is remembered (see {@linkcode pruneWorktrees}).
+   *
+   * @default {true}
+   */
+  gone?: boolean;
   /**
    * Called with each problem that did not stop the inspection, such as an
    * unreadable machine-wide index.
@@ -335,6 +346,7 @@ export async function inspectWorktrees(
     ];
     await addHolders(statuses, worktrees, scan, env.listeners, options);
   }
+  if (options.gone !== false) statuses.push(...goneStatuses(repository, statuses));
   return statuses.map(({ reserved: _, ...status }) => status);
 }
 
@@ -370,7 +382,56 @@ export async function inspectMachine(options: InspectOptions = {}): Promise<Work
     const worktrees = found.repositories.flatMap(placeableWorktrees);
     await addHolders(statuses, worktrees, scan, env.listeners, options);
   }
+  if (options.gone !== false) {
+    for (const repository of found.repositories) {
+      const key = realPathOr(repository.commonDir);
+      statuses.push(
+        ...goneStatuses(repository, statuses).map((status) => ({ ...status, repository: key })),
+      );
+    }
+  }
   return statuses.map(({ reserved: _, ...status }) => status);
+}
+
+/** A row for each worktree of the repository removed without `release`, whose last bundle is remembered. */
+function goneStatuses(
+  repository: Repository,
+  statuses: readonly WorktreeStatus[],
+): InspectedStatus[] {
+  // One git still lists (its folder deleted) has its row already, as stale.
+  const listed = new Set(repository.worktrees.map((worktree) => comparablePath(worktree.path)));
+  const { gone } = goneWorktrees(readMemory(repository.commonDir), repository.worktrees);
+  for (const item of gone) {
+    const stale = statuses.find((status) =>
+      status.state === "stale" && comparablePath(status.path) === comparablePath(item.worktree)
+    );
+    if (stale !== undefined && item.onRelease !== undefined) {
+      stale.detail = "directory gone; its on_release has not run";
+    }
+  }
+  return gone.filter((item) => !listed.has(comparablePath(item.worktree))).map((gone) => {
+    const ports: Record<string, number> = {};
+    for (const [key, value] of Object.entries(gone.bundle)) {
+      if (isPort(value)) ports[key] = value;
+    }
+    return {
+      path: gone.worktree,
+      ...(gone.branch === undefined ? {} : { branch: gone.branch }),
+      primary: false,
+      current: false,
+      state: "gone" as const,
+      file: gone.file,
+      slot: gone.slot,
+      ports,
+      listening: {},
+      holders: {},
+      conflicts: [],
+      detail: gone.onRelease === undefined
+        ? "removed without release"
+        : "removed without release; its on_release has not run",
+      reserved: [],
+    };
+  });
 }
 
 /** A status with every port its file reserves, read liberally (URL ports included). */
@@ -577,6 +638,20 @@ export interface StrayHolder {
  * The holders of a status's ports that run outside its worktree: in another
  * worktree, or in none. One whose place is unknown is not counted, nor one
  * of a worktree that shares that port with it (a conflict, which says more).
+ *
+ * @param status A status from {@linkcode inspectWorktrees}.
+ * @returns Each stray holder, with the port's key and number.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { inspectWorktrees, strayHolders } from "@org/worktree-ports";
+ *
+ * for (const status of await inspectWorktrees()) {
+ *   for (const { key, port, holder } of strayHolders(status)) {
+ *     console.log(`${holder.pid} holds ${key} ${port} of ${status.path}`);
+ *   }
+ * }
+ * ```
  */
 export function strayHolders(status: WorktreeStatus): StrayHolder[] {
   return Object.entries(status.holders).flatMap(([key, holders]) => {

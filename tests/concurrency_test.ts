@@ -410,7 +410,7 @@ Deno.test({
   fn: async (t) => {
     // One set of base ports for both repositories: without the index they would collide.
     const ports = pickPorts(["web", "api"]);
-    for (let n = 1; n <= 5; n++) {
+    for (let n = 1; n <= 6; n++) {
       await t.step(`killed at the rename number ${n}`, async () => {
         await using home = await tempHome();
         await using a = await TempRepo.create();
@@ -423,6 +423,7 @@ Deno.test({
           `${await gitDirOf(a1)}/worktree-ports.json`,
           `${a.root}/.git/info/exclude`,
           `${home.dir}/index.json`,
+          `${a.root}/.git/worktree-ports.memory.json`,
         ];
         // Deno compiles the modules into its cache (with renames) on a first run;
         // a dry run, which writes nothing of ours, leaves only our renames to count.

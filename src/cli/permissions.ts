@@ -18,9 +18,12 @@ export function allocatePermissions(values: Values): Permission[] {
 const NET_FLAG_HOSTS = PROBE_HOSTNAMES.map((host) => host.includes(":") ? `[${host}]` : host)
   .join(",");
 
+/** The CLI's --allow-run: git, and the programs list and check ask who listens on a port. */
+export const LISTENERS_RUN_FLAG = `--allow-run=git,${LISTENER_PROGRAMS.join(",")}`;
+
 const PERMISSION_FLAGS: Record<Permission, string> = {
   // Only git is needed; list and check also ask the system who listens on a port.
-  git: `--allow-run=git,${LISTENER_PROGRAMS.join(",")}`,
+  git: LISTENERS_RUN_FLAG,
   read: "--allow-read",
   write: "--allow-write",
   // Quoted, so that the flag pastes into zsh, where `[::1]` is a glob.

@@ -28,6 +28,7 @@ const STATE_COLORS: Record<WorktreeStatus["state"], string> = {
   stale: "2",
   absent: "33",
   held: "31",
+  gone: "2",
 };
 
 export function formatTable(statuses: readonly WorktreeStatus[], color: boolean): string {
@@ -97,11 +98,17 @@ function noteOf(status: WorktreeStatus): string {
     case "absent":
       return status.detail ?? "";
     case "stale":
-      return "directory gone";
+      return status.detail === undefined
+        ? "directory gone"
+        : `${status.detail} ("worktree-ports prune" runs it)`;
     case "outdated":
       return "config changed since written";
     case "none":
       return "no port file";
+    case "gone":
+      return status.detail?.includes("on_release")
+        ? `${status.detail} ("worktree-ports prune" runs it)`
+        : `${status.detail} ("worktree-ports prune" forgets it)`;
     case "held":
       return strayHolders(status).map(({ key, port, holder }) =>
         `${printable(key)} ${port} held by ${holderName(holder)} ${placeNote(holder.worktree)}`
@@ -253,4 +260,17 @@ export function formatMove(move: Move): string {
   return `${verb} ${quotedPath(move.worktree)} (${reason}): ${ports(move.from)} -> ${
     ports(move.to)
   } (slot ${move.slot})`;
+}
+
+/**
+ * The slots branches without a worktree are remembered for, in one line
+ * that says how long the memory lasts and how to forget it; empty when none.
+ */
+export function formatRemembered(slots: readonly { branch: string; slot: number }[]): string {
+  if (slots.length === 0) return "";
+  const listed = slots.map(({ branch, slot }) => `slot ${slot} for "${printable(branch)}"`)
+    .join(", ");
+  return `\nremembered: ${listed}: a new worktree of the branch gets its slot back while the ` +
+    `slot is free, until another branch's worktree takes it ("worktree-ports prune --forget" ` +
+    `forgets them)\n`;
 }

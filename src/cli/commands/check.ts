@@ -39,6 +39,7 @@ export async function run(values: Values): Promise<number> {
     stride: options.stride,
     slots: options.slots,
     listening: false,
+    gone: false,
     scope: options.scope,
     onWarning: printWarning,
   });

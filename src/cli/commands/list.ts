@@ -2,7 +2,10 @@
 
 import { inspectMachine, inspectWorktrees } from "../../inspect.ts";
 import { printWarning, writeStdout } from "../print.ts";
-import { formatGroups, formatTable } from "../reports.ts";
+import { gitDirsOf } from "../../git_dirs.ts";
+import type { WorktreeStatus } from "../../inspect.ts";
+import { readMemory } from "../../worktree_memory.ts";
+import { formatGroups, formatRemembered, formatTable } from "../reports.ts";
 import type { Values } from "../spec.ts";
 
 export async function run(values: Values): Promise<number> {
@@ -20,5 +23,27 @@ export async function run(values: Values): Promise<number> {
   } else {
     writeStdout(formatTable(statuses, Deno.stdout.isTerminal() && !Deno.noColor));
   }
+  if (!values.json) writeStdout(formatRemembered(rememberedSlots(statuses)));
   return 0;
+}
+
+/** The slots remembered for branches that no worktree listed has checked out. */
+function rememberedSlots(statuses: readonly WorktreeStatus[]): { branch: string; slot: number }[] {
+  const current = statuses.find((status) => status.current);
+  const commonDirs = new Set(statuses.flatMap((status) => status.repository ?? []));
+  if (commonDirs.size === 0 && current !== undefined) {
+    try {
+      commonDirs.add(gitDirsOf(current.path).commonDir);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+    }
+  }
+  const checkedOut = new Set(
+    statuses.filter((status) => status.state !== "gone").flatMap((status) => status.branch ?? []),
+  );
+  return [...commonDirs].flatMap((commonDir) =>
+    Object.entries(readMemory(commonDir).branches)
+      .filter(([branch]) => !checkedOut.has(branch))
+      .map(([branch, { slot }]) => ({ branch, slot }))
+  );
 }

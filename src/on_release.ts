@@ -1,0 +1,97 @@
+// A worktree's on_release: the config's teardown command, filled in with the
+// bundle the worktree held, run before its ports are freed.
+
+import { fillPlaceholders } from "./bundle.ts";
+import { bundleEnv } from "./env.ts";
+import { WorktreePortsError } from "./errors.ts";
+import { pathExists } from "./files.ts";
+import type { Worktree } from "./worktree_list.ts";
+
+/** The command `release` or `prune` runs for one worktree, and where. */
+export interface OnReleaseCommand {
+  /** The program and its arguments, filled in. */
+  command: string[];
+  /** Where it runs. */
+  cwd: string;
+  /** The variables added to its environment: the bundle's, as `exec` gives them. */
+  env: Record<string, string>;
+}
+
+/** How an `on_release` command ended. */
+export interface OnReleaseResult {
+  /** Its exit code (128 plus the signal's number when a signal ended it). */
+  code: number;
+  /** The signal that ended it, if one did. */
+  signal: Deno.Signal | null;
+}
+
+/**
+ * The `on_release` of a config, filled in for one worktree's bundle.
+ *
+ * @param onRelease The config's `on_release`, unfilled.
+ * @param bundle The bundle the worktree holds, or last held.
+ * @param slot Its slot.
+ * @param worktree Its path and branch, for `{name}`, `{branch}` and `{slug}`.
+ * @param cwd Where the command runs.
+ */
+export function onReleaseCommand(
+  onRelease: readonly string[],
+  bundle: Readonly<Record<string, number | string>>,
+  slot: number,
+  worktree: Pick<Worktree, "path" | "branch">,
+  cwd: string,
+): OnReleaseCommand {
+  return {
+    command: onRelease.map((arg) => fillPlaceholders(arg, bundle, slot, worktree)),
+    cwd,
+    env: bundleEnv(bundle),
+  };
+}
+
+/**
+ * Runs an `on_release` command, its output passed through, and waits for it.
+ * No shell is involved.
+ *
+ * @throws {WorktreePortsError} With code `ON_RELEASE_FAILED` when the program does not exist.
+ * @throws {Deno.errors.NotCapable} When Deno may not run it.
+ */
+export async function runOnRelease(run: OnReleaseCommand): Promise<OnReleaseResult> {
+  const [program, ...args] = run.command;
+  try {
+    const status = await new Deno.Command(program, {
+      args,
+      cwd: run.cwd,
+      env: run.env,
+      stdin: "null",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    return { code: status.code, signal: status.signal };
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new WorktreePortsError(
+        "ON_RELEASE_FAILED",
+        pathExists(run.cwd)
+          ? `Cannot run the config's "on_release": no program "${program}"`
+          : `Cannot run the config's "on_release": the directory "${run.cwd}" is gone`,
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+}
+
+/**
+ * A command as one line to show: each argument quoted where a shell would
+ * need it, and one holding a line break or other control character in JSON
+ * form, so that the command stays on one line.
+ */
+export function showCommand(command: readonly string[]): string {
+  return command.map((arg) =>
+    /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg)
+      ? arg
+      : /\p{Cc}/u.test(arg)
+      ? JSON.stringify(arg)
+      : `'${arg.replaceAll("'", `'\\''`)}'`
+  ).join(" ");
+}
