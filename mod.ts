@@ -68,7 +68,8 @@ export {
   type PortsConfig,
 } from "./src/config.ts";
 export { type Environment, type Scope } from "./src/environment.ts";
-export { portsForSlot, renderBundle, type RenderBundleOptions, slugOf } from "./src/bundle.ts";
+export { portsForSlot, renderBundle, type RenderBundleOptions } from "./src/bundle.ts";
+export { slugOf } from "./src/slug.ts";
 export { denoGit, type GitRunner } from "./src/git.ts";
 export {
   listWorktrees,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { renderBundle, slugOf } from "./bundle.ts";
+import { renderBundle } from "./bundle.ts";
+import { slugOf } from "./slug.ts";
 import { parseConfig } from "./config.ts";
 
 Deno.test("renderBundle() fills {slot}, {branch}, {name} and {slug} from the worktree, {{ and }} as braces", async (t) => {
