@@ -286,6 +286,11 @@ const COMMANDS: Record<string, CommandSpec> = {
         type: "boolean",
         help: "Also forget the slot each branch last held",
       },
+      "skip-on-release": {
+        type: "boolean",
+        help: "Forget gone worktrees without running their on_release",
+      },
+      "lock-timeout": OPTIONS["lock-timeout"],
       help: OPTIONS.help,
     },
     maxPositionals: 0,

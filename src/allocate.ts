@@ -412,6 +412,7 @@ async function allocateLocked(
         slot: allocation.slot,
         bundle: allocation.bundle,
         ...(config.onRelease === undefined ? {} : { onRelease: config.onRelease }),
+        allocatedAt: allocation.allocatedAt,
       });
       if (warning !== undefined) ruleWarnings.push(warning);
     }

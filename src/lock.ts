@@ -8,6 +8,13 @@ import { joinPath, parentOf } from "./paths.ts";
 /** Options for {@linkcode lockRepository}. */
 export interface LockOptions {
   /**
+   * The lock file's name in the common git directory: another name is
+   * another lock.
+   *
+   * @default {LOCK_FILE_NAME}
+   */
+  name?: string;
+  /**
    * How long to wait for another holder before giving up, in milliseconds.
    *
    * @default {DEFAULT_LOCK_TIMEOUT_MS}
@@ -59,7 +66,7 @@ export async function lockRepository(
   if (!(timeoutMs >= 0)) {
     throw new RangeError(`Lock timeout must be 0 or more milliseconds, got ${timeoutMs}`);
   }
-  const path = joinPath(commonDir, LOCK_FILE_NAME);
+  const path = joinPath(commonDir, options.name ?? LOCK_FILE_NAME);
   const file = openLockFile(path);
   try {
     if (!file.tryLockSync(true)) {

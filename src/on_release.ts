@@ -5,6 +5,7 @@ import { fillPlaceholders } from "./bundle.ts";
 import { bundleEnv } from "./env.ts";
 import { WorktreePortsError } from "./errors.ts";
 import { pathExists } from "./files.ts";
+import { lockRepository, type RepositoryLock } from "./lock.ts";
 import type { Worktree } from "./worktree_list.ts";
 
 /** The command `release` or `prune` runs for one worktree, and where. */
@@ -49,8 +50,45 @@ export function onReleaseCommand(
 }
 
 /**
- * Runs an `on_release` command, its output passed through, and waits for it.
- * No shell is involved.
+ * The lock `release` and `prune` hold while an `on_release` runs, in the
+ * common git directory: not the allocation lock, which a teardown would hold
+ * for as long as it takes; one teardown at a time, so that two runs do not
+ * tear one worktree down twice.
+ */
+export const TEARDOWN_LOCK_NAME = "worktree-ports.teardown.lock";
+
+/**
+ * Takes the teardown lock without waiting.
+ *
+ * @throws {WorktreePortsError} With code `LOCK_TIMEOUT` when another `release` or `prune` holds it.
+ */
+export async function lockTeardown(commonDir: string): Promise<RepositoryLock> {
+  try {
+    return await lockRepository(commonDir, { name: TEARDOWN_LOCK_NAME, timeoutMs: 0 });
+  } catch (error) {
+    if (error instanceof WorktreePortsError && error.code === "LOCK_TIMEOUT") {
+      throw new WorktreePortsError(
+        "LOCK_TIMEOUT",
+        `Another "worktree-ports release" or "prune" of this repository is running an ` +
+          `"on_release" now; run this again once it is done`,
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+}
+
+/** How an `on_release` ended, in words: `failed with exit code 3`, `was ended by SIGKILL`. */
+export function howItEnded(result: OnReleaseResult): string {
+  return result.signal !== null
+    ? `was ended by ${result.signal}`
+    : `failed with exit code ${result.code}`;
+}
+
+/**
+ * Runs an `on_release` command and waits for it. No shell is involved. What
+ * it prints goes to standard error, both streams, so that standard output
+ * keeps only what the command run reports.
  *
  * @throws {WorktreePortsError} With code `ON_RELEASE_FAILED` when the program does not exist.
  * @throws {Deno.errors.NotCapable} When Deno may not run it.
@@ -58,14 +96,24 @@ export function onReleaseCommand(
 export async function runOnRelease(run: OnReleaseCommand): Promise<OnReleaseResult> {
   const [program, ...args] = run.command;
   try {
-    const status = await new Deno.Command(program, {
+    const child = new Deno.Command(program, {
       args,
       cwd: run.cwd,
       env: run.env,
       stdin: "null",
-      stdout: "inherit",
+      stdout: "piped",
       stderr: "inherit",
-    }).output();
+    }).spawn();
+    await child.stdout.pipeTo(
+      new WritableStream({
+        write(chunk) {
+          for (let done = 0; done < chunk.length;) {
+            done += Deno.stderr.writeSync(chunk.subarray(done));
+          }
+        },
+      }),
+    );
+    const status = await child.status;
     return { code: status.code, signal: status.signal };
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {

@@ -7,15 +7,18 @@ import { fileInfo, realPathOr } from "./files.ts";
 import { findHolders, type PortHolder, type StartedScan, startScan } from "./holders.ts";
 import { openIndexedRepositories } from "./inspect.ts";
 import { lockRepository } from "./lock.ts";
-import { isPort } from "./names.ts";
+import { isPort, PORT_FILE_NAME } from "./names.ts";
 import {
+  howItEnded,
+  lockTeardown,
   type OnReleaseCommand,
   onReleaseCommand,
   type OnReleaseResult,
   runOnRelease,
   showCommand,
 } from "./on_release.ts";
-import { comparablePath, IS_WINDOWS } from "./paths.ts";
+import { comparablePath, IS_WINDOWS, joinPath } from "./paths.ts";
+import { readPortFile } from "./port_file.ts";
 import { runProgram } from "./programs.ts";
 import { type OpenedRepository, openRepositoryOrBare } from "./repository.ts";
 import {
@@ -54,6 +57,20 @@ export interface PruneOptions extends Environment {
    * @default {false}
    */
   kill?: boolean;
+  /**
+   * Forget gone worktrees without running their `on_release` (one that can
+   * never succeed, say).
+   *
+   * @default {false}
+   */
+  skipOnRelease?: boolean;
+  /**
+   * Called with every `on_release` about to run, before the first runs: a
+   * throw stops the pruning with nothing run (a missing permission, say).
+   *
+   * @default {undefined}
+   */
+  beforeRunning?: (runs: readonly OnReleaseCommand[]) => void | Promise<void>;
   /**
    * Also forget the slot each branch last held.
    *
@@ -140,14 +157,49 @@ export async function pruneWorktrees(options: PruneOptions = {}): Promise<Pruned
     ? (await openIndexedRepositories(options.cwd, env, warnings)).repositories
     : [await openRepositoryOrBare(options.cwd, env)];
   const pruned: Pruned = { worktrees: [], forgottenBranches: [], warnings };
-  for (const repository of repositories) {
-    await pruneRepository(repository, scan, options, env, pruned);
-  }
+  const plans = repositories.map((repository) => planPrune(repository, options));
+  const runs = plans.flatMap((plan) => plan.gone.flatMap((item) => item.run ?? []));
+  if (!options.dryRun && runs.length > 0) await options.beforeRunning?.(runs);
+  for (const plan of plans) await pruneRepository(plan, scan, options, env, pruned);
   return pruned;
 }
 
+/** What pruning one repository is to do. */
+interface PrunePlan {
+  repository: OpenedRepository;
+  memory: WorktreeMemory;
+  gone: { remembered: RememberedWorktree; run?: OnReleaseCommand }[];
+  moved: Map<RememberedWorktree, string>;
+}
+
+function planPrune(repository: OpenedRepository, options: PruneOptions): PrunePlan {
+  const memory = readMemory(repository.commonDir);
+  const { gone, moved } = goneWorktrees(memory, repository.worktrees);
+  const main = repository.worktrees[0];
+  const cwd = main !== undefined && !main.bare && fileInfo(main.path)?.isDirectory
+    ? main.path
+    : repository.commonDir;
+  return {
+    repository,
+    memory,
+    moved,
+    gone: gone.map((remembered) => ({
+      remembered,
+      run: remembered.onRelease === undefined || options.skipOnRelease
+        ? undefined
+        : onReleaseCommand(
+          remembered.onRelease,
+          remembered.bundle,
+          remembered.slot,
+          { path: remembered.worktree, branch: remembered.branch },
+          cwd,
+        ),
+    })),
+  };
+}
+
 async function pruneRepository(
-  repository: OpenedRepository,
+  { repository, memory, gone, moved }: PrunePlan,
   scan: StartedScan,
   options: PruneOptions,
   env: Pick<Env, "listeners">,
@@ -155,41 +207,45 @@ async function pruneRepository(
 ): Promise<void> {
   const { commonDir } = repository;
   const live = repository.worktrees.filter((worktree) => !worktree.prunable && !worktree.bare);
-  const memory = readMemory(commonDir);
-  const { gone, moved } = goneWorktrees(memory, repository.worktrees);
-  const main = repository.worktrees[0];
-  const cwd = main !== undefined && !main.bare && fileInfo(main.path)?.isDirectory
-    ? main.path
-    : commonDir;
-  const forget: string[] = [];
-  for (const remembered of gone) {
+  // The ports live worktrees' files hold now: what listens there is theirs, never ended.
+  const liveHeld = new Set(
+    live.flatMap((worktree) => {
+      const file = readPortFile(joinPath(worktree.path, PORT_FILE_NAME));
+      return file.state === "read" ? file.ports : [];
+    }),
+  );
+  using _teardown = !options.dryRun && gone.some((item) => item.run !== undefined)
+    ? await lockTeardown(commonDir)
+    : undefined;
+  // What another prune forgot while this one waited is not run again.
+  const still = options.dryRun ? undefined : readMemory(commonDir);
+  const forget: RememberedWorktree[] = [];
+  for (const { remembered, run } of gone) {
+    if (
+      still !== undefined &&
+      forgetWorktrees(still, [remembered]).worktrees.length === still.worktrees.length
+    ) {
+      continue;
+    }
     const { onRelease: _, ...record } = remembered;
     const result: PrunedWorktree = {
       ...record,
       repository: realPathOr(commonDir),
       forgotten: false,
-      listeners: await lingering(remembered, live.map((worktree) => worktree.path), scan, env),
+      listeners: (await lingering(remembered, live.map((worktree) => worktree.path), scan, env))
+        .filter(({ port }) => !liveHeld.has(port)),
       killed: [],
     };
     pruned.worktrees.push(result);
-    if (remembered.onRelease !== undefined) {
-      const worktree = { path: remembered.worktree, branch: remembered.branch };
-      result.onRelease = onReleaseCommand(
-        remembered.onRelease,
-        remembered.bundle,
-        remembered.slot,
-        worktree,
-        cwd,
-      );
+    if (run !== undefined) {
+      result.onRelease = run;
       if (!options.dryRun) {
-        options.onRun?.(result.onRelease, remembered);
+        options.onRun?.(run, remembered);
         try {
-          const ended = await runOnRelease(result.onRelease);
-          result.onRelease = { ...result.onRelease, ...ended };
+          const ended = await runOnRelease(run);
+          result.onRelease = { ...run, ...ended };
           if (ended.code !== 0) {
-            result.failed = `"on_release" (${
-              showCommand(result.onRelease.command)
-            }) failed with exit code ${ended.code}`;
+            result.failed = `"on_release" (${showCommand(run.command)}) ${howItEnded(ended)}`;
           }
         } catch (error) {
           if (!(error instanceof WorktreePortsError)) throw error;
@@ -199,7 +255,7 @@ async function pruneRepository(
     }
     if (result.failed !== undefined) continue;
     result.forgotten = true;
-    forget.push(remembered.worktree);
+    forget.push(remembered);
     if (options.kill && !options.dryRun) {
       result.killed = await endProcesses(result.listeners, pruned.warnings);
     }

@@ -4,11 +4,13 @@ import { loadConfig } from "./config.ts";
 import { type EnvFile, placeEnvFiles, removeEnvFiles } from "./env_file.ts";
 import { type Environment, environmentOf } from "./environment.ts";
 import { WorktreePortsError } from "./errors.ts";
-import { removeStaleTemporaryFiles } from "./files.ts";
+import { pathExists, removeStaleTemporaryFiles } from "./files.ts";
 import { dropKeptCopy } from "./kept_copy.ts";
 import { lockRepository } from "./lock.ts";
 import { META_KEY, PORT_FILE_NAME } from "./names.ts";
 import {
+  howItEnded,
+  lockTeardown,
   type OnReleaseCommand,
   onReleaseCommand,
   type OnReleaseResult,
@@ -16,10 +18,11 @@ import {
   showCommand,
 } from "./on_release.ts";
 import { assertNotDirectory } from "./output.ts";
-import { joinPath, relativeInside } from "./paths.ts";
+import { comparablePath, joinPath, relativeInside } from "./paths.ts";
 import {
   isForeign,
   type PortFilePathOptions,
+  type PortFileRead,
   readPortFile,
   realPortFilePath,
 } from "./port_file.ts";
@@ -99,29 +102,56 @@ export async function releasePorts(options: ReleaseOptions = {}): Promise<Releas
     ({ envFiles: envFileNames, onRelease } = loadConfig(listed.root));
   } catch (error) {
     if (!(error instanceof WorktreePortsError)) throw error;
-    warnings.push(`${error.message}; so no "on_release" of it runs`);
+    // Its on_release cannot be known: releasing without it would leave what it tears down.
+    if (!options.skipOnRelease) {
+      throw new WorktreePortsError(
+        error.code,
+        `${error.message}; so its "on_release" cannot be known: fix the config, or run ` +
+          `"worktree-ports release --skip-on-release" to free the ports without it`,
+        { cause: error },
+      );
+    }
   }
   const ownPath = realPortFilePath(listed.root, options);
   const own = readPortFile(ownPath);
   let run: Release["onRelease"];
-  // Only for a file of this worktree's own: a copied one holds another's bundle.
+  // Only for a file of this worktree's own: a copied one holds another's bundle
+  // (one that moved with its worktree is its own).
   if (
     onRelease !== undefined && !options.skipOnRelease && own.state === "read" &&
-    own.meta !== undefined && !isForeign(own, listed.root)
+    own.meta !== undefined && !isForeign(own, listed.root, listed)
   ) {
     const bundle = bundleOf(own.data);
     run = onReleaseCommand(onRelease, bundle, own.meta.slot, listed.current, listed.root);
     if (!options.dryRun) {
       options.onRun?.(run);
-      const result = await runOnRelease(run);
+      using _teardown = await lockTeardown(listed.commonDir);
+      let result;
+      try {
+        result = await runOnRelease(run);
+      } catch (error) {
+        if (!(error instanceof WorktreePortsError)) throw error;
+        throw new WorktreePortsError(
+          error.code,
+          `${error.message}; the ports stay held (run "worktree-ports release --skip-on-release" ` +
+            `to free them without it)`,
+          { cause: error },
+        );
+      }
       run = { ...run, ...result };
       if (result.code !== 0) {
         throw new WorktreePortsError(
           "ON_RELEASE_FAILED",
-          `The config's "on_release" (${showCommand(run.command)}) failed with exit code ` +
-            `${result.code}; the ports stay held: fix what failed and run "worktree-ports ` +
-            `release" again (or "worktree-ports release --skip-on-release" to free them without it)`,
+          `The config's "on_release" (${showCommand(run.command)}) ${howItEnded(result)}; ` +
+            `the ports stay held: fix what failed and run "worktree-ports release" again (or ` +
+            `"worktree-ports release --skip-on-release" to free them without it)`,
         );
+      }
+      // It may have removed the worktree itself (git worktree remove): done, then.
+      if (!pathExists(listed.root)) {
+        using _lock = await lockRepository(listed.commonDir, { timeoutMs: options.lockTimeoutMs });
+        forgetPath(listed.commonDir, listed.current.path, own, warnings);
+        return { path: ownPath, released: true, envFiles: [], onRelease: run, warnings };
       }
     }
   }
@@ -162,19 +192,38 @@ export async function releasePorts(options: ReleaseOptions = {}): Promise<Releas
     }
   }
   // Released, it is nothing for prune to tear down; its branch keeps its slot in mind.
-  const memory = readMemory(repository.commonDir);
-  const forgotten = forgetWorktrees(memory, [repository.current.path]);
-  if (forgotten.worktrees.length !== memory.worktrees.length) {
-    try {
-      writeMemory(repository.commonDir, forgotten);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotCapable) throw error;
-      warnings.push(
-        `Cannot forget this worktree in the memory prune reads: ${(error as Error).message}`,
-      );
-    }
-  }
+  forgetPath(repository.commonDir, repository.current.path, written, warnings);
   return { path, released, envFiles: removeEnvFiles(envFiles), onRelease: run, warnings };
+}
+
+/**
+ * Forgets what the memory holds of a worktree: at its path, or of its file's
+ * allocation (recorded where it was before it moved). The caller holds the lock.
+ */
+function forgetPath(
+  commonDir: string,
+  worktree: string,
+  own: PortFileRead,
+  warnings: string[],
+): void {
+  const memory = readMemory(commonDir);
+  const meta = own.state === "read" ? own.meta : undefined;
+  const forgotten = forgetWorktrees(
+    memory,
+    memory.worktrees.filter((item) =>
+      comparablePath(item.worktree) === comparablePath(worktree) ||
+      (meta !== undefined && item.slot === meta.slot && item.allocatedAt === meta.allocated_at)
+    ),
+  );
+  if (forgotten.worktrees.length === memory.worktrees.length) return;
+  try {
+    writeMemory(commonDir, forgotten);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    warnings.push(
+      `Cannot forget this worktree in the memory prune reads: ${(error as Error).message}`,
+    );
+  }
 }
 
 /** A port file's bundle: every top-level value but the metadata. */

@@ -30,6 +30,11 @@ export interface RememberedWorktree {
   bundle: Record<string, number | string>;
   /** Its config's `on_release`, unfilled, when it had one. */
   onRelease?: string[];
+  /**
+   * When its slot was allocated, as its port file says: with the slot, what
+   * tells the same worktree after `git worktree move` (its file moves along).
+   */
+  allocatedAt?: string;
 }
 
 /** The slot a branch's worktree last held. */
@@ -118,7 +123,10 @@ export function rememberWorktree(
   const memory = readMemory(commonDir);
   const before = JSON.stringify(memory);
   const key = comparablePath(worktree.worktree);
-  memory.worktrees = memory.worktrees.filter((item) => comparablePath(item.worktree) !== key);
+  // The same worktree, at this path or where it was before it moved.
+  memory.worktrees = memory.worktrees.filter((item) =>
+    comparablePath(item.worktree) !== key && !isSameAllocation(item, worktree)
+  );
   memory.worktrees.push(worktree);
   const { branch, slot } = worktree;
   if (slot >= 1) {
@@ -141,24 +149,36 @@ export function rememberWorktree(
   }
 }
 
-/** The memory without the worktrees at these paths. */
-export function forgetWorktrees(memory: WorktreeMemory, paths: readonly string[]): WorktreeMemory {
-  const gone = new Set(paths.map((path) => comparablePath(path)));
+/** The memory without these worktrees (each at its path, of its allocation). */
+export function forgetWorktrees(
+  memory: WorktreeMemory,
+  forgotten: readonly RememberedWorktree[],
+): WorktreeMemory {
+  // By path and allocation: a worktree made again at the path meanwhile is another.
+  const same = (a: RememberedWorktree, b: RememberedWorktree) =>
+    comparablePath(a.worktree) === comparablePath(b.worktree) && a.allocatedAt === b.allocatedAt &&
+    a.slot === b.slot;
   return {
     ...memory,
-    worktrees: memory.worktrees.filter((item) => !gone.has(comparablePath(item.worktree))),
+    worktrees: memory.worktrees.filter((item) => !forgotten.some((gone) => same(item, gone))),
   };
 }
 
 function asRememberedWorktree(item: unknown): RememberedWorktree | undefined {
   if (!isPlainObject(item)) return undefined;
-  const { worktree, file, branch, slot, bundle, onRelease } = item;
+  const { worktree, file, branch, slot, bundle, onRelease, allocatedAt } = item;
   if (
     typeof worktree !== "string" || !isAbsolutePath(worktree) || typeof file !== "string" ||
-    !Number.isInteger(slot) || !isPlainObject(bundle)
+    !Number.isInteger(slot) || (slot as number) < 0 || !isPlainObject(bundle)
   ) {
     return undefined;
   }
+  // A command no program can be started with is no command: an edited file's damage.
+  const command = Array.isArray(onRelease) && onRelease.length > 0 &&
+      onRelease.every((arg) => typeof arg === "string" && !arg.includes("\0")) &&
+      onRelease[0] !== ""
+    ? onRelease as string[]
+    : undefined;
   const values: Record<string, number | string> = {};
   for (const [key, value] of Object.entries(bundle)) {
     if (isPort(value) || typeof value === "string") values[key] = value;
@@ -170,9 +190,8 @@ function asRememberedWorktree(item: unknown): RememberedWorktree | undefined {
     ...(typeof branch === "string" ? { branch } : {}),
     slot: slot as number,
     bundle: values,
-    ...(Array.isArray(onRelease) && onRelease.every((arg) => typeof arg === "string")
-      ? { onRelease }
-      : {}),
+    ...(command === undefined ? {} : { onRelease: command }),
+    ...(typeof allocatedAt === "string" ? { allocatedAt } : {}),
   };
 }
 
@@ -208,10 +227,22 @@ export function goneWorktrees(
   return found;
 }
 
-/** Whether a worktree's port file holds the slot and bundle a remembered worktree held. */
+/**
+ * Whether a worktree's port file is the one a remembered worktree wrote: the
+ * same slot, allocated at the same moment (a move keeps both, whatever its
+ * templates render at the new path).
+ */
 function holdsSameBundle(path: string, remembered: RememberedWorktree): boolean {
   const inside = relativeInside(remembered.worktree, remembered.file) ?? PORT_FILE_NAME;
   const file = readPortFile(joinPath(path, inside));
   if (file.state !== "read" || file.meta?.slot !== remembered.slot) return false;
+  if (remembered.allocatedAt !== undefined) {
+    return file.meta.allocated_at === remembered.allocatedAt;
+  }
   return Object.entries(remembered.bundle).every(([key, value]) => file.data[key] === value);
+}
+
+/** Two records of one allocation: the same slot, allocated at the same moment. */
+function isSameAllocation(a: RememberedWorktree, b: RememberedWorktree): boolean {
+  return a.allocatedAt !== undefined && a.allocatedAt === b.allocatedAt && a.slot === b.slot;
 }

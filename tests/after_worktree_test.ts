@@ -117,7 +117,7 @@ Deno.test("prune keeps a worktree whose on_release fails, exits 1, and prunes it
   assert.equal(failed.code, 1);
   assert.match(
     failed.stdout,
-    /^ {2}kept: "on_release" \(.*\) failed with exit code 3; fix it and run "worktree-ports prune" again$/m,
+    /^ {2}kept: "on_release" \(.*\) failed with exit code 3; fix it and run "worktree-ports prune" again \(or "prune --skip-on-release" to forget it without running it\)$/m,
   );
   assert.equal(readMemory(`${repo.root}/.git`).worktrees.length, 1);
   await Deno.remove(`${markers}/exit`);
@@ -269,3 +269,139 @@ testWhere(
     assert.equal((await server.status).signal, "SIGTERM");
   },
 );
+
+/** A repository whose committed config has `configWith`'s on_release, and its markers folder. */
+async function repoWithTeardown(ports: ReturnType<typeof webPorts>, templates = {}) {
+  const repo = await TempRepo.create();
+  const markers = `${repo.base}/markers`;
+  await Deno.mkdir(markers);
+  const config = configWith(ports, markers);
+  config.templates = { ...config.templates, ...templates };
+  await Deno.writeTextFile(`${repo.root}/worktree-ports.config.json`, JSON.stringify(config));
+  await git(repo.root, "add", "worktree-ports.config.json");
+  await git(repo.root, "commit", "-q", "-m", "config");
+  return { repo, markers };
+}
+
+Deno.test("a worktree moved with git worktree move is its own: release runs its on_release, prune never tears it down, and it is remembered once", async () => {
+  const ports = webPorts();
+  const { repo, markers } = await repoWithTeardown(ports, { project: "app-{name}" });
+  await using _repo = repo;
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  for (const dir of [a, b]) assert.equal((await runCli(dir, ["allocate"])).code, 0);
+  await git(repo.root, "worktree", "move", a, `${repo.base}/moved-a`);
+  await git(repo.root, "worktree", "move", b, `${repo.base}/moved-b`);
+  // Its templates render another name now: show rewrites its file for the same slot.
+  assert.equal((await runCli(`${repo.base}/moved-a`, ["show", "project"])).stdout, "app-moved-a\n");
+  const dry = await runCli(repo.root, ["prune", "--dry-run"]);
+  assert.equal(dry.stdout, "nothing to prune\n");
+  const listed = JSON.parse((await runCli(repo.root, ["list", "--json"])).stdout);
+  assert.deepEqual(listed.filter((row: { state: string }) => row.state === "gone"), []);
+  // Remembered once each: moved-a where it is now, moved-b (nothing ran there yet) where it was.
+  const memory = readMemory(`${repo.root}/.git`).worktrees.map((item) => item.worktree).sort();
+  assert.deepEqual(memory, [`${repo.base}/moved-a`, b]);
+  // Released where it is now, its on_release runs, with its values.
+  const released = await runCli(`${repo.base}/moved-b`, ["release"], { flags: RUN_ANY });
+  assert.equal(released.code, 0, released.stderr);
+  assert.match(await Deno.readTextFile(`${markers}/moved-b`), /^\d+ 2 {2}moved-b /);
+  // Released, it is forgotten, whichever path it was remembered at.
+  assert.deepEqual(
+    readMemory(`${repo.root}/.git`).worktrees.map((item) => item.worktree),
+    [`${repo.base}/moved-a`],
+  );
+  // Removed without release, the other is torn down once.
+  await git(repo.root, "worktree", "remove", `${repo.base}/moved-a`);
+  const pruned = await runCli(repo.root, ["prune"], { flags: RUN_ANY });
+  assert.equal(pruned.stdout.match(/^gone: /gm)?.length, 1, pruned.stdout);
+});
+
+Deno.test("two prunes at once tear a gone worktree down once: the second says another is running", async () => {
+  const ports = webPorts();
+  await using repo = await TempRepo.create();
+  const markers = `${repo.base}/markers`;
+  await Deno.mkdir(markers);
+  // An on_release that takes a moment, and counts its runs.
+  const script = "const f = Deno.args[0]; Deno.writeTextFileSync(f, 'run\\n', { append: true });" +
+    " await new Promise((r) => setTimeout(r, 800));";
+  await Deno.writeTextFile(
+    `${repo.root}/worktree-ports.config.json`,
+    JSON.stringify({
+      ...ports.config(),
+      on_release: [Deno.execPath(), "eval", script, `${markers}/{name}`],
+    }),
+  );
+  await git(repo.root, "add", "worktree-ports.config.json");
+  await git(repo.root, "commit", "-q", "-m", "config");
+  const [a] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  await git(repo.root, "worktree", "remove", a);
+  const results = await Promise.all([
+    runCli(repo.root, ["prune"], { flags: RUN_ANY }),
+    runCli(repo.root, ["prune"], { flags: RUN_ANY }),
+  ]);
+  assert.equal(await Deno.readTextFile(`${markers}/wt0`), "run\n");
+  const busy = results.find((result) => result.code !== 0);
+  assert.ok(busy !== undefined, results.map((result) => result.stdout).join("\n"));
+  assert.match(
+    busy.stderr,
+    /Another "worktree-ports release" or "prune" of this repository is running an "on_release" now/,
+  );
+  assert.equal(
+    (await runCli(repo.root, ["prune"], { flags: RUN_ANY })).stdout,
+    "nothing to prune\n",
+  );
+});
+
+Deno.test("prune asks for permission to run every on_release before running any, and --skip-on-release forgets without running", async () => {
+  const ports = webPorts();
+  const { repo, markers } = await repoWithTeardown(ports);
+  await using _repo = repo;
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  for (const dir of [a, b]) assert.equal((await runCli(dir, ["allocate"])).code, 0);
+  // a's remembered on_release is git's, which the permission set allows; b's is deno's.
+  const memoryFile = `${repo.root}/.git/worktree-ports.memory.json`;
+  const memory = await readJson(memoryFile) as {
+    worktrees: { worktree: string; onRelease: string[] }[];
+  };
+  memory.worktrees.find((item) => item.worktree === a)!.onRelease = [
+    "git",
+    "config",
+    "--file",
+    `${markers}/git-ran`,
+    "x.y",
+    "1",
+  ];
+  await Deno.writeTextFile(memoryFile, JSON.stringify(memory));
+  for (const dir of [a, b]) await git(repo.root, "worktree", "remove", dir);
+  const refused = await runCli(repo.root, ["prune"]);
+  assert.equal(refused.code, 2, refused.stdout + refused.stderr);
+  assert.match(
+    refused.stderr,
+    /^error: Missing permission: run again with --allow-run=git,\w+,\w+,\S+ \(or --allow-run\)/m,
+  );
+  await assert.rejects(Deno.stat(`${markers}/git-ran`), Deno.errors.NotFound);
+  assert.equal(readMemory(`${repo.root}/.git`).worktrees.length, 2);
+  const skipped = await runCli(repo.root, ["prune", "--skip-on-release"]);
+  assert.equal(skipped.code, 0, skipped.stderr);
+  assert.equal(skipped.stdout.match(/^ {2}forgotten$/gm)?.length, 2);
+  await assert.rejects(Deno.stat(`${markers}/git-ran`), Deno.errors.NotFound);
+  assert.deepEqual(readMemory(`${repo.root}/.git`).worktrees, []);
+});
+
+Deno.test("release refuses when the config cannot be read, since its on_release cannot be known, and changes nothing", async () => {
+  const ports = webPorts();
+  const { repo } = await repoWithTeardown(ports);
+  await using _repo = repo;
+  const [a] = await repo.addWorktrees("wt", 1);
+  assert.equal((await runCli(a, ["allocate"])).code, 0);
+  await Deno.writeTextFile(`${a}/worktree-ports.config.json`, "{ broken");
+  const before = await snapshot(repo.base);
+  const refused = await runCli(a, ["release"], { flags: RUN_ANY });
+  assert.equal(refused.code, 2);
+  assert.match(
+    refused.stderr,
+    /so its "on_release" cannot be known: fix the config, or run "worktree-ports release --skip-on-release" to free the ports without it/,
+  );
+  assert.deepEqual(await snapshot(repo.base), before);
+  assert.equal((await runCli(a, ["release", "--skip-on-release"])).code, 0);
+});

@@ -11,10 +11,12 @@ import {
 /** Deno may not run the program `on_release` names; nothing has been changed. */
 export class RunRefused extends Error {
   readonly program: string;
+  readonly why: string;
 
-  constructor(program: string) {
+  constructor(program: string, why = `the config's "on_release" runs "${program}"`) {
     super(`Deno may not run "${program}"`);
     this.program = program;
+    this.why = why;
   }
 
   /** What to do: add the program to --allow-run, or install it. */
@@ -24,16 +26,31 @@ export class RunRefused extends Error {
     }
     return missingPermissionMessage(
       `${LISTENERS_RUN_FLAG},${this.program} (or --allow-run)`,
-      `the config's "on_release" runs "${this.program}"`,
+      this.why,
       installFlags("exec"),
     );
   }
 }
 
 /** Throws {@linkcode RunRefused} unless Deno already allows running `program` (nothing prompts). */
-export function assertMayRun(program: string): void {
+export function assertMayRun(program: string, why?: string): void {
   if (Deno.permissions.querySync({ name: "run", command: program }).state !== "granted") {
-    throw new RunRefused(program);
+    throw new RunRefused(program, why);
+  }
+}
+
+/**
+ * Throws {@linkcode RunRefused} for the first of `programs` Deno may not run
+ * and that is installed: one that is not installed fails where it is run,
+ * for its worktree alone.
+ */
+export async function assertMayRunAll(programs: readonly string[]): Promise<void> {
+  for (const program of new Set(programs)) {
+    try {
+      assertMayRun(program);
+    } catch (error) {
+      if (!(error instanceof RunRefused) || !(await isMissingProgram(program))) throw error;
+    }
   }
 }
 

@@ -4,7 +4,8 @@ import { holderName } from "../../holders.ts";
 import { showCommand } from "../../on_release.ts";
 import { type PrunedWorktree, pruneWorktrees } from "../../prune.ts";
 import { IS_WINDOWS } from "../../paths.ts";
-import { assertMayRun, refusalMessage } from "../on_release.ts";
+import { assertMayRun, assertMayRunAll, refusalMessage } from "../on_release.ts";
+import { allocateOptions } from "../args.ts";
 import { printWarning, writeStdout } from "../print.ts";
 import type { Values } from "../spec.ts";
 
@@ -13,14 +14,20 @@ export async function run(values: Values): Promise<number> {
   const kill = values.kill === true;
   let pruned;
   try {
-    if (kill && !dryRun) assertMayRun(IS_WINDOWS ? "taskkill" : "kill");
+    if (kill && !dryRun) {
+      const program = IS_WINDOWS ? "taskkill" : "kill";
+      assertMayRun(program, `"prune --kill" ends processes with "${program}"`);
+    }
     pruned = await pruneWorktrees({
+      lockTimeoutMs: allocateOptions(values, "prune").lockTimeoutMs,
       all: values.all === true,
       dryRun,
       kill,
       forget: values.forget === true,
+      skipOnRelease: values["skip-on-release"] === true,
+      // Every program is asked about before the first runs: nothing half done.
+      beforeRunning: (runs) => assertMayRunAll(runs.map((run) => run.command[0])),
       onRun: (run, worktree) => {
-        assertMayRun(run.command[0]);
         console.error(`on_release for "${worktree.worktree}": ${showCommand(run.command)}`);
       },
     });
@@ -68,7 +75,10 @@ function report(gone: PrunedWorktree, dryRun: boolean, kill: boolean): string[] 
     lines.push(`  ${holderName(holder)}${what} still listens on ${key} ${port}${hint}`);
   }
   if (gone.failed !== undefined) {
-    lines.push(`  kept: ${gone.failed}; fix it and run "worktree-ports prune" again`);
+    lines.push(
+      `  kept: ${gone.failed}; fix it and run "worktree-ports prune" again (or ` +
+        `"prune --skip-on-release" to forget it without running it)`,
+    );
   } else {
     lines.push(`  ${dryRun ? "would forget it" : "forgotten"}`);
   }
