@@ -43,6 +43,7 @@ import {
   type Repository,
 } from "./repository.ts";
 import { scanCurrentReservations, withOtherRepositories } from "./reservations.ts";
+import { withProxyPorts } from "./proxy_names.ts";
 import { BROWSER_BLOCKED_PORTS, configWarnings } from "./usable_ports.ts";
 import { unwarned } from "./warned.ts";
 import type { Worktree } from "./worktree_list.ts";
@@ -435,7 +436,7 @@ async function allocateLocked(
     },
     config,
     previous,
-    withOtherRepositories(reserved.holders, machine.holders),
+    withProxyPorts(withOtherRepositories(reserved.holders, machine.holders), env.index),
     {
       force: options.force,
       probe: env.probe,

@@ -2,6 +2,7 @@
 
 import { PLACEHOLDER_PATTERN, type PortsConfig } from "./config.ts";
 import { baseName } from "./paths.ts";
+import { proxyPortForTemplates, repositoryLabelOf } from "./proxy_names.ts";
 import { slugOf } from "./slug.ts";
 import type { Worktree } from "./worktree_list.ts";
 
@@ -89,14 +90,15 @@ export function renderBundle(
   const ports = portsForSlot(config, slot);
   const bundle: Record<string, number | string> = { ...ports };
   for (const [key, template] of Object.entries(config.templates)) {
-    bundle[key] = fillPlaceholders(template, ports, slot, options.worktree);
+    bundle[key] = fillPlaceholders(template, ports, slot, options.worktree, config.name);
   }
   return bundle;
 }
 
 /**
  * A template with its placeholders filled: `{key}` from `values`, `{slot}`,
- * `{branch}`, `{name}` and `{slug}` from the slot and worktree (as
+ * `{branch}`, `{name}`, `{slug}`, `{repo}` and `{proxy_port}` from the slot,
+ * worktree and repository name (as
  * {@linkcode renderBundle} fills them), and `{{`, `}}` as braces. The config
  * allows no other placeholder.
  */
@@ -105,6 +107,7 @@ export function fillPlaceholders(
   values: Readonly<Record<string, number | string>>,
   slot: number,
   worktree?: Pick<Worktree, "path" | "branch">,
+  repository?: string,
 ): string {
   const name = () => worktree === undefined ? "" : baseName(worktree.path);
   // Worked out only for the templates that use them: a slug costs a cold
@@ -113,6 +116,12 @@ export function fillPlaceholders(
     if (placeholder === "slot") return String(slot);
     if (placeholder === "branch") return worktree?.branch ?? "";
     if (placeholder === "name") return name();
+    if (placeholder === "proxy_port") return String(proxyPortForTemplates());
+    if (placeholder === "repo") {
+      return worktree === undefined
+        ? repository ?? "repo"
+        : repositoryLabelOf(worktree.path, repository);
+    }
     // A branch of only punctuation falls back to the name, and no worktree to the slot.
     return slugOf(worktree?.branch ?? "") || slugOf(name()) || `slot-${slot}`;
   };

@@ -33,7 +33,14 @@ export const DEFAULT_CONFIG: Readonly<PortsConfig> = Object.freeze({
 export const PLACEHOLDER_PATTERN = /\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
 /** Placeholders that describe the worktree rather than a port. */
-const WORKTREE_PLACEHOLDERS: readonly string[] = ["slot", "branch", "name", "slug"];
+const WORKTREE_PLACEHOLDERS: readonly string[] = [
+  "slot",
+  "branch",
+  "name",
+  "slug",
+  "repo",
+  "proxy_port",
+];
 
 /** Which ports a repository's worktrees share out, and how. */
 export interface PortsConfig {
@@ -59,6 +66,10 @@ export interface PortsConfig {
    * in (the config's `on_release`).
    */
   onRelease?: string[];
+  /** The repository's name in the proxy's host names, instead of its main worktree's folder (the config's `name`). */
+  name?: string;
+  /** The port keys the proxy routes, when not every one (the config's `hosts`). */
+  hosts?: string[];
 }
 
 /** Values that change those of the config file, as the CLI's flags do. */
@@ -180,6 +191,10 @@ export function parseConfig(
   if (record.on_release !== undefined) {
     config.onRelease = parseOnRelease(record.on_release, config, (p) => blame.fail(p));
   }
+  if (record.name !== undefined) config.name = parseName(record.name, (p) => blame.fail(p));
+  if (record.hosts !== undefined) {
+    config.hosts = parseHosts(record.hosts, ports, (p) => blame.fail(p));
+  }
   return config;
 }
 
@@ -237,6 +252,8 @@ const SECTIONS: readonly string[] = [
   "scope",
   "env_file",
   "on_release",
+  "name",
+  "hosts",
 ];
 
 function checkSections(record: Record<string, unknown>, blame: Blame): void {
@@ -245,7 +262,7 @@ function checkSections(record: Record<string, unknown>, blame: Blame): void {
       blame.fail(
         `unknown key ${
           quoted(clip(key))
-        } (expected "ports", "templates", "stride", "slots", "scope", "env_file" or "on_release")`,
+        } (expected "ports", "templates", "stride", "slots", "scope", "env_file", "on_release", "name" or "hosts")`,
       );
     }
   }
@@ -326,7 +343,7 @@ function checkTemplate(
     ) {
       blame.fail(
         `template "${clip(key)}" names "{${clip(name)}}", which is neither in "ports" nor one of ` +
-          `"{slot}", "{branch}", "{name}" or "{slug}" (write "{{" and "}}" for literal braces)`,
+          `"{slot}", "{branch}", "{name}", "{slug}", "{repo}" or "{proxy_port}" (write "{{" and "}}" for literal braces)`,
       );
     }
   }
@@ -360,12 +377,41 @@ function parseOnRelease(
       ) {
         fail(
           `"on_release" names "{${clip(name)}}", which is neither in "ports" nor in "templates" ` +
-            `nor one of "{slot}", "{branch}", "{name}" or "{slug}" (write "{{" and "}}" for literal braces)`,
+            `nor one of "{slot}", "{branch}", "{name}", "{slug}", "{repo}" or "{proxy_port}" (write "{{" and "}}" for literal braces)`,
         );
       }
     }
   }
   return args;
+}
+
+/** The config's `name`: the repository's label in the proxy's host names. */
+function parseName(value: unknown, fail: (problem: string) => never): string {
+  if (typeof value !== "string" || !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(value)) {
+    fail(
+      `"name" must be a DNS label (a-z, 0-9 and "-", at most 63, no "-" at either end), got ${
+        clip(JSON.stringify(value))
+      }`,
+    );
+  }
+  return value as string;
+}
+
+/** The config's `hosts`: the port keys the proxy routes. */
+function parseHosts(
+  value: unknown,
+  ports: Record<string, number>,
+  fail: (problem: string) => never,
+): string[] {
+  if (!Array.isArray(value) || value.some((key) => typeof key !== "string")) {
+    fail(`"hosts" must be a list of port keys, got ${clip(JSON.stringify(value))}`);
+  }
+  for (const key of value as string[]) {
+    if (!Object.hasOwn(ports, key)) {
+      fail(`"hosts" names ${quoted(clip(key))}, which is not in "ports"`);
+    }
+  }
+  return value as string[];
 }
 
 /** `stride` or `slots`, given or the default's. */

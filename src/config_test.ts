@@ -218,7 +218,7 @@ Deno.test("parseConfig() checks template placeholders", async (t) => {
   await t.step("an unknown placeholder, with the escape to use", () => {
     assert.throws(
       () => parseConfig({ ports: { web: 3000 }, templates: { json: '{"a": {b}}' } }),
-      /template "json" names "\{b\}", which is neither in "ports" nor one of "\{slot\}", "\{branch\}", "\{name\}" or "\{slug\}" \(write "\{\{" and "\}\}" for literal braces\)/,
+      /template "json" names "\{b\}", which is neither in "ports" nor one of "\{slot\}", "\{branch\}", "\{name\}", "\{slug\}", "\{repo\}" or "\{proxy_port\}" \(write "\{\{" and "\}\}" for literal braces\)/,
     );
   });
   await t.step("an escaped one is fine", () => {
@@ -292,7 +292,7 @@ Deno.test('parseConfig() takes "on_release" as a command list whose placeholders
     [
       "an unknown placeholder, named",
       ["echo", "{project}"],
-      /Invalid config: "on_release" names "\{project\}", which is neither in "ports" nor in "templates" nor one of "\{slot\}", "\{branch\}", "\{name\}" or "\{slug\}"/,
+      /Invalid config: "on_release" names "\{project\}", which is neither in "ports" nor in "templates" nor one of "\{slot\}", "\{branch\}", "\{name\}", "\{slug\}", "\{repo\}" or "\{proxy_port\}"/,
     ],
     [
       "a string, not a list",
@@ -307,6 +307,32 @@ Deno.test('parseConfig() takes "on_release" as a command list whose placeholders
   for (const [name, value, message] of cases) {
     await t.step(name, () => {
       assert.throws(() => parseConfig({ ...base, on_release: value }), message);
+    });
+  }
+});
+
+Deno.test('parseConfig() takes "name" as a DNS label and "hosts" as port keys', async (t) => {
+  const config = parseConfig({
+    ports: { web_port: 3000, db_port: 5432 },
+    name: "shop",
+    hosts: ["web_port"],
+  });
+  assert.equal(config.name, "shop");
+  assert.deepEqual(config.hosts, ["web_port"]);
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ["an upper-case name", { name: "Shop" }, /"name" must be a DNS label .*got "Shop"/],
+    ["a name with a dot", { name: "a.b" }, /"name" must be a DNS label/],
+    ["a name ending in -", { name: "shop-" }, /"name" must be a DNS label/],
+    ["hosts not a list", { hosts: "web_port" }, /"hosts" must be a list of port keys/],
+    [
+      "hosts naming no port",
+      { hosts: ["api_port"] },
+      /"hosts" names "api_port", which is not in "ports"/,
+    ],
+  ];
+  for (const [name, extra, message] of cases) {
+    await t.step(name, () => {
+      assert.throws(() => parseConfig({ ports: { web_port: 3000 }, ...extra }), message);
     });
   }
 });

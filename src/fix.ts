@@ -23,6 +23,7 @@ import {
   type WorktreeStatus,
 } from "./inspect.ts";
 import { keptCopyPath } from "./kept_copy.ts";
+import { proxyPorts } from "./proxy_names.ts";
 import { lockRepository, type RepositoryLock } from "./lock.ts";
 import { MachineSession } from "./machine_index.ts";
 import { PORT_FILE_NAME } from "./names.ts";
@@ -141,7 +142,7 @@ async function fixStatuses(
   statuses: readonly InspectedStatus[],
   machine: Pick<MachineSession, "holders" | "record">,
   options: FixOptions,
-  env: Pick<Env, "probe">,
+  env: Pick<Env, "probe" | "index">,
 ): Promise<Move[]> {
   const movers = new Map<WorktreeStatus, Move["reason"]>();
   for (const status of statuses) {
@@ -197,6 +198,8 @@ async function fixStatuses(
     envFilesOfMover.set(status, envFiles);
   }
   const reserved = new Set<number>(machine.holders.keys());
+  // The proxy's port is never handed out, whether or not it runs now.
+  for (const port of proxyPorts(env.index)) reserved.add(port);
   // What each repository's worktrees keep: a main worktree leaves slot 0
   // only for another repository, never for a sibling.
   const kept = new Map<string | undefined, Set<number>>();
