@@ -299,6 +299,21 @@ const COMMANDS: Record<string, CommandSpec> = {
     permissionNote: `${ON_RELEASE_NOTE}, and for --kill, kill in --allow-run`,
     run: lazy(() => import("./src/cli/commands/prune.ts")),
   },
+  proxy: {
+    usage: "proxy [--port N]",
+    summary: "Serve every worktree's services as http://<service>.<worktree>.<repo>.localhost:1355",
+    options: {
+      port: {
+        type: "string",
+        value: "N",
+        help: "The port to listen on, on 127.0.0.1 and ::1 (default: 1355)",
+      },
+      help: OPTIONS.help,
+    },
+    maxPositionals: 0,
+    permissions: () => ["read", "write", "net", "env"],
+    run: lazy(() => import("./src/cli/commands/proxy.ts")),
+  },
   completions: {
     usage: "completions bash|zsh|fish",
     summary: "Print a shell completion script for the commands and their options",

@@ -155,6 +155,15 @@ export {
   type SystemAnswer,
 } from "./src/listeners.ts";
 export { type PortHolder } from "./src/holders.ts";
+export { type ProxyOptions, runningProxyPort, serveProxy } from "./src/proxy.ts";
+export { readRoutes, type Route, type RouteTable } from "./src/proxy_routes.ts";
+export {
+  DEFAULT_PROXY_PORT,
+  hostName,
+  PROXY_FILE_NAME,
+  type ProxyRecord,
+  readProxyRecord,
+} from "./src/proxy_names.ts";
 export { bundleEnv, type BundleEnvOptions, formatEnv } from "./src/env.ts";
 export {
   type CurrentBundle,

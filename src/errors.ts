@@ -9,13 +9,15 @@ export type ErrorCode =
   | "GIT_FAILED"
   | "INVALID_CONFIG"
   | "INVALID_OUTPUT"
-  | "ON_RELEASE_FAILED";
+  | "ON_RELEASE_FAILED"
+  | "PORT_TAKEN";
 
 /**
  * The error callers are expected to catch: every slot taken, the lock not
  * acquired in time or not openable, not inside a git worktree, git failing, a
  * bad config, an output path inside another worktree or holding a file
- * that is no port file, or the config's `on_release` failing.
+ * that is no port file, the config's `on_release` failing, or the proxy's
+ * port taken.
  *
  * @example Usage
  * ```ts ignore
