@@ -46,17 +46,22 @@ function configWith(ports: ReturnType<typeof webPorts>, markers: string) {
   };
 }
 
-Deno.test("prune runs the on_release of a worktree removed without release, with its last values, and forgets it", async () => {
-  const ports = webPorts();
-  await using repo = await TempRepo.create();
+/** A repository whose committed config has `configWith`'s on_release, and its markers folder. */
+async function repoWithTeardown(ports: ReturnType<typeof webPorts>, templates = {}) {
+  const repo = await TempRepo.create();
   const markers = `${repo.base}/markers`;
   await Deno.mkdir(markers);
-  await Deno.writeTextFile(
-    `${repo.root}/worktree-ports.config.json`,
-    JSON.stringify(configWith(ports, markers)),
-  );
+  const config = configWith(ports, markers);
+  config.templates = { ...config.templates, ...templates };
+  await Deno.writeTextFile(`${repo.root}/worktree-ports.config.json`, JSON.stringify(config));
   await git(repo.root, "add", "worktree-ports.config.json");
   await git(repo.root, "commit", "-q", "-m", "config");
+  return { repo, markers };
+}
+
+Deno.test("prune runs the on_release of a worktree removed without release, with its last values, and forgets it", async () => {
+  const { repo, markers } = await repoWithTeardown(webPorts());
+  await using _repo = repo;
   await git(repo.root, "worktree", "add", "-q", "-b", "feature/a", `${repo.base}/wt-a`);
   const a = `${repo.base}/wt-a`;
   assert.equal((await runCli(a, ["allocate"])).code, 0);
@@ -99,16 +104,8 @@ Deno.test("prune runs the on_release of a worktree removed without release, with
 });
 
 Deno.test("prune keeps a worktree whose on_release fails, exits 1, and prunes it once it succeeds", async () => {
-  const ports = webPorts();
-  await using repo = await TempRepo.create();
-  const markers = `${repo.base}/markers`;
-  await Deno.mkdir(markers);
-  await Deno.writeTextFile(
-    `${repo.root}/worktree-ports.config.json`,
-    JSON.stringify(configWith(ports, markers)),
-  );
-  await git(repo.root, "add", "worktree-ports.config.json");
-  await git(repo.root, "commit", "-q", "-m", "config");
+  const { repo, markers } = await repoWithTeardown(webPorts());
+  await using _repo = repo;
   const [a] = await repo.addWorktrees("wt", 1);
   assert.equal((await runCli(a, ["allocate"])).code, 0);
   await Deno.remove(a, { recursive: true });
@@ -130,16 +127,8 @@ Deno.test("prune keeps a worktree whose on_release fails, exits 1, and prunes it
 });
 
 Deno.test("release runs on_release in the worktree first, and keeps the ports held when it fails", async (t) => {
-  const ports = webPorts();
-  await using repo = await TempRepo.create();
-  const markers = `${repo.base}/markers`;
-  await Deno.mkdir(markers);
-  await Deno.writeTextFile(
-    `${repo.root}/worktree-ports.config.json`,
-    JSON.stringify(configWith(ports, markers)),
-  );
-  await git(repo.root, "add", "worktree-ports.config.json");
-  await git(repo.root, "commit", "-q", "-m", "config");
+  const { repo, markers } = await repoWithTeardown(webPorts());
+  await using _repo = repo;
   const [a, b] = await repo.addWorktrees("wt", 2);
   for (const dir of [a, b]) assert.equal((await runCli(dir, ["allocate"])).code, 0);
   await t.step("--dry-run prints what would run and changes nothing", async () => {
@@ -269,19 +258,6 @@ testWhere(
     assert.equal((await server.status).signal, "SIGTERM");
   },
 );
-
-/** A repository whose committed config has `configWith`'s on_release, and its markers folder. */
-async function repoWithTeardown(ports: ReturnType<typeof webPorts>, templates = {}) {
-  const repo = await TempRepo.create();
-  const markers = `${repo.base}/markers`;
-  await Deno.mkdir(markers);
-  const config = configWith(ports, markers);
-  config.templates = { ...config.templates, ...templates };
-  await Deno.writeTextFile(`${repo.root}/worktree-ports.config.json`, JSON.stringify(config));
-  await git(repo.root, "add", "worktree-ports.config.json");
-  await git(repo.root, "commit", "-q", "-m", "config");
-  return { repo, markers };
-}
 
 Deno.test("a worktree moved with git worktree move is its own: release runs its on_release, prune never tears it down, and it is remembered once", async () => {
   const ports = webPorts();

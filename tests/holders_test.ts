@@ -24,20 +24,24 @@ async function outsideDir(): Promise<AsyncDisposable & { path: string }> {
   return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
 }
 
+/** A repository with two linked worktrees, a and b, allocated, and their web ports. */
+async function twoAllocated() {
+  const repo = await TempRepo.create({ config: webPorts().config() });
+  const [a, b] = await repo.addWorktrees("wt", 2);
+  for (const dir of [a, b]) assert.equal((await runCli(dir, ["allocate"])).code, 0);
+  const web = async (dir: string) => (await readJson(`${dir}/.worktree-ports.json`)).web as number;
+  return { repo, a, b, aWeb: await web(a), bWeb: await web(b) };
+}
+
 const needs = { unix: "the processes are found with lsof and ps", tools: ["lsof", "ps"] };
 
 testWhere(
   needs,
   "list and check name a worktree's own server and a stray one on another worktree's port, and check --fix moves that worktree",
   async () => {
-    const ports = webPorts();
-    await using repo = await TempRepo.create({ config: ports.config() });
-    const [a, b] = await repo.addWorktrees("wt", 2);
-    for (const dir of [repo.root, a, b]) {
-      assert.equal((await runCli(dir, ["allocate"])).code, 0);
-    }
-    const aWeb = (await readJson(`${a}/.worktree-ports.json`)).web as number;
-    const bWeb = (await readJson(`${b}/.worktree-ports.json`)).web as number;
+    const { repo, a, b, aWeb, bWeb } = await twoAllocated();
+    await using _repo = repo;
+    assert.equal((await runCli(repo.root, ["allocate"])).code, 0);
     await using outside = await outsideDir();
     await using own = await serveIn(`${a}`, aWeb);
     await using stray = await serveIn(outside.path, bWeb);
@@ -100,11 +104,8 @@ testWhere(
   needs,
   "check flags a worktree's port that a server of a sibling worktree listens on, naming that worktree",
   async () => {
-    const ports = webPorts();
-    await using repo = await TempRepo.create({ config: ports.config() });
-    const [a, b] = await repo.addWorktrees("wt", 2);
-    for (const dir of [a, b]) assert.equal((await runCli(dir, ["allocate"])).code, 0);
-    const bWeb = (await readJson(`${b}/.worktree-ports.json`)).web as number;
+    const { repo, a, b, bWeb } = await twoAllocated();
+    await using _repo = repo;
     // Started from a subdirectory of the sibling: it still belongs to that worktree.
     await Deno.mkdir(`${a}/server`);
     await using server = await serveIn(`${a}/server`, bWeb);
@@ -129,11 +130,8 @@ testWhere(
   { unix: "PATH is narrowed to a folder of symbolic links", tools: ["lsof", "ps"] },
   "list and check work without lsof and ps, saying the holder is unknown",
   async () => {
-    const ports = webPorts();
-    await using repo = await TempRepo.create({ config: ports.config() });
-    const [a, b] = await repo.addWorktrees("wt", 2);
-    for (const dir of [a, b]) assert.equal((await runCli(dir, ["allocate"])).code, 0);
-    const bWeb = (await readJson(`${b}/.worktree-ports.json`)).web as number;
+    const { repo, a, b, bWeb } = await twoAllocated();
+    await using _repo = repo;
     await using outside = await outsideDir();
     await using _stray = await serveIn(outside.path, bWeb);
     // A PATH with git and nothing else: lsof and ps are not installed.
