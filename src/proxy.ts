@@ -39,6 +39,12 @@ const ROUTES_MAX_AGE_MS = 1000;
 /** A request's head larger than this is refused. */
 const MAX_HEAD_BYTES = 64 * 1024;
 
+/** How long a backend may go on answering a client that closed its side. */
+const GRACE_MS = 30_000;
+
+/** A client that has not sent a whole head by then is dropped: idle sockets cost descriptors. */
+const HEAD_TIMEOUT_MS = 30_000;
+
 /** How many times a request may pass through the proxy: more is a loop. */
 const MAX_HOPS = 5;
 
@@ -83,18 +89,28 @@ export async function serveProxy(options: ProxyOptions = {}): Promise<void> {
   }
   // Kept after it stops: templates' {proxy_port} stays what it was.
   recordPort(env.index, port);
-  let table: RouteTable & { readAt: number } = { routes: new Map(), notes: [], readAt: 0 };
+  let table: RouteTable & { readAt: number } = { routes: new Map(), notes: [], readAt: -Infinity };
   const routesFor = (host: string) => {
-    const stale = performance.now() - table.readAt > ROUTES_MAX_AGE_MS;
-    if (stale || !table.routes.has(host)) {
+    const age = performance.now() - table.readAt;
+    // An unknown name reads them again, but not more often than every 100 ms.
+    if (age > ROUTES_MAX_AGE_MS || (!table.routes.has(host) && age > 100)) {
       table = { ...readRoutes(env.index), readAt: performance.now() };
     }
     return table;
   };
   options.onListen?.(port, listeners.map((listener) => listener.addr.hostname));
   const connections = new Set<Deno.Conn>();
+  let stopped = false;
   const stop = () => {
-    for (const listener of listeners) listener.close();
+    if (stopped) return;
+    stopped = true;
+    for (const listener of listeners) {
+      try {
+        listener.close();
+      } catch {
+        // Closed already.
+      }
+    }
     for (const conn of connections) closeQuietly(conn);
   };
   options.signal?.addEventListener("abort", stop, { once: true });
@@ -104,8 +120,11 @@ export async function serveProxy(options: ProxyOptions = {}): Promise<void> {
         let conn: Deno.Conn;
         try {
           conn = await listener.accept();
-        } catch {
-          return;
+        } catch (error) {
+          if (stopped || error instanceof Deno.errors.BadResource) return;
+          // Out of file descriptors, say: wait for some to close, and go on serving.
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          continue;
         }
         connections.add(conn);
         handle(conn, port, routesFor).finally(() => connections.delete(conn));
@@ -179,17 +198,19 @@ async function handle(
 ): Promise<void> {
   let backend: Deno.Conn | undefined;
   try {
-    const head = await readHead(conn);
+    const timer = setTimeout(() => closeQuietly(conn), HEAD_TIMEOUT_MS);
+    const head = await readHead(conn).finally(() => clearTimeout(timer));
     if (head === undefined) return;
     if (head === "too large") {
       await respond(
         conn,
         431,
-        "Request header fields too large",
+        "Request Header Fields Too Large",
         "<p>The request's head is too large.</p>",
       );
       return;
     }
+    const isHead = /^HEAD /.test(head.line);
     const header = (name: string) =>
       head.headers.find(([key]) => key.toLowerCase() === name)?.[1].trim();
     const hostHeader = header("host") ?? "";
@@ -197,10 +218,11 @@ async function handle(
     const table = routesFor(host);
     const route = table.routes.get(host);
     if (route === undefined) {
-      await respond(conn, 404, "Not Found", notFoundPage(host, table, port));
+      await respond(conn, 404, "Not Found", notFoundPage(host, table, port), isHead);
       return;
     }
-    const hops = Number(header(HOPS_HEADER) ?? 0) || 0;
+    const given = Number(header(HOPS_HEADER) ?? 0);
+    const hops = Number.isInteger(given) && given > 0 ? Math.min(given, MAX_HOPS) : 0;
     if (hops >= MAX_HOPS) {
       await respond(
         conn,
@@ -214,7 +236,7 @@ async function handle(
     }
     backend = await connectBackend(route.port);
     if (backend === undefined) {
-      await respond(conn, 502, "Bad Gateway", await downPage(route, table, port));
+      await respond(conn, 502, "Bad Gateway", await downPage(route, table, port), isHead);
       return;
     }
     const upgrade = /\bupgrade\b/i.test(header("connection") ?? "") &&
@@ -224,7 +246,7 @@ async function handle(
       const name = key.toLowerCase();
       if (name === "proxy-connection" || name === HOPS_HEADER) return false;
       // Each request on a connection of its own: the next may be for another name.
-      return upgrade || (name !== "connection" && name !== "keep-alive");
+      return name !== "connection" && name !== "keep-alive";
     });
     const forwardedFor = header("x-forwarded-for");
     const set = (name: string, value: string) => {
@@ -236,17 +258,27 @@ async function handle(
     if (header("x-forwarded-proto") === undefined) set("X-Forwarded-Proto", "http");
     set("X-Forwarded-For", forwardedFor === undefined ? client : `${forwardedFor}, ${client}`);
     set("X-Worktree-Ports-Hops", String(hops + 1));
-    if (!upgrade) headers.push(["Connection", "close"]);
+    // An upgrade the server declines ends with its response all the same: the
+    // next request on the connection may be for another name.
+    headers.push(["Connection", upgrade ? "Upgrade, close" : "close"]);
     const text = [head.line, ...headers.map(([key, value]) => `${key}: ${value}`), "", ""]
       .join("\r\n");
     await writeAll(backend, new TextEncoder().encode(text));
     if (head.rest.length > 0) await writeAll(backend, head.rest);
+    // The response ends the exchange. A client that closed its side (gone, or
+    // done sending) gets a while longer, not for ever: a backend that never
+    // answers would hold two descriptors for good.
     const toBackend = pump(conn, backend);
-    // The response decides when the exchange is over.
-    await pump(backend, conn);
+    const toClient = pump(backend, conn);
+    let grace: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      toClient,
+      toBackend.then(() => new Promise((resolve) => grace = setTimeout(resolve, GRACE_MS))),
+    ]);
+    clearTimeout(grace);
     closeQuietly(backend);
     closeQuietly(conn);
-    await toBackend;
+    await Promise.all([toBackend, toClient]);
   } catch {
     // A peer that went away mid-exchange: nothing to answer.
   } finally {
@@ -261,6 +293,7 @@ async function readHead(conn: Deno.Conn): Promise<RequestHead | "too large" | un
   const chunk = new Uint8Array(16 * 1024);
   for (;;) {
     const end = indexOfBlankLine(buffer);
+    if (end > MAX_HEAD_BYTES) return "too large";
     if (end !== -1) {
       const text = new TextDecoder("latin1").decode(buffer.subarray(0, end));
       const [line, ...rest] = text.split("\r\n");
@@ -270,13 +303,13 @@ async function readHead(conn: Deno.Conn): Promise<RequestHead | "too large" | un
       });
       return { line, headers, rest: buffer.subarray(end + 4) };
     }
-    if (buffer.length > MAX_HEAD_BYTES) return "too large";
     const read = await conn.read(chunk);
     if (read === null) return undefined;
     const grown = new Uint8Array(buffer.length + read);
     grown.set(buffer);
     grown.set(chunk.subarray(0, read), buffer.length);
     buffer = grown;
+    if (buffer.length > MAX_HEAD_BYTES && indexOfBlankLine(buffer) === -1) return "too large";
   }
 }
 
@@ -342,6 +375,7 @@ async function respond(
   status: number,
   reason: string,
   body: string,
+  headOnly = false,
 ): Promise<void> {
   const page = new TextEncoder().encode(
     `<!doctype html><meta charset="utf-8"><title>${status} ${reason}</title>` +
@@ -351,7 +385,7 @@ async function respond(
   const head = `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/html; charset=utf-8\r\n` +
     `Content-Length: ${page.length}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n`;
   await writeAll(conn, new TextEncoder().encode(head));
-  await writeAll(conn, page);
+  if (!headOnly) await writeAll(conn, page);
 }
 
 function escape(text: string): string {
@@ -400,5 +434,12 @@ async function downPage(route: Route, table: RouteTable, port: number): Promise<
     `of the repository ${escape(route.repositoryLabel)}.</p>` +
     `<p>Its services:</p><ul>${rows.join("")}</ul>` +
     `<p>Start it in that worktree with its ports in the environment, for example ` +
-    `<code>cd ${escape(route.worktree)} &amp;&amp; worktree-ports exec -- npm run dev</code>.</p>`;
+    `<code>cd ${
+      escape(shellQuoted(route.worktree))
+    } &amp;&amp; worktree-ports exec -- npm run dev</code>.</p>`;
+}
+
+/** A path as a POSIX shell reads it back. */
+function shellQuoted(path: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(path) ? path : `'${path.replaceAll("'", `'\\''`)}'`;
 }

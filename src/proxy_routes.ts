@@ -9,6 +9,7 @@ import { type IndexEntry, readMachineIndex } from "./machine_index.ts";
 import { isPort } from "./names.ts";
 import { comparablePath, joinPath } from "./paths.ts";
 import { readPortFile } from "./port_file.ts";
+import { slugOf } from "./slug.ts";
 import { hostName, repositoryLabel, serviceLabel, worktreeLabel } from "./proxy_names.ts";
 
 /** Where one host name leads. */
@@ -82,12 +83,15 @@ export function readRoutes(index: MachineIndex): RouteTable {
     }
     let name: string | undefined;
     let hosts: string[] | undefined;
+    let scope: string | undefined;
     try {
-      ({ name, hosts } = loadConfig(entry.worktree));
+      ({ name, hosts, scope } = loadConfig(entry.worktree));
     } catch (error) {
       if (error instanceof Deno.errors.NotCapable) throw error;
       notes.push(`${entry.worktree}: its config cannot be read, so all its ports are routed`);
     }
+    // A repository that keeps out of the index now is not routed, whatever it left there.
+    if (scope === "repository") continue;
     const ports = Object.entries(file.data).filter((pair): pair is [string, number] =>
       isPort(pair[1]) && (hosts === undefined || hosts.includes(pair[0]))
     );
@@ -115,15 +119,24 @@ export function readRoutes(index: MachineIndex): RouteTable {
     }
   }
   const routes = new Map<string, Route>();
-  const worktreeLabels = new Map<string, number>();
+  // In order of slot, so that the worktree that keeps a contested label is the same each time.
+  found.sort((a, b) => a.slot - b.slot);
+  const takenLabels = new Set<string>();
   for (const item of found) {
     const repoLabel = repositoryLabels.get(item.repository)!;
     let label = worktreeLabel(item.branch, item.entry.worktree);
-    const key = `${repoLabel}/${label}`;
-    worktreeLabels.set(key, (worktreeLabels.get(key) ?? 0) + 1);
-    if (worktreeLabels.get(key)! > 1) label = withSuffix(label, String(item.slot));
-    for (const [portKey, port] of item.ports) {
-      const host = hostName(serviceLabel(portKey), label, repoLabel);
+    // Another worktree's label already (a branch "feature/a" beside "feature-a"): its slot after it.
+    if (takenLabels.has(`${repoLabel}/${label}`)) label = withSuffix(label, String(item.slot));
+    while (takenLabels.has(`${repoLabel}/${label}`)) label = withSuffix(label, "x");
+    takenLabels.add(`${repoLabel}/${label}`);
+    // A key that is its label already ("web") keeps it before one that shortens to it ("web_port").
+    const exact = (key: string) => serviceLabel(key) === slugOf(key.replaceAll("_", "-"));
+    const ports = item.ports.toSorted(([a], [b]) => Number(exact(b)) - Number(exact(a)));
+    for (const [portKey, port] of ports) {
+      let host = hostName(serviceLabel(portKey), label, repoLabel);
+      // Two keys of one worktree that make one label ("web" beside "web_port"): the key in full.
+      if (routes.has(host)) host = hostName(slugOf(portKey.replaceAll("_", "-")), label, repoLabel);
+      if (routes.has(host)) continue;
       routes.set(host, {
         host,
         key: portKey,

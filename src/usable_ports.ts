@@ -2,6 +2,7 @@
 
 import { portsForSlot } from "./bundle.ts";
 import type { PortsConfig } from "./config.ts";
+import { DEFAULT_PROXY_PORT } from "./proxy_names.ts";
 import { isPort, MAX_PORT } from "./names.ts";
 
 /**
@@ -149,6 +150,14 @@ export function configWarnings(
       `Slot 0 of this config, the main worktree's, holds ${
         refused.map(([key, port]) => `${port} ("${key}")`).join(", ")
       }, a port browsers refuse to connect to (a web server there cannot be reached from a browser; change the base port)`,
+    );
+  }
+  const proxied = Object.entries(config.ports).filter(([, port]) => port === DEFAULT_PROXY_PORT);
+  if (proxied.length > 0) {
+    warnings.push(
+      `Slot 0 of this config, the main worktree's, holds ${DEFAULT_PROXY_PORT} ("${
+        proxied[0][0]
+      }"), the port of "worktree-ports proxy" (linked worktrees skip it, the main worktree cannot; change the base port)`,
     );
   }
   const range = options.ephemeralRange ?? ephemeralPortRange();

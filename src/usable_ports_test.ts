@@ -114,3 +114,12 @@ Deno.test({
     });
   },
 });
+
+Deno.test("configWarnings() warns when the main worktree's slot holds the proxy's port", () => {
+  const warnings = configWarnings(parseConfig({ ports: { web: 1355 }, stride: 10 }), {
+    ephemeralRange: { low: 49152, high: 65535, source: "test" },
+  });
+  assert.deepEqual(warnings, [
+    `Slot 0 of this config, the main worktree's, holds 1355 ("web"), the port of "worktree-ports proxy" (linked worktrees skip it, the main worktree cannot; change the base port)`,
+  ]);
+});

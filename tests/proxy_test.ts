@@ -333,3 +333,67 @@ function existsSync(path: string): boolean {
     return false;
   }
 }
+
+Deno.test("proxy: a backend listening only on ::1 is reached, and a name that leads back to the proxy stops at the hop limit", async () => {
+  const { repo, webs } = await twoWorktrees();
+  await using _repo = repo;
+  const port = proxyPort();
+  await using _proxy = await startProxy(port);
+  const ipv6 = (() => {
+    try {
+      Deno.listen({ hostname: "::1", port: 0 }).close();
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+  if (ipv6) {
+    await using _a = Deno.serve(
+      { port: webs[0], hostname: "::1", onListen() {} },
+      () => new Response("on ::1"),
+    );
+    const response = await viaProxy(port, `web.feature-a.shop.localhost:${port}`);
+    assert.equal(await response.text(), "on ::1");
+  } else {
+    console.log("skipped the ::1 step: this host has no IPv6 loopback");
+  }
+  // b's server passes every request on to the proxy under its own name, with the hop header.
+  await using _b = Deno.serve(
+    { port: webs[1], hostname: "127.0.0.1", onListen() {} },
+    async (request) => {
+      const hops = request.headers.get("x-worktree-ports-hops") ?? "0";
+      const inner = await viaProxy(port, request.headers.get("host")!, "/", {
+        headers: { "x-worktree-ports-hops": hops },
+      });
+      return new Response(await inner.text(), { status: inner.status });
+    },
+  );
+  const looped = await viaProxy(port, `web.b.shop.localhost:${port}`);
+  assert.equal(looped.status, 508);
+  assert.match(await looped.text(), /passed through the proxy 5 times/);
+  // A client's own hop count cannot buy more passes, nor a negative one.
+  const forged = await viaProxy(port, `web.b.shop.localhost:${port}`, "/", {
+    headers: { "x-worktree-ports-hops": "-100" },
+  });
+  assert.equal(forged.status, 508);
+  await forged.body?.cancel();
+});
+
+Deno.test("proxy: a HEAD request gets the status page's head alone, and a head over 64 KiB a 431", async () => {
+  const port = proxyPort();
+  await using _proxy = await startProxy(port);
+  const head = await viaProxy(port, "web.nothing.none.localhost", "/", { method: "HEAD" });
+  assert.equal(head.status, 404);
+  assert.equal(await head.text(), "");
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(
+    new TextEncoder().encode(`GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(70_000)}\r\n\r\n`),
+  );
+  const buffer = new Uint8Array(1024);
+  const read = await conn.read(buffer);
+  assert.match(
+    new TextDecoder().decode(buffer.subarray(0, read ?? 0)),
+    /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/,
+  );
+  conn.close();
+});
