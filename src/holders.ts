@@ -201,5 +201,7 @@ export function holderName(holder: PortHolder): string {
 export function holderPlace(holder: PortHolder): string {
   if (holder.worktree === null) return "outside every worktree";
   if (holder.worktree === undefined) return "in an unknown place";
-  return `of the worktree "${holder.worktree}"`;
+  // Quoted with escapes where it holds a line break, so that the line stays one line.
+  const path = holder.worktree;
+  return `of the worktree ${/\p{Cc}/u.test(path) ? JSON.stringify(path) : `"${path}"`}`;
 }

@@ -1,7 +1,7 @@
 // The tables and lines that list, slots and check print.
 
 import type { Move } from "../fix.ts";
-import { holderName } from "../holders.ts";
+import { holderName, holderPlace } from "../holders.ts";
 import { strayHolders, type WorktreeStatus } from "../inspect.ts";
 import type { SlotInfo } from "../slots.ts";
 
@@ -211,16 +211,11 @@ export function problemsOf(statuses: readonly WorktreeStatus[]): string[] {
       const project = holder.composeProject === undefined
         ? ""
         : ` (compose project "${holder.composeProject}")`;
-      const place = holder.worktree === null
-        ? "outside every worktree"
-        : holder.worktree === undefined
-        ? "in an unknown place"
-        : `of the worktree ${quotedPath(holder.worktree)}`;
       const stays = status.primary
         ? " (the main worktree keeps slot 0: stop that process, or change the base port)"
         : "";
       problems.push(
-        `held: ${who}${what}${project} ${place} holds ${key} ${port} of ${
+        `held: ${who}${what}${project} ${holderPlace(holder)} holds ${key} ${port} of ${
           quotedPath(status.path)
         }${stays}`,
       );
